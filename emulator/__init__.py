@@ -1,0 +1,1 @@
+"""A local emulator of the Connectif REST API (see ../shared/connectif-api.md)."""

@@ -1,0 +1,1 @@
+"""Airflow-free sync library: extraction, shaping, validation, change detection, chunking."""
