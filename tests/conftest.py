@@ -1,0 +1,7 @@
+"""Shared fixtures. Each area keeps its fixtures in ``tests/fixtures/`` and registers them here."""
+
+from __future__ import annotations
+
+pytest_plugins = [
+    "tests.fixtures.airflow_env",
+]
