@@ -1,0 +1,1 @@
+"""Orchestration of ``make demo``: sample ERP, emulator and ``airflow standalone`` in one command."""

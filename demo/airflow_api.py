@@ -1,0 +1,147 @@
+"""A small client for the Airflow 3 public REST API (``/api/v2``) with the simple auth manager's JWT login."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+TERMINAL_RUN_STATES = frozenset({"success", "failed"})
+
+
+class AirflowAPIError(RuntimeError):
+    """An answer of the Airflow API that the caller cannot work with."""
+
+
+class AirflowClient:
+    """Talks to one Airflow API server; logs in with ``/auth/token`` and retries once on an expired token."""
+
+    def __init__(self, base_url: str, username: str, password: str, *, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._username = username
+        self._password = password
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        self._token: str | None = None
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> AirflowClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing -------------------------------------------------------------------------------------
+    def _login(self) -> str:
+        resp = self._http.post("/auth/token", json={"username": self._username, "password": self._password})
+        if resp.status_code not in (200, 201):
+            raise AirflowAPIError(f"login as {self._username!r} failed: HTTP {resp.status_code} {resp.text[:200]}")
+        token: str = resp.json()["access_token"]
+        return token
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        for attempt in (1, 2):
+            if self._token is None:
+                self._token = self._login()
+            resp = self._http.request(
+                method, f"/api/v2{path}", headers={"Authorization": f"Bearer {self._token}"}, **kwargs
+            )
+            if resp.status_code == 401 and attempt == 1:
+                self._token = None
+                continue
+            return resp
+        raise AssertionError("unreachable")
+
+    def _json(self, method: str, path: str, *, ok: tuple[int, ...] = (200,), **kwargs: Any) -> Any:
+        resp = self._request(method, path, **kwargs)
+        if resp.status_code not in ok:
+            raise AirflowAPIError(f"{method} /api/v2{path}: HTTP {resp.status_code} {resp.text[:500]}")
+        return resp.json()
+
+    # -- endpoints ------------------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        """``/api/v2/monitor/health`` (needs no login)."""
+        resp = self._http.get("/api/v2/monitor/health")
+        resp.raise_for_status()
+        result: dict[str, Any] = resp.json()
+        return result
+
+    def dags(self, prefix: str = "") -> list[dict[str, Any]]:
+        params = {"limit": 100}
+        if prefix:
+            params["dag_id_pattern"] = prefix  # type: ignore[assignment]
+        result: list[dict[str, Any]] = self._json("GET", "/dags", params=params)["dags"]
+        return [d for d in result if d["dag_id"].startswith(prefix)]
+
+    def import_errors(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._json("GET", "/importErrors", params={"limit": 100})["import_errors"]
+        return result
+
+    def set_paused(self, dag_id: str, paused: bool) -> None:
+        self._json("PATCH", f"/dags/{dag_id}", json={"is_paused": paused})
+
+    def trigger(
+        self,
+        dag_id: str,
+        *,
+        conf: dict[str, Any] | None = None,
+        logical_date: datetime | None = None,
+        data_interval: tuple[datetime, datetime] | None = None,
+        note: str | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"logical_date": logical_date.isoformat() if logical_date else None}
+        if conf:
+            body["conf"] = conf
+        if data_interval:
+            body["data_interval_start"] = data_interval[0].isoformat()
+            body["data_interval_end"] = data_interval[1].isoformat()
+        if note:
+            body["note"] = note
+        result: dict[str, Any] = self._json("POST", f"/dags/{dag_id}/dagRuns", ok=(200, 201), json=body)
+        return result
+
+    def run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+        return result
+
+    def runs(self, dag_id: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._json(
+            "GET", f"/dags/{dag_id}/dagRuns", params={"limit": 100, "order_by": "-run_after"}
+        )["dag_runs"]
+        return result
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._json(
+            "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000}
+        )["task_instances"]
+        return result
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+        """The XCom value (JSON-decoded), or ``None`` when the task pushed nothing under ``key``."""
+        resp = self._request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}")
+        if resp.status_code == 404:
+            return None
+        if resp.status_code != 200:
+            raise AirflowAPIError(f"XCom {dag_id}/{run_id}/{task_id}/{key}: HTTP {resp.status_code} {resp.text}")
+        value = resp.json()["value"]
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError:
+                return value
+        return value
+
+    def wait_for_run(self, dag_id: str, run_id: str, *, timeout: float, poll: float = 3.0) -> dict[str, Any]:
+        """Poll a run until it is ``success`` or ``failed``; raises ``TimeoutError`` with its last state."""
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.run(dag_id, run_id)
+            if run["state"] in TERMINAL_RUN_STATES:
+                return run
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{dag_id} run {run_id} still {run['state']} after {timeout:.0f}s")
+            time.sleep(poll)
