@@ -1,0 +1,229 @@
+"""Load Connectif export CSVs into warehouse tables through SQLAlchemy, replacing one window per run.
+
+A weekly export run covers a window (its data interval). Every row it loads carries that window in
+``etl_window_start``/``etl_window_end``; loading the same window again deletes the window's rows and inserts
+the new ones in the same transaction, so a re-run or a backfill never duplicates rows and a failed load
+leaves the previous data in place. Columns are kept as text, exactly as Connectif wrote them (the export's
+columns depend on the account's custom fields, so the table grows a column when a new one appears).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+WINDOW_START = "etl_window_start"
+WINDOW_END = "etl_window_end"
+LOADED_AT = "etl_loaded_at"
+META_COLUMNS = (WINDOW_START, WINDOW_END, LOADED_AT)
+
+_SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+#: Table (suffix) that each kind of export file goes to; see :func:`table_for_export_file`.
+EXPORT_TABLES = {
+    "activities_products": "activity_products",
+    "activities": "activities",
+    "contacts": "contacts",
+    "data_explorer": "data_explorer",
+}
+
+
+class WarehouseLoadError(ValueError):
+    """A file that cannot be loaded; the message names the file and what to do."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """The half-open time range ``[start, end)`` a load replaces (a DAG run's data interval)."""
+
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise WarehouseLoadError(f"window bounds must be timezone-aware, got {self.start!r} .. {self.end!r}")
+        # Stored in UTC so that the same window compares equal whatever timezone the caller used.
+        object.__setattr__(self, "start", self.start.astimezone(UTC))
+        object.__setattr__(self, "end", self.end.astimezone(UTC))
+        if self.end <= self.start:
+            raise WarehouseLoadError(f"window end {self.end.isoformat()} is not after start {self.start.isoformat()}")
+
+
+def check_table_name(name: str) -> str:
+    """Refuse table names that would need quoting tricks (they come from user configuration)."""
+    if not _SAFE_NAME.match(name):
+        raise WarehouseLoadError(
+            f"unsafe warehouse table name {name!r}: use letters, digits and underscores, starting with a letter"
+        )
+    return name
+
+
+def table_for_export_file(path: str | Path, prefix: str = "connectif_") -> str:
+    """The warehouse table for a file of an export ZIP, from its name.
+
+    Connectif names them ``export-activities-<uuid>.csv``, ``export-activities-<uuid>-products.csv``,
+    ``export-contacts-<uuid>.csv`` and so on.
+    """
+    name = Path(path).name.lower()
+    if not name.endswith(".csv"):
+        raise WarehouseLoadError(f"{path}: not a CSV file; an export ZIP holds only CSV files")
+    stem = name.removesuffix(".csv")
+    if "activities" in stem and stem.endswith("-products"):
+        kind = "activities_products"
+    elif "activities" in stem:
+        kind = "activities"
+    elif "contacts" in stem:
+        kind = "contacts"
+    elif "data-explorer" in stem or "data_explorer" in stem or "report" in stem:
+        kind = "data_explorer"
+    else:
+        raise WarehouseLoadError(
+            f"{path}: cannot tell which export this file belongs to (expected 'contacts', 'activities' or "
+            "'data-explorer' in its name)"
+        )
+    return check_table_name(f"{prefix}{EXPORT_TABLES[kind]}")
+
+
+def _read_chunks(path: Path, delimiter: str, chunk_rows: int) -> tuple[list[str], Iterator[pd.DataFrame]]:
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            header = next(csv.reader(fh, delimiter=delimiter), None)
+    except UnicodeDecodeError as exc:
+        raise WarehouseLoadError(f"{path}: not UTF-8 ({exc}); Connectif exports are UTF-8") from exc
+    if not header:
+        raise WarehouseLoadError(f"{path}: empty file, no header row; re-run the export")
+    blank = [i + 1 for i, c in enumerate(header) if not c.strip()]
+    if blank:
+        raise WarehouseLoadError(f"{path}: header column(s) {blank} have no name")
+    if len(set(header)) != len(header):
+        raise WarehouseLoadError(f"{path}: duplicate header names {sorted({c for c in header if header.count(c) > 1})}")
+    clash = [c for c in header if c in META_COLUMNS]
+    if clash:
+        raise WarehouseLoadError(f"{path}: columns {clash} are reserved for the load window; rename them")
+    chunks = pd.read_csv(
+        path,
+        sep=delimiter,
+        encoding="utf-8-sig",
+        dtype=str,
+        keep_default_na=False,
+        na_values=[""],
+        chunksize=chunk_rows,
+        on_bad_lines="error",
+    )
+    return header, chunks
+
+
+def _ensure_table(conn: Connection, name: str, columns: list[str], schema: str | None) -> sa.Table:
+    """Create the table, or add the columns it lacks; returns it reflected."""
+    inspector = sa.inspect(conn)
+    if not inspector.has_table(name, schema=schema):
+        table = sa.Table(
+            name,
+            sa.MetaData(),
+            *(sa.Column(c, sa.Text) for c in columns),
+            sa.Column(WINDOW_START, sa.DateTime(timezone=True), nullable=False),
+            sa.Column(WINDOW_END, sa.DateTime(timezone=True), nullable=False),
+            sa.Column(LOADED_AT, sa.DateTime(timezone=True), nullable=False),
+            sa.Index(f"ix_{name}_window"[:63], WINDOW_START, WINDOW_END),
+            schema=schema,
+        )
+        table.create(conn)
+        return table
+    existing = {c["name"] for c in inspector.get_columns(name, schema=schema)}
+    missing = [c for c in columns if c not in existing]
+    if missing:
+        preparer = conn.dialect.identifier_preparer
+        qualified = preparer.format_table(sa.Table(name, sa.MetaData(), schema=schema))
+        for column in missing:
+            conn.execute(sa.text(f"ALTER TABLE {qualified} ADD COLUMN {preparer.quote(column)} TEXT"))
+    return sa.Table(name, sa.MetaData(), schema=schema, autoload_with=conn)
+
+
+def _load_one(
+    conn: Connection,
+    path: Path,
+    table_name: str,
+    window: Window,
+    loaded_at: datetime,
+    *,
+    schema: str | None,
+    delimiter: str,
+    chunk_rows: int,
+) -> int:
+    header, chunks = _read_chunks(path, delimiter, chunk_rows)
+    table = _ensure_table(conn, check_table_name(table_name), header, schema)
+    conn.execute(table.delete().where(table.c[WINDOW_START] == window.start, table.c[WINDOW_END] == window.end))
+    rows = 0
+    meta = {WINDOW_START: window.start, WINDOW_END: window.end, LOADED_AT: loaded_at}
+    try:
+        for chunk in chunks:
+            frame = chunk.astype(object).where(chunk.notna(), None)
+            records: list[dict[str, Any]] = [
+                {**{str(k): v for k, v in rec.items()}, **meta} for rec in frame.to_dict("records")
+            ]
+            if records:
+                conn.execute(table.insert(), records)
+                rows += len(records)
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise WarehouseLoadError(f"{path}: malformed CSV near data row {rows + 1}: {exc}") from exc
+    return rows
+
+
+def load_export_files(
+    engine: Engine | str,
+    files: Mapping[str, str | Path],
+    window: Window,
+    *,
+    schema: str | None = None,
+    delimiter: str = ",",
+    chunk_rows: int = 20_000,
+) -> dict[str, int]:
+    """Load ``{table: csv_path}`` for one window in a single transaction; returns rows loaded per table.
+
+    Loading a window again replaces exactly that window's rows in each table (other windows are kept).
+    Any error rolls the whole load back, so the tables never hold half a window.
+    """
+    eng = sa.create_engine(engine) if isinstance(engine, str) else engine
+    loaded_at = datetime.now(UTC)
+    counts: dict[str, int] = {}
+    try:
+        with eng.begin() as conn:
+            for table_name, path in files.items():
+                counts[table_name] = _load_one(
+                    conn,
+                    Path(path),
+                    table_name,
+                    window,
+                    loaded_at,
+                    schema=schema,
+                    delimiter=delimiter,
+                    chunk_rows=chunk_rows,
+                )
+    finally:
+        if isinstance(engine, str):
+            eng.dispose()
+    return counts
+
+
+def window_row_counts(engine: Engine | str, table: str, *, schema: str | None = None) -> dict[tuple[str, str], int]:
+    """Rows per loaded window of a table (for reports and checks)."""
+    eng = sa.create_engine(engine) if isinstance(engine, str) else engine
+    try:
+        with eng.connect() as conn:
+            tbl = sa.Table(check_table_name(table), sa.MetaData(), schema=schema, autoload_with=conn)
+            stmt = sa.select(tbl.c[WINDOW_START], tbl.c[WINDOW_END], sa.func.count()).group_by(
+                tbl.c[WINDOW_START], tbl.c[WINDOW_END]
+            )
+            return {(str(s), str(e)): int(n) for s, e, n in conn.execute(stmt)}
+    finally:
+        if isinstance(engine, str):
+            eng.dispose()

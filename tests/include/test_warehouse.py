@@ -1,0 +1,149 @@
+"""Loading export CSVs into warehouse tables: window replacement, schema growth, bad files, atomicity."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from connectif_sync.warehouse import (
+    WarehouseLoadError,
+    Window,
+    load_export_files,
+    table_for_export_file,
+    window_row_counts,
+)
+
+W1 = Window(datetime(2026, 11, 9, tzinfo=UTC), datetime(2026, 11, 16, tzinfo=UTC))
+W2 = Window(datetime(2026, 11, 16, tzinfo=UTC), datetime(2026, 11, 23, tzinfo=UTC))
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> sa.Engine:
+    eng = sa.create_engine(f"sqlite:///{tmp_path / 'wh.sqlite'}")
+    yield eng
+    eng.dispose()
+
+
+def write(path: Path, text: str, *, bom: bool = False) -> Path:
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8"))
+    return path
+
+
+def rows(engine: sa.Engine, table: str) -> list[dict[str, object]]:
+    with engine.connect() as conn:
+        result = conn.execute(sa.text(f'SELECT * FROM "{table}" ORDER BY 1, 2'))
+        return [dict(r._mapping) for r in result]
+
+
+def test_load_keeps_values_as_text_strips_bom_and_stamps_the_window(engine: sa.Engine, tmp_path: Path) -> None:
+    csv = write(
+        tmp_path / "c.csv", '_email,_points,note\na@x.com,007,"line1\nline2"\nb@x.com,,"comma, inside"\n', bom=True
+    )
+
+    counts = load_export_files(engine, {"connectif_contacts": csv}, W1)
+
+    assert counts == {"connectif_contacts": 2}
+    got = rows(engine, "connectif_contacts")
+    assert [(r["_email"], r["_points"], r["note"]) for r in got] == [
+        ("a@x.com", "007", "line1\nline2"),
+        ("b@x.com", None, "comma, inside"),
+    ]
+    assert all(str(r["etl_window_start"]).startswith("2026-11-09") for r in got)
+
+
+def test_reloading_a_window_replaces_only_that_window(engine: sa.Engine, tmp_path: Path) -> None:
+    first = write(tmp_path / "a1.csv", "id,type\n1,purchase\n2,login\n")
+    other = write(tmp_path / "a2.csv", "id,type\n3,purchase\n")
+    load_export_files(engine, {"acts": first}, W1)
+    load_export_files(engine, {"acts": other}, W2)
+
+    rerun = write(tmp_path / "a1b.csv", "id,type\n1,purchase\n2,login\n4,register\n")
+    load_export_files(engine, {"acts": rerun}, W1)
+    load_export_files(engine, {"acts": rerun}, W1)
+
+    assert sorted(r["id"] for r in rows(engine, "acts")) == ["1", "2", "3", "4"]
+    counts = window_row_counts(engine, "acts")
+    assert sorted(counts.values()) == [1, 3]
+
+
+def test_same_window_given_in_another_timezone_is_the_same_window(engine: sa.Engine, tmp_path: Path) -> None:
+    csv = write(tmp_path / "a.csv", "id\n1\n")
+    madrid = timezone(timedelta(hours=1))
+    load_export_files(engine, {"acts": csv}, W1)
+    load_export_files(engine, {"acts": csv}, Window(W1.start.astimezone(madrid), W1.end.astimezone(madrid)))
+    assert len(rows(engine, "acts")) == 1
+
+
+def test_a_new_column_in_a_later_export_is_added(engine: sa.Engine, tmp_path: Path) -> None:
+    load_export_files(engine, {"c": write(tmp_path / "1.csv", "_email\na@x.com\n")}, W1)
+    load_export_files(engine, {"c": write(tmp_path / "2.csv", "_email,vip\nb@x.com,yes\n")}, W2)
+
+    got = {r["_email"]: r["vip"] for r in rows(engine, "c")}
+    assert got == {"a@x.com": None, "b@x.com": "yes"}
+
+
+def test_several_tables_load_in_one_transaction(engine: sa.Engine, tmp_path: Path) -> None:
+    good = write(tmp_path / "acts.csv", "id\n1\n")
+    load_export_files(engine, {"acts": good}, W1)
+    ragged = write(tmp_path / "prods.csv", "id,productId\n1,p1\n2,p2,EXTRA\n")
+
+    with pytest.raises(WarehouseLoadError, match=r"prods\.csv: malformed CSV"):
+        load_export_files(engine, {"acts": write(tmp_path / "acts2.csv", "id\n9\n8\n"), "prods": ragged}, W1)
+
+    assert [r["id"] for r in rows(engine, "acts")] == ["1"]  # the previous load of the window is intact
+    assert not sa.inspect(engine).has_table("prods")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "empty file"),
+        (b"id,\n1,2\n", "have no name"),
+        (b"id,id\n1,2\n", "duplicate header"),
+        (b"etl_window_start\n1\n", "reserved"),
+        (b"id\n\xff\xfe\n", "not UTF-8|malformed"),
+    ],
+)
+def test_bad_files_are_refused_with_the_file_named(
+    engine: sa.Engine, tmp_path: Path, content: bytes, message: str
+) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_bytes(content)
+    with pytest.raises(WarehouseLoadError, match=message) as err:
+        load_export_files(engine, {"t": path}, W1)
+    assert "bad.csv" in str(err.value)
+
+
+def test_window_must_be_aware_and_ordered() -> None:
+    with pytest.raises(WarehouseLoadError, match="timezone-aware"):
+        Window(datetime(2026, 1, 1), datetime(2026, 1, 2))
+    with pytest.raises(WarehouseLoadError, match="not after"):
+        Window(W1.end, W1.start)
+
+
+def test_unsafe_table_names_are_refused(engine: sa.Engine, tmp_path: Path) -> None:
+    with pytest.raises(WarehouseLoadError, match="unsafe warehouse table name"):
+        load_export_files(engine, {"x; DROP TABLE y": write(tmp_path / "a.csv", "id\n1\n")}, W1)
+
+
+@pytest.mark.parametrize(
+    ("name", "table"),
+    [
+        ("export-activities-1f2e.csv", "connectif_activities"),
+        ("export-activities-1f2e-products.csv", "connectif_activity_products"),
+        ("export-contacts-9a.csv", "connectif_contacts"),
+        ("export-data-explorer-3.csv", "connectif_data_explorer"),
+    ],
+)
+def test_export_files_map_to_tables(name: str, table: str) -> None:
+    assert table_for_export_file(f"/tmp/x/{name}") == table
+
+
+def test_unknown_export_file_is_refused() -> None:
+    with pytest.raises(WarehouseLoadError, match="cannot tell"):
+        table_for_export_file("readme.csv")
+    with pytest.raises(WarehouseLoadError, match="not a CSV"):
+        table_for_export_file("export-contacts.zip")
