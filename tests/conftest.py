@@ -4,4 +4,6 @@ from __future__ import annotations
 
 pytest_plugins = [
     "tests.fixtures.airflow_env",
+    "tests.fixtures.emulator",
+    "tests.fixtures.provider",
 ]

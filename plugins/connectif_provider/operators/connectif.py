@@ -1,0 +1,523 @@
+"""Operators that upload imports to and fetch exports from Connectif, waiting deferred (no worker held)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import BaseOperator, Context
+
+from connectif_provider.exceptions import (
+    ConnectifExportFailedError,
+    ConnectifExportQueueFullError,
+    ConnectifImportFailedError,
+    ConnectifImportQueueFullError,
+    ConnectifNotFoundError,
+    ConnectifRowErrorsExceededError,
+    ConnectifTimeoutError,
+)
+from connectif_provider.hooks.connectif import ConnectifHook
+from connectif_provider.models import (
+    MAX_EXPORT_RANGE_DAYS,
+    MAX_QUEUED_EXPORTS,
+    MAX_QUEUED_IMPORTS,
+    ExportStatus,
+    ExportType,
+    ImportStatus,
+    ImportType,
+    parse_export_status,
+    parse_import_status,
+)
+from connectif_provider.triggers.connectif import (
+    QUEUED_BACKOFF_FACTOR,
+    ConnectifExportTrigger,
+    ConnectifImportTrigger,
+    ConnectifQueueSlotTrigger,
+    progress_message,
+)
+
+
+def _seconds(value: float | timedelta | None) -> float | None:
+    if value is None:
+        return None
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def _state_store(context: Context) -> Any:
+    """``context["task_state_store"]`` (Airflow >= 3.3), or None where the runtime offers none."""
+    try:
+        return context.get("task_state_store")
+    except Exception:
+        return None
+
+
+def import_summary(resource: dict[str, Any], rejected_rows: list[dict[str, Any]], file_path: str) -> dict[str, Any]:
+    """The operator's XCom: what the sync library needs to commit confirmed rows and keep failed ones."""
+    return {
+        "import_id": str(resource.get("id")),
+        "status": str(resource.get("status")),
+        "total": int(resource.get("total") or 0),
+        "success": int(resource.get("success") or 0),
+        "errors": int(resource.get("errors") or 0),
+        "rejected_rows": rejected_rows,
+        "file_path": file_path,
+    }
+
+
+class ConnectifImportOperator(BaseOperator):
+    """
+    Upload one CSV file as a Connectif import and wait (deferred) until Connectif has processed it.
+
+    The import id is stored in ``task_state_store`` before the task defers, so a retried task re-attaches
+    to its import instead of uploading the file again. A full import queue (E0401) is waited out in the
+    triggerer. On completion the error report is downloaded and the task returns (and pushes to XCom)
+    ``{"import_id", "status", "total", "success", "errors", "rejected_rows": [{"line", "field", "error"}],
+    "file_path"}``, ``line`` being the 1-based data row of the file.
+
+    :param file_path: the CSV to upload (templated; map it over the chunk files of a sync).
+    :param import_type: ``contacts``, ``products`` or ``coupons``.
+    :param delimiter: ``,`` or ``;``.
+    :param override_existing: overwrite existing elements.
+    :param update_only_empty_fields: only fill empty fields (needs ``override_existing``).
+    :param coupon_set_id: the coupon set receiving the codes (coupons imports).
+    :param poll_interval: seconds between polls while the import runs (it grows while it is queued).
+    :param max_poll_interval: cap of the grown interval (default 10x ``poll_interval``, at most 600 s).
+    :param timeout: seconds (or timedelta) to wait for the import, queue waits included.
+    :param deferrable: wait in the triggerer (default) instead of sleeping on a worker.
+    :param max_row_errors: fail the task when more rows than this were rejected (None: never).
+    :param max_row_error_ratio: fail the task when rejected/total exceeds this ratio (None: never).
+    """
+
+    template_fields: Sequence[str] = ("file_path", "import_type", "coupon_set_id", "delimiter")
+    ui_color = "#d9ecff"
+    state_key = "connectif_import"
+
+    def __init__(
+        self,
+        *,
+        file_path: str,
+        import_type: str | ImportType,
+        delimiter: str = ",",
+        override_existing: bool = False,
+        update_only_empty_fields: bool = False,
+        coupon_set_id: str | None = None,
+        connectif_conn_id: str = ConnectifHook.default_conn_name,
+        poll_interval: float = 30.0,
+        max_poll_interval: float | None = None,
+        timeout: float | timedelta = 6 * 3600,
+        deferrable: bool = True,
+        max_row_errors: int | None = None,
+        max_row_error_ratio: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.file_path = file_path
+        self.import_type = str(import_type.value if isinstance(import_type, ImportType) else import_type)
+        self.delimiter = delimiter
+        self.override_existing = override_existing
+        self.update_only_empty_fields = update_only_empty_fields
+        self.coupon_set_id = coupon_set_id
+        self.connectif_conn_id = connectif_conn_id
+        self.poll_interval = poll_interval
+        self.max_poll_interval = max_poll_interval
+        self.timeout = _seconds(timeout) or 6 * 3600.0
+        self.deferrable = deferrable
+        self.max_row_errors = max_row_errors
+        self.max_row_error_ratio = max_row_error_ratio
+
+    @property
+    def hook(self) -> ConnectifHook:
+        return ConnectifHook(self.connectif_conn_id)
+
+    # -- entry points -------------------------------------------------------------------------------------
+    def execute(self, context: Context) -> Any:
+        deadline = time.time() + self.timeout
+        return self._run(context, deadline)
+
+    def execute_after_slot(self, context: Context, event: dict[str, Any], deadline: float) -> Any:
+        """Resumed after a full queue (E0401) had a free slot: try the upload again."""
+        if event.get("status") != "success":
+            raise ConnectifTimeoutError(f"Gave up uploading {self.file_path}: {event.get('message')}")
+        return self._run(context, deadline)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """Resumed when the trigger fired: summarise, or fail clearly."""
+        status = event.get("status")
+        if status == "success":
+            return self._complete(context, event["imports"][0])
+        if status == "timeout":
+            raise ConnectifTimeoutError(
+                f"Connectif import of {self.file_path} did not finish within {self.timeout:.0f} s: "
+                f"{event.get('message')}"
+            )
+        raise ConnectifImportFailedError(f"Connectif import of {self.file_path} failed: {event.get('message')}")
+
+    # -- steps --------------------------------------------------------------------------------------------
+    def _run(self, context: Context, deadline: float) -> Any:
+        hook = self.hook
+        store = _state_store(context)
+        resource = self._reattach(hook, store)
+        if resource is not None:
+            status = parse_import_status(resource.get("status"))
+            if status is ImportStatus.FINISHED:
+                self.log.info("Import %s of %s had already finished", resource["id"], self.file_path)
+                return self._complete(context, resource)
+            self.log.info("Re-attaching to import %s (%s) of %s", resource["id"], status.value, self.file_path)
+            return self._wait(context, str(resource["id"]), deadline)
+        while True:
+            try:
+                created = hook.create_import(
+                    self.file_path,
+                    self.import_type,
+                    delimiter=self.delimiter,
+                    override_existing=self.override_existing,
+                    update_only_empty_fields=self.update_only_empty_fields,
+                    coupon_set_id=self.coupon_set_id,
+                )
+                break
+            except ConnectifImportQueueFullError:
+                self.log.info("Connectif's import queue is full (E0401); waiting for a free slot")
+                if self.deferrable:
+                    self.defer(
+                        trigger=ConnectifQueueSlotTrigger(
+                            kind="imports",
+                            limit=MAX_QUEUED_IMPORTS,
+                            connectif_conn_id=self.connectif_conn_id,
+                            poll_interval=self.poll_interval,
+                            max_poll_interval=self.max_poll_interval,
+                            deadline=deadline,
+                        ),
+                        method_name="execute_after_slot",
+                        kwargs={"deadline": deadline},
+                    )
+                self._wait_for_slot_sync(hook, deadline)
+        import_id = str(created["id"])
+        if store is not None:
+            store.set(self.state_key, {"import_id": import_id, "file_path": str(self.file_path)})
+        self.log.info("Uploaded %s as import %s (%s rows)", self.file_path, import_id, created.get("total"))
+        return self._wait(context, import_id, deadline)
+
+    def _reattach(self, hook: ConnectifHook, store: Any) -> dict[str, Any] | None:
+        """The import of an earlier try of this task for the same file, unless it failed or vanished."""
+        if store is None:
+            return None
+        saved = store.get(self.state_key)
+        if not isinstance(saved, dict) or saved.get("file_path") != str(self.file_path):
+            return None
+        try:
+            resource = hook.get_import(str(saved["import_id"]))
+        except ConnectifNotFoundError:
+            self.log.warning("Import %s of an earlier try no longer exists; uploading again", saved["import_id"])
+            return None
+        status = parse_import_status(resource.get("status"))
+        if status in (ImportStatus.ERROR, ImportStatus.CANCELLED):
+            self.log.warning("Import %s of an earlier try ended %s; uploading again", resource["id"], status.value)
+            return None
+        return resource
+
+    def _wait(self, context: Context, import_id: str, deadline: float) -> Any:
+        trigger = ConnectifImportTrigger(
+            import_ids=[import_id],
+            connectif_conn_id=self.connectif_conn_id,
+            poll_interval=self.poll_interval,
+            max_poll_interval=self.max_poll_interval,
+            deadline=deadline,
+        )
+        if self.deferrable:
+            self.defer(trigger=trigger, method_name="execute_complete")
+        return self.execute_complete(context, self._poll_sync(import_id, deadline, trigger.max_poll_interval))
+
+    def _poll_sync(self, import_id: str, deadline: float, max_interval: float) -> dict[str, Any]:
+        """The non-deferrable wait: the trigger's logic on a worker, as an event dict."""
+        hook = self.hook
+        interval = self.poll_interval
+        while True:
+            resource = hook.get_import(import_id)
+            status = parse_import_status(resource.get("status"))
+            if status is ImportStatus.FINISHED:
+                return {"status": "success", "imports": [resource]}
+            if status in (ImportStatus.ERROR, ImportStatus.CANCELLED):
+                return {"status": "error", "message": f"Import {import_id} is {status.value}", "imports": [resource]}
+            if time.time() >= deadline:
+                return {"status": "timeout", "message": f"Import {import_id} is still {status.value}"}
+            if status is ImportStatus.IN_PROGRESS:
+                self.log.info("Import %s %s", import_id, progress_message(resource))
+                interval = self.poll_interval
+                time.sleep(min(interval, max(deadline - time.time(), 0)))
+            else:
+                time.sleep(min(interval, max(deadline - time.time(), 0)))
+                interval = min(interval * QUEUED_BACKOFF_FACTOR, max_interval)
+
+    def _wait_for_slot_sync(self, hook: ConnectifHook, deadline: float) -> None:
+        interval = self.poll_interval
+        while hook.count_active_imports() >= MAX_QUEUED_IMPORTS:
+            if time.time() >= deadline:
+                raise ConnectifTimeoutError(f"No free Connectif import slot for {self.file_path} before the deadline")
+            time.sleep(min(interval, max(deadline - time.time(), 0)))
+            interval = min(interval * QUEUED_BACKOFF_FACTOR, self.max_poll_interval or self.poll_interval * 10)
+
+    def _complete(self, context: Context, resource: dict[str, Any]) -> dict[str, Any]:
+        hook = self.hook
+        errors = int(resource.get("errors") or 0)
+        rejected: list[dict[str, Any]] = []
+        if errors:
+            url = resource.get("errorReportFileUrl")
+            if url:
+                rejected = hook.download_error_report(str(url))
+            else:
+                self.log.warning("Import %s has %d row errors but no error report URL", resource.get("id"), errors)
+            if len(rejected) != errors:
+                self.log.warning("Import %s reports %d errors, its report lists %d", resource.get("id"), errors,
+                                 len(rejected))
+        summary = import_summary(resource, rejected, str(self.file_path))
+        self.log.info(
+            "Import %s finished: %d of %d rows imported, %d rejected",
+            summary["import_id"], summary["success"], summary["total"], summary["errors"],
+        )
+        for row in rejected[:20]:
+            self.log.info("  rejected line %s field %s: %s", row["line"], row["field"], row["error"])
+        total = summary["total"]
+        too_many = self.max_row_errors is not None and errors > self.max_row_errors
+        too_many = too_many or (
+            self.max_row_error_ratio is not None and total > 0 and errors / total > self.max_row_error_ratio
+        )
+        if too_many:
+            ti = context.get("ti")
+            if ti is not None:
+                ti.xcom_push(key="import_summary", value=summary)
+            raise ConnectifRowErrorsExceededError(
+                f"Import {summary['import_id']} of {self.file_path} rejected {errors} of {total} rows, over the "
+                f"task's threshold (max_row_errors={self.max_row_errors}, "
+                f"max_row_error_ratio={self.max_row_error_ratio}); the summary is in XCom 'import_summary'"
+            )
+        return summary
+
+
+def split_date_range(from_date: str, to_date: str, max_days: int = MAX_EXPORT_RANGE_DAYS) -> list[tuple[str, str]]:
+    """
+    Split ``[from_date, to_date]`` into consecutive ranges Connectif accepts (at most ``max_days``).
+
+    Dates (``YYYY-MM-DD``) split into inclusive day ranges of ``max_days`` days; date-times into ranges
+    whose ends are at most ``max_days`` apart, the next range starting one second after the previous end.
+    """
+    date_only = len(from_date) == 10 and len(to_date) == 10
+    if date_only:
+        start_d, end_d = date.fromisoformat(from_date), date.fromisoformat(to_date)
+        if end_d < start_d:
+            raise ValueError(f"from_date {from_date} is after to_date {to_date}")
+        ranges: list[tuple[str, str]] = []
+        while start_d <= end_d:
+            stop_d = min(start_d + timedelta(days=max_days - 1), end_d)
+            ranges.append((start_d.isoformat(), stop_d.isoformat()))
+            start_d = stop_d + timedelta(days=1)
+        return ranges
+    start, end = datetime.fromisoformat(from_date.replace("Z", "+00:00")), datetime.fromisoformat(
+        to_date.replace("Z", "+00:00")
+    )
+    if end < start:
+        raise ValueError(f"from_date {from_date} is after to_date {to_date}")
+    fmt = _iso_formatter(from_date)
+    out: list[tuple[str, str]] = []
+    while True:
+        stop = min(start + timedelta(days=max_days), end)
+        out.append((fmt(start), fmt(stop)))
+        if stop >= end:
+            return out
+        start = stop + timedelta(seconds=1)
+
+
+def _iso_formatter(sample: str) -> Any:
+    zulu = sample.endswith("Z")
+
+    def _fmt(value: datetime) -> str:
+        text = value.isoformat()
+        return text.replace("+00:00", "Z") if zulu else text
+
+    return _fmt
+
+
+class ConnectifExportOperator(BaseOperator):
+    """
+    Export contacts, activities or a data-explorer report from Connectif into CSV files under ``output_dir``.
+
+    An activities (or data-explorer) range longer than 31 days becomes several exports. A full export
+    queue (E0301) is waited out deferred. Created export ids are kept in ``task_state_store`` so a retry
+    does not export again. Returns ``{"export_ids": [...], "files": [...]}`` (absolute CSV paths, in the
+    order of the ranges; each export unpacks into ``output_dir/<export_id>/``).
+    """
+
+    template_fields: Sequence[str] = (
+        "output_dir",
+        "from_date",
+        "to_date",
+        "segment_id",
+        "report_id",
+        "activity_types",
+    )
+    ui_color = "#e3f5e1"
+    state_key = "connectif_export"
+
+    def __init__(
+        self,
+        *,
+        export_type: str | ExportType,
+        output_dir: str,
+        delimiter: str = ",",
+        date_format: str = "ISO",
+        segment_id: str | None = None,
+        from_date: str | None = None,
+        to_date: str | None = None,
+        activity_types: list[str] | None = None,
+        report_id: str | None = None,
+        connectif_conn_id: str = ConnectifHook.default_conn_name,
+        poll_interval: float = 30.0,
+        max_poll_interval: float | None = None,
+        timeout: float | timedelta = 3 * 3600,
+        deferrable: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.export_type = str(export_type.value if isinstance(export_type, ExportType) else export_type)
+        ExportType(self.export_type)
+        self.output_dir = output_dir
+        self.delimiter = delimiter
+        self.date_format = date_format
+        self.segment_id = segment_id
+        self.from_date = from_date
+        self.to_date = to_date
+        self.activity_types = activity_types
+        self.report_id = report_id
+        self.connectif_conn_id = connectif_conn_id
+        self.poll_interval = poll_interval
+        self.max_poll_interval = max_poll_interval
+        self.timeout = _seconds(timeout) or 3 * 3600.0
+        self.deferrable = deferrable
+
+    @property
+    def hook(self) -> ConnectifHook:
+        return ConnectifHook(self.connectif_conn_id)
+
+    def plan(self) -> list[dict[str, Any]]:
+        """One dict of ``create_export`` arguments per export to create."""
+        kind = ExportType(self.export_type)
+        base: dict[str, Any] = {"export_type": kind.value, "delimiter": self.delimiter}
+        if kind is ExportType.DATA_EXPLORER:
+            if not (self.report_id and self.from_date and self.to_date):
+                raise ValueError("a data-explorer export needs report_id, from_date and to_date")
+            return [
+                {**base, "report_id": self.report_id, "from_date": a, "to_date": b}
+                for a, b in split_date_range(self.from_date[:10], self.to_date[:10])
+            ]
+        base.update({"date_format": self.date_format, "segment_id": self.segment_id})
+        if kind is ExportType.ACTIVITIES:
+            if not (self.from_date and self.to_date):
+                raise ValueError("an activities export needs from_date and to_date")
+            return [
+                {**base, "from_date": a, "to_date": b, "activity_types": self.activity_types}
+                for a, b in split_date_range(self.from_date, self.to_date)
+            ]
+        return [{**base, "from_date": self.from_date, "to_date": self.to_date}]
+
+    def execute(self, context: Context) -> Any:
+        return self._run(context, time.time() + self.timeout)
+
+    def execute_after_slot(self, context: Context, event: dict[str, Any], deadline: float) -> Any:
+        if event.get("status") != "success":
+            raise ConnectifTimeoutError(f"Gave up creating the {self.export_type} export: {event.get('message')}")
+        return self._run(context, deadline)
+
+    def _run(self, context: Context, deadline: float) -> Any:
+        hook = self.hook
+        store = _state_store(context)
+        plan = self.plan()
+        saved = store.get(self.state_key) if store is not None else None
+        ids: list[str | None] = [None] * len(plan)
+        if isinstance(saved, dict) and saved.get("plan") == plan:
+            ids = list(saved.get("export_ids") or ids)
+        for index, request in enumerate(plan):
+            if ids[index] is not None:
+                try:
+                    existing = hook.get_export(str(ids[index]))
+                    if parse_export_status(existing.get("status")) is not ExportStatus.ERROR:
+                        continue
+                    self.log.warning("Export %s of an earlier try ended in error; exporting again", ids[index])
+                except ConnectifNotFoundError:
+                    self.log.warning("Export %s of an earlier try no longer exists; exporting again", ids[index])
+            try:
+                created = hook.create_export(**request)
+            except ConnectifExportQueueFullError:
+                self.log.info("Connectif's export queue is full (E0301); waiting for a free slot")
+                if not self.deferrable:
+                    self._wait_for_slot_sync(hook, deadline)
+                    return self._run(context, deadline)
+                self.defer(
+                    trigger=ConnectifQueueSlotTrigger(
+                        kind="exports",
+                        limit=MAX_QUEUED_EXPORTS,
+                        connectif_conn_id=self.connectif_conn_id,
+                        poll_interval=self.poll_interval,
+                        max_poll_interval=self.max_poll_interval,
+                        deadline=deadline,
+                    ),
+                    method_name="execute_after_slot",
+                    kwargs={"deadline": deadline},
+                )
+            ids[index] = str(created["id"])
+            self.log.info("Created %s export %s (%s)", self.export_type, ids[index], request)
+            if store is not None:
+                store.set(self.state_key, {"plan": plan, "export_ids": ids})
+        export_ids = [str(i) for i in ids]
+        trigger = ConnectifExportTrigger(
+            export_ids=export_ids,
+            connectif_conn_id=self.connectif_conn_id,
+            poll_interval=self.poll_interval,
+            max_poll_interval=self.max_poll_interval,
+            deadline=deadline,
+        )
+        if self.deferrable:
+            self.defer(trigger=trigger, method_name="execute_complete")
+        return self.execute_complete(context, self._poll_sync(hook, export_ids, deadline))
+
+    def _poll_sync(self, hook: ConnectifHook, export_ids: list[str], deadline: float) -> dict[str, Any]:
+        interval = self.poll_interval
+        while True:
+            exports = [hook.get_export(i) for i in export_ids]
+            statuses = [parse_export_status(e.get("status")) for e in exports]
+            if any(s is ExportStatus.ERROR for s in statuses):
+                return {"status": "error", "message": "an export ended in error", "exports": exports}
+            if all(s is ExportStatus.FINISHED for s in statuses):
+                return {"status": "success", "exports": exports}
+            if time.time() >= deadline:
+                return {"status": "timeout", "message": f"exports {export_ids} not finished", "exports": exports}
+            time.sleep(min(interval, max(deadline - time.time(), 0)))
+            if not any(s is ExportStatus.IN_PROGRESS for s in statuses):
+                interval = min(interval * QUEUED_BACKOFF_FACTOR, self.max_poll_interval or self.poll_interval * 10)
+
+    def _wait_for_slot_sync(self, hook: ConnectifHook, deadline: float) -> None:
+        interval = self.poll_interval
+        while hook.count_active_exports() >= MAX_QUEUED_EXPORTS:
+            if time.time() >= deadline:
+                raise ConnectifTimeoutError("No free Connectif export slot before the deadline")
+            time.sleep(min(interval, max(deadline - time.time(), 0)))
+            interval = min(interval * QUEUED_BACKOFF_FACTOR, self.max_poll_interval or self.poll_interval * 10)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        status = event.get("status")
+        if status == "timeout":
+            raise ConnectifTimeoutError(
+                f"Connectif {self.export_type} export did not finish within {self.timeout:.0f} s: "
+                f"{event.get('message')}"
+            )
+        if status != "success":
+            raise ConnectifExportFailedError(f"Connectif {self.export_type} export failed: {event.get('message')}")
+        hook = self.hook
+        export_ids = [str(e["id"]) for e in event["exports"]]
+        files: list[str] = []
+        for export_id in export_ids:
+            paths = hook.download_export(export_id, Path(self.output_dir) / export_id)
+            files.extend(str(p.resolve()) for p in paths)
+        self.log.info("Downloaded %d CSV files from exports %s", len(files), export_ids)
+        return {"export_ids": export_ids, "files": files}

@@ -1,0 +1,288 @@
+"""One request budget for the whole deployment, shared by every worker, machine and the triggerer.
+
+The bucket is a sliding-window log kept in a SQL table (SQLAlchemy: a SQLite file for a standalone
+deployment, PostgreSQL when workers run on several machines). Each request inserts one row stamped with
+its time; a request may go only while fewer than ``limit`` rows are younger than ``window`` seconds.
+A sliding window of ``limit`` also holds inside every fixed window of the server, so a budget below the
+account's 100/minute never trips it.
+
+The bucket also obeys the server: ``X-RateLimit-Remaining``/``X-RateLimit-Reset`` lower the budget when
+someone else (the Connectif app, another integration) spends the same account's requests, and a 429
+blocks the whole bucket until ``Retry-After`` (else the reset time).
+
+Why not pyrate-limiter: its SQLite bucket serialises with an in-process lock only (several worker
+processes could overshoot), its PostgreSQL bucket needs psycopg_pool rather than SQLAlchemy, and none of
+its buckets can absorb the server's remaining/reset headers. One small table with database-level locking
+(``BEGIN IMMEDIATE`` on SQLite, ``SELECT ... FOR UPDATE`` on PostgreSQL) covers both databases with one
+code path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import NullPool
+
+log = logging.getLogger(__name__)
+
+_metadata = MetaData()
+tokens_table = Table(
+    "connectif_rate_limit_tokens",
+    _metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("bucket", String(200), nullable=False),
+    Column("taken_at", Float, nullable=False),
+    Index("ix_connectif_rate_limit_tokens_bucket_taken_at", "bucket", "taken_at"),
+)
+buckets_table = Table(
+    "connectif_rate_limit_buckets",
+    _metadata,
+    Column("bucket", String(200), primary_key=True),
+    Column("blocked_until", Float, nullable=False, default=0.0),
+)
+
+#: A 429 never blocks the bucket for longer than this, whatever the server says.
+MAX_BLOCK_SECONDS = 3600.0
+
+_engines: dict[tuple[str, int], Engine] = {}
+_ready: set[tuple[str, int, str]] = set()
+_engines_lock = threading.Lock()
+
+
+def default_backend_url() -> str:
+    """A SQLite file in AIRFLOW_HOME: shared by every component of a standalone deployment."""
+    home = Path(os.environ.get("AIRFLOW_HOME") or Path.home() / "airflow")
+    return f"sqlite:///{home / 'connectif_rate_limit.db'}"
+
+
+def _engine(url: str) -> Engine:
+    key = (url, os.getpid())  # never share pooled connections across a fork
+    with _engines_lock:
+        engine = _engines.get(key)
+        if engine is None:
+            if url.startswith(("redis://", "rediss://")):
+                raise ValueError(
+                    "The rate-limit backend must be a SQLAlchemy URL (sqlite:///path or postgresql://...); "
+                    "Redis is not supported by this provider: use the PostgreSQL metadata or state database."
+                )
+            if url.startswith("sqlite"):
+                engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": 60})
+                _make_sqlite_transactions_exclusive(engine)
+            else:
+                engine = create_engine(url, poolclass=NullPool)
+            _engines[key] = engine
+        return engine
+
+
+def _make_sqlite_transactions_exclusive(engine: Engine) -> None:
+    """SQLite: take the write lock when the transaction begins, so count-then-insert is atomic across processes."""
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # let SQLAlchemy's BEGIN below be the only one
+        cur = dbapi_connection.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@dataclass(frozen=True)
+class RateLimitDecision:
+    """Outcome of one attempt to take a token: ``wait`` is 0 when the token was taken."""
+
+    wait: float
+    in_window: int
+
+
+class SharedRateLimiter:
+    """A token bucket of ``limit`` requests per ``window`` seconds, named ``bucket``, stored at ``backend_url``."""
+
+    def __init__(self, backend_url: str, bucket: str, limit: int, window: float = 60.0) -> None:
+        if limit < 1:
+            raise ValueError(f"rate limit must be at least 1 request per window, got {limit}")
+        if window <= 0:
+            raise ValueError(f"rate-limit window must be positive, got {window}")
+        self.backend_url = backend_url
+        self.bucket = bucket
+        self.limit = int(limit)
+        self.window = float(window)
+
+    def __repr__(self) -> str:
+        return f"SharedRateLimiter(bucket={self.bucket!r}, limit={self.limit}, window={self.window})"
+
+    # -- storage ----------------------------------------------------------------------------------------
+    def _engine(self) -> Engine:
+        engine = _engine(self.backend_url)
+        key = (self.backend_url, os.getpid(), self.bucket)
+        if key not in _ready:
+            _metadata.create_all(engine, checkfirst=True)
+            try:
+                with engine.begin() as conn:
+                    exists = conn.execute(
+                        select(buckets_table.c.bucket).where(buckets_table.c.bucket == self.bucket)
+                    ).first()
+                    if exists is None:
+                        conn.execute(insert(buckets_table).values(bucket=self.bucket, blocked_until=0.0))
+            except IntegrityError:
+                pass  # another process created the row first
+            _ready.add(key)
+        return engine
+
+    def _lock_bucket(self, conn: Connection) -> float:
+        """Serialise on the bucket's row and return its ``blocked_until``."""
+        query = select(buckets_table.c.blocked_until).where(buckets_table.c.bucket == self.bucket)
+        if conn.dialect.name != "sqlite":
+            query = query.with_for_update()
+        row = conn.execute(query).first()
+        return float(row[0]) if row is not None else 0.0
+
+    def try_acquire(self) -> RateLimitDecision:
+        """Take a token if the budget allows; otherwise say how long to wait. One short transaction."""
+        engine = self._engine()
+        with engine.begin() as conn:
+            blocked_until = self._lock_bucket(conn)
+            now = time.time()
+            horizon = now - self.window
+            conn.execute(
+                delete(tokens_table).where(tokens_table.c.bucket == self.bucket, tokens_table.c.taken_at <= horizon)
+            )
+            in_window = int(
+                conn.execute(
+                    select(func.count()).select_from(tokens_table).where(tokens_table.c.bucket == self.bucket)
+                ).scalar_one()
+            )
+            if blocked_until > now:
+                return RateLimitDecision(wait=blocked_until - now, in_window=in_window)
+            if in_window < self.limit:
+                conn.execute(insert(tokens_table).values(bucket=self.bucket, taken_at=now))
+                return RateLimitDecision(wait=0.0, in_window=in_window + 1)
+            oldest_blocking = conn.execute(
+                select(tokens_table.c.taken_at)
+                .where(tokens_table.c.bucket == self.bucket)
+                .order_by(tokens_table.c.taken_at)
+                .offset(in_window - self.limit)
+                .limit(1)
+            ).scalar_one()
+            return RateLimitDecision(wait=max(float(oldest_blocking) + self.window - now, 0.005), in_window=in_window)
+
+    def record_server_state(
+        self,
+        *,
+        limited: bool = False,
+        retry_after: float | None = None,
+        remaining: int | None = None,
+        reset_at: float | None = None,
+    ) -> None:
+        """Fold what the server said into the bucket (see the module docstring)."""
+        if not limited and (remaining is None or reset_at is None):
+            return
+        engine = self._engine()
+        with engine.begin() as conn:
+            blocked_until = self._lock_bucket(conn)
+            now = time.time()
+            if limited:
+                if retry_after is not None:
+                    until = now + retry_after
+                elif reset_at is not None and reset_at > now:
+                    until = reset_at
+                else:
+                    until = now + 1.0
+                until = min(until, now + MAX_BLOCK_SECONDS)
+                if until > blocked_until:
+                    conn.execute(
+                        update(buckets_table).where(buckets_table.c.bucket == self.bucket).values(blocked_until=until)
+                    )
+                return
+            assert remaining is not None and reset_at is not None
+            if reset_at <= now:
+                return
+            reset_at = min(reset_at, now + self.window)
+            in_window = int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(tokens_table)
+                    .where(tokens_table.c.bucket == self.bucket, tokens_table.c.taken_at > now - self.window)
+                ).scalar_one()
+            )
+            deficit = (self.limit - in_window) - max(remaining, 0)
+            if deficit > 0:
+                # Phantom tokens that expire exactly at the server's reset: the budget shrinks to what the
+                # server still grants, and comes back when its window turns over.
+                stamp = reset_at - self.window
+                conn.execute(insert(tokens_table), [{"bucket": self.bucket, "taken_at": stamp}] * deficit)
+                log.info("Connectif reports %d requests left until reset; bucket lowered by %d", remaining, deficit)
+
+    def acquire(self, max_wait: float | None = None) -> float:
+        """Block until a token is taken; return the seconds waited."""
+        started = time.monotonic()
+        while True:
+            decision = self.try_acquire()
+            if decision.wait == 0:
+                return time.monotonic() - started
+            pause = decision.wait + random.uniform(0, 0.05)
+            if max_wait is not None and time.monotonic() - started + pause > max_wait:
+                raise TimeoutError(f"no Connectif request token within {max_wait:.0f} s (bucket {self.bucket!r})")
+            time.sleep(pause)
+
+    async def aacquire(self, max_wait: float | None = None) -> float:
+        """As :meth:`acquire`, with each database step in a thread so that the event loop never blocks."""
+        started = time.monotonic()
+        while True:
+            decision = await asyncio.to_thread(self.try_acquire)
+            if decision.wait == 0:
+                return time.monotonic() - started
+            pause = decision.wait + random.uniform(0, 0.05)
+            if max_wait is not None and time.monotonic() - started + pause > max_wait:
+                raise TimeoutError(f"no Connectif request token within {max_wait:.0f} s (bucket {self.bucket!r})")
+            await asyncio.sleep(pause)
+
+    async def arecord_server_state(self, **kwargs: Any) -> None:
+        await asyncio.to_thread(lambda: self.record_server_state(**kwargs))
+
+    def in_window(self) -> int:
+        """Tokens taken in the current window (for tests and the benchmark)."""
+        engine = self._engine()
+        with engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(tokens_table)
+                    .where(tokens_table.c.bucket == self.bucket, tokens_table.c.taken_at > time.time() - self.window)
+                ).scalar_one()
+            )
+
+    def reset(self) -> None:
+        """Forget every token and block of this bucket (tests, or after changing the budget)."""
+        engine = self._engine()
+        with engine.begin() as conn:
+            conn.execute(delete(tokens_table).where(tokens_table.c.bucket == self.bucket))
+            conn.execute(update(buckets_table).where(buckets_table.c.bucket == self.bucket).values(blocked_until=0.0))
