@@ -25,7 +25,6 @@ from connectif_provider.exceptions import (
     ConnectifValidationError,
 )
 from connectif_provider.hooks.connectif import (
-    ConnectifHook,
     parse_error_report,
     settings_from_connection,
 )
