@@ -1,0 +1,554 @@
+"""SQLite storage of the emulator: one code path for ``--state FILE`` and for the in-memory default.
+
+A single connection guarded by a re-entrant lock serves the event loop and the background workers; every
+statement is short, so the lock is never held for long. Resources keep their API fields in a JSON column
+(the shape the API answers with), plus the few columns that are queried.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+DEFAULT_ACCOUNT = "default"
+DEFAULT_DOMAINS = ["example.com"]
+
+IMPORT_SCOPES = ["import:read", "import:write", "import:delete"]
+EXPORT_SCOPES = ["export:read", "export:write", "export:delete"]
+ALL_SCOPES = [
+    *IMPORT_SCOPES,
+    *EXPORT_SCOPES,
+    "contact:read",
+    "contact:write",
+    "contact:delete",
+    "product:read",
+    "product:write",
+    "product:delete",
+    "purchase:read",
+    "purchase:write",
+    "purchase:delete",
+    "coupon-set:read",
+    "workflow:read",
+]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS accounts (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, blocked INTEGER NOT NULL DEFAULT 0, domains TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key TEXT PRIMARY KEY, account_id TEXT NOT NULL, scopes TEXT NOT NULL, blocked INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS imports (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, account_id TEXT NOT NULL,
+    status TEXT NOT NULL, data TEXT NOT NULL, file_path TEXT);
+CREATE INDEX IF NOT EXISTS imports_account ON imports(account_id, status);
+CREATE TABLE IF NOT EXISTS import_errors (
+    import_id TEXT NOT NULL, line INTEGER NOT NULL, field TEXT NOT NULL, error TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS import_errors_import ON import_errors(import_id);
+CREATE TABLE IF NOT EXISTS exports (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, account_id TEXT NOT NULL,
+    status TEXT NOT NULL, data TEXT NOT NULL, file_path TEXT);
+CREATE INDEX IF NOT EXISTS exports_account ON exports(account_id, status);
+CREATE TABLE IF NOT EXISTS contacts (
+    account_id TEXT NOT NULL, email TEXT NOT NULL, data TEXT NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (account_id, email));
+CREATE TABLE IF NOT EXISTS products (
+    account_id TEXT NOT NULL, product_id TEXT NOT NULL, data TEXT NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (account_id, product_id));
+CREATE TABLE IF NOT EXISTS purchases (
+    account_id TEXT NOT NULL, purchase_id TEXT NOT NULL, contact_email TEXT NOT NULL, data TEXT NOT NULL,
+    seq INTEGER NOT NULL, PRIMARY KEY (account_id, purchase_id));
+CREATE INDEX IF NOT EXISTS purchases_contact ON purchases(account_id, contact_email);
+CREATE TABLE IF NOT EXISTS activities (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, account_id TEXT NOT NULL,
+    contact_email TEXT NOT NULL, type TEXT NOT NULL, date TEXT NOT NULL, data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS activities_contact ON activities(account_id, contact_email);
+CREATE TABLE IF NOT EXISTS coupon_sets (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, account_id TEXT NOT NULL,
+    data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS coupon_codes (
+    set_id TEXT NOT NULL, code TEXT NOT NULL, added_at REAL NOT NULL, assigned_at REAL,
+    PRIMARY KEY (set_id, code));
+CREATE TABLE IF NOT EXISTS workflows (
+    id TEXT PRIMARY KEY, account_id TEXT NOT NULL, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+_DATA_TABLES = [
+    "accounts",
+    "api_keys",
+    "imports",
+    "import_errors",
+    "exports",
+    "contacts",
+    "products",
+    "purchases",
+    "activities",
+    "coupon_sets",
+    "coupon_codes",
+    "workflows",
+]
+
+
+def new_id() -> str:
+    """A 24-hex id shaped like Connectif's (object ids: 4 bytes of time then random), sortable by age."""
+    return f"{int(time.time()):08x}{secrets.token_hex(8)}"
+
+
+def now_iso() -> str:
+    """Current UTC time, ISO 8601 with milliseconds and ``Z`` as Connectif writes it."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+class Store:
+    """All persistent state. Methods are thread-safe; ``generation`` changes on every reset so that
+    background work started before a reset never writes into the fresh state."""
+
+    def __init__(self, path: Path | None, files_dir: Path) -> None:
+        self.path = path
+        self.files_dir = files_dir
+        self.lock = threading.RLock()
+        self.conn = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False, isolation_level=None)
+        if path:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.executescript(_SCHEMA)
+        self.generation = 0
+        self._seq = self._max_seq()
+        (files_dir / "imports").mkdir(parents=True, exist_ok=True)
+        (files_dir / "exports").mkdir(parents=True, exist_ok=True)
+
+    def _max_seq(self) -> int:
+        values = [
+            self.conn.execute(f"SELECT COALESCE(MAX(seq), 0) FROM {table}").fetchone()[0]
+            for table in ("contacts", "products", "purchases")
+        ]
+        return max(values)
+
+    def next_seq(self) -> int:
+        with self.lock:
+            self._seq += 1
+            return self._seq
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """One transaction under the store lock."""
+        with self.lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+
+    def query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row | tuple[Any, ...]]:
+        with self.lock:
+            return list(self.conn.execute(sql, tuple(params)).fetchall())
+
+    def close(self) -> None:
+        with self.lock:
+            self.conn.close()
+
+    # --- reset and seeding -------------------------------------------------------------------------------
+    def wipe(self) -> None:
+        """Delete every row and stored file (admin reset)."""
+        with self.tx() as conn:
+            for table in _DATA_TABLES:
+                conn.execute(f"DELETE FROM {table}")
+            self.generation += 1
+        for sub in ("imports", "exports"):
+            shutil.rmtree(self.files_dir / sub, ignore_errors=True)
+            (self.files_dir / sub).mkdir(parents=True, exist_ok=True)
+
+    def is_empty(self) -> bool:
+        return not self.query("SELECT 1 FROM accounts LIMIT 1")
+
+    # --- accounts and keys ---------------------------------------------------------------------------------
+    def put_account(self, account_id: str, name: str, domains: list[str], blocked: bool = False) -> dict[str, Any]:
+        with self.tx() as conn:
+            conn.execute(
+                "INSERT INTO accounts(id, name, blocked, domains) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET name=excluded.name, blocked=excluded.blocked, domains=excluded.domains",
+                (account_id, name, int(blocked), _dumps(domains)),
+            )
+        return {"id": account_id, "name": name, "blocked": blocked, "authorizedDomains": domains}
+
+    def get_account(self, account_id: str) -> dict[str, Any] | None:
+        rows = self.query("SELECT id, name, blocked, domains FROM accounts WHERE id = ?", (account_id,))
+        if not rows:
+            return None
+        row = rows[0]
+        return {"id": row[0], "name": row[1], "blocked": bool(row[2]), "authorizedDomains": json.loads(row[3])}
+
+    def list_accounts(self) -> list[dict[str, Any]]:
+        rows = self.query("SELECT id FROM accounts ORDER BY id")
+        return [acc for (account_id,) in rows if (acc := self.get_account(account_id))]
+
+    def put_key(self, key: str, account_id: str, scopes: list[str], blocked: bool = False) -> dict[str, Any]:
+        with self.tx() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO api_keys(key, account_id, scopes, blocked) VALUES (?, ?, ?, ?)",
+                (key, account_id, _dumps(scopes), int(blocked)),
+            )
+        return {"key": key, "accountId": account_id, "scopes": scopes, "blocked": blocked}
+
+    def get_key(self, key: str) -> dict[str, Any] | None:
+        rows = self.query("SELECT key, account_id, scopes, blocked FROM api_keys WHERE key = ?", (key,))
+        if not rows:
+            return None
+        row = rows[0]
+        return {"key": row[0], "accountId": row[1], "scopes": json.loads(row[2]), "blocked": bool(row[3])}
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        rows = self.query("SELECT key FROM api_keys ORDER BY key")
+        return [k for (key,) in rows if (k := self.get_key(key))]
+
+    # --- generic JSON resources with a status (imports, exports) ------------------------------------------
+    def insert_job(self, table: str, account_id: str, data: dict[str, Any], file_path: str | None) -> None:
+        with self.tx() as conn:
+            conn.execute(
+                f"INSERT INTO {table}(id, account_id, status, data, file_path) VALUES (?, ?, ?, ?, ?)",
+                (data["id"], account_id, data["status"], _dumps(data), file_path),
+            )
+
+    def count_jobs(self, table: str, account_id: str, statuses: list[str]) -> int:
+        marks = ",".join("?" * len(statuses))
+        rows = self.query(
+            f"SELECT COUNT(*) FROM {table} WHERE account_id = ? AND status IN ({marks})",
+            (account_id, *statuses),
+        )
+        return int(rows[0][0])
+
+    def get_job(self, table: str, job_id: str, account_id: str | None = None) -> dict[str, Any] | None:
+        sql = f"SELECT data FROM {table} WHERE id = ?"
+        params: tuple[Any, ...] = (job_id,)
+        if account_id is not None:
+            sql += " AND account_id = ?"
+            params += (account_id,)
+        rows = self.query(sql, params)
+        return json.loads(rows[0][0]) if rows else None
+
+    def job_file(self, table: str, job_id: str) -> str | None:
+        rows = self.query(f"SELECT file_path FROM {table} WHERE id = ?", (job_id,))
+        return rows[0][0] if rows else None
+
+    def set_job_file(self, table: str, job_id: str, file_path: str | None) -> None:
+        with self.tx() as conn:
+            conn.execute(f"UPDATE {table} SET file_path = ? WHERE id = ?", (file_path, job_id))
+
+    def update_job(self, table: str, job_id: str, generation: int | None = None, **changes: Any) -> bool:
+        """Merge ``changes`` into the resource; False when it is gone (deleted, or a reset happened)."""
+        with self.tx() as conn:
+            if generation is not None and generation != self.generation:
+                return False
+            rows = conn.execute(f"SELECT data FROM {table} WHERE id = ?", (job_id,)).fetchall()
+            if not rows:
+                return False
+            data = json.loads(rows[0][0])
+            data.update({k: v for k, v in changes.items()})
+            conn.execute(
+                f"UPDATE {table} SET data = ?, status = ? WHERE id = ?",
+                (_dumps(data), data["status"], job_id),
+            )
+            return True
+
+    def list_jobs(self, table: str, account_id: str | None, limit: int, skip: int) -> tuple[list[dict[str, Any]], int]:
+        where, params = ("WHERE account_id = ?", [account_id]) if account_id is not None else ("", [])
+        total = int(self.query(f"SELECT COUNT(*) FROM {table} {where}", params)[0][0])
+        rows = self.query(
+            f"SELECT data FROM {table} {where} ORDER BY seq DESC LIMIT ? OFFSET ?",
+            [*params, limit, skip],
+        )
+        return [json.loads(r[0]) for r in rows], total
+
+    def delete_job(self, table: str, job_id: str) -> None:
+        with self.tx() as conn:
+            conn.execute(f"DELETE FROM {table} WHERE id = ?", (job_id,))
+            if table == "imports":
+                conn.execute("DELETE FROM import_errors WHERE import_id = ?", (job_id,))
+
+    def oldest_job(self, table: str, account_id: str, status: str) -> dict[str, Any] | None:
+        rows = self.query(
+            f"SELECT data FROM {table} WHERE account_id = ? AND status = ? ORDER BY seq LIMIT 1",
+            (account_id, status),
+        )
+        return json.loads(rows[0][0]) if rows else None
+
+    def accounts_with_jobs(self, table: str, statuses: list[str]) -> list[str]:
+        marks = ",".join("?" * len(statuses))
+        rows = self.query(f"SELECT DISTINCT account_id FROM {table} WHERE status IN ({marks})", statuses)
+        return [r[0] for r in rows]
+
+    def requeue_interrupted(self) -> None:
+        """After a restart, work that was inProgress starts again from the beginning."""
+        for table in ("imports", "exports"):
+            for (job_id,) in self.query(f"SELECT id FROM {table} WHERE status = 'inProgress'"):
+                self.update_job(table, job_id, status="queued", startedAt=None, success=0, errors=0, progress=0)
+                if table == "imports":
+                    with self.tx() as conn:
+                        conn.execute("DELETE FROM import_errors WHERE import_id = ?", (job_id,))
+
+    # --- import error report ---------------------------------------------------------------------------------
+    def add_import_errors(self, import_id: str, errors: list[tuple[int, str, str]], generation: int) -> bool:
+        with self.tx() as conn:
+            if generation != self.generation:
+                return False
+            conn.executemany(
+                "INSERT INTO import_errors(import_id, line, field, error) VALUES (?, ?, ?, ?)",
+                [(import_id, line, field, err) for line, field, err in errors],
+            )
+            return True
+
+    def import_errors(self, import_id: str) -> Iterator[tuple[int, str, str]]:
+        """The error report rows in file order (streamed in pages to keep memory flat)."""
+        last = -1
+        while True:
+            rows = self.query(
+                "SELECT rowid, line, field, error FROM import_errors WHERE import_id = ? AND rowid > ? "
+                "ORDER BY rowid LIMIT 5000",
+                (import_id, last),
+            )
+            if not rows:
+                return
+            for row in rows:
+                yield int(row[1]), str(row[2]), str(row[3])
+            last = int(rows[-1][0])
+
+    # --- keyed JSON entities: contacts, products, purchases ------------------------------------------------
+    def get_entity(self, table: str, key_col: str, account_id: str, key: str) -> dict[str, Any] | None:
+        rows = self.query(
+            f"SELECT data FROM {table} WHERE account_id = ? AND {key_col} = ?",
+            (account_id, key),
+        )
+        return json.loads(rows[0][0]) if rows else None
+
+    def get_entities(self, table: str, key_col: str, account_id: str, keys: list[str]) -> dict[str, dict[str, Any]]:
+        """Existing entities among ``keys`` (batched lookups for imports)."""
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(keys), 500):
+            part = keys[start : start + 500]
+            marks = ",".join("?" * len(part))
+            rows = self.query(
+                f"SELECT {key_col}, data FROM {table} WHERE account_id = ? AND {key_col} IN ({marks})",
+                (account_id, *part),
+            )
+            for key, data in rows:
+                found[key] = json.loads(data)
+        return found
+
+    def put_entities(
+        self,
+        table: str,
+        key_col: str,
+        account_id: str,
+        items: list[tuple[str, dict[str, Any]]],
+        generation: int | None = None,
+        extra_col: str | None = None,
+        extra: list[str] | None = None,
+    ) -> bool:
+        """Insert or replace entities (keeping their first ``seq``, i.e. their creation order)."""
+        with self.tx() as conn:
+            if generation is not None and generation != self.generation:
+                return False
+            cols = f"account_id, {key_col}, data, seq" + (f", {extra_col}" if extra_col else "")
+            marks = "?, ?, ?, ?" + (", ?" if extra_col else "")
+            sql = (
+                f"INSERT INTO {table}({cols}) VALUES ({marks}) "
+                f"ON CONFLICT(account_id, {key_col}) DO UPDATE SET data = excluded.data"
+            )
+            params = []
+            for index, (key, data) in enumerate(items):
+                self._seq += 1
+                row: tuple[Any, ...] = (account_id, key, _dumps(data), self._seq)
+                if extra_col and extra is not None:
+                    row += (extra[index],)
+                params.append(row)
+            conn.executemany(sql, params)
+            return True
+
+    def delete_entity(self, table: str, key_col: str, account_id: str, key: str) -> bool:
+        with self.tx() as conn:
+            cur = conn.execute(
+                f"DELETE FROM {table} WHERE account_id = ? AND {key_col} = ?",
+                (account_id, key),
+            )
+            if table == "contacts":
+                conn.execute("DELETE FROM activities WHERE account_id = ? AND contact_email = ?", (account_id, key))
+            return cur.rowcount > 0
+
+    def list_entities(
+        self, table: str, account_id: str | None, limit: int = -1, skip: int = 0
+    ) -> tuple[list[dict[str, Any]], int]:
+        where, params = ("WHERE account_id = ?", [account_id]) if account_id is not None else ("", [])
+        total = int(self.query(f"SELECT COUNT(*) FROM {table} {where}", params)[0][0])
+        rows = self.query(
+            f"SELECT data FROM {table} {where} ORDER BY seq DESC LIMIT ? OFFSET ?",
+            [*params, limit, skip],
+        )
+        return [json.loads(r[0]) for r in rows], total
+
+    def iter_entities(self, table: str, account_id: str) -> Iterator[dict[str, Any]]:
+        """Every entity in creation order, paged (for exports)."""
+        last = -1
+        while True:
+            rows = self.query(
+                f"SELECT seq, data FROM {table} WHERE account_id = ? AND seq > ? ORDER BY seq LIMIT 2000",
+                (account_id, last),
+            )
+            if not rows:
+                return
+            for row in rows:
+                yield json.loads(row[1])
+            last = int(rows[-1][0])
+
+    def purchase_aggregates(self, account_id: str, email: str) -> dict[str, Any]:
+        rows = self.query(
+            "SELECT COUNT(*), COALESCE(SUM(json_extract(data, '$.totalPrice')), 0), "
+            "MIN(json_extract(data, '$.purchaseDate')), MAX(json_extract(data, '$.purchaseDate')) "
+            "FROM purchases WHERE account_id = ? AND contact_email = ?",
+            (account_id, email),
+        )
+        count, amount, first, last = rows[0]
+        amount = round(float(amount), 2)
+        return {
+            "_totalPurchases": int(count),
+            "_totalPurchasesAmount": amount,
+            "_averagePurchasesAmount": round(amount / count, 2) if count else 0,
+            "_firstPurchaseDate": first,
+            "_lastPurchaseDate": last,
+        }
+
+    # --- activities -------------------------------------------------------------------------------------------
+    def add_activity(self, account_id: str, email: str, kind: str, date: str, data: dict[str, Any]) -> dict[str, Any]:
+        activity = {"id": new_id(), "type": kind, "contactEmail": email, "date": date, **data}
+        with self.tx() as conn:
+            conn.execute(
+                "INSERT INTO activities(id, account_id, contact_email, type, date, data) VALUES (?, ?, ?, ?, ?, ?)",
+                (activity["id"], account_id, email, kind, date, _dumps(activity)),
+            )
+        return activity
+
+    def activities(self, account_id: str, date_from: str | None = None, date_to: str | None = None) -> list[Any]:
+        sql = "SELECT data FROM activities WHERE account_id = ?"
+        params: list[Any] = [account_id]
+        if date_from is not None and date_to is not None:
+            sql += " AND date >= ? AND date < ?"
+            params += [date_from, date_to]
+        return [json.loads(r[0]) for r in self.query(sql + " ORDER BY date, seq", params)]
+
+    def delete_activities_of_purchase(self, account_id: str, purchase_id: str) -> None:
+        with self.tx() as conn:
+            conn.execute(
+                "DELETE FROM activities WHERE account_id = ? AND type = 'purchase' "
+                "AND json_extract(data, '$.purchaseId') = ?",
+                (account_id, purchase_id),
+            )
+
+    # --- coupon sets, codes, workflows -------------------------------------------------------------------
+    def put_coupon_set(self, account_id: str, data: dict[str, Any]) -> None:
+        with self.tx() as conn:
+            conn.execute(
+                "INSERT INTO coupon_sets(id, account_id, data) VALUES (?, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET data = excluded.data",
+                (data["id"], account_id, _dumps(data)),
+            )
+
+    def get_coupon_set_raw(self, set_id: str, account_id: str | None = None) -> dict[str, Any] | None:
+        sql, params = "SELECT data FROM coupon_sets WHERE id = ?", [set_id]
+        if account_id is not None:
+            sql += " AND account_id = ?"
+            params.append(account_id)
+        rows = self.query(sql, params)
+        return json.loads(rows[0][0]) if rows else None
+
+    def list_coupon_sets_raw(self, account_id: str | None, limit: int = -1, skip: int = 0) -> tuple[list[Any], int]:
+        return self.list_jobs("coupon_sets", account_id, limit, skip)
+
+    def existing_codes(self, set_id: str, codes: list[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(codes), 500):
+            part = codes[start : start + 500]
+            marks = ",".join("?" * len(part))
+            rows = self.query(
+                f"SELECT code FROM coupon_codes WHERE set_id = ? AND code IN ({marks})",
+                (set_id, *part),
+            )
+            found.update(r[0] for r in rows)
+        return found
+
+    def add_codes(self, set_id: str, codes: list[str], generation: int | None = None) -> bool:
+        with self.tx() as conn:
+            if generation is not None and generation != self.generation:
+                return False
+            now = time.time()
+            conn.executemany(
+                "INSERT OR IGNORE INTO coupon_codes(set_id, code, added_at) VALUES (?, ?, ?)",
+                [(set_id, code, now) for code in codes],
+            )
+            return True
+
+    def assign_codes(self, set_id: str, count: int) -> list[str]:
+        """Mark ``count`` available codes as assigned (what a workflow does when it sends coupons)."""
+        with self.tx() as conn:
+            rows = conn.execute(
+                "SELECT code FROM coupon_codes WHERE set_id = ? AND assigned_at IS NULL ORDER BY added_at, rowid "
+                "LIMIT ?",
+                (set_id, count),
+            ).fetchall()
+            now = time.time()
+            conn.executemany(
+                "UPDATE coupon_codes SET assigned_at = ? WHERE set_id = ? AND code = ?",
+                [(now, set_id, r[0]) for r in rows],
+            )
+            return [r[0] for r in rows]
+
+    def code_counts(self, set_id: str, as_of: float) -> tuple[int, int]:
+        """(quantity, assigned) as they were at ``as_of`` (epoch seconds)."""
+        rows = self.query(
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN assigned_at IS NOT NULL AND assigned_at <= ? THEN 1 END), 0) "
+            "FROM coupon_codes WHERE set_id = ? AND added_at <= ?",
+            (as_of, set_id, as_of),
+        )
+        return int(rows[0][0]), int(rows[0][1])
+
+    def list_codes(self, set_id: str) -> list[dict[str, Any]]:
+        rows = self.query(
+            "SELECT code, assigned_at IS NOT NULL FROM coupon_codes WHERE set_id = ? ORDER BY added_at, rowid",
+            (set_id,),
+        )
+        return [{"code": r[0], "assigned": bool(r[1])} for r in rows]
+
+    def put_workflow(self, account_id: str, data: dict[str, Any]) -> None:
+        with self.tx() as conn:
+            conn.execute(
+                "INSERT INTO workflows(id, account_id, data) VALUES (?, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET data = excluded.data",
+                (data["id"], account_id, _dumps(data)),
+            )
+
+    def get_workflow(self, workflow_id: str, account_id: str | None = None) -> dict[str, Any] | None:
+        sql, params = "SELECT data FROM workflows WHERE id = ?", [workflow_id]
+        if account_id is not None:
+            sql += " AND account_id = ?"
+            params.append(account_id)
+        rows = self.query(sql, params)
+        return json.loads(rows[0][0]) if rows else None
+
+    def list_workflows(self, account_id: str | None) -> list[dict[str, Any]]:
+        sql, params = "SELECT data FROM workflows", []
+        if account_id is not None:
+            sql += " WHERE account_id = ?"
+            params.append(account_id)
+        return [json.loads(r[0]) for r in self.query(sql + " ORDER BY id", params)]
