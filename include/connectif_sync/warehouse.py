@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -150,7 +150,7 @@ def _ensure_table(conn: Connection, name: str, columns: list[str], schema: str |
 
 def _load_one(
     conn: Connection,
-    path: Path,
+    paths: Sequence[Path],
     table_name: str,
     window: Window,
     loaded_at: datetime,
@@ -159,48 +159,54 @@ def _load_one(
     delimiter: str,
     chunk_rows: int,
 ) -> int:
-    header, chunks = _read_chunks(path, delimiter, chunk_rows)
-    table = _ensure_table(conn, check_table_name(table_name), header, schema)
+    readers = [(path, *_read_chunks(path, delimiter, chunk_rows)) for path in paths]
+    columns = list(dict.fromkeys(c for _, header, _ in readers for c in header))
+    table = _ensure_table(conn, check_table_name(table_name), columns, schema)
     conn.execute(table.delete().where(table.c[WINDOW_START] == window.start, table.c[WINDOW_END] == window.end))
-    rows = 0
+    total = 0
     meta = {WINDOW_START: window.start, WINDOW_END: window.end, LOADED_AT: loaded_at}
-    try:
-        for chunk in chunks:
-            frame = chunk.astype(object).where(chunk.notna(), None)
-            records: list[dict[str, Any]] = [
-                {**{str(k): v for k, v in rec.items()}, **meta} for rec in frame.to_dict("records")
-            ]
-            if records:
-                conn.execute(table.insert(), records)
-                rows += len(records)
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise WarehouseLoadError(f"{path}: malformed CSV near data row {rows + 1}: {exc}") from exc
-    return rows
+    for path, _header, chunks in readers:
+        rows = 0
+        try:
+            for chunk in chunks:
+                frame = chunk.astype(object).where(chunk.notna(), None)
+                records: list[dict[str, Any]] = [
+                    {**{str(k): v for k, v in rec.items()}, **meta} for rec in frame.to_dict("records")
+                ]
+                if records:
+                    conn.execute(table.insert(), records)
+                    rows += len(records)
+        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+            raise WarehouseLoadError(f"{path}: malformed CSV near data row {rows + 1}: {exc}") from exc
+        total += rows
+    return total
 
 
 def load_export_files(
     engine: Engine | str,
-    files: Mapping[str, str | Path],
+    files: Mapping[str, str | Path | Sequence[str | Path]],
     window: Window,
     *,
     schema: str | None = None,
     delimiter: str = ",",
     chunk_rows: int = 20_000,
 ) -> dict[str, int]:
-    """Load ``{table: csv_path}`` for one window in a single transaction; returns rows loaded per table.
+    """Load ``{table: csv_path or [csv_paths]}`` for one window in a single transaction; rows per table.
 
     Loading a window again replaces exactly that window's rows in each table (other windows are kept).
-    Any error rolls the whole load back, so the tables never hold half a window.
+    Several files of one table (an activities range split into exports of 31 days) load together. Any
+    error rolls the whole load back, so the tables never hold half a window.
     """
     eng = sa.create_engine(engine) if isinstance(engine, str) else engine
     loaded_at = datetime.now(UTC)
     counts: dict[str, int] = {}
     try:
         with eng.begin() as conn:
-            for table_name, path in files.items():
+            for table_name, given in files.items():
+                paths = [Path(given)] if isinstance(given, str | Path) else [Path(p) for p in given]
                 counts[table_name] = _load_one(
                     conn,
-                    Path(path),
+                    paths,
                     table_name,
                     window,
                     loaded_at,

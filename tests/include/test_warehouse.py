@@ -147,3 +147,13 @@ def test_unknown_export_file_is_refused() -> None:
         table_for_export_file("readme.csv")
     with pytest.raises(WarehouseLoadError, match="not a CSV"):
         table_for_export_file("export-contacts.zip")
+
+
+def test_several_files_of_one_table_load_together_and_replace_together(engine: sa.Engine, tmp_path: Path) -> None:
+    part1 = write(tmp_path / "p1.csv", "id,type\n1,purchase\n")
+    part2 = write(tmp_path / "p2.csv", "id,type,extra\n2,login,x\n", bom=True)
+
+    assert load_export_files(engine, {"acts": [part1, part2]}, W1) == {"acts": 2}
+    assert load_export_files(engine, {"acts": [part1, part2]}, W1) == {"acts": 2}
+
+    assert sorted((r["id"], r["extra"]) for r in rows(engine, "acts")) == [("1", None), ("2", "x")]
