@@ -1,0 +1,14 @@
+-- Products with their category as a "Parent/Child" path (a recursive CTE: works on SQLite and PostgreSQL).
+WITH RECURSIVE category_path (id, path) AS (
+    SELECT id, CAST(name AS VARCHAR(1000)) FROM categories WHERE parent_id IS NULL
+    UNION ALL
+    SELECT c.id, CAST(cp.path || '/' || c.name AS VARCHAR(1000))
+    FROM categories c JOIN category_path cp ON c.parent_id = cp.id
+)
+SELECT p.id, p.sku, p.name, p.url, p.price, p.price_without_vat, p.original_price, p.discount_percent,
+       p.image_url, p.description, p.brand, cp.path AS category_path, p.tags, p.stock,
+       CASE WHEN p.stock IS NULL THEN NULL
+            WHEN CAST(p.stock AS INTEGER) > 0 THEN 'instock' ELSE 'outofstock' END AS availability,
+       p.rating, p.published_at, p.updated_at
+FROM products p
+LEFT JOIN category_path cp ON cp.id = p.category_id
