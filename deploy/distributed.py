@@ -1,0 +1,555 @@
+"""The docker-compose topology without Docker: ``make test-distributed`` (``python -m deploy.distributed``).
+
+Starts, from Debian packages and the project venv, on loopback and free ports, in one temporary directory:
+PostgreSQL 15 (metadata DB, sync state + rate-limit bucket, warehouse, sample ERP), ``redis-server`` (Celery
+broker), the Connectif emulator, and Airflow with the CeleryExecutor: api-server, scheduler, dag-processor,
+triggerer and two ``airflow celery worker`` processes with distinct hostnames. It initialises Airflow with
+``deploy/init.sh`` (the script docker-compose's ``airflow-init`` runs), runs DAGs through the REST API,
+restarts the triggerer while deferred imports wait, and asserts:
+
+- both workers executed tasks (task instances carry each worker's hostname);
+- the imports deferred before the restart were still deferred after the old triggerer stopped, and finished
+  once the new one ran (so the new triggerer resumed them);
+- the emulator never saw more requests in a window than its limit and answered no 429;
+- what the emulator holds equals the source.
+
+Everything is stopped at the end, on failure, on Ctrl-C and on SIGTERM (process groups, then a sweep of any
+process carrying this run's marker). Exit code 0 = all assertions held.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import httpx
+
+from demo.airflow_api import AirflowClient
+from demo.processes import MARKER_VAR, ManagedProcess, sweep
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
+WORKERS = ("worker-a", "worker-b")
+ADMIN = "admin"
+SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+
+
+class DistributedRunError(AssertionError):
+    """An expectation of the distributed run did not hold."""
+
+
+def free_port() -> int:
+    """A port free on loopback right now (bound to 0 and released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:
+    """Poll ``check`` until it returns something truthy; ``TimeoutError`` naming ``what`` otherwise."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as exc:  # the service may not be up yet
+            last_error = exc
+        time.sleep(interval)
+    suffix = f" (last error: {last_error})" if last_error else ""
+    raise TimeoutError(f"{what} not ready after {timeout:.0f}s{suffix}")
+
+
+@dataclass
+class Timings:
+    """Wall-clock durations of the phases, printed at the end (the run's duration is a reported figure)."""
+
+    started: float = field(default_factory=time.monotonic)
+    phases: list[tuple[str, float]] = field(default_factory=list)
+    _mark: float = field(default_factory=time.monotonic)
+
+    def lap(self, name: str) -> None:
+        now = time.monotonic()
+        self.phases.append((name, now - self._mark))
+        self._mark = now
+
+    def total(self) -> float:
+        return time.monotonic() - self.started
+
+
+class Stack:
+    """The processes of one distributed run, all in ``workdir``, all stopped by :meth:`stop`."""
+
+    def __init__(self, workdir: Path, *, dags_folder: Path, emulator_speed: float) -> None:
+        self.workdir = workdir
+        self.dags_folder = dags_folder
+        self.emulator_speed = emulator_speed
+        self.marker = uuid.uuid4().hex
+        self.processes: dict[str, ManagedProcess] = {}
+        self.ports = {
+            name: free_port()
+            for name in ("postgres", "redis", "api", "emulator", "triggerer_logs", "scheduler_health",
+                         *(f"{w}_logs" for w in WORKERS))
+        }
+        self.api_key = f"dist{secrets.token_hex(4)}:{secrets.token_hex(16)}"
+        self.admin_password = secrets.token_urlsafe(12)
+        self.pg_user = "airflow"
+        self.logs = workdir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+
+    # -- urls --------------------------------------------------------------------------------------------
+    def db_url(self, database: str, driver: str = "postgresql+psycopg2") -> str:
+        return f"{driver}://{self.pg_user}@127.0.0.1:{self.ports['postgres']}/{database}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['api']}"
+
+    @property
+    def emulator_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['emulator']}"
+
+    # -- processes ---------------------------------------------------------------------------------------
+    def base_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CONNECTIF_"))}
+        env[MARKER_VAR] = self.marker
+        env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+        env["PYTHONPATH"] = str(REPO)  # deploy.hostname (hostname_callable) and the demo helpers
+        return env
+
+    def start(self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None) -> ManagedProcess:
+        proc = ManagedProcess(name, argv, env=env or self.base_env(), log_path=self.logs / f"{name}.log", cwd=REPO)
+        proc.start()
+        self.processes[name] = proc
+        return proc
+
+    def stop(self) -> None:
+        """Workers first (warm shutdown), then Airflow's services, then the emulator, Redis and PostgreSQL."""
+        order = [*WORKERS, "triggerer", "scheduler", "dag-processor", "api-server", "emulator", "redis", "postgres"]
+        names = [n for n in order if n in self.processes] + [n for n in self.processes if n not in order]
+        for name in names:
+            with contextlib.suppress(Exception):
+                self.processes[name].stop(timeout=30)
+        leftovers = sweep(self.marker)
+        if leftovers:
+            print(f"[distributed] swept {len(leftovers)} leftover process(es): {leftovers}", flush=True)
+
+    def check_alive(self) -> None:
+        for name, proc in self.processes.items():
+            if not proc.alive():
+                raise DistributedRunError(
+                    f"{name} exited with {proc.returncode()}; last lines of {proc.log_path}:\n{proc.log_tail()}"
+                )
+
+    # -- PostgreSQL --------------------------------------------------------------------------------------
+    def start_postgres(self, databases: Sequence[str]) -> None:
+        data = self.workdir / "pgdata"
+        sockets = self.workdir / "pgsock"
+        sockets.mkdir()
+        as_user: list[str] = []
+        if os.geteuid() == 0:  # initdb and postgres refuse to run as root
+            owner = pwd.getpwnam("postgres" if _user_exists("postgres") else "nobody")
+            for path in (self.workdir, sockets):
+                os.chown(path, owner.pw_uid, owner.pw_gid)
+            os.chmod(self.workdir, 0o755)
+            as_user = ["setpriv", f"--reuid={owner.pw_uid}", f"--regid={owner.pw_gid}", "--init-groups"]
+        subprocess.run(
+            [*as_user, str(PG_BIN / "initdb"), "-D", str(data), "-U", self.pg_user, "--auth=trust",
+             "--encoding=UTF8", "--no-sync"],
+            check=True, capture_output=True, env=self.base_env(),
+        )
+        self.start("postgres", [*as_user, str(PG_BIN / "postgres"), "-D", str(data), "-h", "127.0.0.1",
+                                "-p", str(self.ports["postgres"]), "-k", str(sockets), "-c", "fsync=off",
+                                "-c", "max_connections=300"])
+
+        def ready() -> bool:
+            self.check_alive()
+            return subprocess.run(
+                [str(PG_BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.ports["postgres"])],
+                capture_output=True,
+            ).returncode == 0
+
+        wait_for("PostgreSQL", ready, timeout=60)
+        for database in databases:
+            subprocess.run(
+                [str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(self.ports["postgres"]), "-U", self.pg_user,
+                 database],
+                check=True, capture_output=True,
+            )
+
+    # -- Redis -------------------------------------------------------------------------------------------
+    def start_redis(self) -> None:
+        redis_dir = self.workdir / "redis"
+        redis_dir.mkdir()
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise DistributedRunError("redis-server is not installed: run `make system-deps`")
+        self.start("redis", [binary, "--port", str(self.ports["redis"]), "--bind", "127.0.0.1", "--dir",
+                             str(redis_dir), "--save", "", "--appendonly", "no", "--protected-mode", "yes"])
+
+        def ready() -> bool:
+            self.check_alive()
+            with socket.create_connection(("127.0.0.1", self.ports["redis"]), timeout=2) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+
+        wait_for("redis-server", ready, timeout=30)
+
+    # -- emulator ----------------------------------------------------------------------------------------
+    def start_emulator(self, extra_args: Sequence[str] = ()) -> None:
+        self.start("emulator", [str(VENV_BIN / "python"), "-m", "emulator", "--host", "127.0.0.1",
+                                "--port", str(self.ports["emulator"]), "--api-key", self.api_key,
+                                "--speed", str(self.emulator_speed), *extra_args])
+
+        def ready() -> bool:
+            self.check_alive()
+            return httpx.get(f"{self.emulator_url}/_emulator/health", timeout=2).status_code == 200
+
+        wait_for("Connectif emulator", ready, timeout=60)
+
+    def emulator_admin(self, method: str, path: str, **kwargs: Any) -> Any:
+        resp = httpx.request(method, f"{self.emulator_url}/_emulator{path}", timeout=30, **kwargs)
+        resp.raise_for_status()
+        return resp.json()
+
+    # -- Airflow -----------------------------------------------------------------------------------------
+    def airflow_env(self, **extra: str) -> dict[str, str]:
+        home = self.workdir / "airflow"
+        env = self.base_env()
+        env.update({
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.db_url("airflow"),
+            "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{self.ports['redis']}/0",
+            "AIRFLOW__CELERY__RESULT_BACKEND": self.db_url("airflow", "db+postgresql"),
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
+            "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
+            "AIRFLOW__CORE__FERNET_KEY": self.fernet_key,
+            "AIRFLOW__API_AUTH__JWT_SECRET": self.jwt_secret,
+            "AIRFLOW__API__SECRET_KEY": self.jwt_secret[::-1],
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(self.ports["api"]),
+            "AIRFLOW__API__BASE_URL": self.api_url,
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+            "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.workdir / "auth" / "passwords.json"),
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "deploy.hostname.worker_hostname",
+            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": "127.0.0.1",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(self.ports["scheduler_health"]),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self.ports["triggerer_logs"]),
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
+            "AIRFLOW__CORE__PARALLELISM": "16",
+        })
+        env.update(extra)
+        return env
+
+    def prepare_secrets(self) -> None:
+        self.fernet_key = base64.urlsafe_b64encode(os.urandom(32)).decode()
+        self.jwt_secret = secrets.token_urlsafe(48)
+
+    def init_airflow(self) -> None:
+        """``deploy/init.sh``: the very script of docker-compose's airflow-init."""
+        env = self.airflow_env(
+            AIRFLOW_ADMIN_USERNAME=ADMIN,
+            AIRFLOW_ADMIN_PASSWORD=self.admin_password,
+            CONNECTIF_API_KEY=self.api_key,
+            CONNECTIF_HOST=self.emulator_url,
+            CONNECTIF_RATE_LIMIT_BACKEND=self.db_url("connectif"),
+            CONNECTIF_RATE_LIMIT_PER_MINUTE="90",
+            AIRFLOW_BIN=str(VENV_BIN / "airflow"),
+            PYTHON_BIN=str(VENV_BIN / "python"),
+        )
+        with (self.logs / "init.log").open("wb") as log:
+            proc = subprocess.run(["bash", str(REPO / "deploy" / "init.sh")], env=env, stdout=log,
+                                  stderr=subprocess.STDOUT, timeout=600)
+        if proc.returncode != 0:
+            tail = "\n".join((self.logs / "init.log").read_text(errors="replace").splitlines()[-30:])
+            raise DistributedRunError(f"deploy/init.sh failed ({proc.returncode}):\n{tail}")
+
+    def start_airflow(self, extra_env: Mapping[str, str]) -> None:
+        airflow = str(VENV_BIN / "airflow")
+        env = self.airflow_env(**extra_env)
+        self.start("api-server", [airflow, "api-server"], env)
+        self.start("scheduler", [airflow, "scheduler"], env)
+        self.start("dag-processor", [airflow, "dag-processor"], env)
+        self.start_triggerer(extra_env)
+        for worker in WORKERS:
+            worker_env = self.airflow_env(
+                **extra_env,
+                CONNECTIF_WORKER_HOSTNAME=worker,
+                AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(self.ports[f"{worker}_logs"]),
+            )
+            self.start(worker, [airflow, "celery", "worker", "--celery-hostname", f"{worker}@%h",
+                                "--concurrency", "2"], worker_env)
+
+    def start_triggerer(self, extra_env: Mapping[str, str]) -> None:
+        self.start("triggerer", [str(VENV_BIN / "airflow"), "triggerer"], self.airflow_env(**extra_env))
+
+    def wait_airflow_ready(self) -> None:
+        def healthy() -> bool:
+            self.check_alive()
+            health = httpx.get(f"{self.api_url}/api/v2/monitor/health", timeout=5).json()
+            return all(health.get(c, {}).get("status") == "healthy"
+                       for c in ("metadatabase", "scheduler", "triggerer", "dag_processor"))
+
+        wait_for("Airflow api-server, scheduler, triggerer and dag-processor", healthy, timeout=240, interval=2)
+
+        def workers_ready() -> bool:
+            self.check_alive()
+            return all(f"{w}@" in self.processes[w].log_tail(400) and " ready." in self.processes[w].log_tail(400)
+                       for w in WORKERS)
+
+        wait_for("both Celery workers", workers_ready, timeout=180, interval=2)
+
+    def client(self) -> AirflowClient:
+        return AirflowClient(self.api_url, ADMIN, self.admin_password)
+
+
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+# -- scenarios -------------------------------------------------------------------------------------------
+@dataclass
+class RunOutcome:
+    """What the scenario observed, for the assertions and the summary."""
+
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    task_instances: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    deferred_at_restart: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def trigger_and_watch(
+    stack: Stack,
+    client: AirflowClient,
+    dag_ids: Sequence[str],
+    *,
+    deferring_task: str,
+    restart_dag: str,
+    extra_env: Mapping[str, str],
+    conf: Mapping[str, Mapping[str, Any]] | None = None,
+    timeout: float = 1200,
+) -> RunOutcome:
+    """Unpause and trigger each DAG; restart the triggerer once ``deferring_task`` instances are deferred."""
+    outcome = RunOutcome()
+    wait_for(f"DAGs {', '.join(dag_ids)} parsed",
+             lambda: {d["dag_id"] for d in client.dags()} >= set(dag_ids), timeout=240, interval=3)
+    run_ids: dict[str, str] = {}
+    for dag_id in dag_ids:
+        client.set_paused(dag_id, False)
+        run = client.trigger(dag_id, conf=dict((conf or {}).get(dag_id, {})))
+        run_ids[dag_id] = run["dag_run_id"]
+    restarted = False
+    deadline = time.monotonic() + timeout
+    while True:
+        stack.check_alive()
+        states = {dag_id: client.run(dag_id, run_id)["state"] for dag_id, run_id in run_ids.items()}
+        if not restarted:
+            tis = client.task_instances(restart_dag, run_ids[restart_dag])
+            deferred = [_ti_key(ti) for ti in tis if ti["task_id"] == deferring_task and ti["state"] == "deferred"]
+            if deferred:
+                outcome.deferred_at_restart = deferred
+                restart_triggerer(stack, client, restart_dag, run_ids[restart_dag], deferred, extra_env, outcome)
+                restarted = True
+            elif states[restart_dag] in ("success", "failed"):
+                raise DistributedRunError(f"{restart_dag} finished before any {deferring_task} was seen deferred")
+        if all(s in ("success", "failed") for s in states.values()):
+            break
+        if time.monotonic() > deadline:
+            raise DistributedRunError(f"runs not finished after {timeout:.0f}s: {states}")
+        time.sleep(1.0)
+    for dag_id, run_id in run_ids.items():
+        outcome.runs[dag_id] = client.run(dag_id, run_id)
+        outcome.task_instances[dag_id] = client.task_instances(dag_id, run_id)
+    return outcome
+
+
+def _ti_key(ti: dict[str, Any]) -> str:
+    index = ti.get("map_index", -1)
+    return f"{ti['task_id']}[{index}]" if index is not None and index >= 0 else ti["task_id"]
+
+
+def restart_triggerer(
+    stack: Stack,
+    client: AirflowClient,
+    dag_id: str,
+    run_id: str,
+    deferred: list[str],
+    extra_env: Mapping[str, str],
+    outcome: RunOutcome,
+) -> None:
+    """Stop the triggerer mid-wait, check the waits are still pending, start a new one."""
+    print(f"[distributed] {len(deferred)} deferred ({', '.join(deferred)}): restarting the triggerer", flush=True)
+    old = stack.processes.pop("triggerer")
+    old.stop(timeout=60)
+    states = {_ti_key(ti): ti["state"] for ti in client.task_instances(dag_id, run_id)}
+    still = [key for key in deferred if states.get(key) == "deferred"]
+    if not still:
+        raise DistributedRunError(f"no import was still deferred once the triggerer stopped: {states}")
+    outcome.deferred_at_restart = still
+    outcome.notes.append(f"triggerer stopped with {len(still)} import(s) deferred; a new triggerer resumed them")
+    time.sleep(3)  # a visible gap with no triggerer at all
+    stack.start_triggerer(extra_env)
+
+
+def check_common(stack: Stack, outcome: RunOutcome) -> list[str]:
+    """The assertions every scenario shares; returns human-readable findings."""
+    findings: list[str] = []
+    for dag_id, run in outcome.runs.items():
+        if run["state"] != "success":
+            failed = [_ti_key(ti) for ti in outcome.task_instances[dag_id] if ti["state"] not in ("success", "skipped")]
+            raise DistributedRunError(f"{dag_id} ended {run['state']}; tasks not successful: {failed}")
+    hosts: dict[str, int] = {}
+    for tis in outcome.task_instances.values():
+        for ti in tis:
+            if ti["state"] == "success" and ti.get("hostname"):
+                hosts[ti["hostname"]] = hosts.get(ti["hostname"], 0) + 1
+    missing = [w for w in WORKERS if not hosts.get(w)]
+    if missing:
+        raise DistributedRunError(f"worker(s) {missing} executed no task; task instances per host: {hosts}")
+    findings.append(f"tasks per worker: {hosts}")
+    resumed = {
+        _ti_key(ti): ti["state"]
+        for tis in outcome.task_instances.values()
+        for ti in tis
+        if _ti_key(ti) in outcome.deferred_at_restart
+    }
+    if not outcome.deferred_at_restart or any(state != "success" for state in resumed.values()):
+        raise DistributedRunError(f"imports deferred across the triggerer restart did not all succeed: {resumed}")
+    findings.append(f"deferred across the triggerer restart and resumed: {sorted(resumed)}")
+    stats = stack.emulator_admin("GET", "/stats")
+    limit = stack.emulator_admin("GET", "/settings")["rate_limit"]
+    if stats["rateLimited"] or stats["statuses"].get("429"):
+        raise DistributedRunError(f"the emulator answered 429 {stats['rateLimited']} time(s)")
+    if stats["maxRequestsInWindow"] > limit:
+        raise DistributedRunError(f"{stats['maxRequestsInWindow']} requests in one window, above the limit {limit}")
+    findings.append(
+        f"emulator: {stats['totalRequests']} requests, at most {stats['maxRequestsInWindow']} per window "
+        f"(limit {limit}), 0 answered 429; per endpoint: {stats['requests']}"
+    )
+    return findings
+
+
+def scenario_probe(stack: Stack, timings: Timings) -> list[str]:
+    """The topology with the small probe DAG of tests/deploy/dags (no dependency on dags/)."""
+    probe_dir = stack.workdir / "probe"
+    probe_dir.mkdir()
+    extra_env = {"CONNECTIF_PROBE_DIR": str(probe_dir)}
+    stack.init_airflow()
+    timings.lap("airflow init (deploy/init.sh)")
+    stack.start_airflow(extra_env)
+    stack.wait_airflow_ready()
+    timings.lap("airflow components ready")
+    with stack.client() as client:
+        outcome = trigger_and_watch(stack, client, ["connectif_deploy_probe"], deferring_task="import_contacts",
+                                    restart_dag="connectif_deploy_probe", extra_env=extra_env)
+    timings.lap("DAG run")
+    findings = check_common(stack, outcome)
+    sys.path.insert(0, str(REPO / "tests" / "deploy" / "dags"))
+    from connectif_deploy_probe import FILES, ROWS_PER_FILE, probe_email
+
+    expected = {probe_email(part, row) for part in range(FILES) for row in range(ROWS_PER_FILE)}
+    got = {c["_email"] for c in stack.emulator_admin("GET", "/contacts")}
+    if got != expected:
+        raise DistributedRunError(
+            f"emulator contacts differ from the source: {len(expected - got)} missing, {len(got - expected)} extra"
+        )
+    findings.append(f"emulator holds exactly the {len(expected)} contacts of the source")
+    return findings
+
+
+SCENARIOS: dict[str, Callable[[Stack, Timings], list[str]]] = {"probe": scenario_probe}
+DAGS_FOLDERS = {"probe": REPO / "tests" / "deploy" / "dags"}
+EMULATOR_SPEED = {"probe": 40.0}
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """SIGTERM/SIGHUP become SystemExit so that ``finally`` blocks stop every process."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def run(scenario: str, *, keep: bool = False) -> int:
+    timings = Timings()
+    workdir = Path(tempfile.mkdtemp(prefix="connectif-distributed-"))
+    stack = Stack(workdir, dags_folder=DAGS_FOLDERS[scenario], emulator_speed=EMULATOR_SPEED[scenario])
+    stack.prepare_secrets()
+    ok = False
+    try:
+        with _stop_on_signals():
+            stack.start_postgres(["airflow", "connectif", "warehouse", "erp"])
+            stack.start_redis()
+            stack.start_emulator()
+            timings.lap("PostgreSQL, Redis and the emulator")
+            findings = SCENARIOS[scenario](stack, timings)
+            ok = True
+    except (DistributedRunError, TimeoutError) as exc:
+        print(f"[distributed] FAILED: {exc}", file=sys.stderr, flush=True)
+        print(f"[distributed] logs: {stack.logs}", file=sys.stderr, flush=True)
+        keep = True
+    finally:
+        stack.stop()
+        timings.lap("shutdown")
+    for name, seconds in timings.phases:
+        print(f"[distributed] {name}: {seconds:.1f}s")
+    print(f"[distributed] total: {timings.total():.1f}s")
+    if ok:
+        for finding in findings:
+            print(f"[distributed] OK {finding}")
+    if keep:
+        print(f"[distributed] kept {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0 if ok else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="probe")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs) after success")
+    args = parser.parse_args(argv)
+    return run(args.scenario, keep=args.keep)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
