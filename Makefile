@@ -11,7 +11,9 @@ EMULATOR_PORT ?= 8765
 help:
 	@echo "make test      - create the venv if missing, install everything, lint, type-check and run the tests"
 	@echo "make emulator  - run the Connectif emulator on 127.0.0.1:$(EMULATOR_PORT)"
-	@echo "make lint      - ruff;  make typecheck - mypy on plugins/, include/ and emulator/"
+	@echo "make lint      - ruff;  make typecheck - mypy on plugins/, include/, emulator/ and deploy/"
+	@echo "make compose-check    - validate docker-compose.yaml (compose parser + what it names), no Docker needed"
+	@echo "make test-distributed - the compose topology without Docker: Celery workers, triggerer restart, emulator"
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,15 +28,35 @@ lint: install
 	$(BIN)/ruff check .
 
 typecheck: install
-	$(BIN)/mypy plugins/connectif_provider include/connectif_sync emulator
+	$(BIN)/mypy plugins/connectif_provider include/connectif_sync emulator deploy
 
-pytest: install
+pytest: install system-deps
 	$(BIN)/pytest
 
 test: lint typecheck pytest
 
 emulator: install
 	$(BIN)/python -m emulator --host 127.0.0.1 --port $(EMULATOR_PORT)
+
+# ---- deployment: Debian packages the tests need, the compose file check, the no-Docker distributed run ----
+.PHONY: system-deps compose-check test-distributed
+SYSTEM_PACKAGES := redis-server:redis-server docker-compose:docker-compose
+
+# Installs (as root, with apt-get) only the packages whose command is missing: quick when all are there.
+system-deps:
+	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
+	  command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "system-deps: run as root to apt-get install$$missing"; exit 1; fi; \
+	  echo "system-deps: apt-get install$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=300 $$missing; \
+	fi
+
+compose-check: install system-deps
+	$(BIN)/python -m deploy.compose_check
+
+test-distributed: install system-deps
+	$(BIN)/python -m deploy.distributed
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
