@@ -11,12 +11,13 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from emulator.common import drop_none, json_body, json_object, state_of
+from emulator.api_entities import coupon_set_view
+from emulator.common import json_body, json_object, parse_model, state_of, utc_iso
 from emulator.errors import ApiError
 from emulator.settings import Faults, Settings
-from emulator.state import EmulatorState, generate_key
+from emulator.state import generate_key
 from emulator.store import ALL_SCOPES, DEFAULT_ACCOUNT, new_id, now_iso
 from emulator.validation import clean_contact, clean_product
 
@@ -30,14 +31,6 @@ def _account(request: Request) -> str:
     return account_id
 
 
-def _model(model: type[BaseModel], data: Any) -> Any:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        errors = [(".".join(str(p) for p in e["loc"]) or "body", e["msg"]) for e in exc.errors()]
-        raise ApiError(422, "; ".join(f"{p}: {r}" for p, r in errors), validation_errors=errors) from None
-
-
 @router.get("/health")
 async def health(request: Request) -> dict[str, Any]:
     return {"status": "ok", "apiKey": state_of(request).api_key}
@@ -49,7 +42,7 @@ async def reset(request: Request) -> dict[str, Any]:
     state = state_of(request)
     raw = await request.body()
     overrides = json_object(await json_body(request)) if raw.strip() else {}
-    _model(Settings, overrides)
+    parse_model(Settings, overrides)
     state.reset(overrides)
     return {"settings": state.settings.model_dump(), "apiKey": state.api_key}
 
@@ -72,7 +65,7 @@ async def patch_settings(request: Request) -> dict[str, Any]:
             raise ApiError(422, "authorized_domains must be a list of domain names")
         account = state.store.get_account(DEFAULT_ACCOUNT) or {"name": "Default account", "blocked": False}
         state.store.put_account(DEFAULT_ACCOUNT, account["name"], domains, account["blocked"])
-    state.settings = _model(Settings, {**state.settings.model_dump(), **body})
+    state.settings = parse_model(Settings, {**state.settings.model_dump(), **body})
     return await get_settings(request)
 
 
@@ -86,7 +79,7 @@ async def get_faults(request: Request) -> dict[str, Any]:
 async def put_faults(request: Request) -> dict[str, Any]:
     """Replace the fault set (fields left out go back to 'no fault'); ``{}`` clears every fault."""
     state = state_of(request)
-    state.set_faults(_model(Faults, json_object(await json_body(request))))
+    state.set_faults(parse_model(Faults, json_object(await json_body(request))))
     return await get_faults(request)
 
 
@@ -130,7 +123,7 @@ async def list_accounts(request: Request) -> list[dict[str, Any]]:
 
 @router.post("/accounts", status_code=201)
 async def create_account(request: Request) -> dict[str, Any]:
-    data: AccountIn = _model(AccountIn, json_object(await json_body(request)))
+    data: AccountIn = parse_model(AccountIn, json_object(await json_body(request)))
     return state_of(request).store.put_account(data.id, data.name, data.authorizedDomains, data.blocked)
 
 
@@ -140,7 +133,7 @@ async def patch_account(request: Request, account_id: str) -> dict[str, Any]:
     current = store.get_account(account_id)
     if current is None:
         raise ApiError(404, f"No account {account_id}")
-    merged = _model(AccountIn, {**current, **json_object(await json_body(request)), "id": account_id})
+    merged = parse_model(AccountIn, {**current, **json_object(await json_body(request)), "id": account_id})
     return store.put_account(account_id, merged.name, merged.authorizedDomains, merged.blocked)
 
 
@@ -153,7 +146,7 @@ async def list_keys(request: Request) -> list[dict[str, Any]]:
 async def create_key(request: Request) -> dict[str, Any]:
     """A new key for an account with the given scopes (default: all); ``blocked`` keys answer 403."""
     store = state_of(request).store
-    data: KeyIn = _model(KeyIn, json_object(await json_body(request)))
+    data: KeyIn = parse_model(KeyIn, json_object(await json_body(request)))
     unknown = [s for s in data.scopes if s not in ALL_SCOPES]
     if unknown:
         raise ApiError(422, f"Unknown scope(s) {', '.join(unknown)}; known: {', '.join(ALL_SCOPES)}")
@@ -251,9 +244,13 @@ async def seed_activities(request: Request) -> dict[str, Any]:
         raise ApiError(422, "Send a JSON list of activities")
     created = []
     for raw in body:
-        item: ActivityIn = _model(ActivityIn, raw)
-        extra = {k: v for k, v in (item.model_extra or {}).items()}
-        created.append(state.store.add_activity(account, item.contactEmail.lower(), item.type, item.date, extra))
+        item: ActivityIn = parse_model(ActivityIn, raw)
+        try:
+            when = utc_iso(item.date)
+        except ValueError:
+            raise ApiError(422, f"date {item.date!r} is not an ISO 8601 date-time") from None
+        extra = dict(item.model_extra or {})
+        created.append(state.store.add_activity(account, item.contactEmail.lower(), item.type, when, extra))
     return {"created": len(created)}
 
 
@@ -290,30 +287,6 @@ class CouponSetIn(BaseModel):
     codes: list[str] = Field(default_factory=list)
 
 
-def coupon_set_view(state: EmulatorState, data: dict[str, Any], lag: float | None = None) -> dict[str, Any]:
-    """A CouponSet as the API shows it: counts as they were ``coupon_counts_lag_s`` ago."""
-    lag = state.settings.coupon_counts_lag_s if lag is None else lag
-    quantity, assigned = state.store.code_counts(data["id"], time.time() - lag)
-    workflows = [
-        {"workflowId": w["id"]} for w in state.store.list_workflows(None) if data["id"] in w.get("couponSetIds", [])
-    ]
-    view = {
-        "id": data["id"],
-        "name": data["name"],
-        "type": data["type"],
-        "assigned": assigned,
-        "usedInWorkflows": workflows,
-        "createdAt": data["createdAt"],
-        "updatedAt": data.get("updatedAt"),
-    }
-    if data["type"] == "single":
-        view["code"] = data.get("code")
-    else:
-        view["quantity"] = quantity
-        view["available"] = quantity - assigned
-    return drop_none(view)
-
-
 @router.get("/coupon-sets")
 async def coupon_sets(request: Request) -> list[dict[str, Any]]:
     state = state_of(request)
@@ -326,7 +299,7 @@ async def create_coupon_set(request: Request) -> dict[str, Any]:
     """Create a coupon set (``single`` with ``code``, or ``multiple`` with optional initial ``codes``)."""
     state = state_of(request)
     account = _account(request)
-    data: CouponSetIn = _model(CouponSetIn, json_object(await json_body(request)))
+    data: CouponSetIn = parse_model(CouponSetIn, json_object(await json_body(request)))
     if data.type == "single" and not data.code:
         raise ApiError(422, "A single coupon set needs a code", validation_errors=[("code", "is required")])
     now = now_iso()
@@ -376,7 +349,7 @@ async def create_workflow(request: Request) -> dict[str, Any]:
     """Create or replace a workflow; ``couponSetIds`` makes the sets list it in ``usedInWorkflows``."""
     state = state_of(request)
     account = _account(request)
-    data: WorkflowIn = _model(WorkflowIn, json_object(await json_body(request)))
+    data: WorkflowIn = parse_model(WorkflowIn, json_object(await json_body(request)))
     record = data.model_dump()
     state.store.put_workflow(account, record)
     return record

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from emulator import admin, api_imports, errors
+from emulator import admin, api_entities, api_exports, api_imports, errors
 from emulator.gate import Gate
 from emulator.state import EmulatorState
 
@@ -34,4 +34,6 @@ def create_app(state: EmulatorState) -> Gate:
     app.include_router(admin.router)
     app.include_router(api_imports.files_router)
     app.include_router(api_imports.router)
+    app.include_router(api_exports.router)
+    app.include_router(api_entities.router)
     return Gate(app, state)

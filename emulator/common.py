@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
+from pydantic import BaseModel, ValidationError
 
 from emulator.errors import ApiError
 from emulator.state import Auth, EmulatorState
@@ -97,3 +99,23 @@ def both(router: APIRouter, path: str, methods: list[str], **kwargs: Any) -> Cal
 
 def drop_none(data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if v is not None}
+
+
+def parse_model(model: type[BaseModel], data: Any) -> Any:
+    """Validate ``data`` with a pydantic model; 422 listing every bad field otherwise."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = [
+            (".".join(str(p) for p in e["loc"]) or "body", str(e["msg"]).removeprefix("Value error, "))
+            for e in exc.errors()
+        ]
+        raise ApiError(422, "; ".join(f"{p}: {r}" for p, r in errors[:5]), validation_errors=errors) from None
+
+
+def utc_iso(value: str) -> str:
+    """Normalise an ISO 8601 date-time to UTC with ``Z`` (naive means UTC) so that strings sort by time."""
+    parsed = datetime.fromisoformat(value.strip())
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

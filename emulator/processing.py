@@ -166,9 +166,13 @@ class ImportRun:
     def _throttle(self, started: float, processed: int) -> None:
         speed = self.state.settings.import_rows_per_s
         if speed > 0:
-            delay = processed / speed - (time.monotonic() - started)
-            if delay > 0:
-                time.sleep(min(delay, 5.0))
+            while processed / speed > time.monotonic() - started:
+                if self.generation != self.store.generation:
+                    raise _Stop
+                time.sleep(max(0.0, min(0.02, processed / speed - (time.monotonic() - started))))
+                speed = self.state.settings.import_rows_per_s
+                if speed <= 0:
+                    break
 
     def _process(self, batch: list[tuple[int, list[str]]], header: list[str], domains: list[str]) -> int:
         self._check_alive()

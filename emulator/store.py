@@ -23,7 +23,7 @@ DEFAULT_ACCOUNT = "default"
 DEFAULT_DOMAINS = ["example.com"]
 
 IMPORT_SCOPES = ["import:read", "import:write", "import:delete"]
-EXPORT_SCOPES = ["export:read", "export:write", "export:delete"]
+EXPORT_SCOPES = ["export:read", "export:write"]
 ALL_SCOPES = [
     *IMPORT_SCOPES,
     *EXPORT_SCOPES,

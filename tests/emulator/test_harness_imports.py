@@ -5,25 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import time
-from typing import Any
 
 import httpx
 import pytest
 
 from emulator.testing import RunningEmulator
+from tests.fixtures.emulator import upload_csv
 
-FORM = {"type": "contacts", "delimiter": ",", "overrideExisting": "true", "updateOnlyEmptyFields": "false"}
-
-
-def upload(emu: RunningEmulator, content: str | bytes, headers: dict[str, str] | None = None, **fields: str) -> Any:
-    data = {**FORM, **fields}
-    return httpx.post(
-        emu.url("/imports"),
-        headers=headers if headers is not None else emu.headers,
-        data=data,
-        files={"file": ("data.csv", content, "text/csv")},
-        timeout=30,
-    )
+upload = upload_csv
 
 
 def report_rows(url: str) -> list[dict[str, str]]:

@@ -1,0 +1,189 @@
+"""``/exports``: contacts, activities and data-explorer exports, downloaded through pre-signed URLs."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from emulator.api_imports import queued_statuses
+from emulator.common import both, caller, drop_none, json_body, json_object, page, paging, parse_model, state_of
+from emulator.errors import ApiError
+from emulator.state import EmulatorState
+from emulator.store import new_id, now_iso
+
+router = APIRouter()
+
+MAX_RANGE = timedelta(days=31)
+
+
+def _parse_moment(value: str) -> datetime:
+    moment = datetime.fromisoformat(value)
+    return moment if moment.tzinfo is None else moment.astimezone(UTC).replace(tzinfo=None)
+
+
+class ExportFilters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    segmentId: str | None = None
+    fromDate: str | None = None
+    toDate: str | None = None
+    activityTypes: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _range(self) -> ExportFilters:
+        for name in ("fromDate", "toDate"):
+            value = getattr(self, name)
+            if value is not None:
+                try:
+                    _parse_moment(value)
+                except ValueError:
+                    raise ValueError(f"{name} {value!r} is not an ISO 8601 date-time") from None
+        if (self.fromDate is None) != (self.toDate is None):
+            raise ValueError("fromDate and toDate go together")
+        if self.fromDate and self.toDate:
+            start, end = _parse_moment(self.fromDate), _parse_moment(self.toDate)
+            if end < start:
+                raise ValueError("toDate is before fromDate")
+            if end - start > MAX_RANGE:
+                raise ValueError("the range from fromDate to toDate spans more than 31 days; split it")
+        return self
+
+
+class ExportIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    exportType: Literal["contacts", "activities"]
+    delimiter: Literal[",", ";"] = ","
+    dateFormat: Literal["ISO", "L", "LL", "LLL"] = "ISO"
+    filters: ExportFilters = Field(default_factory=ExportFilters)
+    version: Literal["v1"] = "v1"
+
+    @model_validator(mode="after")
+    def _activities_need_range(self) -> ExportIn:
+        if self.exportType == "activities" and not (self.filters.fromDate and self.filters.toDate):
+            raise ValueError("activities exports need filters.fromDate and filters.toDate (at most 31 days apart)")
+        return self
+
+
+class ExplorerFilters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reportId: str = Field(min_length=1)
+    fromDate: date
+    toDate: date
+
+    @model_validator(mode="after")
+    def _range(self) -> ExplorerFilters:
+        if self.toDate < self.fromDate:
+            raise ValueError("toDate is before fromDate")
+        if self.toDate - self.fromDate > MAX_RANGE:
+            raise ValueError("the range from fromDate to toDate spans more than 31 days; split it")
+        return self
+
+
+class ExplorerIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    delimiter: Literal[",", ";"] = ","
+    filters: ExplorerFilters
+
+
+def render_export(state: EmulatorState, job: dict[str, Any], base_url: str) -> dict[str, Any]:
+    """The Export resource; a finished one gets a freshly minted pre-signed ``fileUrl`` on every read."""
+    data = drop_none({k: v for k, v in job.items() if k != "startedAt"})
+    if job["status"] == "finished" and job.get("fileName"):
+        data["fileUrl"] = state.presign(base_url, "exports", job["id"], job["fileName"])
+    return data
+
+
+def _create(request: Request, state: EmulatorState, account_id: str, job: dict[str, Any]) -> JSONResponse:
+    settings = state.settings
+    with state.store.lock:
+        queued = state.store.count_jobs("exports", account_id, queued_statuses(state))
+        if queued >= settings.max_queued_exports:
+            raise ApiError(
+                400,
+                f"There are already {queued} exports queued (maximum {settings.max_queued_exports}); "
+                "wait until one finishes",
+                code="E0301",
+            )
+        state.store.insert_job("exports", account_id, job, None)
+        state.stats.saw_queue(exports=queued + 1)
+    state.workers.kick("exports", account_id)
+    return JSONResponse(render_export(state, job, str(request.base_url)), status_code=201)
+
+
+def _new_job(export_type: str, delimiter: str, date_format: str | None, filters: dict[str, Any]) -> dict[str, Any]:
+    return drop_none(
+        {
+            "id": new_id(),
+            "exportType": export_type,
+            "status": "queued",
+            "progress": 0,
+            "total": 0,
+            "delimiter": delimiter,
+            "dateFormat": date_format,
+            "filters": filters,
+            "createdAt": now_iso(),
+        }
+    )
+
+
+@both(router, "/exports", ["POST"], status_code=201)
+async def create_export(request: Request) -> JSONResponse:
+    state = state_of(request)
+    auth = caller(request, "export:write")
+    body: ExportIn = parse_model(ExportIn, json_object(await json_body(request)))
+    job = _new_job(body.exportType, body.delimiter, body.dateFormat, body.filters.model_dump(exclude_none=True))
+    return _create(request, state, auth.account_id, job)
+
+
+@router.post("/exports/type/data-explorer", status_code=201)
+async def create_explorer_export(request: Request) -> JSONResponse:
+    state = state_of(request)
+    auth = caller(request, "export:write")
+    body: ExplorerIn = parse_model(ExplorerIn, json_object(await json_body(request)))
+    filters = body.filters.model_dump(mode="json")
+    return _create(request, state, auth.account_id, _new_job("data-explorer", body.delimiter, None, filters))
+
+
+@both(router, "/exports", ["GET"])
+async def list_exports(request: Request) -> dict[str, Any]:
+    state = state_of(request)
+    auth = caller(request, "export:read")
+    limit, skip = paging(request)
+    jobs, total = state.store.list_jobs("exports", auth.account_id, limit, skip)
+    base = str(request.base_url)
+    return page(request, [render_export(state, j, base) for j in jobs], total, limit, skip)
+
+
+def _own(state: EmulatorState, account_id: str, export_id: str) -> dict[str, Any]:
+    job = state.store.get_job("exports", export_id, account_id)
+    if job is None:
+        raise ApiError(404, f"Export {export_id} not found in this account")
+    return job
+
+
+@router.get("/exports/{export_id}")
+async def get_export(request: Request, export_id: str) -> dict[str, Any]:
+    state = state_of(request)
+    auth = caller(request, "export:read")
+    return render_export(state, _own(state, auth.account_id, export_id), str(request.base_url))
+
+
+@router.delete("/exports/{export_id}", status_code=204)
+async def delete_export(request: Request, export_id: str) -> Response:
+    state = state_of(request)
+    auth = caller(request, "export:write")
+    with state.store.lock:
+        job = _own(state, auth.account_id, export_id)
+        if job["status"] in ("queued", "inProgress"):
+            raise ApiError(
+                409, f"Export {export_id} is {job['status']}; only finished or errored exports can be deleted"
+            )
+        file_path = state.store.job_file("exports", export_id)
+        state.store.delete_job("exports", export_id)
+    if file_path:
+        Path(file_path).unlink(missing_ok=True)
+    return Response(status_code=204)
