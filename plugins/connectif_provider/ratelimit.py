@@ -121,6 +121,7 @@ class RateLimitDecision:
 
     wait: float
     in_window: int
+    taken_at: float | None = None
 
 
 class SharedRateLimiter:
@@ -184,7 +185,7 @@ class SharedRateLimiter:
                 return RateLimitDecision(wait=blocked_until - now, in_window=in_window)
             if in_window < self.limit:
                 conn.execute(insert(tokens_table).values(bucket=self.bucket, taken_at=now))
-                return RateLimitDecision(wait=0.0, in_window=in_window + 1)
+                return RateLimitDecision(wait=0.0, in_window=in_window + 1, taken_at=now)
             oldest_blocking = conn.execute(
                 select(tokens_table.c.taken_at)
                 .where(tokens_table.c.bucket == self.bucket)

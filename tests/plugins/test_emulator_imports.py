@@ -1,0 +1,254 @@
+"""The provider against the running emulator (real HTTP): imports end to end, retries, queue limits, faults."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from airflow.sdk.exceptions import TaskDeferred
+
+from connectif_provider.exceptions import ConnectifImportFailedError
+from connectif_provider.hooks.connectif import ConnectifHook
+from connectif_provider.operators.connectif import ConnectifImportOperator
+from connectif_provider.triggers.connectif import ConnectifImportTrigger, ConnectifQueueSlotTrigger
+from emulator.testing import RunningEmulator
+
+
+class DictStore:
+    """Stands in for ``context["task_state_store"]``; shared between the 'tries' of a test."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    def set(self, key: str, value: Any, **_: Any) -> None:
+        self.data[key] = value
+
+    def delete(self, key: str) -> None:
+        self.data.pop(key, None)
+
+
+def write_contacts(path: Path, n: int, bad_lines: tuple[int, ...] = ()) -> Path:
+    lines = ["_email,_name,_points"]
+    for i in range(1, n + 1):
+        email = "not-an-email" if i in bad_lines else f"user{i}@example.com"
+        lines.append(f"{email},User {i},{i}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@contextmanager
+def info_logs() -> Iterator[list[dict[str, Any]]]:
+    """Capture structlog events at INFO (the test session logs at WARNING)."""
+    saved = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
+    try:
+        with structlog.testing.capture_logs() as logs:
+            yield logs
+    finally:
+        structlog.configure(**saved)
+
+
+def run_trigger(trigger: Any) -> dict[str, Any]:
+    async def first_event() -> dict[str, Any]:
+        async for event in trigger.run():
+            return dict(event.payload)
+        raise AssertionError("trigger ended without an event")
+
+    return asyncio.run(first_event())
+
+
+def run_deferred(op: Any, context: dict[str, Any], max_rounds: int = 10) -> Any:
+    """Execute an operator the way the runtime does: execute, then run each trigger and resume."""
+    try:
+        return op.execute(context)
+    except TaskDeferred as deferred:
+        current = deferred
+    for _ in range(max_rounds):
+        event = run_trigger(current.trigger)
+        try:
+            return getattr(op, current.method_name)(context, event=event, **(current.kwargs or {}))
+        except TaskDeferred as again:
+            current = again
+    raise AssertionError("operator kept deferring")
+
+
+@pytest.fixture
+def emu_conn(emulator: RunningEmulator, connectif_conn: Any) -> str:
+    """A connection to the emulator with a generous private budget (tests are not about the limit here)."""
+    emulator.admin.configure(rate_limit=1000)
+    return str(connectif_conn(base_url=emulator.base_url, api_key=emulator.api_key, rate_limit_per_minute=900))
+
+
+def test_import_with_row_errors_returns_rejected_lines(
+    emu_conn: str, emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    csv_path = write_contacts(tmp_path / "chunk-0001.csv", 6, bad_lines=(2, 5))
+    op = ConnectifImportOperator(
+        task_id="imp", file_path=str(csv_path), import_type="contacts", connectif_conn_id=emu_conn, poll_interval=0.2
+    )
+    store = DictStore()
+    summary = run_deferred(op, {"task_state_store": store})
+    assert summary["import_id"] == store.data["connectif_import"]["import_id"]
+    assert (summary["status"], summary["total"], summary["success"], summary["errors"]) == ("finished", 6, 4, 2)
+    assert [r["line"] for r in summary["rejected_rows"]] == [2, 5]
+    assert all(r["field"] == "_email" and r["error"] for r in summary["rejected_rows"])
+    assert summary["file_path"] == str(csv_path)
+    assert len(emulator.admin.contacts()) == 4
+
+
+def test_non_deferrable_mode(emu_conn: str, emulator: RunningEmulator, tmp_path: Path) -> None:
+    csv_path = write_contacts(tmp_path / "c.csv", 3)
+    op = ConnectifImportOperator(
+        task_id="imp",
+        file_path=str(csv_path),
+        import_type="contacts",
+        connectif_conn_id=emu_conn,
+        poll_interval=0.1,
+        deferrable=False,
+    )
+    summary = op.execute({"task_state_store": DictStore()})
+    assert summary["success"] == 3
+
+
+def test_retry_after_upload_reattaches(emu_conn: str, emulator: RunningEmulator, tmp_path: Path) -> None:
+    emulator.admin.configure(import_rows_per_s=20)  # slow enough that the first try is still waiting
+    csv_path = write_contacts(tmp_path / "c.csv", 20)
+    store = DictStore()
+    kwargs = {"file_path": str(csv_path), "import_type": "contacts", "connectif_conn_id": emu_conn}
+    first = ConnectifImportOperator(task_id="imp", poll_interval=0.2, **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(TaskDeferred) as deferred:
+        first.execute({"task_state_store": store})
+    import_id = store.data["connectif_import"]["import_id"]
+    assert deferred.value.trigger.import_ids == [import_id]
+    # the worker died while deferred: the retry must not upload again
+    retry = ConnectifImportOperator(task_id="imp", poll_interval=0.2, **kwargs)  # type: ignore[arg-type]
+    summary = run_deferred(retry, {"task_state_store": store})
+    assert summary["import_id"] == import_id
+    assert summary["success"] == 20
+    assert len(emulator.admin.imports()) == 1
+    # and a retry after it finished returns the same summary without any upload
+    again = ConnectifImportOperator(task_id="imp", poll_interval=0.2, **kwargs)  # type: ignore[arg-type]
+    assert again.execute({"task_state_store": store})["import_id"] == import_id
+    assert len(emulator.admin.imports()) == 1
+
+
+def test_import_ending_in_error_fails_clearly(emu_conn: str, emulator: RunningEmulator, tmp_path: Path) -> None:
+    emulator.admin.faults(fail_next_imports=1)
+    csv_path = write_contacts(tmp_path / "c.csv", 3)
+    op = ConnectifImportOperator(
+        task_id="imp", file_path=str(csv_path), import_type="contacts", connectif_conn_id=emu_conn, poll_interval=0.2
+    )
+    with pytest.raises(ConnectifImportFailedError, match="error"):
+        run_deferred(op, {"task_state_store": DictStore()})
+
+
+def test_twelve_parallel_imports_never_surface_e0401(
+    emu_conn: str, emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    emulator.admin.configure(import_rows_per_s=40)
+    files = [write_contacts(tmp_path / f"c{i:02d}.csv", 10) for i in range(12)]
+
+    def one(path: Path) -> dict[str, Any]:
+        op = ConnectifImportOperator(
+            task_id=f"imp_{path.stem}",
+            file_path=str(path),
+            import_type="contacts",
+            connectif_conn_id=emu_conn,
+            poll_interval=0.2,
+            max_poll_interval=0.5,
+        )
+        return dict(run_deferred(op, {"task_state_store": DictStore()}, max_rounds=50))
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        summaries = list(pool.map(one, files))
+    assert all(s["status"] == "finished" and s["success"] == 10 for s in summaries)
+    assert len({s["import_id"] for s in summaries}) == 12
+    stats = emulator.admin.stats()
+    assert stats["maxQueuedImports"] <= 10
+    assert len(emulator.admin.imports()) == 12
+
+
+def test_full_queue_defers_on_a_slot_trigger(emu_conn: str, emulator: RunningEmulator, tmp_path: Path) -> None:
+    emulator.admin.configure(max_queued_imports=1, import_rows_per_s=20)
+    hook = ConnectifHook(emu_conn)
+    hook.create_import(write_contacts(tmp_path / "first.csv", 10), "contacts")
+    op = ConnectifImportOperator(
+        task_id="imp",
+        file_path=str(write_contacts(tmp_path / "second.csv", 2)),
+        import_type="contacts",
+        connectif_conn_id=emu_conn,
+        poll_interval=0.2,
+    )
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute({"task_state_store": DictStore()})
+    assert isinstance(deferred.value.trigger, ConnectifQueueSlotTrigger)
+    assert deferred.value.method_name == "execute_after_slot"
+    summary = run_deferred(op, {"task_state_store": DictStore()}, max_rounds=20)
+    assert summary["success"] == 2
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        {"storm_seconds": 1.5},
+        {"error_rate": 0.3, "seed": 7},
+        {"drop_rate": 0.3, "seed": 11},
+        {"drop_rate": 0.3, "drop_after_processing": True, "seed": 5},
+    ],
+    ids=["429-storm", "5xx", "dropped", "dropped-after-processing"],
+)
+def test_faults_end_in_success_with_one_import(
+    emu_conn: str, emulator: RunningEmulator, tmp_path: Path, faults: dict[str, Any]
+) -> None:
+    emulator.admin.configure(rate_limit_window_s=2)  # a 429's Retry-After lasts until the window turns
+    emulator.admin.faults(**faults)
+    csv_path = write_contacts(tmp_path / "c.csv", 5)
+    op = ConnectifImportOperator(
+        task_id="imp", file_path=str(csv_path), import_type="contacts", connectif_conn_id=emu_conn, poll_interval=0.2
+    )
+    summary = run_deferred(op, {"task_state_store": DictStore()}, max_rounds=5)
+    assert summary["success"] == 5
+    emulator.admin.faults()
+    assert len(emulator.admin.imports()) == 1
+
+
+def test_trigger_progress_log_and_backoff_while_queued(
+    emu_conn: str, emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    emulator.admin.configure(import_rows_per_s=10)
+    hook = ConnectifHook(emu_conn)
+    first = hook.create_import(write_contacts(tmp_path / "a.csv", 15), "contacts")
+    second = hook.create_import(write_contacts(tmp_path / "b.csv", 15), "contacts")
+    trigger = ConnectifImportTrigger(
+        import_ids=[second["id"]], connectif_conn_id=emu_conn, poll_interval=0.3, deadline=time.time() + 60
+    )
+    with info_logs() as logs:
+        event = run_trigger(trigger)
+    assert event["status"] == "success"
+    messages = [str(entry["event"]) for entry in logs]
+    assert any("queued behind others" in m for m in messages)
+    assert f"Import {second['id']} completed 15 of 15 (100.0%)" in messages
+    queued_waits = [float(m.rsplit("next poll in ", 1)[1].split()[0]) for m in messages if "next poll in" in m]
+    assert queued_waits == sorted(queued_waits)  # the interval grows while queued
+    assert hook.get_import(first["id"])["status"] == "finished"
+
+
+def test_trigger_timeout_event(emu_conn: str, emulator: RunningEmulator, tmp_path: Path) -> None:
+    emulator.admin.configure(import_rows_per_s=1)
+    created = ConnectifHook(emu_conn).create_import(write_contacts(tmp_path / "a.csv", 50), "contacts")
+    trigger = ConnectifImportTrigger(
+        import_ids=[created["id"]], connectif_conn_id=emu_conn, poll_interval=0.2, deadline=time.time() + 1
+    )
+    event = run_trigger(trigger)
+    assert event["status"] == "timeout"

@@ -1,0 +1,133 @@
+"""The shared rate-limit bucket: budget per window, server feedback, several processes, non-blocking async."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from connectif_provider.ratelimit import SharedRateLimiter
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _max_in_window(stamps: list[float], window: float) -> int:
+    stamps = sorted(stamps)
+    best = 0
+    start = 0
+    for end, stamp in enumerate(stamps):
+        while stamp - stamps[start] >= window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+def test_budget_per_window(rate_limit_db: str) -> None:
+    limiter = SharedRateLimiter(rate_limit_db, "b1", limit=5, window=1.0)
+    for _ in range(5):
+        assert limiter.try_acquire().wait == 0
+    decision = limiter.try_acquire()
+    assert 0 < decision.wait <= 1.0
+    started = time.monotonic()
+    limiter.acquire()
+    assert time.monotonic() - started >= decision.wait - 0.05
+    assert limiter.in_window() <= 5
+
+
+def test_buckets_are_independent(rate_limit_db: str) -> None:
+    a = SharedRateLimiter(rate_limit_db, "a", limit=1, window=30)
+    b = SharedRateLimiter(rate_limit_db, "b", limit=1, window=30)
+    assert a.try_acquire().wait == 0
+    assert b.try_acquire().wait == 0
+    assert a.try_acquire().wait > 0
+
+
+def test_429_blocks_until_retry_after(rate_limit_db: str) -> None:
+    limiter = SharedRateLimiter(rate_limit_db, "b2", limit=100, window=60)
+    limiter.record_server_state(limited=True, retry_after=0.6)
+    decision = limiter.try_acquire()
+    assert 0.3 < decision.wait <= 0.6
+    limiter.record_server_state(limited=True, reset_at=time.time() + 1.5)  # no Retry-After: the reset
+    assert limiter.try_acquire().wait > 1.0
+
+
+def test_server_remaining_shrinks_then_restores_budget(rate_limit_db: str) -> None:
+    limiter = SharedRateLimiter(rate_limit_db, "b3", limit=10, window=2.0)
+    limiter.record_server_state(remaining=2, reset_at=time.time() + 1.0)
+    assert limiter.try_acquire().wait == 0
+    assert limiter.try_acquire().wait == 0
+    assert limiter.try_acquire().wait > 0  # the server's 2 are spent
+    time.sleep(1.05)  # the server's window turned over: phantom tokens expired
+    assert limiter.try_acquire().wait == 0
+
+
+def test_rejects_unsupported_backend() -> None:
+    with pytest.raises(ValueError, match="SQLAlchemy URL"):
+        SharedRateLimiter("redis://localhost:6379/0", "x", limit=1).try_acquire()
+
+
+def test_several_processes_share_one_budget(rate_limit_db: str, tmp_path: Path) -> None:
+    """4 processes hammering one bucket never exceed its budget in any window, and use most of it.
+
+    The stamps are the tokens' own (taken inside the locked transaction), so the check is exact.
+    """
+    script = textwrap.dedent(
+        f"""
+        import json, sys, time
+        from connectif_provider.ratelimit import SharedRateLimiter
+        limiter = SharedRateLimiter({rate_limit_db!r}, "shared", limit=10, window=1.0)
+        stamps = []
+        end = time.time() + 3.0
+        while time.time() < end:
+            decision = limiter.try_acquire()
+            if decision.taken_at is None:
+                time.sleep(decision.wait)
+            else:
+                stamps.append(decision.taken_at)
+        print(json.dumps(stamps))
+        """
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, cwd=REPO, text=True)
+        for _ in range(4)
+    ]
+    stamps: list[float] = []
+    try:
+        for proc in procs:
+            out, _ = proc.communicate(timeout=60)
+            assert proc.returncode == 0
+            stamps.extend(json.loads(out))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert _max_in_window(stamps, 1.0) <= 10
+    assert len(stamps) >= 20  # ~3 windows of 10, minus start-up of the processes
+
+
+async def test_async_acquire_does_not_block_the_loop(rate_limit_db: str) -> None:
+    limiter = SharedRateLimiter(rate_limit_db, "b4", limit=2, window=1.0)
+    ticks: list[float] = []
+
+    async def ticker() -> None:
+        while True:
+            ticks.append(time.monotonic())
+            await asyncio.sleep(0.05)
+
+    task = asyncio.create_task(ticker())
+    try:
+        for _ in range(4):  # the last two wait about a second for the window
+            await limiter.aacquire()
+    finally:
+        task.cancel()
+    gaps = [b - a for a, b in itertools.pairwise(ticks)]
+    assert len(ticks) >= 10
+    assert max(gaps) < 0.5
