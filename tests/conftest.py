@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.airflow_env",
     "tests.fixtures.emulator",
     "tests.fixtures.provider",
+    "tests.fixtures.dags",
 ]

@@ -1,0 +1,143 @@
+"""What every Connectif DAG shares: configuration look-up, params, retries, run windows and run summaries.
+
+Nothing here touches a database or a connection when a DAG file is parsed: settings are read inside tasks
+(``setting()`` calls ``Variable.get`` at run time only).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import Param
+
+log = logging.getLogger("airflow.task")
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO_DIR = Path(os.environ.get("CONNECTIF_DEMO_DIR") or REPO / ".demo")
+CONN_ID = "connectif_default"
+IMPORTS_POOL = "connectif_imports"
+EXPORTS_POOL = "connectif_exports"
+#: Requests per minute the deployment's shared bucket allows (the provider's default; see the connection).
+RATE_LIMIT_PER_MINUTE = 90
+#: Seconds between import status polls (the trigger backs off while an import is queued).
+POLL_INTERVAL = float(os.environ.get("CONNECTIF_POLL_INTERVAL") or 15.0)
+
+#: ``setting(name)``: Airflow Variable ``connectif_<name>``, else env ``CONNECTIF_<NAME>``, else this default.
+DEFAULTS: dict[str, str] = {
+    "source_url": f"sqlite:///{DEMO_DIR / 'erp.sqlite'}",
+    "state_url": f"sqlite:///{DEMO_DIR / 'state.sqlite'}",
+    "warehouse_url": f"sqlite:///{DEMO_DIR / 'warehouse.sqlite'}",
+    "work_dir": str(DEMO_DIR / "work"),
+    "mappings_dir": "",
+}
+
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "data-engineering",
+    "retries": 3,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(minutes=15),
+}
+
+TAGS = ["connectif"]
+
+
+def setting(name: str) -> str:
+    """A configuration value, read at run time (never at parse time)."""
+    from airflow.sdk import Variable
+
+    if name not in DEFAULTS:
+        raise KeyError(f"unknown Connectif setting {name!r}; known: {sorted(DEFAULTS)}")
+    value = Variable.get(f"connectif_{name}", default=None)
+    if value in (None, ""):
+        value = os.environ.get(f"CONNECTIF_{name.upper()}") or DEFAULTS[name]
+    return str(value)
+
+
+def dry_run_param() -> Param:
+    return Param(
+        False,
+        type="boolean",
+        title="Dry run",
+        description="Plan only: what would be sent, how many files and API requests, how long it would take. "
+        "Nothing is written anywhere (no upload, no state, no ERP update).",
+    )
+
+
+def full_resync_param() -> Param:
+    return Param(
+        False,
+        type="boolean",
+        title="Full resync",
+        description="Ignore what Connectif already confirmed and send every valid row again.",
+    )
+
+
+def run_window(context: Any, default_span: timedelta) -> tuple[datetime, datetime]:
+    """The run's data interval; for a manual run without one, ``default_span`` ending at the run's time."""
+    start = context.get("data_interval_start")
+    end = context.get("data_interval_end")
+    if start is not None and end is not None and end > start:
+        return _utc(start), _utc(end)
+    dag_run = context.get("dag_run")
+    anchor = getattr(dag_run, "run_after", None) or getattr(dag_run, "logical_date", None) or datetime.now(UTC)
+    end = _utc(anchor)
+    return end - default_span, end
+
+
+def _utc(value: datetime) -> datetime:
+    value = datetime.fromisoformat(str(value)) if not isinstance(value, datetime) else value
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def run_dir(context: Any) -> Path:
+    """A folder of this run under the work dir (chunk files, manifests); removed when the run reports."""
+    ti = context["ti"]
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(ti.run_id))
+    path = Path(setting("work_dir")) / ti.dag_id / safe
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def remove_run_dir(context: Any) -> None:
+    ti = context["ti"]
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(ti.run_id))
+    shutil.rmtree(Path(setting("work_dir")) / ti.dag_id / safe, ignore_errors=True)
+
+
+def import_requests_estimate(files: int, rows: int, rows_per_second: float = 3000.0) -> dict[str, Any]:
+    """API requests and minutes an import plan needs at the shared rate limit (for dry runs).
+
+    Per file: one upload, the status polls while Connectif processes it (about ``rows_per_second``), one
+    error-report download. Imports are processed one at a time per account, so their times add up.
+    """
+    processing_s = rows / rows_per_second if rows else 0.0
+    polls = files + math.ceil(processing_s / POLL_INTERVAL)
+    requests = files * 2 + polls
+    minutes = max(processing_s / 60.0, requests / RATE_LIMIT_PER_MINUTE)
+    return {"api_requests": requests, "expected_minutes": round(minutes, 1)}
+
+
+def calls_estimate(calls: int) -> dict[str, Any]:
+    """Requests and minutes of one-request-per-row work (purchases, erasures) at the shared rate limit."""
+    return {"api_requests": calls, "expected_minutes": round(calls / RATE_LIMIT_PER_MINUTE, 1)}
+
+
+def publish_summary(context: Any, summary: dict[str, Any]) -> dict[str, Any]:
+    """Log the run summary and push it to XCom (key ``summary``); returns it for ``return_value`` too."""
+    ti = context["ti"]
+    summary = {"dag_id": ti.dag_id, "run_id": ti.run_id, **summary}
+    text = json.dumps(summary, indent=2, sort_keys=True, default=str)
+    log.info("Connectif sync summary:\n%s", text)
+    ti.xcom_push(key="summary", value=json.loads(text))
+    return json.loads(text)

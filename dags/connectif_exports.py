@@ -1,0 +1,145 @@
+"""Weekly: export contacts and the week's activities from Connectif into warehouse tables."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.sdk import DAG, CronTriggerTimetable, TriggerRule, get_current_context, task
+from connectif_dags.common import (
+    CONN_ID,
+    DEFAULT_ARGS,
+    EXPORTS_POOL,
+    POLL_INTERVAL,
+    TAGS,
+    dry_run_param,
+    publish_summary,
+    remove_run_dir,
+    run_dir,
+    run_window,
+    setting,
+)
+
+from connectif_provider.operators.connectif import ConnectifExportOperator, split_date_range
+
+DOC = """
+### Connectif → warehouse, weekly
+
+Exports **all contacts** and **the week's activities** (purchases, logins, email opens...) from Connectif
+and loads them into the warehouse (Variable `connectif_warehouse_url`, any SQLAlchemy URL):
+
+| table | from |
+|---|---|
+| `connectif_contacts` | the contacts export (a weekly snapshot) |
+| `connectif_activities` | the activities export of the run's data interval |
+| `connectif_activity_products` | the products of those activities |
+
+Every row carries `etl_window_start` / `etl_window_end` (the run's data interval). A re-run, or a
+backfill of past weeks, **replaces its window** in one transaction: rows are never duplicated, and a
+failed load leaves the previous data in place. An activities range over 31 days is split into several
+exports; waits happen deferred in pool `connectif_exports` (5 slots = the account's 5 queued exports).
+
+**Params** — `dry_run`: show the exports that would be created and the API requests, create nothing.
+"""
+
+WEEK = timedelta(days=7)
+
+with DAG(
+    dag_id="connectif_exports",
+    description="Weekly export of Connectif contacts and activities into the warehouse",
+    schedule=CronTriggerTimetable("0 5 * * 1", timezone="UTC", interval=WEEK),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    params={"dry_run": dry_run_param()},
+    tags=[*TAGS, "exports", "warehouse"],
+    doc_md=DOC,
+) as dag:
+
+    @task
+    def plan() -> dict[str, Any]:
+        """The window and the exports it needs (Connectif takes at most 31 days per activities export)."""
+        context = get_current_context()
+        start, end = run_window(context, WEEK)
+        ranges = split_date_range(start.isoformat(), end.isoformat())
+        dry_run = bool(context["params"]["dry_run"])
+        return {
+            "from_date": start.isoformat(),
+            "to_date": end.isoformat(),
+            "exports": 1 + len(ranges),
+            "output_dir": "" if dry_run else str(run_dir(context)),
+            "dry_run": dry_run,
+        }
+
+    @task.short_circuit(ignore_downstream_trigger_rules=False)
+    def unless_dry_run(planned: dict[str, Any]) -> bool:
+        """A dry run stops here: the exports are skipped, the report still runs."""
+        return not planned["dry_run"]
+
+    planned = plan()
+    gate = unless_dry_run(planned)
+
+    export_contacts = ConnectifExportOperator(
+        task_id="export_contacts",
+        export_type="contacts",
+        output_dir="{{ ti.xcom_pull(task_ids='plan')['output_dir'] }}/contacts",
+        connectif_conn_id=CONN_ID,
+        poll_interval=POLL_INTERVAL,
+        pool=EXPORTS_POOL,
+    )
+    export_activities = ConnectifExportOperator(
+        task_id="export_activities",
+        export_type="activities",
+        from_date="{{ ti.xcom_pull(task_ids='plan')['from_date'] }}",
+        to_date="{{ ti.xcom_pull(task_ids='plan')['to_date'] }}",
+        output_dir="{{ ti.xcom_pull(task_ids='plan')['output_dir'] }}/activities",
+        connectif_conn_id=CONN_ID,
+        poll_interval=POLL_INTERVAL,
+        pool=EXPORTS_POOL,
+    )
+
+    @task(trigger_rule=TriggerRule.NONE_FAILED)
+    def report(planned: dict[str, Any]) -> dict[str, Any]:
+        """Load the downloaded files into the warehouse (replacing the window) and publish the summary."""
+        from connectif_sync.warehouse import Window, load_export_files, table_for_export_file
+
+        context = get_current_context()
+        window = {"from": planned["from_date"], "to": planned["to_date"]}
+        if planned["dry_run"]:
+            return publish_summary(
+                context,
+                {
+                    "dry_run": True,
+                    "window": window,
+                    "exports": planned["exports"],
+                    "api_requests": planned["exports"] * 3,
+                    "notes": [f"would create {planned['exports']} exports and load them into the warehouse"],
+                },
+            )
+        ti = context["ti"]
+        files: dict[str, list[str]] = {}
+        for task_id in ("export_contacts", "export_activities"):
+            result = ti.xcom_pull(task_ids=task_id) or {}
+            for path in result.get("files", []):
+                files.setdefault(table_for_export_file(path), []).append(path)
+        rows = load_export_files(
+            setting("warehouse_url"),
+            files,
+            Window(datetime.fromisoformat(planned["from_date"]), datetime.fromisoformat(planned["to_date"])),
+        )
+        summary = publish_summary(
+            context,
+            {
+                "dry_run": False,
+                "window": window,
+                "exports": planned["exports"],
+                "tables": rows,
+                "loaded": sum(rows.values()),
+                "notes": [f"{table}: {n} rows" for table, n in sorted(rows.items())],
+            },
+        )
+        remove_run_dir(context)
+        return summary
+
+    gate >> [export_contacts, export_activities]
+    [export_contacts, export_activities] >> report(planned)
