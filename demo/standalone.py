@@ -133,7 +133,7 @@ class AirflowStandalone:
         if self._proc is not None:
             self._proc.stop(timeout=timeout)
 
-    def _check_alive(self) -> None:
+    def check_alive(self) -> None:
         if self._proc is None or not self._proc.alive():
             code = self._proc.returncode() if self._proc else None
             tail = self._proc.log_tail() if self._proc else ""
@@ -145,7 +145,7 @@ class AirflowStandalone:
         last: Any = None
         with AirflowClient(self.url, "", "", timeout=5) as anon:
             while time.monotonic() < deadline:
-                self._check_alive()
+                self.check_alive()
                 with contextlib.suppress(Exception):
                     last = anon.health()
                     parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
@@ -163,7 +163,7 @@ class AirflowStandalone:
             with contextlib.suppress(FileNotFoundError, ValueError):
                 password: str = json.loads(path.read_text())["admin"]
                 return password
-            self._check_alive()
+            self.check_alive()
             time.sleep(0.5)
         raise StartupError(f"{path} was not written within {timeout:.0f}s")
 
@@ -175,7 +175,7 @@ class AirflowStandalone:
         wanted = set(dag_ids)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self._check_alive()
+            self.check_alive()
             errors = client.import_errors()
             if errors:
                 text = "\n".join(f"{e['filename']}:\n{e['stack_trace']}" for e in errors)
