@@ -193,7 +193,16 @@ async def delete_import(request: Request, import_id: str) -> Response:
 
 
 # --- pre-signed downloads (no API key, not rate limited: they stand for the file store) ------------------
-def _check_link(state: EmulatorState, kind: str, resource_id: str, expires: str | None, signature: str | None) -> None:
+def _check_link(request: Request, kind: str, resource_id: str) -> None:
+    """Pre-signed URLs carry their own authorisation; like S3, a second one (the API key) is refused."""
+    state = state_of(request)
+    expires = request.query_params.get("expires")
+    signature = request.query_params.get("signature")
+    if "authorization" in request.headers and state.settings.presigned_rejects_authorization:
+        raise ApiError(
+            400,
+            "Only one auth mechanism allowed: this pre-signed URL must be downloaded without the Authorization header",
+        )
     if not expires or not signature or not expires.isdigit():
         raise ApiError(403, "The link is not signed; request a fresh URL from the API")
     if not state.check_signature(kind, resource_id, int(expires), signature):
@@ -218,7 +227,7 @@ def _report_lines(rows: Iterator[tuple[int, str, str]]) -> Iterator[bytes]:
 @files_router.get("/_files/imports/{import_id}/{file_name}")
 async def download_report(request: Request, import_id: str, file_name: str) -> Response:
     state = state_of(request)
-    _check_link(state, "imports", import_id, request.query_params.get("expires"), request.query_params.get("signature"))
+    _check_link(request, "imports", import_id)
     if state.store.get_job("imports", import_id) is None:
         raise ApiError(404, f"Import {import_id} no longer exists")
     return StreamingResponse(
@@ -231,7 +240,7 @@ async def download_report(request: Request, import_id: str, file_name: str) -> R
 @files_router.get("/_files/exports/{export_id}/{file_name}")
 async def download_export(request: Request, export_id: str, file_name: str) -> Response:
     state = state_of(request)
-    _check_link(state, "exports", export_id, request.query_params.get("expires"), request.query_params.get("signature"))
+    _check_link(request, "exports", export_id)
     file_path = state.store.job_file("exports", export_id)
     if not file_path or not Path(file_path).exists():
         raise ApiError(404, f"Export {export_id} has no file (deleted, or not finished)")

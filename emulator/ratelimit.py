@@ -35,16 +35,16 @@ class Decision:
 
 
 class RateLimiter:
-    """Fixed windows per account, aligned on multiples of the window length (like a wall clock minute).
+    """A fixed window per account that opens with the account's first request after the previous one ended.
 
     Counts every authenticated request that reaches the account, allowed or not; also remembers the most
-    requests any window saw (allowed and rejected apart), which tells a test whether a client kept under
-    the limit.
+    requests any window saw (all, and allowed ones), which tells a test whether a client kept under the
+    limit.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._windows: dict[str, tuple[int, int, int]] = {}  # account -> (window index, seen, allowed)
+        self._windows: dict[str, tuple[float, int, int]] = {}  # account -> (window start, seen, allowed)
         self.max_seen_in_window = 0
         self.max_allowed_in_window = 0
 
@@ -56,20 +56,18 @@ class RateLimiter:
 
     def hit(self, account: str, limit: int, window_s: float, force_reject: bool = False) -> Decision:
         now = time.time()
-        index = int(now // window_s)
-        reset = (index + 1) * window_s
         with self._lock:
-            current, seen, allowed = self._windows.get(account, (index, 0, 0))
-            if current != index:
-                seen, allowed = 0, 0
+            start, seen, allowed = self._windows.get(account, (now, 0, 0))
+            if now >= start + window_s:
+                start, seen, allowed = now, 0, 0
             seen += 1
             ok = allowed < limit and not force_reject
             if ok:
                 allowed += 1
-            self._windows[account] = (index, seen, allowed)
+            self._windows[account] = (start, seen, allowed)
             self.max_seen_in_window = max(self.max_seen_in_window, seen)
             self.max_allowed_in_window = max(self.max_allowed_in_window, allowed)
-        return Decision(ok, limit, max(0, limit - allowed), reset)
+        return Decision(ok, limit, max(0, limit - allowed), start + window_s)
 
 
 class Stats:

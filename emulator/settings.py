@@ -33,6 +33,9 @@ class Settings(BaseModel):
     )
     export_processing_s: float = Field(default=2.0, ge=0, description="time an export spends queued/inProgress")
     presigned_url_ttl_s: float = Field(default=6000.0, gt=0, description="validity of export/error-report URLs")
+    presigned_rejects_authorization: bool = Field(
+        default=True, description="a pre-signed download carrying an Authorization header answers 400 (as S3 does)"
+    )
     coupon_counts_lag_s: float = Field(default=10.0, ge=0, description="delay before coupon set counts reflect changes")
     max_field_chars: int = Field(default=65536, ge=1, description="longest accepted CSV cell / JSON string")
     export_bom: bool = Field(default=True, description="exported CSVs start with a UTF-8 BOM")

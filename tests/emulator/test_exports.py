@@ -41,7 +41,7 @@ def seed(emu: RunningEmulator) -> None:
             }
         ],
     }
-    assert httpx.post(emu.url("/purchases"), headers=emu.headers, json=purchase).status_code == 201
+    assert emu.anon.post(emu.url("/purchases"), headers=emu.headers, json=purchase).status_code == 201
     emu.admin.seed_activities(
         [
             {"contactEmail": "bob@example.com", "type": "login", "date": "2026-03-05T08:00:00Z"},
@@ -51,14 +51,14 @@ def seed(emu: RunningEmulator) -> None:
 
 
 def create(emu: RunningEmulator, body: dict[str, Any], path: str = "/exports") -> httpx.Response:
-    return httpx.post(emu.url(path), headers=emu.headers, json=body)
+    return emu.anon.post(emu.url(path), headers=emu.headers, json=body)
 
 
 def download(emu: RunningEmulator, export_id: str) -> dict[str, list[dict[str, str]]]:
     emu.admin.wait_export(export_id)
-    job = httpx.get(emu.url(f"/exports/{export_id}"), headers=emu.headers).json()
+    job = emu.anon.get(emu.url(f"/exports/{export_id}"), headers=emu.headers).json()
     assert job["status"] == "finished" and job["fileName"].endswith(".zip")
-    response = httpx.get(job["fileUrl"])  # no API key: pre-signed
+    response = emu.anon.get(job["fileUrl"])  # no API key: pre-signed
     assert response.status_code == 200
     archive = zipfile.ZipFile(io.BytesIO(response.content))
     files = {}
@@ -157,9 +157,9 @@ def test_thirty_one_days_is_allowed(emulator: RunningEmulator) -> None:
 
 
 def test_export_body_must_be_json(emulator: RunningEmulator) -> None:
-    response = httpx.post(emulator.url("/exports"), headers=emulator.headers, content=b"exportType=contacts")
+    response = emulator.anon.post(emulator.url("/exports"), headers=emulator.headers, content=b"exportType=contacts")
     assert response.status_code == 415
-    response = httpx.post(
+    response = emulator.anon.post(
         emulator.url("/exports"), headers={**emulator.headers, "Content-Type": "application/json"}, content=b"{nope"
     )
     assert response.status_code == 400
@@ -172,8 +172,8 @@ def test_sixth_queued_export_gets_e0301(emulator: RunningEmulator) -> None:
     response = create(emulator, {"exportType": "contacts"})
     assert response.status_code == 400 and response.json()["code"] == "E0301"
     assert emulator.admin.stats()["maxQueuedExports"] == 5
-    queued = httpx.get(emulator.url("/exports"), headers=emulator.headers).json()["results"]
-    deletes = [httpx.delete(emulator.url(f"/exports/{e['id']}"), headers=emulator.headers) for e in queued]
+    queued = emulator.anon.get(emulator.url("/exports"), headers=emulator.headers).json()["results"]
+    deletes = [emulator.anon.delete(emulator.url(f"/exports/{e['id']}"), headers=emulator.headers) for e in queued]
     assert {d.status_code for d in deletes} == {409}
 
 
@@ -181,38 +181,48 @@ def test_each_get_mints_a_fresh_url_that_expires(emulator: RunningEmulator) -> N
     emulator.admin.configure(presigned_url_ttl_s=2)
     export_id = create(emulator, {"exportType": "contacts"}).json()["id"]
     emulator.admin.wait_export(export_id)
-    first = httpx.get(emulator.url(f"/exports/{export_id}"), headers=emulator.headers).json()["fileUrl"]
+    first = emulator.anon.get(emulator.url(f"/exports/{export_id}"), headers=emulator.headers).json()["fileUrl"]
     time.sleep(1.1)
-    second = httpx.get(emulator.url(f"/exports/{export_id}"), headers=emulator.headers).json()["fileUrl"]
+    second = emulator.anon.get(emulator.url(f"/exports/{export_id}"), headers=emulator.headers).json()["fileUrl"]
     assert first != second
-    assert httpx.get(second).status_code == 200
-    assert httpx.get(second.replace("signature=", "signature=ab")).status_code == 403
+    assert emulator.anon.get(second).status_code == 200
+    assert emulator.anon.get(second.replace("signature=", "signature=ab")).status_code == 403
     time.sleep(2.1)
-    expired = httpx.get(second)
+    expired = emulator.anon.get(second)
     assert expired.status_code == 403 and "expired" in expired.json()["detail"]
 
 
 def test_delete_finished_export(emulator: RunningEmulator) -> None:
     export_id = create(emulator, {"exportType": "contacts"}).json()["id"]
     emulator.admin.wait_export(export_id)
-    url = httpx.get(emulator.url(f"/exports/{export_id}"), headers=emulator.headers).json()["fileUrl"]
-    assert httpx.delete(emulator.url(f"/exports/{export_id}"), headers=emulator.headers).status_code == 204
-    assert httpx.get(emulator.url(f"/exports/{export_id}"), headers=emulator.headers).status_code == 404
-    assert httpx.get(url).status_code == 404
+    url = emulator.anon.get(emulator.url(f"/exports/{export_id}"), headers=emulator.headers).json()["fileUrl"]
+    assert emulator.anon.delete(emulator.url(f"/exports/{export_id}"), headers=emulator.headers).status_code == 204
+    assert emulator.anon.get(emulator.url(f"/exports/{export_id}"), headers=emulator.headers).status_code == 404
+    assert emulator.anon.get(url).status_code == 404
 
 
 def test_export_scopes(emulator: RunningEmulator) -> None:
     key = emulator.admin.create_key(scopes=["export:read"])
-    response = httpx.post(
+    response = emulator.anon.post(
         emulator.url("/exports"), headers={"Authorization": f"apiKey {key}"}, json={"exportType": "contacts"}
     )
     assert response.status_code == 403 and "export:write" in response.json()["detail"]
-    assert httpx.get(emulator.url("/exports/"), headers={"Authorization": f"apiKey {key}"}).status_code == 200
+    assert emulator.anon.get(emulator.url("/exports/"), headers={"Authorization": f"apiKey {key}"}).status_code == 200
 
 
 def test_list_exports_pages(emulator: RunningEmulator) -> None:
     ids = [create(emulator, {"exportType": "contacts"}).json()["id"] for _ in range(3)]
-    first = httpx.get(emulator.url("/exports?limit=2"), headers=emulator.headers).json()
+    first = emulator.anon.get(emulator.url("/exports?limit=2"), headers=emulator.headers).json()
     assert [e["id"] for e in first["results"]] == ids[:0:-1]
-    second = httpx.get(first["links"]["next"], headers=emulator.headers).json()
+    second = emulator.anon.get(first["links"]["next"], headers=emulator.headers).json()
     assert [e["id"] for e in second["results"]] == ids[:1]
+
+
+def test_presigned_url_refuses_the_api_key(emulator: RunningEmulator) -> None:
+    export_id = create(emulator, {"exportType": "contacts"}).json()["id"]
+    emulator.admin.wait_export(export_id)
+    url = emulator.http.get(f"/exports/{export_id}").json()["fileUrl"]
+    response = emulator.anon.get(url, headers=emulator.headers)
+    assert response.status_code == 400 and "Authorization" in response.json()["detail"]
+    emulator.admin.configure(presigned_rejects_authorization=False)
+    assert emulator.anon.get(url, headers=emulator.headers).status_code == 200

@@ -6,7 +6,6 @@ import csv
 import io
 import time
 
-import httpx
 import pytest
 
 from emulator.testing import RunningEmulator
@@ -15,15 +14,15 @@ from tests.fixtures.emulator import upload_csv
 upload = upload_csv
 
 
-def report_rows(url: str) -> list[dict[str, str]]:
-    response = httpx.get(url)
+def report_rows(emu: RunningEmulator, url: str) -> list[dict[str, str]]:
+    response = emu.anon.get(url)
     assert response.status_code == 200
     return list(csv.DictReader(io.StringIO(response.text)))
 
 
 def test_missing_and_unknown_keys_get_plain_401(emulator: RunningEmulator) -> None:
     for headers in ({}, {"Authorization": "apiKey nope:nope"}, {"Authorization": "Bearer " + emulator.api_key}):
-        response = httpx.get(emulator.url("/imports"), headers=headers)
+        response = emulator.anon.get(emulator.url("/imports"), headers=headers)
         assert response.status_code == 401
         assert response.text == "Unauthorized"
         assert not response.headers["content-type"].startswith("application/json")
@@ -32,7 +31,7 @@ def test_missing_and_unknown_keys_get_plain_401(emulator: RunningEmulator) -> No
 def test_key_without_scope_gets_403_json(emulator: RunningEmulator) -> None:
     key = emulator.admin.create_key(scopes=["import:read"])
     headers = {"Authorization": f"apiKey {key}"}
-    assert httpx.get(emulator.url("/imports"), headers=headers).status_code == 200
+    assert emulator.anon.get(emulator.url("/imports"), headers=headers).status_code == 200
     response = upload(emulator, "_email\na@example.com\n", headers=headers)
     assert response.status_code == 403
     body = response.json()
@@ -41,15 +40,15 @@ def test_key_without_scope_gets_403_json(emulator: RunningEmulator) -> None:
 
 def test_blocked_key_and_account_get_403(emulator: RunningEmulator) -> None:
     key = emulator.admin.create_key(blocked=True)
-    response = httpx.get(emulator.url("/imports"), headers={"Authorization": f"apiKey {key}"})
+    response = emulator.anon.get(emulator.url("/imports"), headers={"Authorization": f"apiKey {key}"})
     assert response.status_code == 403 and response.json()["status"] == 403
     emulator.admin.update_account("default", blocked=True)
-    assert httpx.get(emulator.url("/imports"), headers=emulator.headers).status_code == 403
+    assert emulator.anon.get(emulator.url("/imports"), headers=emulator.headers).status_code == 403
 
 
 def test_rate_limit_headers_and_429(emulator: RunningEmulator) -> None:
     emulator.admin.configure(rate_limit=5, rate_limit_window_s=30)
-    responses = [httpx.get(emulator.url("/imports"), headers=emulator.headers) for _ in range(7)]
+    responses = [emulator.anon.get(emulator.url("/imports"), headers=emulator.headers) for _ in range(7)]
     assert [r.status_code for r in responses] == [200] * 5 + [429] * 2
     first = responses[0].headers
     assert first["X-RateLimit-Limit"] == "5" and first["X-RateLimit-Remaining"] == "4"
@@ -66,8 +65,8 @@ def test_rate_limit_headers_and_429(emulator: RunningEmulator) -> None:
 
 def test_429_without_retry_after_when_configured(emulator: RunningEmulator) -> None:
     emulator.admin.configure(rate_limit=1, rate_limit_window_s=30, retry_after_header=False)
-    httpx.get(emulator.url("/imports"), headers=emulator.headers)
-    response = httpx.get(emulator.url("/imports"), headers=emulator.headers)
+    emulator.anon.get(emulator.url("/imports"), headers=emulator.headers)
+    response = emulator.anon.get(emulator.url("/imports"), headers=emulator.headers)
     assert response.status_code == 429
     assert "Retry-After" not in response.headers
     assert "X-RateLimit-Reset" in response.headers
@@ -76,10 +75,10 @@ def test_429_without_retry_after_when_configured(emulator: RunningEmulator) -> N
 def test_rate_limit_window_resets(emulator: RunningEmulator) -> None:
     emulator.admin.configure(rate_limit=2, rate_limit_window_s=0.5)
     time.sleep(0.5 - time.time() % 0.5)  # start at a window boundary
-    codes = [httpx.get(emulator.url("/imports"), headers=emulator.headers).status_code for _ in range(3)]
+    codes = [emulator.anon.get(emulator.url("/imports"), headers=emulator.headers).status_code for _ in range(3)]
     assert codes == [200, 200, 429]
     time.sleep(0.55)
-    assert httpx.get(emulator.url("/imports"), headers=emulator.headers).status_code == 200
+    assert emulator.anon.get(emulator.url("/imports"), headers=emulator.headers).status_code == 200
 
 
 def test_contacts_import_lifecycle_and_error_report(emulator: RunningEmulator) -> None:
@@ -97,11 +96,11 @@ def test_contacts_import_lifecycle_and_error_report(emulator: RunningEmulator) -
     assert created["status"] == "queued" and created["total"] == 4 and created["origin"] == "api"
     assert created["options"] == {"delimiter": ",", "overrideExisting": True, "updateOnlyEmptyFields": False}
     emulator.admin.wait_import(created["id"])
-    job = httpx.get(emulator.url(f"/imports/{created['id']}"), headers=emulator.headers).json()
+    job = emulator.anon.get(emulator.url(f"/imports/{created['id']}"), headers=emulator.headers).json()
     assert job["status"] == "finished"
     assert (job["success"], job["errors"]) == (1, 3)
     assert job["startedAt"] and job["finishedAt"]
-    rows = report_rows(job["errorReportFileUrl"])
+    rows = report_rows(emulator, job["errorReportFileUrl"])
     assert [(r["line"], r["field"]) for r in rows] == [
         ("2", "_email"),
         ("2", "_points"),
@@ -120,31 +119,33 @@ def test_contacts_import_lifecycle_and_error_report(emulator: RunningEmulator) -
 def test_error_report_link_is_presigned(emulator: RunningEmulator) -> None:
     created = upload(emulator, "_email\nbad\n").json()
     emulator.admin.wait_import(created["id"])
-    url = httpx.get(emulator.url(f"/imports/{created['id']}"), headers=emulator.headers).json()["errorReportFileUrl"]
-    assert httpx.get(url.replace("signature=", "signature=0")).status_code == 403
-    assert httpx.get(url.split("?")[0]).status_code == 403
+    url = emulator.anon.get(emulator.url(f"/imports/{created['id']}"), headers=emulator.headers).json()[
+        "errorReportFileUrl"
+    ]
+    assert emulator.anon.get(url.replace("signature=", "signature=0")).status_code == 403
+    assert emulator.anon.get(url.split("?")[0]).status_code == 403
 
 
 def test_list_imports_pages_newest_first(emulator: RunningEmulator) -> None:
     ids = [upload(emulator, "_email\na@example.com\n").json()["id"] for _ in range(3)]
-    first = httpx.get(emulator.url("/imports?limit=2"), headers=emulator.headers).json()
+    first = emulator.anon.get(emulator.url("/imports?limit=2"), headers=emulator.headers).json()
     assert [r["id"] for r in first["results"]] == [ids[2], ids[1]]
     assert "prev" not in first["links"]
-    second = httpx.get(first["links"]["next"], headers=emulator.headers).json()
+    second = emulator.anon.get(first["links"]["next"], headers=emulator.headers).json()
     assert [r["id"] for r in second["results"]] == [ids[0]]
     assert "next" not in second["links"] and "prev" in second["links"]
-    assert httpx.get(emulator.url("/imports/?limit=500"), headers=emulator.headers).status_code == 422
+    assert emulator.anon.get(emulator.url("/imports/?limit=500"), headers=emulator.headers).status_code == 422
 
 
 def test_delete_import_only_when_done(emulator: RunningEmulator) -> None:
     emulator.admin.configure(import_rows_per_s=1)
     slow = upload(emulator, "_email\n" + "".join(f"u{i}@example.com\n" for i in range(50))).json()
-    response = httpx.delete(emulator.url(f"/imports/{slow['id']}"), headers=emulator.headers)
+    response = emulator.anon.delete(emulator.url(f"/imports/{slow['id']}"), headers=emulator.headers)
     assert response.status_code == 409 and response.json()["status"] == 409
     emulator.admin.cancel_import(slow["id"])
-    assert httpx.delete(emulator.url(f"/imports/{slow['id']}"), headers=emulator.headers).status_code == 204
-    assert httpx.get(emulator.url(f"/imports/{slow['id']}"), headers=emulator.headers).status_code == 404
-    assert httpx.delete(emulator.url(f"/imports/{slow['id']}"), headers=emulator.headers).status_code == 404
+    assert emulator.anon.delete(emulator.url(f"/imports/{slow['id']}"), headers=emulator.headers).status_code == 204
+    assert emulator.anon.get(emulator.url(f"/imports/{slow['id']}"), headers=emulator.headers).status_code == 404
+    assert emulator.anon.delete(emulator.url(f"/imports/{slow['id']}"), headers=emulator.headers).status_code == 404
 
 
 def test_eleventh_queued_import_gets_e0401(emulator: RunningEmulator) -> None:
@@ -163,7 +164,10 @@ def test_in_progress_may_not_count_toward_queue(emulator: RunningEmulator) -> No
     body = "_email\n" + "".join(f"u{i}@example.com\n" for i in range(20))
     first = upload(emulator, body).json()
     deadline = time.monotonic() + 10
-    while httpx.get(emulator.url(f"/imports/{first['id']}"), headers=emulator.headers).json()["status"] != "inProgress":
+    while (
+        emulator.anon.get(emulator.url(f"/imports/{first['id']}"), headers=emulator.headers).json()["status"]
+        != "inProgress"
+    ):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     for _ in range(10):

@@ -17,13 +17,13 @@ PRODUCTS_FORM = {"type": "products"}
 def finished(emu: RunningEmulator, response: httpx.Response) -> dict[str, object]:
     assert response.status_code == 201, response.text
     emu.admin.wait_import(response.json()["id"])
-    job = httpx.get(emu.url(f"/imports/{response.json()['id']}"), headers=emu.headers).json()
+    job = emu.anon.get(emu.url(f"/imports/{response.json()['id']}"), headers=emu.headers).json()
     assert job["status"] == "finished"
     return dict(job)
 
 
-def report(job: dict[str, object]) -> list[tuple[str, str]]:
-    text = httpx.get(str(job["errorReportFileUrl"])).text
+def report(emu: RunningEmulator, job: dict[str, object]) -> list[tuple[str, str]]:
+    text = emu.anon.get(str(job["errorReportFileUrl"])).text
     return [(r["line"], r["field"]) for r in csv.DictReader(io.StringIO(text))]
 
 
@@ -65,7 +65,7 @@ def test_contact_typed_fields(emulator: RunningEmulator) -> None:
     )
     job = finished(emulator, upload_csv(emulator, content, delimiter=";"))
     assert (job["success"], job["errors"]) == (1, 3)
-    assert report(job) == [
+    assert report(emulator, job) == [
         ("2", "_birthdate"),
         ("2", "_mobilePhone"),
         ("3", "_smsSubscriptionStatus"),
@@ -94,7 +94,7 @@ def test_products_import_validation(emulator: RunningEmulator) -> None:
     )
     job = finished(emulator, upload_csv(emulator, content, **PRODUCTS_FORM))
     assert (job["success"], job["errors"]) == (1, 5)
-    assert report(job) == [
+    assert report(emulator, job) == [
         ("2", "productDetailUrl"),
         ("3", "unitPrice"),
         ("4", "availability"),
@@ -130,9 +130,9 @@ def test_coupon_import_adds_codes_and_rejects_duplicates(emulator: RunningEmulat
     job = finished(emulator, upload_csv(emulator, content, type="coupons", couponSetId=coupon_set["id"]))
     assert (job["total"], job["success"], job["errors"]) == (4, 2, 2)
     assert job["options"]["couponSetId"] == coupon_set["id"]
-    assert report(job) == [("2", "code"), ("4", "code")]
+    assert report(emulator, job) == [("2", "code"), ("4", "code")]
     assert [c["code"] for c in emulator.admin.coupon_codes(coupon_set["id"])] == ["OLD1", "NEW1", "NEW2"]
-    fresh = httpx.get(emulator.url(f"/coupon-sets/{coupon_set['id']}"), headers=emulator.headers).json()
+    fresh = emulator.anon.get(emulator.url(f"/coupon-sets/{coupon_set['id']}"), headers=emulator.headers).json()
     assert (fresh["quantity"], fresh["available"], fresh["assigned"]) == (3, 3, 0)
 
 
@@ -175,7 +175,7 @@ def test_huge_field_fails_its_row_only(emulator: RunningEmulator) -> None:
     content = f"_email,_name\nann@example.com,{'x' * 5000}\nbob@example.com,Bob\n"
     job = finished(emulator, upload_csv(emulator, content))
     assert (job["success"], job["errors"]) == (1, 1)
-    assert report(job) == [("1", "_name")]
+    assert report(emulator, job) == [("1", "_name")]
 
 
 def test_wrong_part_content_type_is_422(emulator: RunningEmulator) -> None:
@@ -184,7 +184,7 @@ def test_wrong_part_content_type_is_422(emulator: RunningEmulator) -> None:
 
 
 def test_missing_file_and_fields_are_422(emulator: RunningEmulator) -> None:
-    response = httpx.post(
+    response = emulator.anon.post(
         emulator.url("/imports"), headers=emulator.headers, data={"type": "contacts"}, files={"other": ("x", b"1")}
     )
     assert response.status_code == 422
@@ -193,7 +193,7 @@ def test_missing_file_and_fields_are_422(emulator: RunningEmulator) -> None:
 
 
 def test_not_multipart_is_415(emulator: RunningEmulator) -> None:
-    response = httpx.post(emulator.url("/imports"), headers=emulator.headers, json={"type": "contacts"})
+    response = emulator.anon.post(emulator.url("/imports"), headers=emulator.headers, json={"type": "contacts"})
     assert response.status_code == 415 and response.json()["status"] == 415
 
 
@@ -207,7 +207,7 @@ def test_not_multipart_is_415(emulator: RunningEmulator) -> None:
 )
 def test_malformed_multipart_is_400(emulator: RunningEmulator, body: bytes) -> None:
     headers = {**emulator.headers, "Content-Type": "multipart/form-data; boundary=XYZ"}
-    response = httpx.post(emulator.url("/imports"), headers=headers, content=body)
+    response = emulator.anon.post(emulator.url("/imports"), headers=headers, content=body)
     assert response.status_code == 400
     assert "multipart" in response.json()["detail"]
     assert emulator.admin.imports() == []
@@ -215,7 +215,7 @@ def test_malformed_multipart_is_400(emulator: RunningEmulator, body: bytes) -> N
 
 def test_multipart_without_boundary_is_400(emulator: RunningEmulator) -> None:
     headers = {**emulator.headers, "Content-Type": "multipart/form-data"}
-    assert httpx.post(emulator.url("/imports"), headers=headers, content=b"x").status_code == 400
+    assert emulator.anon.post(emulator.url("/imports"), headers=headers, content=b"x").status_code == 400
 
 
 def test_file_over_the_limit_is_413_and_leaves_nothing(emulator: RunningEmulator) -> None:
@@ -237,5 +237,5 @@ def test_very_large_declared_body_is_refused_early(emulator: RunningEmulator) ->
         "Content-Type": "multipart/form-data; boundary=XYZ",
         "Content-Length": str(200 * 65536),
     }
-    response = httpx.post(emulator.url("/imports"), headers=headers, content=chunks)
+    response = emulator.anon.post(emulator.url("/imports"), headers=headers, content=chunks)
     assert response.status_code == 413
