@@ -25,4 +25,4 @@ COPY --chown=airflow:0 dags/ /opt/airflow/dags/
 COPY --chown=airflow:0 deploy/ /opt/airflow/deploy/
 COPY --chown=airflow:0 pools.json /opt/airflow/pools.json
 # Mount points of named volumes: created here so that the volumes inherit the airflow user's ownership.
-RUN mkdir -p /opt/airflow/auth /opt/airflow/emulator-state
+RUN mkdir -p /opt/airflow/auth /opt/airflow/work /opt/airflow/emulator-state

@@ -575,7 +575,11 @@ class ComposeChecker:
                     chunks.extend(p.read_text(encoding="utf-8", errors="replace")
                                   for p in sorted(base.rglob("*")) if p.suffix in _CODE_SUFFIXES and p.is_file())
             self._code_text = "\n".join(chunks)
-        return re.search(rf"(?<![A-Za-z0-9_]){re.escape(var)}(?![A-Za-z0-9_])", self._code_text) is not None
+        if re.search(rf"(?<![A-Za-z0-9_]){re.escape(var)}(?![A-Za-z0-9_])", self._code_text):
+            return True
+        # Settings read by name, e.g. os.environ.get(f"CONNECTIF_{name.upper()}") with "source_url" a known name.
+        prefix, _, rest = var.partition("_")
+        return bool(rest) and f'f"{prefix}_{{' in self._code_text and f'"{rest.lower()}"' in self._code_text
 
     def _rel(self, path: Path) -> str:
         with contextlib.suppress(ValueError):
