@@ -118,6 +118,9 @@ class ConnectifSettings:
 
 def settings_from_connection(conn: Any, extra: dict[str, Any]) -> ConnectifSettings:
     """Build settings from a Connection (host may carry a scheme; default https://api.connectif.cloud)."""
+    # The UI may store form fields prefixed (``extra__connectif__<name>``); accept both spellings.
+    prefix = "extra__connectif__"
+    extra = {**{k[len(prefix) :]: v for k, v in extra.items() if k.startswith(prefix)}, **extra}
     api_key = conn.password or extra.get("api_key")
     if not api_key:
         raise ValueError(
