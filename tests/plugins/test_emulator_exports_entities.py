@@ -1,0 +1,168 @@
+"""Exports and the entity endpoints of the hook against the running emulator (real HTTP)."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow.sdk.exceptions import TaskDeferred
+
+from connectif_provider.exceptions import ConnectifMissingContactError, ConnectifMissingProductError
+from connectif_provider.hooks.connectif import ConnectifHook
+from connectif_provider.operators.connectif import ConnectifExportOperator
+from connectif_provider.triggers.connectif import ConnectifQueueSlotTrigger
+from emulator.testing import RunningEmulator
+
+
+class DictStore:
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    def set(self, key: str, value: Any, **_: Any) -> None:
+        self.data[key] = value
+
+
+def run_deferred(op: Any, context: dict[str, Any], max_rounds: int = 20) -> Any:
+    async def first_event(trigger: Any) -> dict[str, Any]:
+        async for event in trigger.run():
+            return dict(event.payload)
+        raise AssertionError("no event")
+
+    try:
+        return op.execute(context)
+    except TaskDeferred as deferred:
+        current = deferred
+    for _ in range(max_rounds):
+        event = asyncio.run(first_event(current.trigger))
+        try:
+            return getattr(op, current.method_name)(context, event=event, **(current.kwargs or {}))
+        except TaskDeferred as again:
+            current = again
+    raise AssertionError("kept deferring")
+
+
+@pytest.fixture
+def emu_conn(emulator: RunningEmulator, connectif_conn: Any) -> str:
+    emulator.admin.configure(rate_limit=1000)
+    return str(connectif_conn(base_url=emulator.base_url, api_key=emulator.api_key, rate_limit_per_minute=900))
+
+
+def test_activities_export_over_31_days_is_split_and_downloaded(
+    emu_conn: str, emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    emulator.admin.seed_contacts([{"_email": "a@example.com"}, {"_email": "b@example.com"}])
+    emulator.admin.seed_activities(
+        [
+            {"contactEmail": "a@example.com", "type": "login", "date": "2024-01-05T10:00:00Z"},
+            {"contactEmail": "b@example.com", "type": "login", "date": "2024-02-20T10:00:00Z"},
+        ]
+    )
+    op = ConnectifExportOperator(
+        task_id="exp",
+        export_type="activities",
+        output_dir=str(tmp_path / "out"),
+        from_date="2024-01-01T00:00:00Z",
+        to_date="2024-03-01T00:00:00Z",
+        connectif_conn_id=emu_conn,
+        poll_interval=0.2,
+    )
+    store = DictStore()
+    result = run_deferred(op, {"task_state_store": store})
+    assert len(result["export_ids"]) == 2
+    assert len(emulator.admin.exports()) == 2
+    files = [Path(f) for f in result["files"]]
+    assert files and all(f.is_file() and f.suffix == ".csv" for f in files)
+    main_files = [f for f in files if not f.name.endswith("-products.csv")]
+    emails = set()
+    for path in main_files:
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            emails |= {row.get("contactEmail") or row.get("email") or "" for row in csv.DictReader(fh)}
+    assert {"a@example.com", "b@example.com"} <= emails
+
+
+def test_full_export_queue_waits_for_a_slot(emu_conn: str, emulator: RunningEmulator, tmp_path: Path) -> None:
+    emulator.admin.configure(max_queued_exports=1, export_processing_s=1.0)
+    ConnectifHook(emu_conn).create_export("contacts")
+    op = ConnectifExportOperator(
+        task_id="exp",
+        export_type="contacts",
+        output_dir=str(tmp_path / "out"),
+        connectif_conn_id=emu_conn,
+        poll_interval=0.2,
+    )
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute({"task_state_store": DictStore()})
+    assert isinstance(deferred.value.trigger, ConnectifQueueSlotTrigger)
+    result = run_deferred(op, {"task_state_store": DictStore()})
+    assert len(result["export_ids"]) == 1 and result["files"]
+
+
+def test_entities(emu_conn: str, emulator: RunningEmulator) -> None:
+    hook = ConnectifHook(emu_conn)
+    hook.upsert_contact("ann+x@example.com", {"_name": "Ann"})
+    contact = hook.get_contact("ann+x@example.com")
+    assert contact is not None and contact["_name"] == "Ann"
+    product = {
+        "name": "Shoe",
+        "productDetailUrl": "https://www.example.com/p/1",
+        "unitPrice": 10.0,
+    }
+    hook.upsert_product("p1", product)
+    assert (hook.get_product("p1") or {}).get("name") == "Shoe"
+    purchase = {
+        "purchaseId": "o-1",
+        "contactEmail": "ann+x@example.com",
+        "cartId": "c-1",
+        "purchaseDate": "2024-01-01T10:00:00Z",
+        "totalPrice": 20.0,
+        "totalQuantity": 2,
+        "products": [{**product, "productId": "p1", "quantity": 2, "price": 20.0}],
+    }
+    assert hook.create_purchase(purchase)["duplicate"] is False
+    assert hook.create_purchase(purchase) == {"purchaseId": "o-1", "duplicate": True}
+    assert len(emulator.admin.purchases()) == 1
+    assert hook.get_purchase("o-1") is not None
+    with pytest.raises(ConnectifMissingContactError):
+        hook.create_purchase({**purchase, "purchaseId": "o-2", "contactEmail": "nobody@example.com"})
+    with pytest.raises(ConnectifMissingProductError) as info:
+        bad_line = {**product, "productId": "nope", "quantity": 1, "price": 10.0}
+        hook.create_purchase({**purchase, "purchaseId": "o-3", "products": [bad_line]})
+    assert "nope" in info.value.product_ids
+    assert hook.delete_purchase("o-1") is True
+    assert hook.delete_contact("ann+x@example.com") is True
+    assert hook.delete_contact("ann+x@example.com") is False
+    assert hook.delete_product("p1") is True
+
+    coupon_set = emulator.admin.create_coupon_set(name="Spring", codes=["A1", "A2"])
+    workflow = emulator.admin.create_workflow(name="Welcome", coupon_set_ids=[coupon_set["id"]])
+    assert coupon_set["id"] in [c["id"] for c in hook.list_coupon_sets()]
+    assert hook.get_coupon_set(coupon_set["id"])["name"] == "Spring"
+    assert hook.get_workflow(workflow["id"])["status"] == "active"
+
+
+def test_coupons_import_and_test_connection(emu_conn: str, emulator: RunningEmulator, tmp_path: Path) -> None:
+    hook = ConnectifHook(emu_conn)
+    assert hook.test_connection()[0] is True
+    coupon_set = emulator.admin.create_coupon_set(name="Codes")
+    path = tmp_path / "codes.csv"
+    path.write_text("code\nC-1\nC-2\n", encoding="utf-8")
+    created = hook.create_import(path, "coupons", coupon_set_id=coupon_set["id"])
+    done = emulator.admin.wait_import(created["id"])
+    assert done["status"] == "finished" and done["success"] == 2
+    assert sorted(c["code"] for c in emulator.admin.coupon_codes(coupon_set["id"])) == ["C-1", "C-2"]
+
+
+def test_wrong_key_is_an_authentication_error(emulator: RunningEmulator, connectif_conn: Any) -> None:
+    from connectif_provider.exceptions import ConnectifAuthenticationError
+
+    conn_id = connectif_conn(base_url=emulator.base_url, api_key="000000000000000000000000:wrong")
+    ok, message = ConnectifHook(conn_id).test_connection()
+    assert ok is False and "401" in message
+    with pytest.raises(ConnectifAuthenticationError):
+        ConnectifHook(conn_id).get_import("6072374b4d3ceb76e44d4323")
