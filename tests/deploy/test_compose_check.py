@@ -305,3 +305,27 @@ def test_connections_json_carries_key_and_rate_limit_backend() -> None:
     }
     with pytest.raises(KeyError, match="CONNECTIF_API_KEY"):
         connections({"CONNECTIF_API_KEY": ""})
+
+
+def test_setting_read_by_name_counts_as_read(mini_repo: Path) -> None:
+    """``os.environ.get(f"MINI_{name.upper()}")`` with a known name ``"knob"`` reads MINI_KNOB."""
+    (mini_repo / "deploy" / "settings.py").write_text(
+        'import os\nDEFAULTS = {"knob": "1"}\n\n\ndef setting(name):\n'
+        '    return os.environ.get(f"MINI_{name.upper()}") or DEFAULTS[name]\n'
+    )
+    edit(mini_repo / "docker-compose.yaml", "MINI_SETTING: ${MINI_SETTING:?set it}",
+         "MINI_SETTING: ${MINI_SETTING:?set it}\n    MINI_KNOB: x")
+    assert problems(mini_repo) == []
+    edit(mini_repo / "docker-compose.yaml", "MINI_KNOB: x", "MINI_KNOT: x")
+    assert any("MINI_KNOT is read by nothing" in p for p in problems(mini_repo))
+
+
+def test_worker_hostname_callable(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from deploy.hostname import worker_hostname
+
+    monkeypatch.setenv("CONNECTIF_WORKER_HOSTNAME", "worker-a")
+    assert worker_hostname() == "worker-a"
+    monkeypatch.delenv("CONNECTIF_WORKER_HOSTNAME")
+    assert worker_hostname() == socket.getfqdn()
