@@ -350,48 +350,58 @@ class RunOutcome:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Trigger:
+    """One DAG run to trigger: its DAG and the keyword arguments of ``AirflowClient.trigger``."""
+
+    dag_id: str
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
 def trigger_and_watch(
     stack: Stack,
     client: AirflowClient,
-    dag_ids: Sequence[str],
+    phases: Sequence[Sequence[Trigger]],
     *,
-    deferring_task: str,
-    restart_dag: str,
+    deferring: tuple[str, str],
     extra_env: Mapping[str, str],
-    conf: Mapping[str, Mapping[str, Any]] | None = None,
-    timeout: float = 1200,
+    timeout: float = 1800,
 ) -> RunOutcome:
-    """Unpause and trigger each DAG; restart the triggerer once ``deferring_task`` instances are deferred."""
+    """Run the phases one after the other (the runs of a phase together); restart the triggerer once the
+    ``deferring`` = (dag_id, task_id) task has instances deferred."""
     outcome = RunOutcome()
+    dag_ids = [t.dag_id for phase in phases for t in phase]
     wait_for(f"DAGs {', '.join(dag_ids)} parsed",
-             lambda: {d["dag_id"] for d in client.dags()} >= set(dag_ids), timeout=240, interval=3)
-    run_ids: dict[str, str] = {}
-    for dag_id in dag_ids:
-        client.set_paused(dag_id, False)
-        run = client.trigger(dag_id, conf=dict((conf or {}).get(dag_id, {})))
-        run_ids[dag_id] = run["dag_run_id"]
+             lambda: {d["dag_id"] for d in client.dags()} >= set(dag_ids), timeout=300, interval=3)
     restarted = False
     deadline = time.monotonic() + timeout
-    while True:
-        stack.check_alive()
-        states = {dag_id: client.run(dag_id, run_id)["state"] for dag_id, run_id in run_ids.items()}
-        if not restarted:
-            tis = client.task_instances(restart_dag, run_ids[restart_dag])
-            deferred = [_ti_key(ti) for ti in tis if ti["task_id"] == deferring_task and ti["state"] == "deferred"]
-            if deferred:
-                outcome.deferred_at_restart = deferred
-                restart_triggerer(stack, client, restart_dag, run_ids[restart_dag], deferred, extra_env, outcome)
-                restarted = True
-            elif states[restart_dag] in ("success", "failed"):
-                raise DistributedRunError(f"{restart_dag} finished before any {deferring_task} was seen deferred")
-        if all(s in ("success", "failed") for s in states.values()):
-            break
-        if time.monotonic() > deadline:
-            raise DistributedRunError(f"runs not finished after {timeout:.0f}s: {states}")
-        time.sleep(1.0)
-    for dag_id, run_id in run_ids.items():
-        outcome.runs[dag_id] = client.run(dag_id, run_id)
-        outcome.task_instances[dag_id] = client.task_instances(dag_id, run_id)
+    for phase in phases:
+        run_ids: dict[str, str] = {}
+        for trig in phase:
+            client.set_paused(trig.dag_id, False)
+            run_ids[trig.dag_id] = client.trigger(trig.dag_id, **dict(trig.kwargs))["dag_run_id"]
+            print(f"[distributed] triggered {trig.dag_id} {run_ids[trig.dag_id]}", flush=True)
+        while True:
+            stack.check_alive()
+            states = {dag_id: client.run(dag_id, run_id)["state"] for dag_id, run_id in run_ids.items()}
+            dag_id, task_id = deferring
+            if not restarted and dag_id in run_ids:
+                tis = client.task_instances(dag_id, run_ids[dag_id])
+                deferred = [_ti_key(ti) for ti in tis if ti["task_id"] == task_id and ti["state"] == "deferred"]
+                if deferred:
+                    restart_triggerer(stack, client, dag_id, run_ids[dag_id], deferred, extra_env, outcome)
+                    restarted = True
+                elif states[dag_id] in ("success", "failed"):
+                    raise DistributedRunError(f"{dag_id} finished before any {task_id} was seen deferred")
+            if all(s in ("success", "failed") for s in states.values()):
+                break
+            if time.monotonic() > deadline:
+                raise DistributedRunError(f"runs not finished after {timeout:.0f}s: {states}")
+            time.sleep(1.0)
+        for dag_id, run_id in run_ids.items():
+            outcome.runs[dag_id] = client.run(dag_id, run_id)
+            outcome.task_instances[dag_id] = client.task_instances(dag_id, run_id)
+            print(f"[distributed] {dag_id}: {outcome.runs[dag_id]['state']}", flush=True)
     return outcome
 
 
@@ -410,14 +420,15 @@ def restart_triggerer(
     outcome: RunOutcome,
 ) -> None:
     """Stop the triggerer mid-wait, check the waits are still pending, start a new one."""
-    print(f"[distributed] {len(deferred)} deferred ({', '.join(deferred)}): restarting the triggerer", flush=True)
+    print(f"[distributed] {dag_id}: {len(deferred)} deferred ({', '.join(deferred)}): restarting the triggerer",
+          flush=True)
     old = stack.processes.pop("triggerer")
     old.stop(timeout=60)
     states = {_ti_key(ti): ti["state"] for ti in client.task_instances(dag_id, run_id)}
     still = [key for key in deferred if states.get(key) == "deferred"]
     if not still:
         raise DistributedRunError(f"no import was still deferred once the triggerer stopped: {states}")
-    outcome.deferred_at_restart = still
+    outcome.deferred_at_restart = [f"{dag_id}.{key}" for key in still]
     outcome.notes.append(f"triggerer stopped with {len(still)} import(s) deferred; a new triggerer resumed them")
     time.sleep(3)  # a visible gap with no triggerer at all
     stack.start_triggerer(extra_env)
@@ -440,12 +451,16 @@ def check_common(stack: Stack, outcome: RunOutcome) -> list[str]:
         raise DistributedRunError(f"worker(s) {missing} executed no task; task instances per host: {hosts}")
     findings.append(f"tasks per worker: {hosts}")
     resumed = {
-        _ti_key(ti): ti["state"]
-        for tis in outcome.task_instances.values()
+        f"{dag_id}.{_ti_key(ti)}": ti["state"]
+        for dag_id, tis in outcome.task_instances.items()
         for ti in tis
-        if _ti_key(ti) in outcome.deferred_at_restart
+        if f"{dag_id}.{_ti_key(ti)}" in outcome.deferred_at_restart
     }
-    if not outcome.deferred_at_restart or any(state != "success" for state in resumed.values()):
+    if (
+        not outcome.deferred_at_restart
+        or set(resumed) != set(outcome.deferred_at_restart)
+        or any(state != "success" for state in resumed.values())
+    ):
         raise DistributedRunError(f"imports deferred across the triggerer restart did not all succeed: {resumed}")
     findings.append(f"deferred across the triggerer restart and resumed: {sorted(resumed)}")
     stats = stack.emulator_admin("GET", "/stats")
@@ -472,8 +487,8 @@ def scenario_probe(stack: Stack, timings: Timings) -> list[str]:
     stack.wait_airflow_ready()
     timings.lap("airflow components ready")
     with stack.client() as client:
-        outcome = trigger_and_watch(stack, client, ["connectif_deploy_probe"], deferring_task="import_contacts",
-                                    restart_dag="connectif_deploy_probe", extra_env=extra_env)
+        outcome = trigger_and_watch(stack, client, [[Trigger("connectif_deploy_probe")]],
+                                    deferring=("connectif_deploy_probe", "import_contacts"), extra_env=extra_env)
     timings.lap("DAG run")
     findings = check_common(stack, outcome)
     sys.path.insert(0, str(REPO / "tests" / "deploy" / "dags"))
