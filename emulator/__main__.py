@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import socket
 import sys
@@ -72,6 +73,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not args.api_key:
         print(f"Connectif emulator API key: {api_key}", flush=True)
     logging.basicConfig(level=args.log_level.upper())
+    # Imports allocate millions of short-lived rows; the default collector thresholds spend ~25% of a large
+    # import in full collections. Objects alive at start-up never need scanning again.
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
     config = uvicorn.Config(
         create_app(state), host=args.host, port=args.port, log_level=args.log_level, lifespan="on", access_log=False
     )

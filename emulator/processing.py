@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from emulator.store import new_id, now_iso
-from emulator.validation import PRODUCT_REQUIRED, clean_contact, clean_product
+from emulator.validation import PRODUCT_REQUIRED, check_columns, url_in_domains
 
 if TYPE_CHECKING:
     from emulator.state import EmulatorState
@@ -140,7 +140,7 @@ class ImportRun:
             return
         header = read_header(path, self.delimiter)
         speed = self.state.settings.import_rows_per_s
-        batch_size = 2000 if speed <= 0 else max(1, min(2000, int(speed / 20)))
+        batch_size = 5000 if speed <= 0 else max(1, min(5000, int(speed / 20)))
         started = time.monotonic()
         processed = 0
         batch: list[tuple[int, list[str]]] = []
@@ -177,7 +177,8 @@ class ImportRun:
     def _process(self, batch: list[tuple[int, list[str]]], header: list[str], domains: list[str]) -> int:
         self._check_alive()
         report: list[tuple[int, str, str]] = []
-        good: list[tuple[int, dict[str, str]]] = []
+        lines: list[int] = []
+        rows: list[list[str]] = []
         width = len(header)
         for line, cells in batch:
             if len(cells) != width:
@@ -185,14 +186,15 @@ class ImportRun:
                     (line, "", f"the row has {len(cells)} values but the header has {width} columns; check quoting")
                 )
                 continue
-            good.append((line, dict(zip(header, cells, strict=True))))
+            lines.append(line)
+            rows.append(cells)
         kind = self.job["type"]
         if kind == "contacts":
-            self._contacts(good, report)
+            self._contacts(lines, rows, header, report)
         elif kind == "products":
-            self._products(good, report, domains)
+            self._products(lines, rows, header, report, domains)
         else:
-            self._coupons(good, report)
+            self._coupons(lines, rows, header, report)
         report.sort(key=lambda item: item[0])
         bad_lines = {line for line, _f, _e in report}
         self.errors += len(bad_lines)
@@ -215,49 +217,61 @@ class ImportRun:
             merged[name] = value
         return merged
 
-    def _contacts(self, rows: list[tuple[int, dict[str, str]]], report: list[tuple[int, str, str]]) -> None:
-        max_chars = self.state.settings.max_field_chars
-        cleaned: list[tuple[int, str, dict[str, Any]]] = []
-        for line, fields in rows:
-            clean, errors = clean_contact(fields, max_chars)
-            if "_email" not in clean and not any(f == "_email" for f, _ in errors):
-                errors.append(("_email", "the email is missing; every contact needs an _email"))
-            if errors:
-                report.extend((line, f, e) for f, e in errors)
+    def _validated(
+        self, kind: str, lines: list[int], rows: list[list[str]], header: list[str]
+    ) -> list[tuple[int, dict[str, Any], list[tuple[str, str]]]]:
+        """(line, clean values, [(field, error)]) per row."""
+        clean, errors = check_columns(kind, header, rows, self.state.settings.max_field_chars)
+        problems: dict[int, list[tuple[str, str]]] = {}
+        for index, field, message in errors:
+            problems.setdefault(index, []).append((field, message))
+        return [(lines[i], values, problems.get(i, [])) for i, values in enumerate(clean)]
+
+    def _contacts(
+        self, lines: list[int], rows: list[list[str]], header: list[str], report: list[tuple[int, str, str]]
+    ) -> None:
+        cleaned: list[tuple[str, dict[str, Any]]] = []
+        for line, clean, problems in self._validated("contacts", lines, rows, header):
+            email = clean.get("_email")
+            if email is None and not any(field == "_email" for field, _ in problems):
+                problems.append(("_email", "the email is missing; every contact needs an _email"))
+            if problems or email is None:
+                report.extend((line, field, message) for field, message in problems)
                 continue
-            cleaned.append((line, clean["_email"].lower(), clean))
-        existing = self.store.get_entities("contacts", "email", self.account_id, [k for _, k, _ in cleaned])
-        now = now_iso()
-        changed: dict[str, dict[str, Any]] = {}
-        for _line, key, clean in cleaned:
-            current = changed.get(key, existing.get(key))
-            merged = self._merge(current, clean)
-            if merged is None:
-                continue
-            if current is None:
-                merged = {"id": new_id(), **merged, "_createdAt": now}
-            merged["_updatedAt"] = now
-            changed[key] = merged
-        if changed and not self.store.put_entities(
-            "contacts", "email", self.account_id, list(changed.items()), self.generation
-        ):
-            raise _Stop
+            cleaned.append((email.lower(), clean))
+        self._upsert("contacts", "email", cleaned, "_createdAt", "_updatedAt")
 
     def _products(
-        self, rows: list[tuple[int, dict[str, str]]], report: list[tuple[int, str, str]], domains: list[str]
+        self,
+        lines: list[int],
+        rows: list[list[str]],
+        header: list[str],
+        report: list[tuple[int, str, str]],
+        domains: list[str],
     ) -> None:
-        max_chars = self.state.settings.max_field_chars
         cleaned: list[tuple[str, dict[str, Any]]] = []
-        for line, fields in rows:
-            clean, errors = clean_product(fields, max_chars, domains)
-            for required in PRODUCT_REQUIRED:
-                if required not in clean and not any(f == required for f, _ in errors):
-                    errors.append((required, f"{required} is required and the cell is empty"))
-            if errors:
-                report.extend((line, f, e) for f, e in errors)
+        for line, clean, problems in self._validated("products", lines, rows, header):
+            bad = {field for field, _ in problems}
+            problems += [
+                (name, f"{name} is required and the cell is empty")
+                for name in PRODUCT_REQUIRED
+                if name not in clean and name not in bad
+            ]
+            url = clean.get("productDetailUrl")
+            if url is not None and not url_in_domains(url, domains):
+                shown = ", ".join(domains) or "none"
+                problems.append(("productDetailUrl", f'"{url}" is outside the account\'s authorised domains ({shown})'))
+            if problems:
+                report.extend((line, field, message) for field, message in sorted(problems))
                 continue
             cleaned.append((clean["productId"], clean))
-        existing = self.store.get_entities("products", "product_id", self.account_id, [k for k, _ in cleaned])
+        self._upsert("products", "product_id", cleaned, "createdAt", "updatedAt")
+
+    def _upsert(
+        self, table: str, key_col: str, cleaned: list[tuple[str, dict[str, Any]]], created: str, updated: str
+    ) -> None:
+        """Apply rows in file order (a key repeated in the batch sees its earlier rows), honouring the options."""
+        existing = self.store.get_entities(table, key_col, self.account_id, [key for key, _ in cleaned])
         now = now_iso()
         changed: dict[str, dict[str, Any]] = {}
         for key, clean in cleaned:
@@ -266,20 +280,23 @@ class ImportRun:
             if merged is None:
                 continue
             if current is None:
-                merged = {"id": new_id(), **merged, "createdAt": now}
-            merged["updatedAt"] = now
+                merged = {"id": new_id(), **merged, created: now}
+            merged[updated] = now
             changed[key] = merged
         if changed and not self.store.put_entities(
-            "products", "product_id", self.account_id, list(changed.items()), self.generation
+            table, key_col, self.account_id, list(changed.items()), self.generation
         ):
             raise _Stop
 
-    def _coupons(self, rows: list[tuple[int, dict[str, str]]], report: list[tuple[int, str, str]]) -> None:
+    def _coupons(
+        self, lines: list[int], rows: list[list[str]], header: list[str], report: list[tuple[int, str, str]]
+    ) -> None:
         set_id = self.job["options"]["couponSetId"]
         max_chars = min(self.state.settings.max_field_chars, 1024)
         codes: list[tuple[int, str]] = []
-        for line, fields in rows:
-            code = (fields.get("code") or "").strip()
+        column = header.index("code")
+        for line, cells in zip(lines, rows, strict=True):
+            code = cells[column].strip()
             if not code:
                 report.append((line, "code", "the code is empty"))
             elif len(code) > max_chars:

@@ -294,3 +294,112 @@ def clean_product(
             )
         )
     return clean, errors
+
+
+# --- column-wise validation of CSV batches ------------------------------------------------------------------
+# Imports validate a batch column by column: a pre-compiled "fast" pattern accepts the common well-formed
+# values in C (``map(pattern.fullmatch, column)``), and only the rest goes through the full checker above,
+# which either accepts it (e.g. " 5", 2024-02-29) or explains what is wrong. Row-by-row calls of the checkers
+# cost ~10 us per cell, which made a 50 MB import take a minute; this keeps every rule and its message.
+_FAST_ANY = re.compile(r"(?s)\s*\S.*")
+_FAST_EMAIL = re.compile(
+    r"(?=.{3,254}$)(?=[^@]{1,64}@)[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
+)
+_FAST_DATE = re.compile(r"[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])")
+_FAST_INT = re.compile(r"-?(?:0|[1-9][0-9]{0,15})")
+_FAST_PRICE = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,15})?")
+_FAST_SUBSCRIPTION = re.compile("|".join(SUBSCRIPTION_STATUSES))
+_FAST_CHANNEL = re.compile("|".join(CHANNEL_STATUSES))
+_FAST_PHONE = re.compile(r"\+[1-9][0-9]{6,14}")
+
+
+def _to_number(value: str) -> float | int:
+    return float(value) if "." in value else int(value)
+
+
+#: column -> (fast pattern, conversion of fast-accepted values or None for "as is")
+_CONTACT_FAST: dict[str, tuple[re.Pattern[str], Callable[[str], Any] | None]] = {
+    "_email": (_FAST_EMAIL, None),
+    "_name": (_FAST_ANY, None),
+    "_surname": (_FAST_ANY, None),
+    "_externalId": (_FAST_ANY, None),
+    "_birthdate": (_FAST_DATE, None),
+    "_mobilePhone": (_FAST_PHONE, None),
+    "_points": (_FAST_INT, int),
+    "_newsletterSubscriptionStatus": (_FAST_SUBSCRIPTION, None),
+    "_smsSubscriptionStatus": (_FAST_SUBSCRIPTION, None),
+    "_emailStatus": (_FAST_CHANNEL, None),
+    "_mobilePhoneStatus": (_FAST_CHANNEL, None),
+}
+_PRODUCT_FAST: dict[str, tuple[re.Pattern[str], Callable[[str], Any] | None]] = {
+    "productId": (_FAST_ANY, None),
+    "name": (_FAST_ANY, None),
+    "description": (_FAST_ANY, None),
+    "brand": (_FAST_ANY, None),
+    "unitPrice": (_FAST_PRICE, _to_number),
+    "unitPriceOriginal": (_FAST_PRICE, _to_number),
+    "unitPriceWithoutVAT": (_FAST_PRICE, _to_number),
+    "discountedAmount": (_FAST_PRICE, _to_number),
+    "inStockUnits": (_FAST_INT, int),
+}
+
+
+def check_columns(
+    kind: str, header: list[str], rows: list[list[str]], max_chars: int
+) -> tuple[list[dict[str, Any]], list[tuple[int, str, str]]]:
+    """Validate CSV rows (all as wide as ``header``) of ``kind`` contacts or products.
+
+    Returns one dict of clean values per row (empty cells left out) and the errors as
+    (row index in ``rows``, field, message). Columns of unknown fields are ignored; for contacts, columns
+    without a leading ``_`` are custom fields and kept as text.
+    """
+    checkers = CONTACT_FIELDS if kind == "contacts" else PRODUCT_FIELDS
+    fast_rules = _CONTACT_FAST if kind == "contacts" else _PRODUCT_FAST
+    names: list[str] = []
+    columns: list[list[Any]] = []
+    errors: list[tuple[int, str, str]] = []
+    transposed = list(zip(*rows, strict=True)) if rows else [() for _ in header]
+    for name, column in zip(header, transposed, strict=True):
+        if kind == "contacts":
+            if name in CONTACT_READ_ONLY or (name.startswith("_") and name not in checkers):
+                continue
+            checker: Checker = checkers.get(name, check_text)
+        else:
+            if name not in checkers:
+                continue
+            checker = checkers[name]
+        pattern, convert = fast_rules.get(name, (_FAST_ANY, None) if name not in checkers else (None, None))
+        values: list[Any] = list(column)
+        if pattern is not None:
+            matched = list(map(pattern.fullmatch, values))
+            if convert is not None:
+                values = [convert(v) if m is not None else v for v, m in zip(values, matched, strict=True)]
+            slow = [i for i, m in enumerate(matched) if m is None]
+        else:
+            slow = list(range(len(values)))
+        for index in slow:
+            value = values[index]
+            if not value.strip():
+                values[index] = None
+                continue
+            try:
+                values[index] = checker(value)
+            except FieldError as exc:
+                errors.append((index, name, str(exc)))
+                values[index] = None
+        too_long = (
+            [i for i, v in enumerate(column) if len(v) > max_chars]
+            if max(map(len, column), default=0) > max_chars
+            else []
+        )
+        for index in too_long:
+            errors.append((index, name, f"value is {len(column[index])} characters long; the maximum is {max_chars}"))
+            values[index] = None
+        names.append(name)
+        columns.append(values)
+    clean = [
+        {k: v for k, v in zip(names, row, strict=True) if v is not None}
+        for row in (zip(*columns, strict=True) if columns else ({} for _ in rows))
+    ]
+    return clean, errors
