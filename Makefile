@@ -12,6 +12,7 @@ help:
 	@echo "make test      - create the venv if missing, install everything, lint, type-check and run the tests"
 	@echo "make emulator  - run the Connectif emulator on 127.0.0.1:$(EMULATOR_PORT)"
 	@echo "make bench-emulator - upload/import speed and requests/s of the emulator (figures in bench/README.md)"
+	@echo "make bench-provider - requests per import while waiting; shared rate-limit bucket from 4 processes"
 	@echo "make lint      - ruff;  make typecheck - mypy on plugins/, include/, emulator/ and deploy/"
 	@echo "make compose-check    - validate docker-compose.yaml (compose parser + what it names), no Docker needed"
 	@echo "make test-distributed - the compose topology without Docker: Celery workers, triggerer restart, emulator"
@@ -42,6 +43,10 @@ emulator: install
 .PHONY: bench-emulator
 bench-emulator: install
 	$(BIN)/python bench/emulator_bench.py
+
+.PHONY: bench-provider
+bench-provider: install
+	$(BIN)/python bench/provider_bench.py
 
 # ---- deployment: Debian packages the tests need, the compose file check, the no-Docker distributed run ----
 .PHONY: system-deps compose-check test-distributed

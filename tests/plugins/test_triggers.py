@@ -74,7 +74,7 @@ async def test_import_success_after_queued_and_in_progress(sleeps: list[float]) 
         events = await _collect(trigger)
     assert events == [{"status": "success", "imports": [answers[-1]]}]
     assert get.await_count == 5  # one GET per poll
-    assert sleeps == [10, 15, 20, 10]  # backs off while queued (capped), back to the base once running
+    assert sleeps == [10, 10, 15, 20, 10]  # first poll after one interval; backs off while queued (capped)
 
 
 async def test_import_error_and_cancelled(sleeps: list[float]) -> None:
@@ -97,7 +97,7 @@ async def test_transient_failures_do_not_end_the_wait(sleeps: list[float]) -> No
     with mock.patch(f"{MODULE}.ConnectifHook.aget_import", mock.AsyncMock(side_effect=answers)):
         events = await _collect(trigger)
     assert events[0]["status"] == "success"
-    assert len(sleeps) == 3
+    assert len(sleeps) == 4
 
 
 async def test_unknown_import_is_an_error_event(sleeps: list[float]) -> None:
@@ -149,7 +149,7 @@ async def test_queue_slot_trigger(sleeps: list[float]) -> None:
     with mock.patch(f"{MODULE}.ConnectifHook.acount_active_imports", mock.AsyncMock(side_effect=[10, 10, 9])):
         events = await _collect(trigger)
     assert events == [{"status": "success", "active": 9}]
-    assert sleeps == [1, 1.5]
+    assert sleeps == [1, 1, 1.5]
 
 
 def test_invalid_arguments() -> None:

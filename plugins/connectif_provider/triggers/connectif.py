@@ -74,6 +74,10 @@ class _PollingTrigger(BaseTrigger):
     def _time_left(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.time()
 
+    async def _first_wait(self) -> None:
+        """The first poll comes one interval in: the operator has just created (or read) the resource."""
+        await self._sleep(self.poll_interval)
+
     async def _sleep(self, interval: float) -> None:
         left = self._time_left()
         await asyncio.sleep(max(0.0, min(interval, left) if left is not None else interval))
@@ -104,6 +108,7 @@ class ConnectifImportTrigger(_PollingTrigger):
         hook = ConnectifHook(self.connectif_conn_id)
         latest: dict[str, dict[str, Any]] = {}
         interval = self.poll_interval
+        await self._first_wait()
         while True:
             left = self._time_left()
             if left is not None and left <= 0:
@@ -176,6 +181,7 @@ class ConnectifExportTrigger(_PollingTrigger):
         hook = ConnectifHook(self.connectif_conn_id)
         latest: dict[str, dict[str, Any]] = {}
         interval = self.poll_interval
+        await self._first_wait()
         while True:
             pending = [
                 i
@@ -252,6 +258,7 @@ class ConnectifQueueSlotTrigger(_PollingTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = ConnectifHook(self.connectif_conn_id)
         interval = self.poll_interval
+        await self._first_wait()
         while True:
             left = self._time_left()
             if left is not None and left <= 0:
