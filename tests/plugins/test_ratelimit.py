@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -58,8 +59,8 @@ def test_429_blocks_until_retry_after(rate_limit_db: str) -> None:
     assert limiter.try_acquire().wait > 1.0
 
 
-def test_server_remaining_shrinks_then_restores_budget(rate_limit_db: str) -> None:
-    limiter = SharedRateLimiter(rate_limit_db, "b3", limit=10, window=2.0)
+def test_server_remaining_shrinks_then_restores_budget(backend_url: str) -> None:
+    limiter = SharedRateLimiter(backend_url, f"b3-{uuid.uuid4().hex[:6]}", limit=10, window=2.0)
     limiter.record_server_state(remaining=2, reset_at=time.time() + 1.0)
     assert limiter.try_acquire().wait == 0
     assert limiter.try_acquire().wait == 0
@@ -73,7 +74,15 @@ def test_rejects_unsupported_backend() -> None:
         SharedRateLimiter("redis://localhost:6379/0", "x", limit=1).try_acquire()
 
 
-def test_several_processes_share_one_budget(rate_limit_db: str, tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def backend_url(request: pytest.FixtureRequest, rate_limit_db: str) -> str:
+    """Both SQL backends: SQLite (standalone) and PostgreSQL (distributed deployments)."""
+    if request.param == "sqlite":
+        return rate_limit_db
+    return str(request.getfixturevalue("rate_limit_postgres_url"))
+
+
+def test_several_processes_share_one_budget(backend_url: str, tmp_path: Path) -> None:
     """4 processes hammering one bucket never exceed its budget in any window, and use most of it.
 
     The stamps are the tokens' own (taken inside the locked transaction), so the check is exact.
@@ -82,7 +91,7 @@ def test_several_processes_share_one_budget(rate_limit_db: str, tmp_path: Path) 
         f"""
         import json, sys, time
         from connectif_provider.ratelimit import SharedRateLimiter
-        limiter = SharedRateLimiter({rate_limit_db!r}, "shared", limit=10, window=1.0)
+        limiter = SharedRateLimiter({backend_url!r}, "shared-{uuid.uuid4().hex[:6]}", limit=10, window=1.0)
         stamps = []
         end = time.time() + 3.0
         while time.time() < end:
