@@ -160,8 +160,9 @@ async def create_key(request: Request) -> dict[str, Any]:
 async def contacts(request: Request) -> list[dict[str, Any]]:
     state = state_of(request)
     account = _account(request)
-    items, _ = state.store.list_entities("contacts", account)
-    return [{**c, **state.store.purchase_aggregates(account, c["_email"].lower())} for c in reversed(items)]
+    aggregates = state.store.all_purchase_aggregates(account)
+    none = state.store.no_purchases()
+    return [{**c, **aggregates.get(c["_email"].lower(), none)} for c in state.store.iter_entities("contacts", account)]
 
 
 @router.post("/contacts", status_code=201)

@@ -135,7 +135,11 @@ class ExportRun:
         path = self.store.files_dir / "exports" / f"{job['id']}.zip"
         with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             for name, data, _count in files:
-                archive.writestr(name, data)
+                if isinstance(data, Path):
+                    archive.write(data, name)
+                    data.unlink()
+                else:
+                    archive.writestr(name, data)
         if not self.store.update_job(
             "exports",
             job["id"],
@@ -150,7 +154,7 @@ class ExportRun:
             raise _Stop
         self.store.set_job_file("exports", job["id"], str(path))
 
-    def _files(self) -> list[tuple[str, bytes, int]]:
+    def _files(self) -> list[tuple[str, bytes | Path, int]]:
         kind = self.job["exportType"]
         if kind == "contacts":
             return [self._contacts()]
@@ -158,25 +162,35 @@ class ExportRun:
             return self._activities()
         return [self._data_explorer()]
 
-    def _contacts(self) -> tuple[str, bytes, int]:
+    def _contacts(self) -> tuple[str, bytes | Path, int]:
+        """Streamed to a temporary file: two passes (the custom columns first), never all contacts in memory."""
         job = self.job
         fmt = job.get("dateFormat", "ISO")
         start, end = _day_bounds(job)
-        rows: list[dict[str, Any]] = []
         custom: dict[str, None] = {}
         for contact in self.store.iter_entities("contacts", self.account_id):
-            if start and end and not (start <= contact.get("_updatedAt", "") < end):
-                continue
-            row = {**contact, **self.store.purchase_aggregates(self.account_id, contact["_email"].lower())}
-            for column in DATETIME_COLUMNS & row.keys():
-                row[column] = format_datetime(row[column], fmt)
             custom.update((k, None) for k in contact if not k.startswith("_") and k != "id")
-            rows.append(row)
         columns = ["id", *CONTACT_SYSTEM_COLUMNS, *custom, *CONTACT_TAIL_COLUMNS]
-        data = _csv_bytes(columns, rows, job["delimiter"], self.state.settings.export_bom)
-        return f"export-contacts-{uuid.uuid4()}.csv", data, len(rows)
+        aggregates = self.store.all_purchase_aggregates(self.account_id)
+        none = self.store.no_purchases()
+        path = self.store.files_dir / "exports" / f"{job['id']}-contacts.csv"
+        count = 0
+        with path.open("w", encoding="utf-8", newline="") as handle:
+            if self.state.settings.export_bom:
+                handle.write("\ufeff")
+            writer = csv.writer(handle, delimiter=job["delimiter"], lineterminator="\n")
+            writer.writerow(columns)
+            for contact in self.store.iter_entities("contacts", self.account_id):
+                if start and end and not (start <= contact.get("_updatedAt", "") < end):
+                    continue
+                row = {**contact, **aggregates.get(contact["_email"].lower(), none)}
+                for column in DATETIME_COLUMNS & row.keys():
+                    row[column] = format_datetime(row[column], fmt)
+                writer.writerow([_cell(row.get(c)) for c in columns])
+                count += 1
+        return f"export-contacts-{uuid.uuid4()}.csv", path, count
 
-    def _activities(self) -> list[tuple[str, bytes, int]]:
+    def _activities(self) -> list[tuple[str, bytes | Path, int]]:
         job = self.job
         fmt = job.get("dateFormat", "ISO")
         start, end = _day_bounds(job)
@@ -198,7 +212,7 @@ class ExportRun:
             (f"{stem}-products.csv", _csv_bytes(ACTIVITY_PRODUCT_COLUMNS, products, delimiter, bom), 0),
         ]
 
-    def _data_explorer(self) -> tuple[str, bytes, int]:
+    def _data_explorer(self) -> tuple[str, bytes | Path, int]:
         """One row per day of the range: purchases and revenue (the emulator's stand-in for a saved report)."""
         job = self.job
         filters = job["filters"]

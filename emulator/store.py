@@ -421,14 +421,14 @@ class Store:
                 yield json.loads(row[1])
             last = int(rows[-1][0])
 
-    def purchase_aggregates(self, account_id: str, email: str) -> dict[str, Any]:
-        rows = self.query(
-            "SELECT COUNT(*), COALESCE(SUM(json_extract(data, '$.totalPrice')), 0), "
-            "MIN(json_extract(data, '$.purchaseDate')), MAX(json_extract(data, '$.purchaseDate')) "
-            "FROM purchases WHERE account_id = ? AND contact_email = ?",
-            (account_id, email),
-        )
-        count, amount, first, last = rows[0]
+    _AGGREGATE_SQL = (
+        "SELECT contact_email, COUNT(*), COALESCE(SUM(json_extract(data, '$.totalPrice')), 0), "
+        "MIN(json_extract(data, '$.purchaseDate')), MAX(json_extract(data, '$.purchaseDate')) "
+        "FROM purchases WHERE account_id = ?"
+    )
+
+    @staticmethod
+    def _aggregate(count: int, amount: float, first: str | None, last: str | None) -> dict[str, Any]:
         amount = round(float(amount), 2)
         return {
             "_totalPurchases": int(count),
@@ -437,6 +437,19 @@ class Store:
             "_firstPurchaseDate": first,
             "_lastPurchaseDate": last,
         }
+
+    def purchase_aggregates(self, account_id: str, email: str) -> dict[str, Any]:
+        """The contact's purchase statistics, computed from its purchases (which outlive the contact)."""
+        rows = self.query(self._AGGREGATE_SQL + " AND contact_email = ?", (account_id, email))
+        return self._aggregate(*rows[0][1:])
+
+    def all_purchase_aggregates(self, account_id: str) -> dict[str, dict[str, Any]]:
+        """Statistics of every contact with purchases, in one query (exports, read-back)."""
+        rows = self.query(self._AGGREGATE_SQL + " GROUP BY contact_email", (account_id,))
+        return {row[0]: self._aggregate(*row[1:]) for row in rows}
+
+    def no_purchases(self) -> dict[str, Any]:
+        return self._aggregate(0, 0, None, None)
 
     # --- activities -------------------------------------------------------------------------------------------
     def add_activity(self, account_id: str, email: str, kind: str, date: str, data: dict[str, Any]) -> dict[str, Any]:

@@ -211,3 +211,35 @@ def test_invalid_fields_get_422(emulator: RunningEmulator, fields: dict[str, str
     body = response.json()
     assert body["status"] == 422 and path in [e["path"] for e in body["validationErrors"]]
     assert emulator.admin.imports() == []
+
+
+def test_counts_grow_while_in_progress(emulator: RunningEmulator) -> None:
+    emulator.admin.configure(import_rows_per_s=100)
+    rows = "".join(f"u{i}@example.com\n" if i % 5 else "broken\n" for i in range(120))
+    created = upload(emulator, "_email\n" + rows).json()
+    seen: list[tuple[str, int]] = []
+    while True:
+        job = emulator.http.get(f"/imports/{created['id']}").json()
+        seen.append((job["status"], job["success"] + job["errors"]))
+        if job["status"] == "finished":
+            break
+        time.sleep(0.1)
+    progress = [done for status, done in seen if status == "inProgress"]
+    assert len(set(progress)) >= 3 and progress == sorted(progress)
+    assert all(done < 120 for done in progress)
+    assert (job["success"], job["errors"], job["total"]) == (96, 24, 120)
+
+
+def test_imports_of_another_account_are_404(emulator: RunningEmulator) -> None:
+    created = upload(emulator, "_email\na@example.com\n").json()
+    other = emulator.admin.create_account(name="Other")
+    key = emulator.admin.create_key(account_id=other["id"])
+    headers = {"Authorization": f"apiKey {key}"}
+    assert emulator.anon.get(emulator.url(f"/imports/{created['id']}"), headers=headers).status_code == 404
+    assert emulator.anon.get(emulator.url("/imports"), headers=headers).json()["results"] == []
+    # each account has its own rate-limit window
+    emulator.admin.configure(rate_limit=1)
+    emulator.admin.reset_stats()
+    assert emulator.http.get("/imports").status_code == 200
+    assert emulator.anon.get(emulator.url("/imports"), headers=headers).status_code == 200
+    assert emulator.http.get("/imports").status_code == 429
