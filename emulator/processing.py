@@ -204,10 +204,8 @@ class ImportRun:
         self._update(success=self.success, errors=self.errors)
         return len(batch)
 
-    def _merge(self, existing: dict[str, Any] | None, clean: dict[str, Any]) -> dict[str, Any] | None:
-        """The element after applying a row, or None when it must stay as it is."""
-        if existing is None:
-            return dict(clean)
+    def _merge(self, existing: dict[str, Any], clean: dict[str, Any]) -> dict[str, Any] | None:
+        """The existing element after applying a row, or None when it must stay as it is."""
         if not self.override:
             return None
         merged = dict(existing)
@@ -275,14 +273,14 @@ class ImportRun:
         now = now_iso()
         changed: dict[str, dict[str, Any]] = {}
         for key, clean in cleaned:
-            current = changed.get(key, existing.get(key))
-            merged = self._merge(current, clean)
-            if merged is None:
-                continue
+            current = changed.get(key) or existing.get(key)
             if current is None:
-                merged = {"id": new_id(), **merged, created: now}
-            merged[updated] = now
-            changed[key] = merged
+                changed[key] = {"id": new_id(), **clean, created: now, updated: now}
+                continue
+            merged = self._merge(current, clean)
+            if merged is not None:
+                merged[updated] = now
+                changed[key] = merged
         if changed and not self.store.put_entities(
             table, key_col, self.account_id, list(changed.items()), self.generation
         ):
