@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from emulator.common import both, caller, drop_none, page, paging, state_of
 from emulator.errors import ApiError
@@ -104,7 +105,10 @@ async def create_import(request: Request) -> JSONResponse:
     settings = state.settings
     import_id = new_id()
     dest = state.store.files_dir / "imports" / f"{import_id}.csv"
-    upload = await receive_upload(request, dest, settings.max_upload_bytes)
+    try:
+        upload = await receive_upload(request, dest, settings.max_upload_bytes)
+    except ClientDisconnect:
+        return JSONResponse({"status": 400, "title": "Bad Request", "detail": "client went away"}, status_code=400)
     try:
         options, errors = _check_fields(state, auth.account_id, upload.fields)
         if upload.field_too_large:

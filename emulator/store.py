@@ -303,7 +303,8 @@ class Store:
         """After a restart, work that was inProgress starts again from the beginning."""
         for table in ("imports", "exports"):
             for (job_id,) in self.query(f"SELECT id FROM {table} WHERE status = 'inProgress'"):
-                self.update_job(table, job_id, status="queued", startedAt=None, success=0, errors=0, progress=0)
+                counts = {"success": 0, "errors": 0} if table == "imports" else {"progress": 0}
+                self.update_job(table, job_id, status="queued", startedAt=None, **counts)
                 if table == "imports":
                     with self.tx() as conn:
                         conn.execute("DELETE FROM import_errors WHERE import_id = ?", (job_id,))

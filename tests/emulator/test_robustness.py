@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -142,3 +143,18 @@ def test_cli_help_lists_every_flag() -> None:
     result = subprocess.run([sys.executable, "-m", "emulator", "--help"], capture_output=True, text=True, check=True)
     for flag in ("--host", "--port", "--api-key", "--state", "--speed", "--authorized-domain", "--rate-limit"):
         assert flag in result.stdout
+
+
+def test_client_vanishing_mid_upload_leaves_nothing(emulator: RunningEmulator) -> None:
+    host, port = emulator.base_url.removeprefix("http://").split(":")
+    head = (
+        "POST /imports HTTP/1.1\r\nHost: emulator\r\n"
+        f"Authorization: apiKey {emulator.api_key}\r\n"
+        "Content-Type: multipart/form-data; boundary=B\r\nContent-Length: 10000000\r\n\r\n"
+        '--B\r\nContent-Disposition: form-data; name="file"; filename="a.csv"\r\nContent-Type: text/csv\r\n\r\n_email\n'
+    ).encode()
+    with socket.create_connection((host, int(port))) as connection:
+        connection.sendall(head + b"a@example.com\n" * 5000)
+    time.sleep(0.3)
+    assert emulator.admin.imports() == []
+    assert emulator.http.get("/imports").status_code == 200
