@@ -93,6 +93,39 @@ def test_dag_uploads_defers_and_completes(
     assert all(s["status"] == "finished" and s["success"] == 5 and s["errors"] == 0 for s in summaries)
     assert len(emulator.admin.imports()) == 2
     assert len(emulator.admin.contacts()) == 5  # both chunks carry the same five emails
+    _assert_key_not_stored(run.dag_id, run.run_id, emulator.api_key)
+
+
+def _assert_key_not_stored(dag_id: str, run_id: str, api_key: str) -> None:
+    """Neither XCom nor the rendered template fields of the run hold the API key (or its secret half)."""
+    from airflow import settings
+    from sqlalchemy import text
+
+    secret = api_key.split(":")[-1]
+    with settings.Session() as session:
+        xcoms = session.execute(
+            text("SELECT value FROM xcom WHERE dag_id = :d AND run_id = :r"), {"d": dag_id, "r": run_id}
+        ).all()
+        rendered = session.execute(
+            text("SELECT rendered_fields FROM rendered_task_instance_fields WHERE dag_id = :d AND run_id = :r"),
+            {"d": dag_id, "r": run_id},
+        ).all()
+        triggers = session.execute(text("SELECT kwargs FROM trigger")).all()
+    assert xcoms and rendered
+    for (value,) in [*xcoms, *rendered, *triggers]:
+        assert secret not in str(value)
+
+
+def test_pools_file_imports_with_deferred_slots(airflow_db: Path) -> None:
+    from airflow.cli.commands.pool_command import pool_import_helper
+    from airflow.models.pool import Pool
+
+    repo = Path(__file__).resolve().parents[2]
+    pool_import_helper(str(repo / "pools.json"))
+    imports, exports = Pool.get_pool("connectif_imports"), Pool.get_pool("connectif_exports")
+    assert imports is not None and exports is not None
+    assert (imports.slots, imports.include_deferred) == (10, True)
+    assert (exports.slots, exports.include_deferred) == (5, True)
 
 
 def test_dag_retry_after_upload_reattaches(
