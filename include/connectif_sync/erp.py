@@ -781,6 +781,7 @@ def generate(
     writer: _Writer | None = None
     try:
         create_schema(engine, indexes=False)
+        engine.dispose()  # no sqlite3 connection stays open while ADBC's own SQLite library writes the file
         writer = _Writer(engine)
         writer.write(categories, [tuple(c) for c in CATEGORY_TREE])
         summary.rows["categories"] = len(CATEGORY_TREE)

@@ -1,0 +1,240 @@
+"""Extract: stream the rows a mapping reads, in bounded chunks, never the whole table in memory.
+
+Two paths produce the same Arrow chunks:
+
+* **ADBC** (SQLite files and PostgreSQL): the database's Arrow-native driver streams record batches
+  (PostgreSQL through ``COPY ... TO STDOUT`` in binary). No Python object is created per row, which is
+  what makes a million rows take about a second.
+* **SQLAlchemy** (any other database, or ``path="sqlalchemy"``): ``stream_results`` / ``yield_per``
+  (a server-side cursor where the driver has one) and ``Result.partitions()``; each partition becomes an
+  Arrow table.
+
+:func:`extract` yields pandas DataFrames with Arrow-backed dtypes (zero-copy views of those chunks);
+:func:`extract_arrow` yields the Arrow tables the pipeline works on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import sqlalchemy as sa
+
+from connectif_sync.mappings import Mapping
+
+DEFAULT_CHUNK_ROWS = 100_000
+
+
+@dataclass(frozen=True)
+class Window:
+    """A half-open time window ``[start, end)`` on the mapping's ``date_column`` (purchases)."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+def _literal(ts: datetime) -> str:
+    """A timestamp literal every SQL database compares with its timestamp/text columns."""
+    return "'" + ts.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S") + "'"
+
+
+def build_query(
+    mapping: Mapping,
+    dialect: sa.Dialect,
+    *,
+    since: datetime | None = None,
+    window: Window | None = None,
+    keys: list[str] | None = None,
+) -> str:
+    """The SELECT that extraction runs: the mapped columns of the source, filtered and ordered.
+
+    ``since`` keeps rows whose ``updated_at`` is at or after it (and rows without one, which cannot be
+    placed in time); ``window`` filters ``date_column``; ``keys`` restricts the order_by's first column
+    (used to retry specific rows). Identifiers were validated by the mapping and are quoted here.
+    """
+    q = dialect.identifier_preparer.quote
+    cols = ", ".join(q(c) for c in mapping.source_columns())
+    table = mapping.table
+    source = ".".join(q(p) for p in table.split(".")) if table is not None else f"({mapping.sql}) src"
+    where: list[str] = []
+    if since is not None:
+        if not mapping.updated_at:
+            raise ValueError(f"{mapping.path}: incremental extraction needs `updated_at` in the mapping")
+        u = q(mapping.updated_at)
+        where.append(f"({u} >= {_literal(since)} OR {u} IS NULL)")
+    if window is not None and mapping.date_column:
+        d = q(mapping.date_column)
+        if window.start is not None:
+            where.append(f"{d} >= {_literal(window.start)}")
+        if window.end is not None:
+            where.append(f"{d} < {_literal(window.end)}")
+    if keys is not None and mapping.order_by:
+        escaped = ", ".join("'" + k.replace("'", "''") + "'" for k in keys) or "NULL"
+        where.append(f"{q(mapping.order_by[0])} IN ({escaped})")
+    sql = f"SELECT {cols} FROM {source}"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    if mapping.order_by:
+        sql += " ORDER BY " + ", ".join(q(c) for c in mapping.order_by)
+    return sql
+
+
+def adbc_uri(url: str | sa.URL) -> tuple[str, str] | None:
+    """``(driver, uri)`` for an ADBC connection to ``url``, or None when ADBC does not serve it."""
+    u = sa.make_url(url)
+    backend = u.get_backend_name()
+    if backend == "sqlite" and u.database not in (None, "", ":memory:"):
+        return "sqlite", str(u.database)
+    if backend == "postgresql":
+        return "postgresql", u.set(drivername="postgresql").render_as_string(hide_password=False)
+    return None
+
+
+@contextlib.contextmanager
+def adbc_connect(url: str | sa.URL) -> Iterator[Any]:
+    """An ADBC DB-API connection (SQLite file or PostgreSQL)."""
+    target = adbc_uri(url)
+    if target is None:
+        raise ValueError(f"no ADBC driver for {sa.make_url(url).render_as_string(hide_password=True)}")
+    driver, uri = target
+    if driver == "sqlite":
+        import adbc_driver_sqlite.dbapi
+
+        conn = adbc_driver_sqlite.dbapi.connect(uri)
+    else:
+        import adbc_driver_postgresql.dbapi
+
+        conn = adbc_driver_postgresql.dbapi.connect(uri)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def _adbc_batches(url: str, sql: str, chunk_rows: int) -> Iterator[pa.Table]:
+    with adbc_connect(url) as conn, conn.cursor() as cur:
+        if adbc_uri(url)[0] == "sqlite":  # type: ignore[index]
+            cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(chunk_rows)})
+        cur.execute(sql)
+        reader = cur.fetch_record_batch()
+        pending: list[pa.RecordBatch] = []
+        rows = 0
+        for batch in reader:
+            pending.append(batch)
+            rows += batch.num_rows
+            if rows >= chunk_rows:
+                yield pa.Table.from_batches(pending)
+                pending, rows = [], 0
+        if pending:
+            yield pa.Table.from_batches(pending)
+
+
+def _sqlalchemy_batches(url: str, sql: str, chunk_rows: int) -> Iterator[pa.Table]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(sa.text(sql))
+            names = list(result.keys())
+            for part in result.partitions(chunk_rows):
+                cols: list[list[Any]] = [list(c) for c in zip(*part, strict=True)] if part else [[] for _ in names]
+                yield pa.table({n: pa.array(c, from_pandas=True) for n, c in zip(names, cols, strict=True)})
+    finally:
+        engine.dispose()
+
+
+_DONE = object()
+
+
+def prefetch(chunks: Iterator[pa.Table], depth: int = 2) -> Iterator[pa.Table]:
+    """Pull ``chunks`` in a background thread, ``depth`` ahead of the consumer.
+
+    The database drivers and pyarrow release the GIL while they work, so reading the next chunk overlaps
+    with shaping the current one (two cores: about the time of the slower of the two instead of the sum).
+    Errors are re-raised in the consumer; closing the consumer stops the thread.
+    """
+    import queue
+    import threading
+
+    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for chunk in chunks:
+                while not stop.is_set():
+                    try:
+                        q.put(chunk, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    break
+        except BaseException as exc:  # handed to the consumer
+            q.put(exc)
+        finally:
+            q.put(_DONE)
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=work, name="connectif-sync-extract", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # drain so that a blocked put() sees the stop flag
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
+
+
+def extract_arrow(
+    source_url: str,
+    mapping: Mapping,
+    *,
+    since: datetime | None = None,
+    window: Window | None = None,
+    keys: list[str] | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    path: str = "auto",
+) -> Iterator[pa.Table]:
+    """Stream the mapping's source as Arrow tables of about ``chunk_rows`` rows.
+
+    ``path`` is ``auto`` (ADBC where available), ``adbc`` or ``sqlalchemy``.
+    """
+    if path not in ("auto", "adbc", "sqlalchemy"):
+        raise ValueError(f"path must be auto, adbc or sqlalchemy, got {path!r}")
+    use_adbc = path == "adbc" or (path == "auto" and adbc_uri(source_url) is not None)
+    dialect = sa.make_url(source_url).get_dialect()()
+    sql = build_query(mapping, dialect, since=since, window=window, keys=keys)
+    if use_adbc:
+        yield from _adbc_batches(source_url, sql, chunk_rows)
+    else:
+        yield from _sqlalchemy_batches(source_url, sql, chunk_rows)
+
+
+def extract(
+    source_url: str,
+    mapping: Mapping,
+    *,
+    since: datetime | None = None,
+    window: Window | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    path: str = "auto",
+) -> Iterator[pd.DataFrame]:
+    """Stream the mapping's source as pandas DataFrames with Arrow-backed dtypes (see :func:`extract_arrow`)."""
+    for table in extract_arrow(source_url, mapping, since=since, window=window, chunk_rows=chunk_rows, path=path):
+        yield table.to_pandas(types_mapper=pd.ArrowDtype)

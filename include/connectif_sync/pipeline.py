@@ -1,0 +1,275 @@
+"""The sync run: extract -> shape -> validate -> detect changes -> chunk -> report, in one streaming pass.
+
+Memory stays bounded: one chunk of rows is in flight at a time, plus 8 bytes per distinct key (duplicate
+detection) and, in a full scan, 17 bytes per confirmed key of the state (change and deletion detection).
+
+Change detection compares a 64-bit hash of each row's CSV values with the hash Connectif confirmed
+(:mod:`connectif_sync.state`): ``new`` (key never confirmed), ``changed`` (other hash), ``unchanged`` (same
+hash: not sent), ``deleted`` (confirmed keys the source no longer has; full scans only, reported, never
+deleted in Connectif by this library). ``full_resync`` sends unchanged rows too.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from connectif_sync.chunk import DEFAULT_MAX_FILE_BYTES, ChunkFile, ChunkWriter, row_bytes_joined
+from connectif_sync.extract import DEFAULT_CHUNK_ROWS, extract_arrow, prefetch
+from connectif_sync.hashing import as_signed, hash_strings, join_columns
+from connectif_sync.mappings import Mapping, resolve_mapping
+from connectif_sync.shape import shape, to_text
+from connectif_sync.state import StateStore
+from connectif_sync.validate import KeySet, validate
+
+DEFAULT_LOOKBACK = timedelta(hours=1)
+DELETED_SAMPLE = 1000  # deleted keys listed by name in a result (the count is always exact)
+IMPORT_QUEUE = 10  # Connectif accepts 10 queued imports per account
+REQUESTS_PER_MINUTE = 90  # the shared budget the provider defaults to (account limit: 100/min)
+
+
+@dataclass
+class SyncReport:
+    """Counts per stage of one run; ``as_dict()`` is JSON-serialisable (DAGs log it and push it to XCom)."""
+
+    object: str
+    run_id: str | None = None
+    mode: str = "full"  # full | incremental | full_resync | plan
+    since: str | None = None
+    high_water: str | None = None
+    extracted: int = 0
+    invalid: int = 0
+    duplicate: int = 0
+    oversize: int = 0
+    unchanged: int = 0
+    new: int = 0
+    changed: int = 0
+    deleted: int = 0
+    sent: int = 0
+    files: int = 0
+    bytes: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    api_requests: dict[str, Any] = field(default_factory=dict)
+    duration_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SyncResult:
+    """What a run produced: the report, the files to import (in order), and deleted keys (a sample)."""
+
+    report: SyncReport
+    files: list[ChunkFile]
+    deleted_keys: list[str]
+    rejected: list[dict[str, Any]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "report": self.report.as_dict(),
+            "files": [f.as_dict() for f in self.files],
+            "deleted_keys": list(self.deleted_keys),
+            "rejected": len(self.rejected),
+        }
+
+
+def import_requests(files: list[ChunkFile]) -> dict[str, Any]:
+    """The API requests the imports of ``files`` need at least: create, one status poll, and the error
+    report when there are errors; and how they fit the account's queue (10 imports at a time)."""
+    n = len(files)
+    return {
+        "imports": n,
+        "min_requests": 2 * n,
+        "max_requests_if_every_import_has_errors": 3 * n,
+        "queue_waves": -(-n // IMPORT_QUEUE) if n else 0,
+        "min_minutes_at_rate_limit": round(2 * n / REQUESTS_PER_MINUTE, 2),
+    }
+
+
+def _updated_text(table: pa.Table, mapping: Mapping) -> pa.Array | None:
+    if not mapping.updated_at or mapping.updated_at not in table.column_names:
+        return None
+    col = table.column(mapping.updated_at).combine_chunks()
+    if pa.types.is_timestamp(col.type) and col.type.tz is not None:
+        col = pc.cast(col, pa.timestamp(col.type.unit))
+    return to_text(col)
+
+
+def run_sync(
+    obj: str,
+    source_url: str,
+    out_dir: str | Path | None,
+    *,
+    state_url: str | None = None,
+    mapping: str | Path | Mapping | None = None,
+    full_resync: bool = False,
+    incremental: bool = False,
+    lookback: timedelta = DEFAULT_LOOKBACK,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    dry_run: bool = False,
+    run_id: str | None = None,
+    extract_path: str = "auto",
+) -> SyncResult:
+    """Sync one bulk object (contacts, products, coupons): write the CSV chunks of new and changed rows.
+
+    * ``incremental``: extract only rows with ``updated_at`` at or after the store's watermark (minus
+      ``lookback``); falls back to a full scan when there is no watermark yet. No deletion detection.
+    * ``full_resync``: send every valid row, changed or not (state is still compared, for the report).
+    * ``dry_run``: compute everything (files, bytes, requests) but write nothing anywhere.
+
+    Files are NOT committed to the state: call :meth:`StateStore.confirm_file` / ``confirm_import`` for
+    each after Connectif imported it.
+    """
+    started = time.perf_counter()
+    if obj == "purchases":
+        raise ValueError("purchases go through the API one by one: use connectif_sync.purchase_payloads()")
+    m = resolve_mapping(obj, mapping)
+    store = StateStore(state_url, readonly=dry_run)
+    try:
+        since = store.next_since(obj, lookback) if incremental and m.updated_at else None
+        mode = "plan" if dry_run else ("full_resync" if full_resync else ("incremental" if since else "full"))
+        report = SyncReport(object=obj, mode=mode, since=since.isoformat(sep=" ") if since else None)
+        if not dry_run:
+            report.run_id = store.begin_run(obj, mode, since, run_id)
+        index = store.load_index(obj) if since is None else None
+        writer = ChunkWriter(out_dir, obj, m.output_columns, max_bytes=max_file_bytes, dry_run=dry_run)
+        seen = KeySet()
+        rejected: list[dict[str, Any]] = []
+        high: str | None = None
+        chunks = extract_arrow(source_url, m, since=since, chunk_rows=chunk_rows, path=extract_path)
+        for table in prefetch(chunks):
+            report.extracted += table.num_rows
+            updated = _updated_text(table, m)
+            if updated is not None and updated.null_count < len(updated):
+                top = pc.max(updated).as_py()
+                high = top if high is None or top > high else high
+            checked = validate(shape(table, m), m, seen)
+            report.invalid += checked.invalid_rows
+            report.duplicate += checked.duplicate_rows
+            rejected.extend(checked.rejected)
+            if checked.valid.num_rows == 0:
+                continue
+            out_cols = [checked.valid.column(c) for c in m.output_columns]
+            joined = join_columns(out_cols)
+            row_hash = as_signed(hash_strings(joined))
+            key_hash = as_signed(checked.key_hashes)
+            if index is not None:
+                found, confirmed = index.lookup(key_hash)
+            else:
+                found, confirmed = store.lookup(obj, key_hash)
+            same = found & (confirmed == row_hash)
+            report.new += int((~found).sum())
+            report.changed += int((found & ~same).sum())
+            report.unchanged += int(same.sum())
+            send = np.ones(len(same), bool) if full_resync else ~same
+            if not send.any():
+                continue
+            pick = pa.array(np.flatnonzero(send))
+            positions = pa.array(checked.positions[send])
+            manifest = pa.table(
+                {
+                    "line": pa.array(np.zeros(len(pick), np.int64)),
+                    "key": checked.keys.take(pick),
+                    "key_hash": pa.array(key_hash[send]),
+                    "row_hash": pa.array(row_hash[send]),
+                    "updated_at": updated.take(positions) if updated is not None else pa.nulls(len(pick), pa.string()),
+                }
+            )
+            data = checked.valid.take(pick)
+            sizes = row_bytes_joined(joined, checked.valid)[send]
+            if m.partition_by:
+                part = pc.cast(table.column(m.partition_by).combine_chunks().take(positions), pa.string())
+                for value in pc.unique(part).to_pylist():
+                    sel = pc.equal(part, value) if value is not None else pc.is_null(part)
+                    big = writer.write(data.filter(sel), manifest.filter(sel), value, sizes[_mask(sel)])
+                    _reject_oversize(big, manifest.filter(sel), report, rejected, m, max_file_bytes)
+            else:
+                big = writer.write(data, manifest, sizes=sizes)
+                _reject_oversize(big, manifest, report, rejected, m, max_file_bytes)
+        files = writer.close()
+        deleted_keys: list[str] = []
+        if index is not None:
+            unseen = index.unseen()
+            report.deleted = len(unseen)
+            if len(unseen) and not store._missing:
+                deleted_keys = store.keys_for(obj, unseen.tolist(), limit=DELETED_SAMPLE)
+        report.high_water = high
+        report.files = len(files)
+        report.bytes = sum(f.bytes for f in files)
+        report.sent = sum(f.rows for f in files)
+        reasons: dict[str, int] = {}
+        for r in rejected:
+            reasons[f"{r['field']}: {r['reason']}"] = reasons.get(f"{r['field']}: {r['reason']}", 0) + 1
+        report.rejected_by_reason = reasons
+        report.api_requests = import_requests(files)
+        report.duration_s = round(time.perf_counter() - started, 3)
+        if not dry_run and report.run_id is not None:
+            store.record_rejected(obj, report.run_id, rejected)
+            store.finish_run(report.run_id, files=files, high_water=high, report=report.as_dict())
+        return SyncResult(report=report, files=files, deleted_keys=deleted_keys, rejected=rejected)
+    finally:
+        store.close()
+
+
+def _mask(sel: pa.Array) -> np.ndarray:
+    return np.asarray(pc.fill_null(sel, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _reject_oversize(
+    mask: np.ndarray,
+    manifest: pa.Table,
+    report: SyncReport,
+    rejected: list[dict[str, Any]],
+    mapping: Mapping,
+    max_bytes: int,
+) -> None:
+    if not mask.any():
+        return
+    keys = manifest.column("key").take(pa.array(np.flatnonzero(mask))).to_pylist()
+    report.oversize += len(keys)
+    for k in keys:
+        rejected.append(
+            {
+                "key": k,
+                "source_ref": None,
+                "field": mapping.key,
+                "reason": f"row larger than a whole file may be ({max_bytes} bytes with the header)",
+                "value": None,
+            }
+        )
+
+
+def plan_sync(obj: str, source_url: str, **kwargs: Any) -> SyncReport:
+    """What a sync would send (counts, files, bytes, API requests) without writing anything anywhere."""
+    if obj == "purchases":
+        from connectif_sync.purchases import plan_purchases
+
+        return plan_purchases(source_url, **kwargs)
+    return run_sync(obj, source_url, None, dry_run=True, **kwargs).report
+
+
+def iter_files(result: SyncResult) -> Iterator[dict[str, Any]]:
+    """The files of a result as plain dicts (``path``, ``partition``, ``rows``, ``bytes``...) for XCom."""
+    for f in result.files:
+        yield f.as_dict()
+
+
+def parse_when(value: str | datetime | None) -> datetime | None:
+    """``YYYY-MM-DD[ HH:MM[:SS]]`` or ISO 8601 text (or a datetime) as a naive UTC datetime."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value

@@ -1,0 +1,655 @@
+"""The state store: what Connectif has confirmed, per object and key, and the rows set aside.
+
+A SQL database reached through SQLAlchemy: a SQLite file by default (standalone), PostgreSQL in
+deployments. Tables (all prefixed ``connectif_sync_``):
+
+``state``      object, key, key_hash, row_hash (64-bit hash of the CSV values sent), source_updated_at,
+               confirmed_at. Written **only** by :meth:`StateStore.confirm_file`, i.e. after Connectif
+               confirmed the row. A row missing here, or with another hash, is sent again.
+``files``      every chunk file a run wrote: status ``pending`` until confirmed (``confirmed``), or
+               ``superseded`` when a later run re-extracted its rows. Pending files hold back the watermark.
+``pending``    rows that Connectif rejected in an import's error report (line, reason): they are not in
+               ``state``, so they go again next run, and they hold back the watermark until they pass.
+``rejected``   rows our validation set aside (key, source_ref, field, reason, value), per run; the last
+               :data:`KEEP_REJECTED_RUNS` runs per object are kept.
+``runs``       one row per run: mode, watermark used, high-water mark reached, the JSON report.
+``purchases``  purchase ids sent through the API and their outcome, so that a re-run never resends one.
+
+Bulk paths: on PostgreSQL, ADBC (COPY) reads a million hashes or stages a million confirmed rows in about a
+second. On SQLite the store deliberately uses only Python's ``sqlite3`` (through SQLAlchemy): two SQLite
+libraries in one process (ADBC bundles its own) must not share a database file that is written, because
+closing one library's connection drops the other's POSIX locks (SQLite's documented corruption case).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Iterator
+from collections.abc import Mapping as AbcMapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import sqlalchemy as sa
+
+from connectif_sync.chunk import ChunkFile, read_manifest
+from connectif_sync.extract import adbc_connect, adbc_uri
+
+DEFAULT_STATE_URL = "sqlite:///connectif_sync_state.db"
+KEEP_REJECTED_RUNS = 5
+_LOOKUP_BATCH = 500
+
+metadata = sa.MetaData()
+
+state_table = sa.Table(
+    "connectif_sync_state",
+    metadata,
+    sa.Column("object", sa.String(32), primary_key=True),
+    sa.Column("key", sa.String(1000), primary_key=True),
+    sa.Column("key_hash", sa.BigInteger, nullable=False),
+    sa.Column("row_hash", sa.BigInteger, nullable=False),
+    sa.Column("source_updated_at", sa.String(32)),
+    sa.Column("confirmed_at", sa.DateTime, nullable=False),
+    # Covering index: a full-scan diff reads (key_hash, row_hash) from the index alone.
+    sa.Index("ix_connectif_sync_state_hashes", "object", "key_hash", "row_hash"),
+    sqlite_with_rowid=False,
+)
+files_table = sa.Table(
+    "connectif_sync_files",
+    metadata,
+    sa.Column("path", sa.String(1000), primary_key=True),
+    sa.Column("object", sa.String(32), nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("partition", sa.String(200)),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("min_updated_at", sa.String(32)),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("confirmed_at", sa.DateTime),
+    sa.Column("confirmed_rows", sa.Integer),
+    sa.Column("failed_rows", sa.Integer),
+)
+pending_table = sa.Table(
+    "connectif_sync_pending",
+    metadata,
+    sa.Column("object", sa.String(32), primary_key=True),
+    sa.Column("key", sa.String(1000), primary_key=True),
+    sa.Column("path", sa.String(1000)),
+    sa.Column("line", sa.Integer),
+    sa.Column("reason", sa.Text),
+    sa.Column("source_updated_at", sa.String(32)),
+    sa.Column("recorded_at", sa.DateTime, nullable=False),
+)
+rejected_table = sa.Table(
+    "connectif_sync_rejected",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("object", sa.String(32), nullable=False),
+    sa.Column("key", sa.String(1000)),
+    sa.Column("source_ref", sa.String(1000)),
+    sa.Column("field", sa.String(200)),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("value", sa.Text),
+    sa.Column("recorded_at", sa.DateTime, nullable=False),
+    sa.Index("ix_connectif_sync_rejected_run", "object", "run_id"),
+)
+runs_table = sa.Table(
+    "connectif_sync_runs",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("object", sa.String(32), nullable=False),
+    sa.Column("mode", sa.String(16), nullable=False),
+    sa.Column("started_at", sa.DateTime, nullable=False),
+    sa.Column("finished_at", sa.DateTime),
+    sa.Column("since", sa.String(32)),
+    sa.Column("high_water", sa.String(32)),
+    sa.Column("report", sa.Text),
+)
+purchases_table = sa.Table(
+    "connectif_sync_purchases",
+    metadata,
+    sa.Column("purchase_id", sa.String(200), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("detail", sa.Text),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
+PURCHASE_DONE = ("confirmed", "duplicate")
+"""Purchase statuses that mean Connectif has it: never send again."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+
+
+@dataclass
+class StateIndex:
+    """The confirmed (key_hash, row_hash) pairs of one object, sorted by key hash, for a full-scan diff."""
+
+    key_hashes: np.ndarray
+    row_hashes: np.ndarray
+    seen: np.ndarray
+
+    @classmethod
+    def empty(cls) -> StateIndex:
+        return cls(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, bool))
+
+    def lookup(self, key_hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(found, confirmed row hash)`` per key; marks the found ones as seen (for deletions)."""
+        if len(self.key_hashes) == 0:
+            return np.zeros(len(key_hashes), bool), np.zeros(len(key_hashes), np.int64)
+        order = np.argsort(key_hashes)  # sorted probes walk the index in order: much faster
+        idx = np.empty(len(key_hashes), dtype=np.int64)
+        idx[order] = np.searchsorted(self.key_hashes, key_hashes[order])
+        idx[idx == len(self.key_hashes)] = 0
+        found = self.key_hashes[idx] == key_hashes
+        self.seen[idx[found]] = True
+        return found, np.where(found, self.row_hashes[idx], 0)
+
+    def unseen(self) -> np.ndarray:
+        return self.key_hashes[~self.seen]
+
+
+class StateStore:
+    """Per-object sync state in a SQL database (see the module docstring).
+
+    ``readonly=True`` never creates or changes anything (used by dry runs): a missing store reads as empty.
+    """
+
+    def __init__(self, url: str | None = None, *, readonly: bool = False) -> None:
+        self.url = url or DEFAULT_STATE_URL
+        self.readonly = readonly
+        u = sa.make_url(self.url)
+        self._missing = (
+            readonly
+            and u.get_backend_name() == "sqlite"
+            and u.database not in (None, "", ":memory:")
+            and not Path(str(u.database)).exists()
+        )
+        self.engine = sa.create_engine(self.url)
+        self._adbc = u.get_backend_name() == "postgresql" and adbc_uri(self.url) is not None
+        if not readonly:
+            metadata.create_all(self.engine)
+        elif not self._missing:
+            self._missing = not sa.inspect(self.engine).has_table(state_table.name)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _write(self) -> None:
+        if self.readonly:
+            raise RuntimeError("this state store was opened read-only (dry run)")
+
+    # ------------------------------------------------------------------------------------------ reads
+
+    def _arrow(self, sql: str, params: dict[str, Any]) -> pa.Table:
+        """Run a SELECT into Arrow: ADBC where available, SQLAlchemy otherwise."""
+        if self._adbc:
+            text = sql
+            for k, v in params.items():  # only internal, quoted literals (object names, run ids)
+                text = text.replace(f":{k}", "'" + str(v).replace("'", "''") + "'")
+            with adbc_connect(self.url) as conn, conn.cursor() as cur:
+                cur.execute(text)
+                return cur.fetch_arrow_table()
+        with self.engine.connect() as conn:
+            result = conn.execute(sa.text(sql), params)
+            names = list(result.keys())
+            cols: list[list[Any]] = [[] for _ in names]
+            for part in result.partitions(100_000):
+                for i, c in enumerate(zip(*part, strict=True)):
+                    cols[i].extend(c)
+        return pa.table({n: pa.array(c) for n, c in zip(names, cols, strict=True)})
+
+    def load_index(self, obj: str) -> StateIndex:
+        """All confirmed hashes of ``obj`` (16 bytes per key) for a full-scan comparison."""
+        if self._missing:
+            return StateIndex.empty()
+        t = self._arrow("SELECT key_hash, row_hash FROM connectif_sync_state WHERE object = :obj", {"obj": obj})
+        if t.num_rows == 0:
+            return StateIndex.empty()
+        kh = np.asarray(t.column("key_hash").to_numpy(), dtype=np.int64)
+        rh = np.asarray(t.column("row_hash").to_numpy(), dtype=np.int64)
+        order = np.argsort(kh)
+        return StateIndex(kh[order], rh[order], np.zeros(len(kh), bool))
+
+    def lookup(self, obj: str, key_hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(found, row_hash)`` for a few keys (incremental runs), without loading the whole object."""
+        found = np.zeros(len(key_hashes), bool)
+        hashes = np.zeros(len(key_hashes), np.int64)
+        if self._missing or len(key_hashes) == 0:
+            return found, hashes
+        confirmed: dict[int, int] = {}
+        with self.engine.connect() as conn:
+            uniq = np.unique(key_hashes).tolist()
+            for i in range(0, len(uniq), _LOOKUP_BATCH):
+                part = uniq[i : i + _LOOKUP_BATCH]
+                q = sa.select(state_table.c.key_hash, state_table.c.row_hash).where(
+                    state_table.c.object == obj, state_table.c.key_hash.in_(part)
+                )
+                confirmed.update({int(k): int(r) for k, r in conn.execute(q)})
+        for i, k in enumerate(key_hashes.tolist()):
+            r = confirmed.get(k)
+            if r is not None:
+                found[i] = True
+                hashes[i] = r
+        return found, hashes
+
+    def keys_for(self, obj: str, key_hashes: Iterable[int], limit: int | None = None) -> list[str]:
+        """The keys behind some key hashes (to report deletions by name)."""
+        wanted = list(key_hashes)[: limit if limit is not None else None]
+        out: list[str] = []
+        with self.engine.connect() as conn:
+            for i in range(0, len(wanted), _LOOKUP_BATCH):
+                q = sa.select(state_table.c.key).where(
+                    state_table.c.object == obj, state_table.c.key_hash.in_(wanted[i : i + _LOOKUP_BATCH])
+                )
+                out.extend(r[0] for r in conn.execute(q))
+        return sorted(out)
+
+    def confirmed(self, obj: str) -> dict[str, int]:
+        """Every confirmed key of ``obj`` with its row hash (for tests and small objects)."""
+        if self._missing:
+            return {}
+        with self.engine.connect() as conn:
+            q = sa.select(state_table.c.key, state_table.c.row_hash).where(state_table.c.object == obj)
+            return {k: int(h) for k, h in conn.execute(q)}
+
+    def next_since(self, obj: str, lookback: timedelta) -> datetime | None:
+        """Where an incremental run of ``obj`` starts, or None when it must scan everything.
+
+        The high-water mark of the last finished run, held back by the oldest row still pending (in a file
+        not yet confirmed, or rejected by Connectif), minus ``lookback`` for rows committed late in the source.
+        """
+        if self._missing:
+            return None
+        with self.engine.connect() as conn:
+            high = conn.execute(
+                sa.select(runs_table.c.high_water)
+                .where(runs_table.c.object == obj, runs_table.c.finished_at.is_not(None), runs_table.c.mode != "plan")
+                .order_by(runs_table.c.finished_at.desc(), runs_table.c.started_at.desc())
+                .limit(1)
+            ).scalar()
+            if high is None:
+                return None
+            files_min = conn.execute(
+                sa.select(sa.func.min(files_table.c.min_updated_at)).where(
+                    files_table.c.object == obj, files_table.c.status == "pending"
+                )
+            ).scalar()
+            pending_min = conn.execute(
+                sa.select(sa.func.min(pending_table.c.source_updated_at)).where(pending_table.c.object == obj)
+            ).scalar()
+        marks = [m for m in (high, files_min, pending_min) if m]
+        return parse_ts(min(marks)) - lookback
+
+    # ----------------------------------------------------------------------------------------- runs
+
+    def begin_run(self, obj: str, mode: str, since: datetime | None, run_id: str | None = None) -> str:
+        """Start a run: older unconfirmed files are superseded (this run re-extracts their rows) and the
+        rows Connectif rejected last time are cleared (this run sends them again)."""
+        self._write()
+        run_id = run_id or f"{obj}-{_now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+        with self.engine.begin() as conn:
+            conn.execute(
+                files_table.update()
+                .where(files_table.c.object == obj, files_table.c.status == "pending")
+                .values(status="superseded")
+            )
+            conn.execute(pending_table.delete().where(pending_table.c.object == obj))
+            conn.execute(
+                runs_table.insert().values(
+                    run_id=run_id,
+                    object=obj,
+                    mode=mode,
+                    started_at=_now(),
+                    since=since.strftime("%Y-%m-%d %H:%M:%S") if since else None,
+                )
+            )
+        return run_id
+
+    def finish_run(
+        self, run_id: str, *, files: list[ChunkFile], high_water: str | None, report: dict[str, Any]
+    ) -> None:
+        self._write()
+        with self.engine.begin() as conn:
+            obj = conn.execute(sa.select(runs_table.c.object).where(runs_table.c.run_id == run_id)).scalar_one()
+            if high_water is None:  # nothing extracted: keep the previous mark
+                high_water = conn.execute(
+                    sa.select(runs_table.c.high_water)
+                    .where(runs_table.c.object == obj, runs_table.c.high_water.is_not(None))
+                    .order_by(runs_table.c.started_at.desc())
+                    .limit(1)
+                ).scalar()
+            now = _now()
+            if files:
+                paths = [str(Path(f.path).resolve()) for f in files]
+                conn.execute(files_table.delete().where(files_table.c.path.in_(paths)))  # same out_dir reused
+                conn.execute(
+                    files_table.insert(),
+                    [
+                        {
+                            "path": str(Path(f.path).resolve()),
+                            "object": f.object,
+                            "run_id": run_id,
+                            "partition": f.partition,
+                            "rows": f.rows,
+                            "bytes": f.bytes,
+                            "min_updated_at": f.min_updated_at,
+                            "status": "pending",
+                            "created_at": now,
+                        }
+                        for f in files
+                    ],
+                )
+            conn.execute(
+                runs_table.update()
+                .where(runs_table.c.run_id == run_id)
+                .values(finished_at=now, high_water=high_water, report=json.dumps(report))
+            )
+
+    def runs(self, obj: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest runs (newest first) with their reports."""
+        if self._missing:
+            return []
+        q = sa.select(runs_table).order_by(runs_table.c.started_at.desc()).limit(limit)
+        if obj:
+            q = q.where(runs_table.c.object == obj)
+        with self.engine.connect() as conn:
+            out = [dict(r._mapping) for r in conn.execute(q)]
+        for r in out:
+            r["report"] = json.loads(r["report"]) if r["report"] else None
+        return out
+
+    # ------------------------------------------------------------------------------------- rejected
+
+    def record_rejected(self, obj: str, run_id: str, rows: list[dict[str, Any]]) -> None:
+        """Store the rows validation set aside in this run; keep only the last few runs per object."""
+        self._write()
+        now = _now()
+        with self.engine.begin() as conn:
+            if rows:
+                conn.execute(
+                    rejected_table.insert(),
+                    [
+                        {
+                            "run_id": run_id,
+                            "object": obj,
+                            "key": r.get("key"),
+                            "source_ref": r.get("source_ref"),
+                            "field": r.get("field"),
+                            "reason": r["reason"],
+                            "value": r.get("value"),
+                            "recorded_at": now,
+                        }
+                        for r in rows
+                    ],
+                )
+            keep = [
+                r[0]
+                for r in conn.execute(
+                    sa.select(runs_table.c.run_id)
+                    .where(runs_table.c.object == obj)
+                    .order_by(runs_table.c.started_at.desc())
+                    .limit(KEEP_REJECTED_RUNS)
+                )
+            ]
+            if keep:
+                conn.execute(
+                    rejected_table.delete().where(rejected_table.c.object == obj, rejected_table.c.run_id.not_in(keep))
+                )
+
+    def rejected(self, obj: str | None = None, run_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        """Rows set aside by validation: of ``run_id``, else of the latest run of ``obj`` (else of any)."""
+        if self._missing:
+            return []
+        with self.engine.connect() as conn:
+            if run_id is None and obj is not None:
+                run_id = conn.execute(
+                    sa.select(runs_table.c.run_id)
+                    .where(runs_table.c.object == obj, runs_table.c.mode != "plan")
+                    .order_by(runs_table.c.started_at.desc())
+                    .limit(1)
+                ).scalar()
+                if run_id is None:
+                    return []
+            q = sa.select(
+                rejected_table.c.run_id,
+                rejected_table.c.object,
+                rejected_table.c.key,
+                rejected_table.c.source_ref,
+                rejected_table.c.field,
+                rejected_table.c.reason,
+                rejected_table.c.value,
+            ).order_by(rejected_table.c.id)
+            if obj:
+                q = q.where(rejected_table.c.object == obj)
+            if run_id:
+                q = q.where(rejected_table.c.run_id == run_id)
+            return [dict(r._mapping) for r in conn.execute(q.limit(limit))]
+
+    def pending(self, obj: str | None = None) -> list[dict[str, Any]]:
+        """Rows Connectif rejected in an import (they go again next run)."""
+        if self._missing:
+            return []
+        q = sa.select(pending_table).order_by(pending_table.c.object, pending_table.c.key)
+        if obj:
+            q = q.where(pending_table.c.object == obj)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def files(self, obj: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+        if self._missing:
+            return []
+        q = sa.select(files_table).order_by(files_table.c.created_at, files_table.c.path)
+        if obj:
+            q = q.where(files_table.c.object == obj)
+        if status:
+            q = q.where(files_table.c.status == status)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    # -------------------------------------------------------------------------------- confirmation
+
+    def confirm_file(
+        self, csv_path: str | Path, failed_lines: Iterable[int] | AbcMapping[int, str] = ()
+    ) -> dict[str, Any]:
+        """Commit every row of a chunk file that Connectif imported, except ``failed_lines``.
+
+        ``failed_lines`` are 1-based data lines (as in the import's error report), optionally with their
+        error text. Those rows stay uncommitted (so the next run sends them again) and are recorded in
+        ``pending``. Returns ``{"object", "path", "confirmed", "failed"}``. Confirming twice is harmless.
+        """
+        self._write()
+        header, manifest = read_manifest(csv_path)
+        manifest = manifest.combine_chunks()
+        obj = header.get("object")
+        if not obj:
+            raise ValueError(f"{csv_path}: its manifest names no object; was it written by connectif_sync?")
+        reasons: dict[int, str] = (
+            {int(k): str(v) for k, v in failed_lines.items()}
+            if isinstance(failed_lines, AbcMapping)
+            else {int(k): "rejected by Connectif" for k in failed_lines}
+        )
+        lines = manifest.column("line")
+        unknown = sorted(set(reasons) - set(lines.to_pylist())) if reasons else []
+        if unknown:
+            raise ValueError(f"{csv_path}: lines {unknown[:10]} are not data lines of this file (1..{len(lines)})")
+        failed_mask = pc.is_in(lines, pa.array(sorted(reasons), pa.int64())) if reasons else None
+        ok = manifest.filter(pc.invert(failed_mask)) if failed_mask is not None else manifest
+        bad = manifest.filter(failed_mask) if failed_mask is not None else manifest.slice(0, 0)
+        now = _now()
+        self._upsert_state(obj, ok, now)
+        resolved = str(Path(csv_path).resolve())
+        with self.engine.begin() as conn:
+            any_pending = conn.execute(
+                sa.select(pending_table.c.key).where(pending_table.c.object == obj).limit(1)
+            ).first()
+            keys_ok = ok.column("key").to_pylist() if any_pending else []
+            for i in range(0, len(keys_ok), _LOOKUP_BATCH):
+                conn.execute(
+                    pending_table.delete().where(
+                        pending_table.c.object == obj, pending_table.c.key.in_(keys_ok[i : i + _LOOKUP_BATCH])
+                    )
+                )
+            for row in bad.to_pylist():
+                conn.execute(
+                    pending_table.delete().where(pending_table.c.object == obj, pending_table.c.key == row["key"])
+                )
+                conn.execute(
+                    pending_table.insert().values(
+                        object=obj,
+                        key=row["key"],
+                        path=resolved,
+                        line=row["line"],
+                        reason=reasons[row["line"]],
+                        source_updated_at=row["updated_at"],
+                        recorded_at=now,
+                    )
+                )
+            conn.execute(
+                files_table.update()
+                .where(files_table.c.path == resolved)
+                .values(status="confirmed", confirmed_at=now, confirmed_rows=ok.num_rows, failed_rows=bad.num_rows)
+            )
+        return {"object": obj, "path": str(csv_path), "confirmed": ok.num_rows, "failed": bad.num_rows}
+
+    def confirm_import(self, result: AbcMapping[str, Any]) -> dict[str, Any]:
+        """:meth:`confirm_file` from the summary the Connectif import operator returns.
+
+        Uses ``file_path`` and ``rejected_rows`` (``[{"line", "field", "error"}]``). An import whose
+        ``status`` is not ``finished`` confirms nothing: all its rows stay pending.
+        """
+        status = result.get("status")
+        if status != "finished":
+            raise ValueError(f"import {result.get('import_id')} ended {status!r}: nothing can be confirmed")
+        failed: dict[int, str] = {}
+        for r in result.get("rejected_rows") or []:
+            line = int(r["line"])
+            text = f"{r.get('field') or ''}: {r.get('error') or 'rejected'}".strip(": ")
+            failed[line] = f"{failed[line]}; {text}" if line in failed else text
+        return self.confirm_file(result["file_path"], failed)
+
+    def _upsert_state(self, obj: str, rows: pa.Table, now: datetime) -> None:
+        if rows.num_rows == 0:
+            return
+        data = pa.table(
+            {
+                "object": pa.array([obj] * rows.num_rows, pa.string()),
+                "key": rows.column("key"),
+                "key_hash": rows.column("key_hash"),
+                "row_hash": rows.column("row_hash"),
+                "source_updated_at": rows.column("updated_at"),
+                "confirmed_at": pa.array([now.strftime("%Y-%m-%d %H:%M:%S")] * rows.num_rows, pa.string()),
+            }
+        )
+        dialect = self.engine.dialect.name
+        if self._adbc:
+            stage = f"connectif_sync_stage_{uuid.uuid4().hex[:12]}"
+            confirmed = "CAST(confirmed_at AS TIMESTAMP)"
+            with adbc_connect(self.url) as conn, conn.cursor() as cur:
+                cur.adbc_ingest(stage, data, mode="create", temporary=True)
+                cur.execute(
+                    "INSERT INTO connectif_sync_state "
+                    "(object, key, key_hash, row_hash, source_updated_at, confirmed_at) "
+                    f"SELECT object, key, key_hash, row_hash, source_updated_at, {confirmed} FROM {stage} WHERE true "
+                    "ORDER BY object, key ON CONFLICT (object, key) DO UPDATE SET key_hash = excluded.key_hash, "
+                    "row_hash = excluded.row_hash, source_updated_at = excluded.source_updated_at, "
+                    "confirmed_at = excluded.confirmed_at"
+                )
+                cur.execute(f"DROP TABLE {stage}")
+                conn.commit()
+            return
+        data = data.sort_by([("key", "ascending")])  # in key order the B-tree fills sequentially
+        if dialect == "sqlite":
+            cols = ("object", "key", "key_hash", "row_hash", "source_updated_at", "confirmed_at")
+            rows = zip(*(data.column(c).to_pylist() for c in cols), strict=True)
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql("PRAGMA cache_size=-131072")  # 128 MB: a big upsert stays in memory
+                conn.exec_driver_sql(
+                    f"INSERT INTO connectif_sync_state ({', '.join(cols)}) VALUES (?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (object, key) DO UPDATE SET key_hash = excluded.key_hash, "
+                    "row_hash = excluded.row_hash, source_updated_at = excluded.source_updated_at, "
+                    "confirmed_at = excluded.confirmed_at",
+                    list(rows),
+                )
+            return
+        records = data.to_pylist()
+        for r in records:
+            r["confirmed_at"] = now
+        with self.engine.begin() as conn:
+            if dialect == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert
+
+                stmt = insert(state_table)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=[state_table.c.object, state_table.c.key],
+                    set_={c: stmt.excluded[c] for c in ("key_hash", "row_hash", "source_updated_at", "confirmed_at")},
+                )
+                conn.execute(stmt, records)
+            else:
+                for i in range(0, len(records), _LOOKUP_BATCH):
+                    part = records[i : i + _LOOKUP_BATCH]
+                    conn.execute(
+                        state_table.delete().where(
+                            state_table.c.object == obj, state_table.c.key.in_([r["key"] for r in part])
+                        )
+                    )
+                    conn.execute(state_table.insert(), part)
+
+    # ------------------------------------------------------------------------------------ purchases
+
+    def purchases_done(self, purchase_ids: Iterable[str]) -> set[str]:
+        """The ids among ``purchase_ids`` that Connectif already has (confirmed or answered duplicate)."""
+        ids = list(purchase_ids)
+        if self._missing or not ids:
+            return set()
+        out: set[str] = set()
+        with self.engine.connect() as conn:
+            for i in range(0, len(ids), _LOOKUP_BATCH):
+                q = sa.select(purchases_table.c.purchase_id).where(
+                    purchases_table.c.purchase_id.in_(ids[i : i + _LOOKUP_BATCH]),
+                    purchases_table.c.status.in_(PURCHASE_DONE),
+                )
+                out.update(r[0] for r in conn.execute(q))
+        return out
+
+    def record_purchase(self, purchase_id: str, status: str, detail: str | None = None) -> None:
+        """Record the outcome of sending one purchase: ``confirmed``, ``duplicate`` (409: Connectif already
+        has it) or ``failed`` (sent again next time)."""
+        self._write()
+        if status not in ("confirmed", "duplicate", "failed"):
+            raise ValueError(f"status must be confirmed, duplicate or failed, got {status!r}")
+        with self.engine.begin() as conn:
+            conn.execute(purchases_table.delete().where(purchases_table.c.purchase_id == purchase_id))
+            conn.execute(
+                purchases_table.insert().values(
+                    purchase_id=purchase_id, status=status, detail=detail, updated_at=_now()
+                )
+            )
+
+    def purchase_statuses(self) -> Iterator[dict[str, Any]]:
+        if self._missing:
+            return
+        with self.engine.connect() as conn:
+            for r in conn.execute(sa.select(purchases_table).order_by(purchases_table.c.purchase_id)):
+                yield dict(r._mapping)
+
+
+def parse_ts(value: str | datetime) -> datetime:
+    """A stored timestamp text (``YYYY-MM-DD HH:MM:SS[.f]``, ``T`` or space) as a naive datetime."""
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=None)
+    return datetime.fromisoformat(value.strip().replace("Z", "")).replace(tzinfo=None)
