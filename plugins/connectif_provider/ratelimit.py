@@ -46,7 +46,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.pool import NullPool
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,12 @@ class SharedRateLimiter:
         engine = _engine(self.backend_url)
         key = (self.backend_url, os.getpid(), self.bucket)
         if key not in _ready:
-            _metadata.create_all(engine, checkfirst=True)
+            try:
+                _metadata.create_all(engine, checkfirst=True)
+            except DBAPIError:
+                # Another process created the tables between the check and the CREATE (PostgreSQL answers
+                # with a unique violation on pg_type); anything else shows up on the check below.
+                _metadata.create_all(engine, checkfirst=True)
             try:
                 with engine.begin() as conn:
                     exists = conn.execute(

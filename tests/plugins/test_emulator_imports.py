@@ -223,6 +223,47 @@ def test_faults_end_in_success_with_one_import(
     assert len(emulator.admin.imports()) == 1
 
 
+def test_429_storm_without_retry_after_header(emu_conn: str, emulator: RunningEmulator, tmp_path: Path) -> None:
+    """The [assumed] alternative: a 429 with no Retry-After; the client waits for X-RateLimit-Reset."""
+    emulator.admin.configure(rate_limit_window_s=2, retry_after_header=False)
+    emulator.admin.faults(storm_seconds=1.5)
+    op = ConnectifImportOperator(
+        task_id="imp",
+        file_path=str(write_contacts(tmp_path / "c.csv", 4)),
+        import_type="contacts",
+        connectif_conn_id=emu_conn,
+        poll_interval=0.2,
+    )
+    assert run_deferred(op, {"task_state_store": DictStore()})["success"] == 4
+    assert emulator.admin.stats()["rateLimited"] > 0
+    assert len(emulator.admin.imports()) == 1
+
+
+def test_upload_answer_lost_is_reconciled_not_repeated(
+    emu_conn: str, emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    """The upload reaches Connectif but its answer is lost: the import list tells the hook it exists."""
+    from connectif_provider.exceptions import ConnectifTransportError
+
+    hook = ConnectifHook(emu_conn)
+    real_send = hook._send_once
+    lost = []
+
+    def send(method: str, url: str, **kwargs: Any) -> Any:
+        response = real_send(method, url, **kwargs)
+        if method == "POST" and not lost:
+            lost.append(response.json()["id"])
+            err = ConnectifTransportError("connection dropped after sending")
+            err.body = {"outcome_unknown": True}
+            raise err
+        return response
+
+    hook._send_once = send  # type: ignore[method-assign]
+    created = hook.create_import(write_contacts(tmp_path / "c.csv", 3), "contacts")
+    assert created["id"] == lost[0]
+    assert [i["id"] for i in emulator.admin.imports()] == lost
+
+
 def test_trigger_progress_log_and_backoff_while_queued(
     emu_conn: str, emulator: RunningEmulator, tmp_path: Path
 ) -> None:
