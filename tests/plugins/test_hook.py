@@ -338,6 +338,13 @@ def test_error_report_parsing() -> None:
     ]
 
 
+def test_error_report_with_other_column_names_or_order() -> None:
+    assert parse_error_report("Row,Reason,Column\n3,bad value,_points\n") == [
+        {"line": 3, "field": "_points", "error": "bad value"}
+    ]
+    assert parse_error_report("a,b,c\n7,_email,missing\n") == [{"line": 7, "field": "_email", "error": "missing"}]
+
+
 def test_error_report_tried_without_key_first(scripted_hook: Any) -> None:
     hook, api = scripted_hook(base_url=BASE)
     api.add(

@@ -298,18 +298,42 @@ def count_csv_rows(path: Path, delimiter: str) -> int | None:
         return None
 
 
+_REPORT_COLUMNS = {
+    "line": ("line", "row", "linenumber", "line_number", "rownumber"),
+    "field": ("field", "column", "fieldid", "field_id"),
+    "error": ("error", "reason", "message", "detail"),
+}
+
+
 def parse_error_report(text: str) -> list[dict[str, Any]]:
-    """The import error report (CSV ``line,field,error``) as dicts with an int ``line``."""
+    """
+    The import error report as ``{"line", "field", "error"}`` dicts, ``line`` an int when numeric.
+
+    The columns are [assumed] to be ``line,field,error``; common synonyms (row/column/reason/message) are
+    accepted, and a header naming none of them is read by position, so a changed header loses nothing.
+    """
+    reader = csv.reader(io.StringIO(text.lstrip("\ufeff")))
+    header = [h.strip().lower().replace(" ", "") for h in next(reader, [])]
+    index: dict[str, int] = {}
+    for key, names in _REPORT_COLUMNS.items():
+        for pos, name in enumerate(header):
+            if name in names:
+                index[key] = pos
+                break
+    if len(index) < 3:
+        index = {"line": 0, "field": 1, "error": 2}
     rows: list[dict[str, Any]] = []
-    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
     for rec in reader:
-        raw_line = (rec.get("line") or "").strip()
-        try:
-            line: int | str = int(raw_line)
-        except ValueError:
-            line = raw_line
-        field_name = (rec.get("field") or "").strip()
-        rows.append({"line": line, "field": field_name, "error": (rec.get("error") or "").strip()})
+        if not any(cell.strip() for cell in rec):
+            continue
+
+        def cell(key: str, rec: list[str] = rec) -> str:
+            pos = index[key]
+            return rec[pos].strip() if pos < len(rec) else ""
+
+        raw_line = cell("line")
+        line: int | str = int(raw_line) if raw_line.isdigit() else raw_line
+        rows.append({"line": line, "field": cell("field"), "error": cell("error")})
     return rows
 
 
