@@ -613,7 +613,7 @@ def coupon_rows(
     kinds = _dirty_kinds(rng, ids, rate, COUPON_DIRT)
     dirty: dict[str, list[int]] = {k: [] for k in COUPON_DIRT}
     rows: list[tuple[Any, ...]] = []
-    prev_code = ""
+    prev_code: dict[str, str] = {}  # per set: a duplicate is only a duplicate within its coupon set
     for k in range(n):
         i = int(ids[k])
         set_id = sets[(i - 1) % len(sets)]
@@ -624,13 +624,14 @@ def coupon_rows(
             dirty[kind].append(i)
             status = "unused"
             if kind == "duplicate_code":
-                code = prev_code
+                code = prev_code.get(set_id, f"C{i:06d}-DUPLICATE")
             elif kind == "special_chars":
                 code = f'{code},"Q"'
             elif kind == "null_code":
                 code = None
         rows.append((i, set_id, code, status, created_s[k], used_s[k] if status == "used" else None))
-        prev_code = code or ""
+        if code:
+            prev_code[set_id] = code
     return rows, dirty
 
 
