@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.emulator",
     "tests.fixtures.provider",
     "tests.fixtures.dags",
+    "tests.fixtures.postgres",
 ]
