@@ -87,7 +87,7 @@ def test_activities_export_over_31_days_is_split_and_downloaded(
 
 
 def test_full_export_queue_waits_for_a_slot(emu_conn: str, emulator: RunningEmulator, tmp_path: Path) -> None:
-    emulator.admin.configure(max_queued_exports=1, export_processing_s=1.0)
+    emulator.admin.configure(max_queued_exports=1, export_processing_s=3.0)
     ConnectifHook(emu_conn).create_export("contacts")
     op = ConnectifExportOperator(
         task_id="exp",

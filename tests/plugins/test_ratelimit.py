@@ -52,20 +52,20 @@ def test_buckets_are_independent(rate_limit_db: str) -> None:
 
 def test_429_blocks_until_retry_after(rate_limit_db: str) -> None:
     limiter = SharedRateLimiter(rate_limit_db, "b2", limit=100, window=60)
-    limiter.record_server_state(limited=True, retry_after=0.6)
-    decision = limiter.try_acquire()
-    assert 0.3 < decision.wait <= 0.6
-    limiter.record_server_state(limited=True, reset_at=time.time() + 1.5)  # no Retry-After: the reset
-    assert limiter.try_acquire().wait > 1.0
+    limiter.record_server_state(limited=True, retry_after=20)
+    assert 10 < limiter.try_acquire().wait <= 20
+    limiter.record_server_state(limited=True, reset_at=time.time() + 40)  # no Retry-After: the reset
+    assert 30 < limiter.try_acquire().wait <= 40
 
 
 def test_server_remaining_shrinks_then_restores_budget(backend_url: str) -> None:
-    limiter = SharedRateLimiter(backend_url, f"b3-{uuid.uuid4().hex[:6]}", limit=10, window=2.0)
-    limiter.record_server_state(remaining=2, reset_at=time.time() + 1.0)
+    limiter = SharedRateLimiter(backend_url, f"b3-{uuid.uuid4().hex[:6]}", limit=10, window=8.0)
+    reset_at = time.time() + 3.0
+    limiter.record_server_state(remaining=2, reset_at=reset_at)
     assert limiter.try_acquire().wait == 0
     assert limiter.try_acquire().wait == 0
     assert limiter.try_acquire().wait > 0  # the server's 2 are spent
-    time.sleep(1.05)  # the server's window turned over: phantom tokens expired
+    time.sleep(max(0.0, reset_at - time.time()) + 0.05)  # the server's window turned over
     assert limiter.try_acquire().wait == 0
 
 
@@ -119,11 +119,11 @@ def test_several_processes_share_one_budget(backend_url: str, tmp_path: Path) ->
                 proc.kill()
                 proc.wait()
     assert _max_in_window(stamps, 1.0) <= 10
-    assert len(stamps) >= 20  # ~3 windows of 10, minus start-up of the processes
+    assert len(stamps) > 10  # more than one window's worth: the bucket lets requests through
 
 
 async def test_async_acquire_does_not_block_the_loop(rate_limit_db: str) -> None:
-    limiter = SharedRateLimiter(rate_limit_db, "b4", limit=2, window=1.0)
+    limiter = SharedRateLimiter(rate_limit_db, "b4", limit=2, window=3.0)
     ticks: list[float] = []
 
     async def ticker() -> None:
@@ -133,10 +133,10 @@ async def test_async_acquire_does_not_block_the_loop(rate_limit_db: str) -> None
 
     task = asyncio.create_task(ticker())
     try:
-        for _ in range(4):  # the last two wait about a second for the window
+        for _ in range(3):  # the last one waits about 3 s for the window
             await limiter.aacquire()
     finally:
         task.cancel()
     gaps = [b - a for a, b in itertools.pairwise(ticks)]
     assert len(ticks) >= 10
-    assert max(gaps) < 0.5
+    assert max(gaps) < 1.5  # a blocked loop would show one gap of about 3 s
