@@ -143,6 +143,8 @@ def test_delete_import_only_when_done(emulator: RunningEmulator) -> None:
     response = emulator.anon.delete(emulator.url(f"/imports/{slow['id']}"), headers=emulator.headers)
     assert response.status_code == 409 and response.json()["status"] == 409
     emulator.admin.cancel_import(slow["id"])
+    cancelled = emulator.http.get(f"/imports/{slow['id']}").json()
+    assert cancelled["status"] == "cancelled" and cancelled["cancelledAt"]
     assert emulator.anon.delete(emulator.url(f"/imports/{slow['id']}"), headers=emulator.headers).status_code == 204
     assert emulator.anon.get(emulator.url(f"/imports/{slow['id']}"), headers=emulator.headers).status_code == 404
     assert emulator.anon.delete(emulator.url(f"/imports/{slow['id']}"), headers=emulator.headers).status_code == 404
@@ -243,3 +245,20 @@ def test_imports_of_another_account_are_404(emulator: RunningEmulator) -> None:
     assert emulator.http.get("/imports").status_code == 200
     assert emulator.anon.get(emulator.url("/imports"), headers=headers).status_code == 200
     assert emulator.http.get("/imports").status_code == 429
+
+
+def test_defaults_match_the_contract(emulator: RunningEmulator) -> None:
+    response = emulator.http.post(
+        "/imports/",
+        data={"type": "contacts", "delimiter": ";", "overrideExisting": "false", "updateOnlyEmptyFields": "false"},
+        files={"file": ("c.csv", "_email;_name\na@example.com;A\n", "text/csv")},
+    )
+    assert response.status_code == 201
+    created = response.json()
+    assert len(created["id"]) == 24 and int(created["id"], 16) >= 0
+    assert created["createdAt"].endswith("Z")
+    assert response.headers["X-RateLimit-Limit"] == "100" and response.headers["X-RateLimit-Remaining"] == "99"
+    settings = emulator.admin.settings()
+    assert (settings["max_queued_imports"], settings["max_queued_exports"]) == (10, 5)
+    assert settings["max_upload_bytes"] == 50_000_000 and settings["presigned_url_ttl_s"] == 6000
+    assert settings["authorized_domains"] == ["example.com"]
