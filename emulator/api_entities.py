@@ -237,7 +237,7 @@ async def create_purchase(request: Request) -> JSONResponse:
     email = purchase.contactEmail.lower()
     with store.lock:
         if store.get_entity("purchases", "purchase_id", auth.account_id, purchase.purchaseId) is not None:
-            raise ApiError(409, f"Purchase {purchase.purchaseId} already exists")
+            raise ApiError(state.settings.duplicate_purchase_status, f"Purchase {purchase.purchaseId} already exists")
         if store.get_entity("contacts", "email", auth.account_id, email) is None:
             raise ApiError(400, f"The contact {purchase.contactEmail} does not exist; create it first", code="E0101")
         outside = [p.productId for p in purchase.products if not url_in_domains(p.productDetailUrl, auth.domains)]

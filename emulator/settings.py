@@ -37,6 +37,9 @@ class Settings(BaseModel):
         default=True, description="a pre-signed download carrying an Authorization header answers 400 (as S3 does)"
     )
     coupon_counts_lag_s: float = Field(default=10.0, ge=0, description="delay before coupon set counts reflect changes")
+    duplicate_purchase_status: int = Field(
+        default=409, ge=400, le=499, description="status of a purchase whose purchaseId exists (the contract's 409)"
+    )
     max_field_chars: int = Field(default=65536, ge=1, description="longest accepted CSV cell / JSON string")
     export_bom: bool = Field(default=True, description="exported CSVs start with a UTF-8 BOM")
 

@@ -162,6 +162,9 @@ def test_purchase_errors(emulator: RunningEmulator) -> None:
     duplicate = api(emulator, "POST", "/purchases", json=purchase())
     assert duplicate.status_code == 409 and duplicate.json()["status"] == 409
     assert len(emulator.admin.purchases()) == 1
+    emulator.admin.configure(duplicate_purchase_status=400)
+    replay = api(emulator, "POST", "/purchases", json=purchase())
+    assert replay.status_code == 400 and "already exists" in replay.json()["detail"]
 
 
 @pytest.mark.parametrize(
