@@ -275,6 +275,9 @@ def _timestamp(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
     tm = pc.struct_field(m, "t")
     text = pc.binary_join_element_wise(d, pc.if_else(pc.equal(tm, ""), "00:00:00", tm), " ")
     ts = pc.strptime(text, format="%Y-%m-%d %H:%M:%S", unit="s", error_is_null=True)
+    # strptime rolls impossible days over (1990-02-30): a valid date renders back to the same text.
+    same = pc.equal(pc.strftime(ts, format="%Y-%m-%d"), d)
+    ts = pc.if_else(pc.fill_null(same, False), ts, pa.scalar(None, pa.timestamp("s")))
     return ts, _invalid(ts, s)
 
 

@@ -1,0 +1,179 @@
+"""Validate (rejects, duplicate rule), chunk (exact bytes, limits, manifests) and the row hash."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import yaml
+
+from connectif_sync import ChunkWriter, KeySet, load_mapping, shape, validate
+from connectif_sync.chunk import header_bytes, read_manifest, row_bytes
+from connectif_sync.hashing import hash_columns, hash_strings, join_columns
+
+MAPPING = {
+    "object": "contacts",
+    "source": {"table": "people"},
+    "key": "_email",
+    "order_by": ["id"],
+    "fields": {
+        "_email": {"column": "email", "type": "email", "required": True},
+        "_name": {"column": "name", "type": "string", "max_length": 5},
+        "_points": {"column": "points", "type": "integer", "min": 0},
+        "_birthdate": {"column": "born", "type": "date", "on_invalid": "empty"},
+    },
+}
+
+
+@pytest.fixture
+def mapping(tmp_path: Path):  # type: ignore[no-untyped-def]
+    path = tmp_path / "people.yaml"
+    path.write_text(yaml.safe_dump(MAPPING), encoding="utf-8")
+    return load_mapping(path)
+
+
+def _people() -> pa.Table:
+    return pa.table(
+        {
+            "id": [1, 2, 3, 4, 5, 6, 7],
+            "email": ["a@x.com", " A@X.com", None, "bad@", "b@x.com", "c@x.com", "b@x.com"],
+            "name": ["Ann", "Ann2", "Bo", "Cy", "Toolong", "Di", "Ed"],
+            "points": ["007", "1", "2", "3", "4", "-1", "5"],
+            "born": ["1990-01-01", None, None, None, "bad", "2000-12-31", None],
+        }
+    )
+
+
+def test_validate_rejects_with_key_field_reason_and_keeps_first_duplicate(mapping) -> None:  # type: ignore[no-untyped-def]
+    seen = KeySet()
+    v = validate(shape(_people(), mapping), mapping, seen)
+    assert v.valid.to_pylist() == [
+        {"_email": "a@x.com", "_name": "Ann", "_points": "7", "_birthdate": "1990-01-01"},
+        {"_email": "b@x.com", "_name": "Ed", "_points": "5", "_birthdate": None},
+    ]
+    assert v.positions.tolist() == [0, 6]
+    rejected = sorted((r["source_ref"], r["field"], r["reason"], r["key"], r["value"]) for r in v.rejected)
+    assert rejected == [
+        ("id=2", "_email", "duplicate key: an earlier row with the same key was kept", "a@x.com", " A@X.com"),
+        ("id=3", "_email", "required field is empty", None, None),
+        ("id=4", "_email", "invalid email address", "bad@", "bad@"),
+        ("id=5", "_name", "longer than 5 characters", "b@x.com", "Toolong"),
+        ("id=6", "_points", "below the minimum 0", "c@x.com", "-1"),
+    ]
+    assert (v.invalid_rows, v.duplicate_rows) == (4, 1)
+    # id=5 (invalid) did not block id=7 (valid) of the same key; a later chunk sees earlier keys
+    again = validate(shape(_people().slice(0, 1), mapping), mapping, seen)
+    assert again.valid.num_rows == 0 and again.duplicate_rows == 1
+
+
+def test_on_invalid_empty_keeps_the_row(mapping) -> None:  # type: ignore[no-untyped-def]
+    table = pa.table({"id": [1], "email": ["z@x.com"], "name": ["Z"], "points": ["1"], "born": ["31/02/1990"]})
+    v = validate(shape(table, mapping), mapping, KeySet())
+    assert v.valid.to_pylist() == [{"_email": "z@x.com", "_name": "Z", "_points": "1", "_birthdate": None}]
+    assert v.rejected == []
+
+
+def test_keyset_across_many_additions() -> None:
+    ks = KeySet()
+    rng = np.random.default_rng(1)
+    all_keys = rng.integers(0, 2**63, size=50_000, dtype=np.uint64)
+    first = ks.add_new(all_keys[:30_000])
+    assert not first.any()
+    dup = ks.add_new(np.concatenate([all_keys[20_000:], all_keys[49_999:]]))
+    assert dup[:10_000].all() and not dup[10_000:30_000].any() and dup[30_000]
+    assert len(ks) == 50_000
+
+
+def _reference_hash(value: str) -> int:
+    """The documented hash in plain Python: sum((byte+1) * P^i) mod 2^64, xor length, splitmix64."""
+    p, m = 0x100000001B3, 2**64
+    h, pw = 0, 1
+    for b in value.encode():
+        h = (h + (b + 1) * pw) % m
+        pw = pw * p % m
+    h ^= (len(value.encode()) * 0x9E3779B97F4A7C15) % m
+    h ^= h >> 30
+    h = (h * 0xBF58476D1CE4E5B9) % m
+    h ^= h >> 27
+    h = (h * 0x94D049BB133111EB) % m
+    return h ^ (h >> 31)
+
+
+def test_hash_matches_reference_and_is_slice_independent() -> None:
+    values = ["", "a", "ab", "ba", "Zoë 李 🎉", "x" * 5000, 'q"u,o\nte']
+    arr = pa.array(values)
+    assert hash_strings(arr).tolist() == [_reference_hash(v) for v in values]
+    assert hash_strings(arr.slice(2)).tolist() == hash_strings(arr).tolist()[2:]
+    big = pa.array(["y" * 1_100_000, "z"])  # longer than one hashing segment
+    assert hash_strings(big).tolist() == [_reference_hash("y" * 1_100_000), _reference_hash("z")]
+    cols = [pa.array(["a", None]), pa.array(["b", "c"])]
+    assert hash_columns(cols).tolist() == [_reference_hash("a\x1fb"), _reference_hash("\x1fc")]
+    assert join_columns(cols).to_pylist() == ["a\x1fb", "\x1fc"]
+
+
+def _manifest(keys: list[str]) -> pa.Table:
+    n = len(keys)
+    return pa.table({"line": [0] * n, "key": keys, "key_hash": list(range(n)), "row_hash": [7] * n,
+                     "updated_at": [f"2024-01-0{i % 9 + 1} 00:00:00" for i in range(n)]})  # fmt: skip
+
+
+def test_chunk_writes_exact_csv_and_manifest(tmp_path: Path) -> None:
+    data = pa.table({"_email": ["a@x.com", "b@x.com", "c@x.com"], "_name": ['O"Brien, Jr.\nX', None, "Zoë"]})
+    w = ChunkWriter(tmp_path, "contacts", ["_email", "_name"])
+    assert not w.write(data, _manifest(["a@x.com", "b@x.com", "c@x.com"])).any()
+    (f,) = w.close()
+    text = Path(f.path).read_bytes()
+    assert text == ('"_email","_name"\n"a@x.com","O""Brien, Jr.\nX"\n"b@x.com",\n"c@x.com","Zoë"\n').encode()
+    assert f.bytes == len(text) and f.rows == 3 and Path(f.path).name == "contacts-0001.csv"
+    assert row_bytes(data).sum() + header_bytes(["_email", "_name"]) == len(text)
+    meta, manifest = read_manifest(f.path)
+    assert meta == {"object": "contacts"}
+    assert manifest.column("line").to_pylist() == [1, 2, 3]
+    assert manifest.column("key").to_pylist() == ["a@x.com", "b@x.com", "c@x.com"]
+    assert (f.min_updated_at, f.max_updated_at) == ("2024-01-01 00:00:00", "2024-01-03 00:00:00")
+
+
+def test_chunk_limit_never_splits_rows_and_rejects_oversize(tmp_path: Path) -> None:
+    names = [f"n{i}" * (i % 7 + 1) for i in range(200)] + ["W" * 500]
+    keys = [f"k{i}@x.com" for i in range(201)]
+    data = pa.table({"_email": keys, "_name": names})
+    limit = 400
+    w = ChunkWriter(tmp_path, "contacts", ["_email", "_name"], max_bytes=limit)
+    big = w.write(data.slice(0, 120), _manifest(keys[:120]))
+    big2 = w.write(data.slice(120), _manifest(keys[120:]))  # a file continues across writes
+    files = w.close()
+    assert not big.any() and big2.tolist() == [False] * 80 + [True]
+    seen: list[str] = []
+    for n, f in enumerate(files, 1):
+        raw = Path(f.path).read_bytes()
+        assert len(raw) == f.bytes <= limit
+        assert raw.startswith(b'"_email","_name"\n') and Path(f.path).name == f"contacts-{n:04d}.csv"
+        lines = raw.decode().splitlines()[1:]
+        assert len(lines) == f.rows
+        _, manifest = read_manifest(f.path)
+        assert manifest.column("line").to_pylist() == list(range(1, f.rows + 1))
+        assert [ln.split(",")[0].strip('"') for ln in lines] == manifest.column("key").to_pylist()
+        seen.extend(manifest.column("key").to_pylist())
+    assert seen == keys[:200]
+    # the next file would not have had room for its first row
+    for f, nxt in itertools.pairwise(files):
+        first = Path(nxt.path).read_bytes().split(b"\n")[1]
+        assert f.bytes + len(first) + 1 > limit
+
+
+def test_chunk_partitions_and_dry_run(tmp_path: Path) -> None:
+    data = pa.table({"code": ["A", "B", "C"]})
+    w = ChunkWriter(tmp_path / "dry", "coupons", ["code"], dry_run=True)
+    w.write(data, _manifest(["A", "B", "C"]), partition="set1")
+    (f,) = w.close()
+    assert f.bytes == len('"code"\n"A"\n"B"\n"C"\n') and not (tmp_path / "dry").exists()
+    w = ChunkWriter(tmp_path, "coupons", ["code"])
+    w.write(data.slice(0, 2), _manifest(["A", "B"]), partition="s/1")
+    w.write(data.slice(2), _manifest(["C"]), partition="s2")
+    files = w.close()
+    assert sorted(Path(f.path).name for f in files) == ["coupons-s2-0001.csv", "coupons-s_1-0001.csv"]
+    assert {f.partition for f in files} == {"s/1", "s2"}
+    assert read_manifest(files[0].path)[0]["partition"] in {"s/1", "s2"}
