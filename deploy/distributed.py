@@ -347,6 +347,7 @@ class RunOutcome:
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
     task_instances: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     deferred_at_restart: list[str] = field(default_factory=list)
+    retried: set[str] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
 
 
@@ -384,6 +385,13 @@ def trigger_and_watch(
         while True:
             stack.check_alive()
             states = {dag_id: client.run(dag_id, run_id)["state"] for dag_id, run_id in run_ids.items()}
+            for run_dag, run_id in run_ids.items():
+                for ti in client.task_instances(run_dag, run_id):
+                    key = f"{run_dag}.{_ti_key(ti)}#{ti.get('try_number')}"
+                    if ti["state"] in ("up_for_retry", "failed") and key not in outcome.retried:
+                        outcome.retried.add(key)
+                        print(f"[distributed] {key} is {ti['state']}: see {stack.workdir}/airflow/logs/"
+                              f"dag_id={run_dag}/run_id={run_id}/task_id={ti['task_id']}", flush=True)
             dag_id, task_id = deferring
             if not restarted and dag_id in run_ids:
                 tis = client.task_instances(dag_id, run_ids[dag_id])
@@ -449,7 +457,7 @@ def check_common(stack: Stack, outcome: RunOutcome) -> list[str]:
     missing = [w for w in WORKERS if not hosts.get(w)]
     if missing:
         raise DistributedRunError(f"worker(s) {missing} executed no task; task instances per host: {hosts}")
-    findings.append(f"tasks per worker: {hosts}")
+    findings.append(f"tasks per worker: {hosts}; task failures/retries on the way: {len(outcome.retried)}")
     resumed = {
         f"{dag_id}.{_ti_key(ti)}": ti["state"]
         for dag_id, tis in outcome.task_instances.items()
@@ -504,9 +512,93 @@ def scenario_probe(stack: Stack, timings: Timings) -> list[str]:
     return findings
 
 
-SCENARIOS: dict[str, Callable[[Stack, Timings], list[str]]] = {"probe": scenario_probe}
-DAGS_FOLDERS = {"probe": REPO / "tests" / "deploy" / "dags"}
-EMULATOR_SPEED = {"probe": 40.0}
+#: Size of the sample ERP of the pipeline scenario: one contacts file whose import waits long enough (at the
+#: emulator speed below) for the triggerer to be restarted mid-wait.
+SAMPLE = {"contacts": 3000, "products": 200, "orders": 120, "seed": 7}
+
+
+def _query(url: str, sql: str) -> list[dict[str, Any]]:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(sa.text(sql))]
+    finally:
+        engine.dispose()
+
+
+def _rejected_ids(state_url: str, obj: str) -> dict[int, str]:
+    """Source ids of the rows the sync set aside, with their reasons (``source_ref`` is ``id=<n>...``)."""
+    from connectif_sync.state import StateStore
+
+    with StateStore(state_url) as store:
+        rows = store.rejected(obj, limit=1_000_000)
+    out: dict[int, str] = {}
+    for row in rows:
+        if not row.get("reason") or not str(row.get("source_ref", "")).startswith("id="):
+            raise DistributedRunError(f"rejected {obj} row without a reason or source id: {row}")
+        out[int(str(row["source_ref"]).split("=")[1].split(",")[0])] = str(row["reason"])
+    return out
+
+
+def check_contacts(stack: Stack, erp_url: str, state_url: str, dirty_ids: set[int]) -> str:
+    """Connectif holds every ERP customer that was not rejected, with its fields; only dirty rows were rejected."""
+    rejected = _rejected_ids(state_url, "contacts")
+    clean_rejected = set(rejected) - dirty_ids
+    if clean_rejected:
+        raise DistributedRunError(f"clean customers were rejected: {sorted(clean_rejected)[:10]}")
+    customers = _query(erp_url, "SELECT id, email, first_name, last_name, customer_code FROM customers")
+    expected = {str(c["email"]).strip().lower(): c for c in customers if c["id"] not in rejected}
+    stored = {c["_email"]: c for c in stack.emulator_admin("GET", "/contacts")}
+    if set(stored) != set(expected):
+        raise DistributedRunError(
+            f"contacts differ: {len(set(expected) - set(stored))} missing in Connectif, "
+            f"{len(set(stored) - set(expected))} unexpected"
+        )
+    for email, c in expected.items():
+        got = stored[email]
+        wanted = {"_name": c["first_name"], "_surname": c["last_name"], "_externalId": c["customer_code"]}
+        if {k: got.get(k) for k in wanted} != wanted:
+            raise DistributedRunError(f"contact {email}: Connectif has {got}, the ERP says {wanted}")
+    return f"Connectif holds exactly the {len(expected)} valid ERP customers ({len(rejected)} dirty ones rejected)"
+
+
+def scenario_pipeline(stack: Stack, timings: Timings) -> list[str]:
+    """The real DAGs of dags/ on a sample ERP in PostgreSQL, as the compose deployment runs them."""
+    from connectif_sync.erp import generate
+
+    erp_url = stack.db_url("erp")
+    state_url = stack.db_url("connectif")
+    generated = generate(erp_url, **SAMPLE).as_dict(with_ids=True)
+    dirty_customers = {i for ids in generated["dirty"].get("customers", {}).values() for i in ids}
+    timings.lap(f"sample ERP in PostgreSQL ({SAMPLE['contacts']} customers)")
+    extra_env = {
+        "CONNECTIF_SOURCE_URL": erp_url,
+        "CONNECTIF_STATE_URL": state_url,
+        "CONNECTIF_WAREHOUSE_URL": stack.db_url("warehouse"),
+        "CONNECTIF_WORK_DIR": str(stack.workdir / "work"),
+        "CONNECTIF_POLL_INTERVAL": "3",
+    }
+    stack.init_airflow()
+    timings.lap("airflow init (deploy/init.sh)")
+    stack.start_airflow(extra_env)
+    stack.wait_airflow_ready()
+    timings.lap("airflow components ready")
+    phases = [[Trigger("connectif_contacts"), Trigger("connectif_products")]]
+    with stack.client() as client:
+        outcome = trigger_and_watch(stack, client, phases, deferring=("connectif_contacts", "import_file"),
+                                    extra_env=extra_env)
+    timings.lap("DAG runs")
+    findings = check_common(stack, outcome)
+    findings.append(check_contacts(stack, erp_url, state_url, dirty_customers))
+    return findings
+
+
+SCENARIOS: dict[str, Callable[[Stack, Timings], list[str]]] = {"pipeline": scenario_pipeline, "probe": scenario_probe}
+DAGS_FOLDERS = {"pipeline": REPO / "dags", "probe": REPO / "tests" / "deploy" / "dags"}
+#: Import processing speed of the emulator (rows/s): slow enough that an import waits deferred for a while.
+EMULATOR_SPEED = {"pipeline": 100.0, "probe": 40.0}
 
 
 @contextlib.contextmanager
@@ -530,6 +622,7 @@ def run(scenario: str, *, keep: bool = False) -> int:
     stack = Stack(workdir, dags_folder=DAGS_FOLDERS[scenario], emulator_speed=EMULATOR_SPEED[scenario])
     stack.prepare_secrets()
     ok = False
+    code = 0
     try:
         with _stop_on_signals():
             stack.start_postgres(["airflow", "connectif", "warehouse", "erp"])
@@ -541,6 +634,10 @@ def run(scenario: str, *, keep: bool = False) -> int:
     except (DistributedRunError, TimeoutError) as exc:
         print(f"[distributed] FAILED: {exc}", file=sys.stderr, flush=True)
         print(f"[distributed] logs: {stack.logs}", file=sys.stderr, flush=True)
+        keep = True
+    except (KeyboardInterrupt, SystemExit) as exc:
+        code = exc.code if isinstance(exc, SystemExit) and isinstance(exc.code, int) else 130
+        print(f"[distributed] interrupted ({code}): stopping everything", file=sys.stderr, flush=True)
         keep = True
     finally:
         stack.stop()
@@ -555,7 +652,7 @@ def run(scenario: str, *, keep: bool = False) -> int:
         print(f"[distributed] kept {workdir}")
     else:
         shutil.rmtree(workdir, ignore_errors=True)
-    return 0 if ok else 1
+    return 0 if ok else (code or 1)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
