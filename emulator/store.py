@@ -144,11 +144,6 @@ class Store:
         ]
         return max(values)
 
-    def next_seq(self) -> int:
-        with self.lock:
-            self._seq += 1
-            return self._seq
-
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
         """One transaction under the store lock."""
@@ -179,9 +174,6 @@ class Store:
         for sub in ("imports", "exports"):
             shutil.rmtree(self.files_dir / sub, ignore_errors=True)
             (self.files_dir / sub).mkdir(parents=True, exist_ok=True)
-
-    def is_empty(self) -> bool:
-        return not self.query("SELECT 1 FROM accounts LIMIT 1")
 
     # --- accounts and keys ---------------------------------------------------------------------------------
     def put_account(self, account_id: str, name: str, domains: list[str], blocked: bool = False) -> dict[str, Any]:
