@@ -1,8 +1,9 @@
 """One request budget for the whole deployment, shared by every worker, machine and the triggerer.
 
-The bucket is a sliding-window log kept in a SQL table (SQLAlchemy: a SQLite file for a standalone
-deployment, PostgreSQL when workers run on several machines). Each request inserts one row stamped with
-its time; a request may go only while fewer than ``limit`` rows are younger than ``window`` seconds.
+The bucket is a sliding-window log kept where every component reaches it: a SQL table (SQLAlchemy: a
+SQLite file for a standalone deployment, PostgreSQL when workers run on several machines) or a Redis
+sorted set (``redis://``). Each request adds one entry stamped with its time; a request may go only while
+fewer than ``limit`` entries are younger than ``window`` seconds.
 A sliding window of ``limit`` also holds inside every fixed window of the server, so a budget below the
 account's 100/minute never trips it.
 
@@ -14,7 +15,7 @@ Why not pyrate-limiter: its SQLite bucket serialises with an in-process lock onl
 processes could overshoot), its PostgreSQL bucket needs psycopg_pool rather than SQLAlchemy, and none of
 its buckets can absorb the server's remaining/reset headers. One small table with database-level locking
 (``BEGIN IMMEDIATE`` on SQLite, ``SELECT ... FOR UPDATE`` on PostgreSQL) covers both databases with one
-code path.
+code path; on Redis, two Lua scripts do the same check-and-take atomically, on the Redis server's clock.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import os
 import random
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,11 +88,6 @@ def _engine(url: str) -> Engine:
     with _engines_lock:
         engine = _engines.get(key)
         if engine is None:
-            if url.startswith(("redis://", "rediss://")):
-                raise ValueError(
-                    "The rate-limit backend must be a SQLAlchemy URL (sqlite:///path or postgresql://...); "
-                    "Redis is not supported by this provider: use the PostgreSQL metadata or state database."
-                )
             if url.startswith("sqlite"):
                 engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": 60})
                 _make_sqlite_transactions_exclusive(engine)
@@ -115,6 +112,91 @@ def _make_sqlite_transactions_exclusive(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+_ACQUIRE_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local window = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local count = redis.call('ZCARD', KEYS[1])
+local blocked = tonumber(redis.call('GET', KEYS[2]) or '0')
+if blocked > now then
+  return {tostring(blocked - now), count, '-1'}
+end
+if count < limit then
+  redis.call('ZADD', KEYS[1], now, ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000) + 60000)
+  return {'0', count + 1, tostring(now)}
+end
+local oldest = redis.call('ZRANGE', KEYS[1], count - limit, count - limit, 'WITHSCORES')
+return {tostring(tonumber(oldest[2]) + window - now), count, '-1'}
+"""
+
+_FEEDBACK_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local window = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local mode = ARGV[3]
+if mode == 'block' then
+  local untilv = now + tonumber(ARGV[4])
+  local blocked = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if untilv > blocked then
+    redis.call('SET', KEYS[2], tostring(untilv), 'PX', math.ceil((untilv - now) * 1000) + 1000)
+  end
+  return 0
+end
+local remaining = tonumber(ARGV[4])
+local reset_in = math.min(tonumber(ARGV[5]), window)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local count = redis.call('ZCARD', KEYS[1])
+local deficit = (limit - count) - math.max(remaining, 0)
+for i = 1, deficit do
+  redis.call('ZADD', KEYS[1], now + reset_in - window, ARGV[6] .. ':' .. i)
+end
+if deficit > 0 then
+  redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000) + 60000)
+end
+return math.max(deficit, 0)
+"""
+
+
+class _RedisBucket:
+    """The same bucket in Redis: a sorted set of token times and a key holding the block, on Redis's clock."""
+
+    def __init__(self, url: str, bucket: str, limit: int, window: float) -> None:
+        import redis
+
+        self._client = redis.Redis.from_url(url)
+        self._tokens = f"connectif:rate-limit:{bucket}:tokens"
+        self._blocked = f"connectif:rate-limit:{bucket}:blocked"
+        self._limit = limit
+        self._window = window
+        self._acquire = self._client.register_script(_ACQUIRE_LUA)
+        self._feedback = self._client.register_script(_FEEDBACK_LUA)
+
+    def try_acquire(self) -> RateLimitDecision:
+        wait, count, stamp = self._acquire(
+            keys=[self._tokens, self._blocked], args=[self._window, self._limit, uuid.uuid4().hex]
+        )
+        taken_at = float(stamp)
+        return RateLimitDecision(wait=float(wait), in_window=int(count), taken_at=None if taken_at < 0 else taken_at)
+
+    def block_for(self, seconds: float) -> None:
+        self._feedback(keys=[self._tokens, self._blocked], args=[self._window, self._limit, "block", seconds])
+
+    def shrink(self, remaining: int, reset_in: float) -> int:
+        args: list[str | int | float] = [self._window, self._limit, "shrink", remaining, reset_in, uuid.uuid4().hex]
+        return int(self._feedback(keys=[self._tokens, self._blocked], args=args))
+
+    def in_window(self) -> int:
+        now = time.time()
+        return int(self._client.zcount(self._tokens, now - self._window, "+inf"))
+
+    def reset(self) -> None:
+        self._client.delete(self._tokens, self._blocked)
+
+
 @dataclass(frozen=True)
 class RateLimitDecision:
     """Outcome of one attempt to take a token: ``wait`` is 0 when the token was taken."""
@@ -136,6 +218,9 @@ class SharedRateLimiter:
         self.bucket = bucket
         self.limit = int(limit)
         self.window = float(window)
+        self._redis: _RedisBucket | None = None
+        if backend_url.startswith(("redis://", "rediss://", "unix://")):
+            self._redis = _RedisBucket(backend_url, bucket, self.limit, self.window)
 
     def __repr__(self) -> str:
         return f"SharedRateLimiter(bucket={self.bucket!r}, limit={self.limit}, window={self.window})"
@@ -173,6 +258,8 @@ class SharedRateLimiter:
 
     def try_acquire(self) -> RateLimitDecision:
         """Take a token if the budget allows; otherwise say how long to wait. One short transaction."""
+        if self._redis is not None:
+            return self._redis.try_acquire()
         engine = self._engine()
         with engine.begin() as conn:
             blocked_until = self._lock_bucket(conn)
@@ -211,6 +298,9 @@ class SharedRateLimiter:
         """Fold what the server said into the bucket (see the module docstring)."""
         if not limited and (remaining is None or reset_at is None):
             return
+        if self._redis is not None:
+            self._redis_feedback(limited=limited, retry_after=retry_after, remaining=remaining, reset_at=reset_at)
+            return
         engine = self._engine()
         with engine.begin() as conn:
             blocked_until = self._lock_bucket(conn)
@@ -247,6 +337,24 @@ class SharedRateLimiter:
                 conn.execute(insert(tokens_table), [{"bucket": self.bucket, "taken_at": stamp}] * deficit)
                 log.info("Connectif reports %d requests left until reset; bucket lowered by %d", remaining, deficit)
 
+    def _redis_feedback(
+        self, *, limited: bool, retry_after: float | None, remaining: int | None, reset_at: float | None
+    ) -> None:
+        assert self._redis is not None
+        now = time.time()
+        if limited:
+            if retry_after is not None:
+                seconds = retry_after
+            elif reset_at is not None and reset_at > now:
+                seconds = reset_at - now
+            else:
+                seconds = 1.0
+            self._redis.block_for(min(seconds, MAX_BLOCK_SECONDS))
+        elif remaining is not None and reset_at is not None and reset_at > now:
+            deficit = self._redis.shrink(remaining, reset_at - now)
+            if deficit:
+                log.info("Connectif reports %d requests left until reset; bucket lowered by %d", remaining, deficit)
+
     def acquire(self, max_wait: float | None = None) -> float:
         """Block until a token is taken; return the seconds waited."""
         started = time.monotonic()
@@ -276,6 +384,8 @@ class SharedRateLimiter:
 
     def in_window(self) -> int:
         """Tokens taken in the current window (for tests and the benchmark)."""
+        if self._redis is not None:
+            return self._redis.in_window()
         engine = self._engine()
         with engine.connect() as conn:
             return int(
@@ -288,6 +398,9 @@ class SharedRateLimiter:
 
     def reset(self) -> None:
         """Forget every token and block of this bucket (tests, or after changing the budget)."""
+        if self._redis is not None:
+            self._redis.reset()
+            return
         engine = self._engine()
         with engine.begin() as conn:
             conn.execute(delete(tokens_table).where(tokens_table.c.bucket == self.bucket))

@@ -30,8 +30,18 @@ def _max_in_window(stamps: list[float], window: float) -> int:
     return best
 
 
-def test_budget_per_window(rate_limit_db: str) -> None:
-    limiter = SharedRateLimiter(rate_limit_db, "b1", limit=5, window=1.0)
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres), "redis"])
+def backend_url(request: pytest.FixtureRequest, rate_limit_db: str) -> str:
+    """Every backend: SQLite (standalone), PostgreSQL and Redis (distributed deployments)."""
+    if request.param == "sqlite":
+        return rate_limit_db
+    if request.param == "redis":
+        return str(request.getfixturevalue("rate_limit_redis_url"))
+    return str(request.getfixturevalue("rate_limit_postgres_url"))
+
+
+def test_budget_per_window(backend_url: str) -> None:
+    limiter = SharedRateLimiter(backend_url, f"b1-{uuid.uuid4().hex[:6]}", limit=5, window=1.0)
     for _ in range(5):
         assert limiter.try_acquire().wait == 0
     decision = limiter.try_acquire()
@@ -50,8 +60,8 @@ def test_buckets_are_independent(rate_limit_db: str) -> None:
     assert a.try_acquire().wait > 0
 
 
-def test_429_blocks_until_retry_after(rate_limit_db: str) -> None:
-    limiter = SharedRateLimiter(rate_limit_db, "b2", limit=100, window=60)
+def test_429_blocks_until_retry_after(backend_url: str) -> None:
+    limiter = SharedRateLimiter(backend_url, f"b2-{uuid.uuid4().hex[:6]}", limit=100, window=60)
     limiter.record_server_state(limited=True, retry_after=20)
     assert 10 < limiter.try_acquire().wait <= 20
     limiter.record_server_state(limited=True, reset_at=time.time() + 40)  # no Retry-After: the reset
@@ -67,19 +77,6 @@ def test_server_remaining_shrinks_then_restores_budget(backend_url: str) -> None
     assert limiter.try_acquire().wait > 0  # the server's 2 are spent
     time.sleep(max(0.0, reset_at - time.time()) + 0.05)  # the server's window turned over
     assert limiter.try_acquire().wait == 0
-
-
-def test_rejects_unsupported_backend() -> None:
-    with pytest.raises(ValueError, match="SQLAlchemy URL"):
-        SharedRateLimiter("redis://localhost:6379/0", "x", limit=1).try_acquire()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def backend_url(request: pytest.FixtureRequest, rate_limit_db: str) -> str:
-    """Both SQL backends: SQLite (standalone) and PostgreSQL (distributed deployments)."""
-    if request.param == "sqlite":
-        return rate_limit_db
-    return str(request.getfixturevalue("rate_limit_postgres_url"))
 
 
 def test_several_processes_share_one_budget(backend_url: str, tmp_path: Path) -> None:
