@@ -25,9 +25,10 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "schema": {"type": ["number", "null"], "default": 60},
     },
     "rate_limit_backend": {
-        "label": "Rate-limit backend (SQLAlchemy URL)",
-        "description": "A database every Airflow component reaches: sqlite:////path/file.db for one machine, "
-        "postgresql://user:pass@host/db for several. Default: a SQLite file in AIRFLOW_HOME.",
+        "label": "Rate-limit backend URL",
+        "description": "Where the shared bucket lives, reachable by every Airflow component: a SQLAlchemy URL "
+        "(sqlite:////path/file.db for one machine, postgresql://user:pass@host/db for several) or "
+        "redis://host:port/db. Default: a SQLite file in AIRFLOW_HOME.",
         "schema": {"type": ["string", "null"]},
     },
     "rate_limit_bucket": {
