@@ -1,0 +1,188 @@
+"""End to end on small sample ERPs: every kind of dirty data, change detection, confirm-after-import."""
+
+from __future__ import annotations
+
+import csv
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from connectif_sync import StateStore, erp, plan_sync, run_sync
+
+SEED = 3
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, erp.GenerationSummary]:
+    path = tmp_path_factory.mktemp("erp") / "erp.db"
+    url = f"sqlite:///{path}"
+    summary = erp.generate(url, contacts=2000, products=400, orders=50, coupons=300, seed=SEED, dirty_rate=0.1)
+    return url, summary
+
+
+def _copy(sample: tuple[str, erp.GenerationSummary], tmp_path: Path) -> str:
+    src = Path(sa.make_url(sample[0]).database or "")
+    dst = tmp_path / "erp.db"
+    dst.write_bytes(src.read_bytes())
+    return f"sqlite:///{dst}"
+
+
+def _csv(path: str) -> list[dict[str, str]]:
+    with open(path, encoding="utf-8", newline="") as fh:  # newline="": keep \r\n inside values
+        return list(csv.DictReader(fh))
+
+
+def _exec(url: str, sql: str) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(sql))
+    engine.dispose()
+
+
+def test_contacts_first_run_handles_every_kind_of_dirty_data(sample, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    url, summary = sample
+    state = f"sqlite:///{tmp_path / 'state.db'}"
+    result = run_sync("contacts", url, tmp_path / "out", state_url=state)
+    dirty = summary.dirty["customers"]
+    r = result.report
+    assert r.extracted == 2000
+    assert r.invalid == len(dirty["invalid_email"]) + len(dirty["null_email"]) + len(dirty["long_name"]) + len(
+        dirty["invalid_phone"]
+    )
+    assert r.duplicate == len(dirty["duplicate_email"])
+    assert r.sent == r.new == 2000 - r.invalid - r.duplicate and r.unchanged == r.changed == r.deleted == 0
+    assert r.files == 1 and r.bytes == Path(result.files[0].path).stat().st_size
+    with StateStore(state) as store:
+        by_ref = {(x["source_ref"], x["field"], x["reason"]) for x in store.rejected("contacts", limit=10_000)}
+    expect = {
+        "invalid_email": ("_email", "invalid email address"),
+        "null_email": ("_email", "required field is empty"),
+        "long_name": ("_name", "longer than 255 characters"),
+        "duplicate_email": ("_email", "duplicate key: an earlier row with the same key was kept"),
+    }
+    for kind, (field, reason) in expect.items():
+        for i in dirty[kind]:
+            assert (f"id={i}", field, reason) in by_ref, (kind, i)
+    phone_reason = "invalid phone number (expected an international number, e.g. +34600111222)"
+    assert {(f"id={i}", "_mobilePhone", phone_reason) for i in dirty["invalid_phone"]} <= by_ref
+    rows = {row["_externalId"]: row for row in _csv(result.files[0].path)}
+    assert len(rows) == r.sent
+    for i in dirty["special_chars"]:
+        assert rows[f"{i:09d}"]["_surname"] == erp.SPECIAL_LAST  # quotes, commas, newline, pipe round-trip
+    for i in dirty["unicode"]:
+        assert rows[f"{i:09d}"]["_name"] == erp.UNICODE_FIRST
+    for i in dirty["leading_zeros"]:
+        assert not rows[f"{i:09d}"]["_points"].startswith("0")
+    one = rows["000000001"]
+    assert one["_email"] == erp.clean_email(SEED, 1)
+    assert all(v == "" or v.startswith("+") for v in (row["_mobilePhone"] for row in rows.values()))
+    assert set(one) == {"_email", "_externalId", "_name", "_surname", "_birthdate", "_mobilePhone", "_points",
+                        "_newsletterSubscriptionStatus", "_smsSubscriptionStatus", "favourite_categories",
+                        "customer_tier"}  # fmt: skip
+
+
+def test_change_detection_confirm_and_failed_lines(sample, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    url = _copy(sample, tmp_path)
+    state = f"sqlite:///{tmp_path / 'state.db'}"
+    first = run_sync("contacts", url, tmp_path / "run1", state_url=state)
+    # Nothing confirmed yet: a second run sends everything again, and the first run's files are superseded.
+    assert run_sync("contacts", url, tmp_path / "run1b", state_url=state).report.new == first.report.sent
+    with StateStore(state) as store:
+        assert {f["status"] for f in store.files("contacts")} == {"superseded", "pending"}
+        out = store.confirm_import({"import_id": "x", "status": "finished", "file_path": first.files[0].path,
+                                    "rejected_rows": [{"line": 5, "field": "_email", "error": "bad"},
+                                                      {"line": 9, "field": "", "error": "nope"}]})  # fmt: skip
+        assert out == {
+            "object": "contacts",
+            "path": first.files[0].path,
+            "confirmed": first.report.sent - 2,
+            "failed": 2,
+        }
+        pending = sorted((p["line"], p["reason"]) for p in store.pending("contacts"))
+        assert pending == [(5, "_email: bad"), (9, "nope")]
+    lines = _csv(first.files[0].path)
+    second = run_sync("contacts", url, tmp_path / "run2", state_url=state)
+    assert (second.report.new, second.report.changed, second.report.sent) == (2, 0, 2)
+    assert [r["_email"] for r in _csv(second.files[0].path)] == [lines[4]["_email"], lines[8]["_email"]]
+    with StateStore(state) as store:
+        store.confirm_file(second.files[0].path)
+        assert store.pending("contacts") == []
+    _exec(url, "UPDATE customers SET first_name = 'Renamed' WHERE id = 1")
+    dirty = sample[1].dirty["customers"]
+    gone = next(i for i in range(3, 2000, 2) if i + 1 not in dirty["duplicate_email"] and i > 9)
+    _exec(url, f"DELETE FROM customers WHERE id = {gone}")
+    third = run_sync("contacts", url, tmp_path / "run3", state_url=state)
+    assert (third.report.changed, third.report.new, third.report.deleted, third.report.sent) == (1, 0, 1, 1)
+    assert third.deleted_keys == [erp.clean_email(SEED, gone)]
+    assert _csv(third.files[0].path)[0]["_name"] == "Renamed"
+    resync = run_sync("contacts", url, tmp_path / "run4", state_url=state, full_resync=True)
+    assert resync.report.sent == first.report.sent - 1 and resync.report.mode == "full_resync"
+
+
+def test_incremental_run_uses_the_watermark(sample, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    url = _copy(sample, tmp_path)
+    state = f"sqlite:///{tmp_path / 'state.db'}"
+    first = run_sync("contacts", url, tmp_path / "a", state_url=state, incremental=True)
+    assert first.report.mode == "full"  # no watermark yet
+    with StateStore(state) as store:
+        store.confirm_file(first.files[0].path)
+    _exec(url, "UPDATE customers SET last_name = 'Changed', updated_at = '2026-01-02 00:00:00' WHERE id IN (5, 7, 9)")
+    inc = run_sync("contacts", url, tmp_path / "b", state_url=state, incremental=True, lookback=timedelta(minutes=5))
+    r = inc.report
+    assert r.mode == "incremental" and r.since is not None and r.since < "2026-01-01"
+    assert r.extracted < 50 and (r.changed, r.sent, r.deleted) == (3, 3, 0)
+    assert sorted(row["_externalId"] for row in _csv(inc.files[0].path)) == ["000000005", "000000007", "000000009"]
+    assert r.high_water == "2026-01-02 00:00:00"
+    # while the file is not confirmed, the next incremental run starts no later than its rows
+    again = run_sync("contacts", url, tmp_path / "c", state_url=state, incremental=True, lookback=timedelta(0))
+    assert again.report.sent == 3
+
+
+def test_dry_run_writes_nothing(sample, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    url, _ = sample
+    state_file = tmp_path / "state.db"
+    report = plan_sync("contacts", url, state_url=f"sqlite:///{state_file}")
+    assert report.mode == "plan" and report.files == 1 and report.bytes > 0 and report.sent > 0
+    assert report.api_requests == {"imports": 1, "min_requests": 2, "max_requests_if_every_import_has_errors": 3,
+                                   "queue_waves": 1, "min_minutes_at_rate_limit": 0.02}  # fmt: skip
+    assert not state_file.exists() and list(tmp_path.iterdir()) == []
+    real = run_sync("contacts", url, tmp_path / "out", state_url=f"sqlite:///{state_file}", max_file_bytes=100_000)
+    assert real.report.files == plan_sync("contacts", url, max_file_bytes=100_000).files > 1
+    assert all(Path(f.path).stat().st_size <= 100_000 for f in real.files)
+
+
+def test_products_from_sql_source(sample, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    url, summary = sample
+    result = run_sync("products", url, tmp_path / "out", state_url=f"sqlite:///{tmp_path / 's.db'}")
+    dirty = summary.dirty["products"]
+    rows = {r["productId"]: r for r in _csv(result.files[0].path)}
+    for kind in ("negative_price", "null_name", "null_price", "long_name"):
+        assert not any(f"{i:07d}" in rows for i in dirty[kind]), kind
+    for i in dirty["special_chars"]:
+        assert rows[f"{i:07d}"]["description"] == erp.SPECIAL_DESCRIPTION
+    for i in dirty["leading_zeros"]:
+        assert not rows[f"{i:07d}"]["inStockUnits"].startswith("0") or rows[f"{i:07d}"]["inStockUnits"] == "0"
+    assert result.report.duplicate == len(dirty["duplicate_sku"])
+    p1 = rows["0000001"]
+    assert p1["productDetailUrl"].startswith("https://shop.example.com/p/0000001-")
+    assert p1["categories"].count("/") >= 1 and "|" not in p1["categories"]
+    assert p1["publishedAt"].endswith("Z") and p1["availability"] in ("instock", "outofstock")
+    assert float(p1["unitPrice"]) == pytest.approx(float(p1["unitPriceWithoutVAT"]) * 1.21, abs=0.01)
+
+
+def test_coupons_one_file_series_per_set(sample, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    url, summary = sample
+    result = run_sync("coupons", url, tmp_path / "out", state_url=f"sqlite:///{tmp_path / 's.db'}")
+    assert {f.partition for f in result.files} == set(summary.coupon_sets)
+    for f in result.files:
+        assert Path(f.path).name == f"coupons-{f.partition}-0001.csv"
+        codes = [r["code"] for r in _csv(f.path)]
+        assert len(codes) == len(set(codes)) == f.rows
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        unused = conn.execute(sa.text("SELECT count(*) FROM coupon_pool WHERE status = 'unused'")).scalar_one()
+    engine.dispose()
+    assert result.report.extracted == unused
+    assert result.report.sent + result.report.invalid + result.report.duplicate == unused
