@@ -129,6 +129,13 @@ def test_sound_minimal_repo_passes(mini_repo: Path) -> None:
     assert problems(mini_repo) == []
 
 
+def test_repository_compose_file() -> None:
+    """The real docker-compose.yaml, Dockerfile and .env.example of this repository."""
+    report = ComposeChecker(REPO).run()
+    assert report.problems == []
+    assert any("docker-compose config: OK" in note for note in report.notes)
+
+
 def test_main_exit_codes(mini_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--root", str(mini_repo)]) == 0
     assert "compose-check: OK" in capsys.readouterr().out
