@@ -112,6 +112,9 @@ class Stack:
         }
         self.api_key = f"dist{secrets.token_hex(4)}:{secrets.token_hex(16)}"
         self.admin_password = secrets.token_urlsafe(12)
+        self.fernet_key = base64.urlsafe_b64encode(os.urandom(32)).decode()
+        self.jwt_secret = secrets.token_urlsafe(48)
+        self.api_secret_key = secrets.token_urlsafe(48)
         self.pg_user = "airflow"
         self.logs = workdir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -184,7 +187,7 @@ class Stack:
         def ready() -> bool:
             self.check_alive()
             return subprocess.run(
-                [str(PG_BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.ports["postgres"])],
+                [str(PG_BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.ports["postgres"]), "-U", self.pg_user],
                 capture_output=True,
             ).returncode == 0
 
@@ -245,7 +248,7 @@ class Stack:
             "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
             "AIRFLOW__CORE__FERNET_KEY": self.fernet_key,
             "AIRFLOW__API_AUTH__JWT_SECRET": self.jwt_secret,
-            "AIRFLOW__API__SECRET_KEY": self.jwt_secret[::-1],
+            "AIRFLOW__API__SECRET_KEY": self.api_secret_key,
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(self.ports["api"]),
             "AIRFLOW__API__BASE_URL": self.api_url,
@@ -268,10 +271,6 @@ class Stack:
         })
         env.update(extra)
         return env
-
-    def prepare_secrets(self) -> None:
-        self.fernet_key = base64.urlsafe_b64encode(os.urandom(32)).decode()
-        self.jwt_secret = secrets.token_urlsafe(48)
 
     def init_airflow(self) -> None:
         """``deploy/init.sh``: the very script of docker-compose's airflow-init."""
@@ -620,7 +619,6 @@ def run(scenario: str, *, keep: bool = False) -> int:
     timings = Timings()
     workdir = Path(tempfile.mkdtemp(prefix="connectif-distributed-"))
     stack = Stack(workdir, dags_folder=DAGS_FOLDERS[scenario], emulator_speed=EMULATOR_SPEED[scenario])
-    stack.prepare_secrets()
     ok = False
     code = 0
     try:
