@@ -66,7 +66,7 @@ def test_upload_stores_id_then_defers() -> None:
         _op().execute({"task_state_store": store})
     create.assert_called_once()
     assert create.call_args.args == ("/data/chunk-0001.csv", "contacts")
-    assert store.data["connectif_import"] == {"import_id": "i1", "file_path": "/data/chunk-0001.csv"}
+    assert store.data["connectif_import"] == {"import_id": "i1", "file_path": "/data/chunk-0001.csv", "file": None}
     trigger = info.value.trigger
     assert isinstance(trigger, ConnectifImportTrigger) and trigger.import_ids == ["i1"]
     assert info.value.method_name == "execute_complete"
@@ -119,6 +119,30 @@ def test_retry_uploads_again_when_the_earlier_import_is_unusable(stored_state: d
         _op().execute({"task_state_store": store})
     create.assert_called_once()
     assert store.data["connectif_import"]["import_id"] == "i2"
+
+
+def test_rewritten_file_is_uploaded_again(tmp_path: Path) -> None:
+    """A task cleared together with its upstream gets a new file at the same path: no stale re-attach."""
+    path = tmp_path / "chunk.csv"
+    path.write_text("_email\na@example.com\n")
+    store = DictStore()
+    with mock.patch(f"{HOOK}.create_import", return_value=_imp()), pytest.raises(TaskDeferred):
+        _op(file_path=str(path)).execute({"task_state_store": store})
+    assert store.data["connectif_import"]["file"]["size"] == path.stat().st_size
+    with (
+        mock.patch(f"{HOOK}.get_import", return_value=_imp("finished", success=1)),
+        mock.patch(f"{HOOK}.create_import") as create,
+    ):
+        _op(file_path=str(path)).execute({"task_state_store": store})  # same file: the earlier import
+    create.assert_not_called()
+    path.write_text("_email\nb@example.com\nc@example.com\n")
+    with (
+        mock.patch(f"{HOOK}.get_import", return_value=_imp("finished", success=1)),
+        mock.patch(f"{HOOK}.create_import", return_value=_imp(id="i2")) as create,
+        pytest.raises(TaskDeferred),
+    ):
+        _op(file_path=str(path)).execute({"task_state_store": store})
+    create.assert_called_once()
 
 
 def test_full_queue_defers_until_a_slot_frees() -> None:

@@ -54,6 +54,15 @@ def _state_store(context: Context) -> Any:
         return None
 
 
+def _fingerprint(path: str) -> dict[str, int] | None:
+    """Size and modification time of the file, or None when it is not on this machine."""
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return None
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
 def import_summary(resource: dict[str, Any], rejected_rows: list[dict[str, Any]], file_path: str) -> dict[str, Any]:
     """The operator's XCom: what the sync library needs to commit confirmed rows and keep failed ones."""
     return {
@@ -196,7 +205,10 @@ class ConnectifImportOperator(BaseOperator):
                 self._wait_for_slot_sync(hook, deadline)
         import_id = str(created["id"])
         if store is not None:
-            store.set(self.state_key, {"import_id": import_id, "file_path": str(self.file_path)})
+            store.set(
+                self.state_key,
+                {"import_id": import_id, "file_path": str(self.file_path), "file": _fingerprint(self.file_path)},
+            )
         self.log.info("Uploaded %s as import %s (%s rows)", self.file_path, import_id, created.get("total"))
         return self._wait(context, import_id, deadline)
 
@@ -206,6 +218,12 @@ class ConnectifImportOperator(BaseOperator):
             return None
         saved = store.get(self.state_key)
         if not isinstance(saved, dict) or saved.get("file_path") != str(self.file_path):
+            return None
+        current = _fingerprint(self.file_path)
+        if current is not None and saved.get("file") not in (None, current):
+            # The file was written again (the task was cleared with its upstream): its rows must be sent, not
+            # the old import's summary returned.
+            self.log.info("%s changed since import %s; uploading it again", self.file_path, saved["import_id"])
             return None
         try:
             resource = hook.get_import(str(saved["import_id"]))
