@@ -74,7 +74,7 @@ async def test_import_success_after_queued_and_in_progress(sleeps: list[float]) 
         events = await _collect(trigger)
     assert events == [{"status": "success", "imports": [answers[-1]]}]
     assert get.await_count == 5  # one GET per poll
-    assert sleeps == [10, 10, 15, 20, 10]  # first poll after one interval; backs off while queued (capped)
+    assert sleeps == [1, 10, 15, 20, 10]  # first poll after 1 s; backs off while queued (capped)
 
 
 async def test_import_error_and_cancelled(sleeps: list[float]) -> None:

@@ -34,6 +34,8 @@ from connectif_provider.models import (
 _TRANSIENT = (ConnectifRateLimitedError, ConnectifServerError, ConnectifTransportError)
 #: While an import waits in the queue behind others, the interval grows by this factor per poll.
 QUEUED_BACKOFF_FACTOR = 1.5
+#: Seconds before a trigger's first poll.
+FIRST_POLL_DELAY = 1.0
 
 
 def progress_message(resource: dict[str, Any]) -> str:
@@ -75,8 +77,11 @@ class _PollingTrigger(BaseTrigger):
         return None if self.deadline is None else self.deadline - time.time()
 
     async def _first_wait(self) -> None:
-        """The first poll comes one interval in: the operator has just created (or read) the resource."""
-        await self._sleep(self.poll_interval)
+        """
+        The first poll comes ``FIRST_POLL_DELAY`` in (or one interval, if shorter), not at once: the operator
+        has just created or read the resource, and a small import is often done within that second.
+        """
+        await self._sleep(min(self.poll_interval, FIRST_POLL_DELAY))
 
     async def _sleep(self, interval: float) -> None:
         left = self._time_left()
