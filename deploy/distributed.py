@@ -615,10 +615,10 @@ def _stop_on_signals() -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def run(scenario: str, *, keep: bool = False) -> int:
+def run(scenario: str, *, keep: bool = False, dags_folder: Path | None = None) -> int:
     timings = Timings()
     workdir = Path(tempfile.mkdtemp(prefix="connectif-distributed-"))
-    stack = Stack(workdir, dags_folder=DAGS_FOLDERS[scenario], emulator_speed=EMULATOR_SPEED[scenario])
+    stack = Stack(workdir, dags_folder=dags_folder or DAGS_FOLDERS[scenario], emulator_speed=EMULATOR_SPEED[scenario])
     ok = False
     code = 0
     try:
@@ -657,8 +657,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="probe")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs) after success")
+    parser.add_argument("--dags-folder", type=Path, help="DAGs to run instead of the scenario's (same DAG ids)")
     args = parser.parse_args(argv)
-    return run(args.scenario, keep=args.keep)
+    return run(args.scenario, keep=args.keep, dags_folder=args.dags_folder)
 
 
 if __name__ == "__main__":
