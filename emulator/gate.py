@@ -90,14 +90,11 @@ class Gate:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         auth_header = headers.get("authorization", "")
         scheme, _, key = auth_header.partition(" ")
-        record = state.store.get_key(key.strip()) if scheme.lower() == "apikey" and key.strip() else None
-        if record is None:
+        found = state.store.authenticate(key.strip()) if scheme.lower() == "apikey" and key.strip() else None
+        if found is None:
             await _plain(send, 401, "Unauthorized")
             return
-        account = state.store.get_account(record["accountId"])
-        if account is None:
-            await _plain(send, 401, "Unauthorized")
-            return
+        record, account = found
         settings = state.settings
         storm = state.storm_until > time.time()
         if storm:

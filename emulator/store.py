@@ -134,6 +134,9 @@ class Store:
         self.conn.executescript(_SCHEMA)
         self.generation = 0
         self._seq = self._max_seq()
+        # key -> (key record, account): every API request needs both, and each SQLite call lets the GIL go,
+        # which a busy import thread then holds for up to a switch interval.
+        self._auth_cache: dict[str, tuple[dict[str, Any], dict[str, Any]] | None] = {}
         (files_dir / "imports").mkdir(parents=True, exist_ok=True)
         (files_dir / "exports").mkdir(parents=True, exist_ok=True)
 
@@ -171,6 +174,7 @@ class Store:
             for table in _DATA_TABLES:
                 conn.execute(f"DELETE FROM {table}")
             self.generation += 1
+            self._auth_cache.clear()
         for sub in ("imports", "exports"):
             shutil.rmtree(self.files_dir / sub, ignore_errors=True)
             (self.files_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -183,6 +187,7 @@ class Store:
                 "ON CONFLICT(id) DO UPDATE SET name=excluded.name, blocked=excluded.blocked, domains=excluded.domains",
                 (account_id, name, int(blocked), _dumps(domains)),
             )
+            self._auth_cache.clear()
         return {"id": account_id, "name": name, "blocked": blocked, "authorizedDomains": domains}
 
     def get_account(self, account_id: str) -> dict[str, Any] | None:
@@ -202,6 +207,7 @@ class Store:
                 "INSERT OR REPLACE INTO api_keys(key, account_id, scopes, blocked) VALUES (?, ?, ?, ?)",
                 (key, account_id, _dumps(scopes), int(blocked)),
             )
+            self._auth_cache.clear()
         return {"key": key, "accountId": account_id, "scopes": scopes, "blocked": blocked}
 
     def get_key(self, key: str) -> dict[str, Any] | None:
@@ -210,6 +216,19 @@ class Store:
             return None
         row = rows[0]
         return {"key": row[0], "accountId": row[1], "scopes": json.loads(row[2]), "blocked": bool(row[3])}
+
+    def authenticate(self, key: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """(key record, account) for an API key, or None when the key or its account is unknown (cached)."""
+        with self.lock:
+            if key in self._auth_cache:
+                return self._auth_cache[key]
+            record = self.get_key(key)
+            account = self.get_account(record["accountId"]) if record else None
+            found = (record, account) if record and account else None
+            if len(self._auth_cache) > 10_000:
+                self._auth_cache.clear()
+            self._auth_cache[key] = found
+            return found
 
     def list_keys(self) -> list[dict[str, Any]]:
         rows = self.query("SELECT key FROM api_keys ORDER BY key")
