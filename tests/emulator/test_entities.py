@@ -117,6 +117,11 @@ def test_product_validation_and_e0201(emulator: RunningEmulator) -> None:
     assert outside.status_code == 400
     assert outside.json()["code"] == "E0201" and outside.json()["allowedDomains"] == ["example.com"]
     assert emulator.admin.products() == []
+    emulator.admin.configure(authorized_domains=["evil.test"])
+    moved = api(
+        emulator, "PATCH", "/products/product-id/P1", json={**PRODUCT, "productDetailUrl": "https://evil.test/1"}
+    )
+    assert moved.status_code == 200
 
 
 def test_purchase_lifecycle_and_aggregates(emulator: RunningEmulator) -> None:

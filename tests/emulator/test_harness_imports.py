@@ -42,8 +42,11 @@ def test_blocked_key_and_account_get_403(emulator: RunningEmulator) -> None:
     key = emulator.admin.create_key(blocked=True)
     response = emulator.anon.get(emulator.url("/imports"), headers={"Authorization": f"apiKey {key}"})
     assert response.status_code == 403 and response.json()["status"] == 403
+    assert emulator.http.get("/imports").status_code == 200  # the key is now cached by the gate
     emulator.admin.update_account("default", blocked=True)
     assert emulator.anon.get(emulator.url("/imports"), headers=emulator.headers).status_code == 403
+    emulator.admin.update_account("default", blocked=False)
+    assert emulator.http.get("/imports").status_code == 200
 
 
 def test_rate_limit_headers_and_429(emulator: RunningEmulator) -> None:
