@@ -6,11 +6,13 @@ import argparse
 import gc
 import logging
 import socket
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import uvicorn
+from pydantic import ValidationError
 
 from emulator.app import create_app
 from emulator.settings import Settings
@@ -58,8 +60,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind here so that --port 0 works: the chosen port is printed for whoever started us."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise SystemExit(f"connectif-emulator: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    sock = _listen(args.host, args.port)
     api_key = args.api_key or generate_key()
     settings = {
         "import_rows_per_s": args.speed,
@@ -69,7 +85,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         "export_processing_s": args.export_seconds,
         "coupon_counts_lag_s": args.coupon_lag,
     }
-    state = create_state(api_key=api_key, state_file=args.state, authorized_domains=args.domains, settings=settings)
+    if args.state is not None:
+        args.state.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        state = create_state(api_key=api_key, state_file=args.state, authorized_domains=args.domains, settings=settings)
+    except (sqlite3.DatabaseError, ValidationError) as exc:
+        sock.close()
+        raise SystemExit(f"connectif-emulator: cannot start: {exc}") from None
     if not args.api_key:
         print(f"Connectif emulator API key: {api_key}", flush=True)
     logging.basicConfig(level=args.log_level.upper())
@@ -84,10 +106,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         create_app(state), host=args.host, port=args.port, log_level=args.log_level, lifespan="on", access_log=False
     )
     server = uvicorn.Server(config)
-    # Bind here so that --port 0 works: the chosen port is printed for whoever started us.
-    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((args.host, args.port))
     port = sock.getsockname()[1]
     print(f"Connectif emulator listening on http://{args.host}:{port}", flush=True)
     try:

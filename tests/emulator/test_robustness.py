@@ -158,3 +158,22 @@ def test_client_vanishing_mid_upload_leaves_nothing(emulator: RunningEmulator) -
     time.sleep(0.3)
     assert emulator.admin.imports() == []
     assert emulator.http.get("/imports").status_code == 200
+
+
+def test_cli_reports_a_busy_port_and_a_bad_state_file(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = subprocess.run(
+            [sys.executable, "-m", "emulator", "--port", str(port), "--api-key", "a:b"], capture_output=True, text=True
+        )
+    assert busy.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in busy.stderr
+    state = tmp_path / "not-a-database.sqlite"
+    state.write_text("hello")
+    bad = subprocess.run(
+        [sys.executable, "-m", "emulator", "--port", "0", "--api-key", "a:b", "--state", str(state)],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 1 and "cannot start" in bad.stderr
