@@ -6,7 +6,7 @@ Bulk objects (contacts, products, coupons)::
 
     run_sync(obj, source_url, out_dir, *, state_url=None, mapping=None, full_resync=False,
              incremental=False, lookback=timedelta(hours=1), max_file_bytes=DEFAULT_MAX_FILE_BYTES,
-             chunk_rows=100_000, dry_run=False, run_id=None) -> SyncResult
+             chunk_rows=32_768, dry_run=False, run_id=None) -> SyncResult
         Extract -> shape -> validate -> detect changes -> write chunk CSVs of the new and changed rows
         into out_dir (``<obj>-0001.csv``...; coupons ``coupons-<couponSetId>-0001.csv``), each with a
         ``.csv.manifest`` beside it. Rejected rows go to the state store's rejected table. Nothing is
@@ -43,7 +43,7 @@ State store (SQLAlchemy URL; default ``sqlite:///connectif_sync_state.db``, Post
 Purchases (one API request each; no files)::
 
     batch = purchase_payloads(source_url, start=None, end=None, *, mapping=None, state_url=None,
-                              chunk_rows=100_000, dry_run=False, include_done=False) -> PurchaseBatch
+                              chunk_rows=32_768, dry_run=False, include_done=False) -> PurchaseBatch
     for payload in batch: ...   # dicts ready for POST /purchases/ (purchaseId, contactEmail,
                                 # purchaseDate, cartId, paymentMethod, totalPrice, totalQuantity,
                                 # products[{productId, name, productDetailUrl, unitPrice, quantity,
@@ -59,7 +59,7 @@ Mappings, sample ERP, building blocks::
     generate_sample_erp(url, *, contacts=10_000, products=1_000, orders=2_000, coupons=600,
                         coupon_sets=3, erasures=None, seed=42, dirty_rate=0.02, order_days=7.0,
                         now=None) -> GenerationSummary (.rows, .dirty, .coupon_sets, .as_dict())
-    extract(source_url, mapping, *, since=None, window=None, chunk_rows=100_000) -> Iterator[DataFrame]
+    extract(source_url, mapping, *, since=None, window=None, chunk_rows=32_768) -> Iterator[DataFrame]
     shape(table, mapping) -> ShapedChunk;  validate(shaped, mapping, KeySet()) -> Validated
     ChunkWriter(out_dir, obj, columns, max_bytes=...) ; DEFAULT_MAX_FILE_BYTES (just under 50 MB)
 

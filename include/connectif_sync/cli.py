@@ -51,7 +51,7 @@ def _common(p: argparse.ArgumentParser, out: bool) -> None:
     p.add_argument("--full-resync", action="store_true", help="send every valid row, changed or not")
     p.add_argument("--lookback-minutes", type=float, default=60.0, help="watermark look-back (default 60)")
     p.add_argument("--max-file-bytes", type=int, default=DEFAULT_MAX_FILE_BYTES)
-    p.add_argument("--chunk-rows", type=int, default=100_000)
+    p.add_argument("--chunk-rows", type=int, default=32_768)
     p.add_argument("--start", help="purchases: first order date (inclusive), ISO 8601")
     p.add_argument("--end", help="purchases: last order date (exclusive), ISO 8601")
     if out:

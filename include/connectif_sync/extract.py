@@ -19,15 +19,17 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import pandas as pd
 import pyarrow as pa
 import sqlalchemy as sa
 
 from connectif_sync.mappings import Mapping
 
-DEFAULT_CHUNK_ROWS = 100_000
+if TYPE_CHECKING:
+    import pandas as pd
+
+DEFAULT_CHUNK_ROWS = 32_768
 
 
 @dataclass(frozen=True)
@@ -150,11 +152,15 @@ def _sqlalchemy_batches(url: str, sql: str, chunk_rows: int) -> Iterator[pa.Tabl
 _DONE = object()
 
 
-def prefetch(chunks: Iterator[pa.Table], depth: int = 2) -> Iterator[pa.Table]:
+T = TypeVar("T")
+
+
+def prefetch(chunks: Iterator[T], depth: int = 1) -> Iterator[T]:
     """Pull ``chunks`` in a background thread, ``depth`` ahead of the consumer.
 
     The database drivers and pyarrow release the GIL while they work, so reading the next chunk overlaps
     with shaping the current one (two cores: about the time of the slower of the two instead of the sum).
+    ``depth`` 1 keeps at most three chunks alive (being read, queued, being processed).
     Errors are re-raised in the consumer; closing the consumer stops the thread.
     """
     import queue
@@ -236,5 +242,7 @@ def extract(
     path: str = "auto",
 ) -> Iterator[pd.DataFrame]:
     """Stream the mapping's source as pandas DataFrames with Arrow-backed dtypes (see :func:`extract_arrow`)."""
+    import pandas as pd  # imported here: the pipeline itself works on Arrow and does not need pandas' memory
+
     for table in extract_arrow(source_url, mapping, since=since, window=window, chunk_rows=chunk_rows, path=path):
         yield table.to_pandas(types_mapper=pd.ArrowDtype)

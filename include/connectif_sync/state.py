@@ -175,6 +175,8 @@ class StateStore:
         )
         self.engine = sa.create_engine(self.url)
         self._adbc = u.get_backend_name() == "postgresql" and adbc_uri(self.url) is not None
+        if u.get_backend_name() == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         if not readonly:
             metadata.create_all(self.engine)
         elif not self._missing:
@@ -217,13 +219,30 @@ class StateStore:
         """All confirmed hashes of ``obj`` (16 bytes per key) for a full-scan comparison."""
         if self._missing:
             return StateIndex.empty()
-        t = self._arrow("SELECT key_hash, row_hash FROM connectif_sync_state WHERE object = :obj", {"obj": obj})
-        if t.num_rows == 0:
+        sql = "SELECT key_hash, row_hash FROM connectif_sync_state WHERE object = :obj"
+        if self.engine.dialect.name == "sqlite":
+            kh, rh = self._sqlite_pairs(sql.replace(":obj", "?"), obj)
+        else:
+            t = self._arrow(sql, {"obj": obj})
+            kh = np.asarray(t.column("key_hash").to_numpy(), dtype=np.int64)
+            rh = np.asarray(t.column("row_hash").to_numpy(), dtype=np.int64)
+        if len(kh) == 0:
             return StateIndex.empty()
-        kh = np.asarray(t.column("key_hash").to_numpy(), dtype=np.int64)
-        rh = np.asarray(t.column("row_hash").to_numpy(), dtype=np.int64)
         order = np.argsort(kh)
         return StateIndex(kh[order], rh[order], np.zeros(len(kh), bool))
+
+    def _sqlite_pairs(self, sql: str, obj: str) -> tuple[np.ndarray, np.ndarray]:
+        """Two integer columns straight from the sqlite3 cursor into numpy (no per-row SQLAlchemy work)."""
+        import itertools
+
+        with self.engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            n = raw.execute("SELECT count(*) FROM connectif_sync_state WHERE object = ?", (obj,)).fetchone()[0]
+            cur = raw.execute(sql, (obj,))
+            cur.arraysize = 10_000
+            flat = np.fromiter(itertools.chain.from_iterable(cur), dtype=np.int64, count=2 * n)
+        return flat[0::2].copy(), flat[1::2].copy()
 
     def lookup(self, obj: str, key_hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(found, row_hash)`` for a few keys (incremental runs), without loading the whole object."""
@@ -359,6 +378,19 @@ class StateStore:
                 .where(runs_table.c.run_id == run_id)
                 .values(finished_at=now, high_water=high_water, report=json.dumps(report))
             )
+            keep = [
+                r[0]
+                for r in conn.execute(
+                    sa.select(runs_table.c.run_id)
+                    .where(runs_table.c.object == obj)
+                    .order_by(runs_table.c.started_at.desc())
+                    .limit(KEEP_REJECTED_RUNS)
+                )
+            ]
+            if keep:
+                conn.execute(
+                    rejected_table.delete().where(rejected_table.c.object == obj, rejected_table.c.run_id.not_in(keep))
+                )
 
     def runs(self, obj: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
         """The latest runs (newest first) with their reports."""
@@ -376,7 +408,8 @@ class StateStore:
     # ------------------------------------------------------------------------------------- rejected
 
     def record_rejected(self, obj: str, run_id: str, rows: list[dict[str, Any]]) -> None:
-        """Store the rows validation set aside in this run; keep only the last few runs per object."""
+        """Store rows validation set aside in this run (any number of calls per run); :meth:`finish_run`
+        keeps only the last few runs per object."""
         self._write()
         now = _now()
         with self.engine.begin() as conn:
@@ -396,19 +429,6 @@ class StateStore:
                         }
                         for r in rows
                     ],
-                )
-            keep = [
-                r[0]
-                for r in conn.execute(
-                    sa.select(runs_table.c.run_id)
-                    .where(runs_table.c.object == obj)
-                    .order_by(runs_table.c.started_at.desc())
-                    .limit(KEEP_REJECTED_RUNS)
-                )
-            ]
-            if keep:
-                conn.execute(
-                    rejected_table.delete().where(rejected_table.c.object == obj, rejected_table.c.run_id.not_in(keep))
                 )
 
     def rejected(self, obj: str | None = None, run_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
@@ -646,6 +666,15 @@ class StateStore:
         with self.engine.connect() as conn:
             for r in conn.execute(sa.select(purchases_table).order_by(purchases_table.c.purchase_id)):
                 yield dict(r._mapping)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    """WAL: readers never block the writer and each commit is one append; NORMAL sync keeps it safe from
+    corruption (a power cut may forget the last commits, which then are simply sent again)."""
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
 
 
 def parse_ts(value: str | datetime) -> datetime:

@@ -67,7 +67,10 @@ class KeySet:
             self._runs.append(fresh)
             while len(self._runs) > 1 and len(self._runs[-2]) <= 2 * len(self._runs[-1]):
                 last = self._runs.pop()  # runs are disjoint, so a sort of both is their union
-                self._runs[-1] = np.sort(np.concatenate([self._runs[-1], last]))
+                merged = np.concatenate([self._runs[-1], last])
+                self._runs[-1] = merged  # drop the old run before sorting: one copy alive, not two
+                del last
+                merged.sort()
         return dup
 
 
