@@ -272,9 +272,10 @@ class Stack:
         env.update(extra)
         return env
 
-    def init_airflow(self) -> None:
+    def init_airflow(self, extra_env: Mapping[str, str]) -> None:
         """``deploy/init.sh``: the very script of docker-compose's airflow-init."""
         env = self.airflow_env(
+            **extra_env,
             AIRFLOW_ADMIN_USERNAME=ADMIN,
             AIRFLOW_ADMIN_PASSWORD=self.admin_password,
             CONNECTIF_API_KEY=self.api_key,
@@ -488,7 +489,7 @@ def scenario_probe(stack: Stack, timings: Timings) -> list[str]:
     probe_dir = stack.workdir / "probe"
     probe_dir.mkdir()
     extra_env = {"CONNECTIF_PROBE_DIR": str(probe_dir)}
-    stack.init_airflow()
+    stack.init_airflow(extra_env)
     timings.lap("airflow init (deploy/init.sh)")
     stack.start_airflow(extra_env)
     stack.wait_airflow_ready()
@@ -579,7 +580,7 @@ def scenario_pipeline(stack: Stack, timings: Timings) -> list[str]:
         "CONNECTIF_WORK_DIR": str(stack.workdir / "work"),
         "CONNECTIF_POLL_INTERVAL": "3",
     }
-    stack.init_airflow()
+    stack.init_airflow(extra_env)
     timings.lap("airflow init (deploy/init.sh)")
     stack.start_airflow(extra_env)
     stack.wait_airflow_ready()

@@ -4,8 +4,9 @@
 # Idempotent: running it again migrates nothing new, keeps the pools and refreshes the connection and password.
 #
 # Reads: AIRFLOW_ADMIN_USERNAME, AIRFLOW_ADMIN_PASSWORD, CONNECTIF_API_KEY, CONNECTIF_HOST,
-#        CONNECTIF_POOLS_FILE (default: pools.json at the root of the repo / of /opt/airflow), and Airflow's own AIRFLOW__* settings
-#        (metadata DB, simple auth manager users and passwords file).
+#        CONNECTIF_RATE_LIMIT_BACKEND, CONNECTIF_RATE_LIMIT_PER_MINUTE, CONNECTIF_STATE_URL,
+#        CONNECTIF_POOLS_FILE (default: pools.json at the root of the repo, = /opt/airflow in the image),
+#        and Airflow's own AIRFLOW__* settings (metadata DB, simple auth manager users and passwords file).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -43,5 +44,25 @@ conn_file="$(mktemp --suffix=.json)"
 trap 'rm -f "${conn_file}"' EXIT
 "${python}" "${here}/connections.py" > "${conn_file}"
 "${airflow}" connections import --overwrite "${conn_file}"
+
+echo "[init] tables of the sync state store and of the shared rate-limit bucket"
+# Created once here, before any worker starts: several workers creating the same PostgreSQL tables at the
+# same moment collide (CREATE TABLE races on pg_type), which would cost their first tasks a retry.
+CONNECTIF_DEPLOY_DIR="${here}" "${python}" - <<'PY'
+import json, os, sys, types
+from connectif_provider.hooks.connectif import settings_from_connection
+from connectif_sync.state import StateStore
+
+sys.path.insert(0, os.environ["CONNECTIF_DEPLOY_DIR"])
+from connections import connections  # the connection just imported, read the way the hook reads it
+
+if os.environ.get("CONNECTIF_STATE_URL"):
+    StateStore(os.environ["CONNECTIF_STATE_URL"]).close()
+conn = connections(os.environ)["connectif_default"]
+extra = json.loads(conn["extra"])
+as_connection = types.SimpleNamespace(conn_id="connectif_default", host=conn["host"], port=None,
+                                      password=conn["password"])
+settings_from_connection(as_connection, extra).limiter().in_window()
+PY
 
 echo "[init] done"
