@@ -65,10 +65,12 @@ def test_dag_uploads_defers_and_completes(
     airflow_db: Path, emulator: RunningEmulator, connectif_conn: Any, tmp_path: Path
 ) -> None:
     """A DAG with a deferrable import: dag.test() runs the trigger inline and resumes the task."""
+    from airflow.cli.commands.pool_command import pool_import_helper
     from airflow.sdk import DAG, task
 
     from connectif_provider.operators.connectif import ConnectifImportOperator
 
+    pool_import_helper(str(Path(__file__).resolve().parents[2] / "pools.json"))
     conn_id = connectif_conn(base_url=emulator.base_url, api_key=emulator.api_key, rate_limit_per_minute=600)
     emulator.admin.configure(rate_limit=1000, import_rows_per_s=50)
     files = [str(_contacts(tmp_path / f"chunk-{i}.csv", 5)) for i in range(2)]
@@ -76,7 +78,11 @@ def test_dag_uploads_defers_and_completes(
 
     with DAG("connectif_provider_test_import", schedule=None, catchup=False) as dag:
         imports = ConnectifImportOperator.partial(
-            task_id="upload", import_type="contacts", connectif_conn_id=conn_id, poll_interval=0.2
+            task_id="upload",
+            import_type="contacts",
+            connectif_conn_id=conn_id,
+            poll_interval=0.2,
+            pool="connectif_imports",
         ).expand(file_path=files)
 
         @task
