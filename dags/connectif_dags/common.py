@@ -62,6 +62,20 @@ def setting(name: str) -> str:
     return str(value)
 
 
+def mapping_for(obj: str) -> str | None:
+    """The user's mapping file for ``obj`` (``<mappings_dir>/<obj>.yaml``), or None for the shipped one."""
+    folder = setting("mappings_dir")
+    if not folder:
+        return None
+    path = Path(folder) / f"{obj}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} does not exist: the Variable connectif_mappings_dir ({folder}) must hold {obj}.yaml "
+            "(copy include/connectif_sync/mappings/ and adapt it)"
+        )
+    return str(path)
+
+
 def dry_run_param() -> Param:
     return Param(
         False,
@@ -131,6 +145,18 @@ def import_requests_estimate(files: int, rows: int, rows_per_second: float = 300
 def calls_estimate(calls: int) -> dict[str, Any]:
     """Requests and minutes of one-request-per-row work (purchases, erasures) at the shared rate limit."""
     return {"api_requests": calls, "expected_minutes": round(calls / RATE_LIMIT_PER_MINUTE, 1)}
+
+
+def import_summaries(ti: Any, task_id: str, count: int) -> list[dict[str, Any]]:
+    """The summaries the mapped import tasks returned (those that failed returned none)."""
+    if count == 0:
+        return []
+    pulled = ti.xcom_pull(task_ids=task_id, map_indexes=list(range(count)))
+    if pulled is None:
+        return []
+    if isinstance(pulled, dict):
+        pulled = [pulled]
+    return [dict(s) for s in pulled if s]
 
 
 def publish_summary(context: Any, summary: dict[str, Any]) -> dict[str, Any]:
