@@ -42,6 +42,17 @@ def test_env_var_connection_with_prefixed_extras(monkeypatch: pytest.MonkeyPatch
     assert settings.rate_limit_per_minute == 42
 
 
+def test_uri_form_of_the_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    from connectif_provider.hooks.connectif import ConnectifHook
+
+    monkeypatch.setenv("AIRFLOW_CONN_CX_URI", "connectif://:keyid%3Asecret@api.connectif.cloud/?rate_limit_per_minute=80")
+    monkeypatch.setenv("AIRFLOW_CONN_CX_EMU", "connectif://:k%3As@127.0.0.1:8765/?scheme=http")
+    cloud, emu = ConnectifHook("cx_uri").get_settings(), ConnectifHook("cx_emu").get_settings()
+    assert (cloud.base_url, cloud.api_key) == ("https://api.connectif.cloud", "keyid:secret")
+    assert cloud.rate_limit_per_minute == 80
+    assert (emu.base_url, emu.api_key) == ("http://127.0.0.1:8765", "k:s")
+
+
 def _register(dag: Any) -> None:
     """dag.test() needs the DAG serialised in the metadata DB; a DAG defined in a test is in no bundle."""
     from types import SimpleNamespace
