@@ -76,10 +76,12 @@ def hash_strings(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
                 seg = data[a:b].astype(np.uint64)
                 seg += np.uint64(1)  # so that zero bytes still count
                 seg *= pw[:seg_len]
-                starts = np.minimum(rel[:-1], seg_len - 1)
-                h = np.add.reduceat(seg, starts)
-                h[lengths == 0] = 0
-                h *= pi[starts]
+                # reduceat sums seg[start_k:start_k+1] up to the next start; an empty value (equal starts)
+                # would cut its predecessor short, so only non-empty values take part.
+                nonempty = lengths > 0
+                starts = rel[:-1][nonempty]
+                h = np.zeros(j - i, dtype=np.uint64)
+                h[nonempty] = np.add.reduceat(seg, starts) * pi[starts]
             h ^= lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
             out[i:j] = _mix(h)
             i = j

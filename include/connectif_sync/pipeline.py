@@ -26,7 +26,7 @@ from connectif_sync.chunk import DEFAULT_MAX_FILE_BYTES, ChunkFile, ChunkWriter,
 from connectif_sync.extract import DEFAULT_CHUNK_ROWS, extract_arrow, prefetch
 from connectif_sync.hashing import as_signed, hash_strings, join_columns
 from connectif_sync.mappings import Mapping, resolve_mapping
-from connectif_sync.shape import shape, to_text
+from connectif_sync.shape import ShapedChunk, shape, to_text
 from connectif_sync.state import StateStore
 from connectif_sync.validate import KeySet, validate
 
@@ -150,17 +150,49 @@ def run_sync(
         rejected = _Rejects(store, obj, report.run_id, dry_run)
         high: str | None = None
         chunks = extract_arrow(source_url, m, since=since, chunk_rows=chunk_rows, path=extract_path)
+        fingerprint = mapping_fingerprint(m)
+        skip_known = index is not None and len(index) > 0 and not full_resync
+
+        def prepare(table: pa.Table) -> _Prepared:
+            """Background thread: hash the source rows, skip those Connectif confirmed, shape the rest."""
+            src = as_signed(source_hashes(table, m, fingerprint))
+            if skip_known:
+                assert index is not None
+                known, at = index.find_sources(src)
+            else:
+                known, at = np.zeros(table.num_rows, bool), np.zeros(table.num_rows, np.int64)
+            rest = table if not known.any() else table.filter(pa.array(~known))
+            return _Prepared(table, src, known, at[known], shape(rest, m) if rest.num_rows else None)
+
         # Extraction and shaping run in a background thread, validation onwards in this one: both release
         # the GIL in Arrow/numpy kernels, so two cores work at once.
-        for shaped in prefetch(shape(t, m) for t in chunks):
-            table = shaped.source
-            assert table is not None
+        for prep in prefetch(prepare(t) for t in chunks):
+            table = prep.table
             report.extracted += table.num_rows
-            updated = _updated_text(table, m)
-            if updated is not None and updated.null_count < len(updated):
-                top = pc.max(updated).as_py()
+            updated_all = _updated_text(table, m)
+            if updated_all is not None and updated_all.null_count < len(updated_all):
+                top = pc.max(updated_all).as_py()
                 high = top if high is None or top > high else high
-            checked = validate(shaped, m, seen)
+            if prep.known.any():
+                # Rows whose source is exactly what Connectif confirmed: unchanged, and their keys count for
+                # the duplicate rule before this chunk's other rows (see the module docstring).
+                assert index is not None
+                index.seen[prep.known_at] = True
+                dup_known = seen.add_new(index.key_hashes[prep.known_at].view(np.uint64))
+                report.unchanged += int(prep.known.sum() - dup_known.sum())
+                if dup_known.any():
+                    report.duplicate += int(dup_known.sum())
+                    reason = "duplicate key: an earlier row with the same key was kept"
+                    for k in store.keys_for(obj, index.key_hashes[prep.known_at][dup_known].tolist()):
+                        rejected.append({"key": k, "source_ref": None, "field": m.key, "reason": reason, "value": None})
+            if prep.shaped is None:
+                continue
+            rest_pos = np.flatnonzero(~prep.known)
+            table_rest = prep.shaped.source
+            assert table_rest is not None
+            updated = updated_all.take(pa.array(rest_pos)) if updated_all is not None else None
+            src_rest = prep.src[rest_pos]
+            checked = validate(prep.shaped, m, seen)
             report.invalid += checked.invalid_rows
             report.duplicate += checked.duplicate_rows
             rejected.add(checked.rejected)
@@ -190,12 +222,13 @@ def run_sync(
                     "key_hash": pa.array(key_hash[send]),
                     "row_hash": pa.array(row_hash[send]),
                     "updated_at": updated.take(positions) if updated is not None else pa.nulls(len(pick), pa.string()),
+                    "source_hash": pa.array(src_rest[checked.positions[send]]),
                 }
             )
             data = checked.valid.take(pick)
             sizes = row_bytes_joined(joined.take(pick), data)
             if m.partition_by:
-                part = pc.cast(table.column(m.partition_by).combine_chunks().take(positions), pa.string())
+                part = pc.cast(table_rest.column(m.partition_by).combine_chunks().take(positions), pa.string())
                 for value in pc.unique(part).to_pylist():
                     sel = pc.equal(part, value) if value is not None else pc.is_null(part)
                     big = writer.write(data.filter(sel), manifest.filter(sel), value, sizes[_mask(sel)])
@@ -252,6 +285,27 @@ class _Rejects:
         if self._batch and self.run_id is not None:
             self.store.record_rejected(self.obj, self.run_id, self._batch)
         self._batch = []
+
+
+@dataclass
+class _Prepared:
+    table: pa.Table
+    src: np.ndarray  # source hash of every row
+    known: np.ndarray  # rows whose source hash Connectif confirmed
+    known_at: np.ndarray  # their positions in the state index
+    shaped: ShapedChunk | None  # the other rows, shaped
+
+
+def mapping_fingerprint(mapping: Mapping) -> str:
+    """Text that changes whenever the mapping's output could (fields, types, options, key)."""
+    return repr((mapping.key, mapping.partition_by, sorted(mapping.fields.items())))
+
+
+def source_hashes(table: pa.Table, mapping: Mapping, fingerprint: str) -> np.ndarray:
+    """A hash of each row's source values and of the mapping: equal hashes mean equal CSV output."""
+    cols = [to_text(table.column(c)) for c in mapping.source_columns() if c != mapping.updated_at]
+    cols.append(pa.array([fingerprint] * table.num_rows, pa.string()))
+    return hash_strings(join_columns(cols))
 
 
 def _mask(sel: pa.Array) -> np.ndarray:

@@ -3,9 +3,10 @@
 A SQL database reached through SQLAlchemy: a SQLite file by default (standalone), PostgreSQL in
 deployments. Tables (all prefixed ``connectif_sync_``):
 
-``state``      object, key, key_hash, row_hash (64-bit hash of the CSV values sent), source_updated_at,
-               confirmed_at. Written **only** by :meth:`StateStore.confirm_file`, i.e. after Connectif
-               confirmed the row. A row missing here, or with another hash, is sent again.
+``state``      object, key, key_hash, row_hash (64-bit hash of the CSV values sent), source_hash (of the
+               source values and the mapping: a full scan skips shaping rows whose source is unchanged),
+               source_updated_at, confirmed_at. Written **only** by :meth:`StateStore.confirm_file`, i.e.
+               after Connectif confirmed the row. A row missing here, or with another hash, is sent again.
 ``files``      every chunk file a run wrote: status ``pending`` until confirmed (``confirmed``), or
                ``superseded`` when a later run re-extracted its rows. Pending files hold back the watermark.
 ``pending``    rows that Connectif rejected in an import's error report (line, reason): they are not in
@@ -53,10 +54,11 @@ state_table = sa.Table(
     sa.Column("key", sa.String(1000), primary_key=True),
     sa.Column("key_hash", sa.BigInteger, nullable=False),
     sa.Column("row_hash", sa.BigInteger, nullable=False),
+    sa.Column("source_hash", sa.BigInteger),
     sa.Column("source_updated_at", sa.String(32)),
     sa.Column("confirmed_at", sa.DateTime, nullable=False),
-    # Covering index: a full-scan diff reads (key_hash, row_hash) from the index alone.
-    sa.Index("ix_connectif_sync_state_hashes", "object", "key_hash", "row_hash"),
+    # Covering index: a full-scan diff reads the three hashes from the index alone.
+    sa.Index("ix_connectif_sync_state_hashes", "object", "key_hash", "row_hash", "source_hash"),
     sqlite_with_rowid=False,
 )
 files_table = sa.Table(
@@ -131,15 +133,20 @@ def _now() -> datetime:
 
 @dataclass
 class StateIndex:
-    """The confirmed (key_hash, row_hash) pairs of one object, sorted by key hash, for a full-scan diff."""
+    """The confirmed hashes of one object, sorted by key hash, for a full-scan diff (24 bytes per key)."""
 
     key_hashes: np.ndarray
     row_hashes: np.ndarray
     seen: np.ndarray
+    source_hashes: np.ndarray | None = None
+    _by_source: np.ndarray | None = None  # positions sorted by source hash
 
     @classmethod
     def empty(cls) -> StateIndex:
         return cls(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, bool))
+
+    def __len__(self) -> int:
+        return len(self.key_hashes)
 
     def lookup(self, key_hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(found, confirmed row hash)`` per key; marks the found ones as seen (for deletions)."""
@@ -152,6 +159,21 @@ class StateIndex:
         found = self.key_hashes[idx] == key_hashes
         self.seen[idx[found]] = True
         return found, np.where(found, self.row_hashes[idx], 0)
+
+    def find_sources(self, source_hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(found, position)`` of rows whose source hash was confirmed (read-only: safe from a thread)."""
+        n = len(source_hashes)
+        if self.source_hashes is None or len(self.key_hashes) == 0:
+            return np.zeros(n, bool), np.zeros(n, np.int64)
+        if self._by_source is None:
+            self._by_source = np.argsort(self.source_hashes)
+        srt = self.source_hashes[self._by_source]
+        order = np.argsort(source_hashes)
+        at = np.empty(n, dtype=np.int64)
+        at[order] = np.searchsorted(srt, source_hashes[order])
+        at[at == len(srt)] = 0
+        found = (srt[at] == source_hashes) & (source_hashes != 0)
+        return found, self._by_source[at]
 
     def unseen(self) -> np.ndarray:
         return self.key_hashes[~self.seen]
@@ -219,20 +241,24 @@ class StateStore:
         """All confirmed hashes of ``obj`` (16 bytes per key) for a full-scan comparison."""
         if self._missing:
             return StateIndex.empty()
-        sql = "SELECT key_hash, row_hash FROM connectif_sync_state WHERE object = :obj"
+        sql = (
+            "SELECT key_hash, row_hash, COALESCE(source_hash, 0) AS source_hash "
+            "FROM connectif_sync_state WHERE object = :obj"
+        )
         if self.engine.dialect.name == "sqlite":
-            kh, rh = self._sqlite_pairs(sql.replace(":obj", "?"), obj)
+            kh, rh, sh = self._sqlite_columns(sql.replace(":obj", "?"), obj, 3)
         else:
             t = self._arrow(sql, {"obj": obj})
-            kh = np.asarray(t.column("key_hash").to_numpy(), dtype=np.int64)
-            rh = np.asarray(t.column("row_hash").to_numpy(), dtype=np.int64)
+            kh, rh, sh = (
+                np.asarray(t.column(c).to_numpy(), dtype=np.int64) for c in ("key_hash", "row_hash", "source_hash")
+            )
         if len(kh) == 0:
             return StateIndex.empty()
         order = np.argsort(kh)
-        return StateIndex(kh[order], rh[order], np.zeros(len(kh), bool))
+        return StateIndex(kh[order], rh[order], np.zeros(len(kh), bool), sh[order])
 
-    def _sqlite_pairs(self, sql: str, obj: str) -> tuple[np.ndarray, np.ndarray]:
-        """Two integer columns straight from the sqlite3 cursor into numpy (no per-row SQLAlchemy work)."""
+    def _sqlite_columns(self, sql: str, obj: str, ncols: int) -> tuple[np.ndarray, ...]:
+        """Integer columns straight from the sqlite3 cursor into numpy (no per-row SQLAlchemy work)."""
         import itertools
 
         with self.engine.connect() as conn:
@@ -241,8 +267,8 @@ class StateStore:
             n = raw.execute("SELECT count(*) FROM connectif_sync_state WHERE object = ?", (obj,)).fetchone()[0]
             cur = raw.execute(sql, (obj,))
             cur.arraysize = 10_000
-            flat = np.fromiter(itertools.chain.from_iterable(cur), dtype=np.int64, count=2 * n)
-        return flat[0::2].copy(), flat[1::2].copy()
+            flat = np.fromiter(itertools.chain.from_iterable(cur), dtype=np.int64, count=ncols * n)
+        return tuple(flat[i::ncols].copy() for i in range(ncols))
 
     def lookup(self, obj: str, key_hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(found, row_hash)`` for a few keys (incremental runs), without loading the whole object."""
@@ -571,6 +597,9 @@ class StateStore:
                 "key": rows.column("key"),
                 "key_hash": rows.column("key_hash"),
                 "row_hash": rows.column("row_hash"),
+                "source_hash": rows.column("source_hash")
+                if "source_hash" in rows.column_names
+                else pa.nulls(rows.num_rows, pa.int64()),
                 "source_updated_at": rows.column("updated_at"),
                 "confirmed_at": pa.array([now.strftime("%Y-%m-%d %H:%M:%S")] * rows.num_rows, pa.string()),
             }
@@ -583,10 +612,12 @@ class StateStore:
                 cur.adbc_ingest(stage, data, mode="create", temporary=True)
                 cur.execute(
                     "INSERT INTO connectif_sync_state "
-                    "(object, key, key_hash, row_hash, source_updated_at, confirmed_at) "
-                    f"SELECT object, key, key_hash, row_hash, source_updated_at, {confirmed} FROM {stage} WHERE true "
+                    "(object, key, key_hash, row_hash, source_hash, source_updated_at, confirmed_at) "
+                    "SELECT object, key, key_hash, row_hash, source_hash, source_updated_at, "
+                    f"{confirmed} FROM {stage} WHERE true "
                     "ORDER BY object, key ON CONFLICT (object, key) DO UPDATE SET key_hash = excluded.key_hash, "
-                    "row_hash = excluded.row_hash, source_updated_at = excluded.source_updated_at, "
+                    "row_hash = excluded.row_hash, source_hash = excluded.source_hash, "
+                    "source_updated_at = excluded.source_updated_at, "
                     "confirmed_at = excluded.confirmed_at"
                 )
                 cur.execute(f"DROP TABLE {stage}")
@@ -594,14 +625,15 @@ class StateStore:
             return
         data = data.sort_by([("key", "ascending")])  # in key order the B-tree fills sequentially
         if dialect == "sqlite":
-            cols = ("object", "key", "key_hash", "row_hash", "source_updated_at", "confirmed_at")
+            cols = ("object", "key", "key_hash", "row_hash", "source_hash", "source_updated_at", "confirmed_at")
             rows = zip(*(data.column(c).to_pylist() for c in cols), strict=True)
             with self.engine.begin() as conn:
                 conn.exec_driver_sql("PRAGMA cache_size=-131072")  # 128 MB: a big upsert stays in memory
                 conn.exec_driver_sql(
-                    f"INSERT INTO connectif_sync_state ({', '.join(cols)}) VALUES (?, ?, ?, ?, ?, ?) "
+                    f"INSERT INTO connectif_sync_state ({', '.join(cols)}) VALUES (?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (object, key) DO UPDATE SET key_hash = excluded.key_hash, "
-                    "row_hash = excluded.row_hash, source_updated_at = excluded.source_updated_at, "
+                    "row_hash = excluded.row_hash, source_hash = excluded.source_hash, "
+                    "source_updated_at = excluded.source_updated_at, "
                     "confirmed_at = excluded.confirmed_at",
                     list(rows),
                 )
@@ -616,7 +648,10 @@ class StateStore:
                 stmt = insert(state_table)
                 stmt = stmt.on_conflict_do_update(
                     index_elements=[state_table.c.object, state_table.c.key],
-                    set_={c: stmt.excluded[c] for c in ("key_hash", "row_hash", "source_updated_at", "confirmed_at")},
+                    set_={
+                        c: stmt.excluded[c]
+                        for c in ("key_hash", "row_hash", "source_hash", "source_updated_at", "confirmed_at")
+                    },
                 )
                 conn.execute(stmt, records)
             else:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+import yaml
 
-from connectif_sync import StateStore, erp, plan_sync, run_sync
+from connectif_sync import MAPPINGS_DIR, StateStore, erp, plan_sync, run_sync
 
 SEED = 3
 
@@ -186,3 +187,31 @@ def test_coupons_one_file_series_per_set(sample, tmp_path: Path) -> None:  # typ
     engine.dispose()
     assert result.report.extracted == unused
     assert result.report.sent + result.report.invalid + result.report.duplicate == unused
+
+
+def test_full_scan_skips_confirmed_sources_but_keeps_the_rules(sample, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Rows whose source Connectif confirmed are not reshaped; duplicates and mapping changes still count."""
+    url = _copy(sample, tmp_path)
+    state = f"sqlite:///{tmp_path / 'state.db'}"
+    first = run_sync("contacts", url, tmp_path / "a", state_url=state, chunk_rows=100)
+    with StateStore(state) as store:
+        store.confirm_file(first.files[0].path)
+    target = next(i for i in range(501, 2000, 2) if i not in set().union(*sample[1].dirty["customers"].values()))
+    email = erp.clean_email(SEED, target)
+    _exec(url, f"INSERT INTO customers SELECT 0, '000000000', '{email}', 'Early', last_name, birthdate, mobile_phone, "
+               f"country, loyalty_points, newsletter_consent, sms_consent, favourite_categories, customer_tier, "
+               f"created_at, updated_at FROM customers WHERE id = {target}")  # fmt: skip
+    second = run_sync("contacts", url, tmp_path / "b", state_url=state, chunk_rows=100)
+    r = second.report
+    assert (r.changed, r.new, r.sent, r.duplicate, r.deleted) == (1, 0, 1, first.report.duplicate + 1, 0)
+    assert _csv(second.files[0].path)[0]["_name"] == "Early"
+    assert {"key": email, "source_ref": None, "field": "_email", "value": None,
+            "reason": "duplicate key: an earlier row with the same key was kept"} in second.rejected  # fmt: skip
+    assert r.unchanged == first.report.sent - 1
+    # another mapping (here: one more field) changes every row's output: nothing is skipped
+    changed = tmp_path / "m.yaml"
+    doc = yaml.safe_load((MAPPINGS_DIR / "contacts.yaml").read_text(encoding="utf-8"))
+    doc["fields"]["customer_code"] = {"column": "customer_code", "type": "string"}
+    changed.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    third = run_sync("contacts", url, tmp_path / "c", state_url=state, mapping=changed)
+    assert third.report.unchanged == 0 and third.report.changed == first.report.sent

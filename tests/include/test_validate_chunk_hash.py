@@ -107,6 +107,8 @@ def test_hash_matches_reference_and_is_slice_independent() -> None:
     arr = pa.array(values)
     assert hash_strings(arr).tolist() == [_reference_hash(v) for v in values]
     assert hash_strings(arr.slice(2)).tolist() == hash_strings(arr).tolist()[2:]
+    gaps = ["abc", "", "abc", None, "abc", "x", "", ""]  # a value followed by an empty one hashes the same
+    assert hash_strings(pa.array(gaps)).tolist() == [_reference_hash(v or "") for v in gaps]
     big = pa.array(["y" * 1_100_000, "z"])  # longer than one hashing segment
     assert hash_strings(big).tolist() == [_reference_hash("y" * 1_100_000), _reference_hash("z")]
     cols = [pa.array(["a", None]), pa.array(["b", "c"])]
