@@ -35,6 +35,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -366,6 +367,7 @@ def trigger_and_watch(
     *,
     deferring: tuple[str, str],
     extra_env: Mapping[str, str],
+    after_phase: Callable[[int, RunOutcome], None] | None = None,
     timeout: float = 1800,
 ) -> RunOutcome:
     """Run the phases one after the other (the runs of a phase together); restart the triggerer once the
@@ -376,7 +378,7 @@ def trigger_and_watch(
              lambda: {d["dag_id"] for d in client.dags()} >= set(dag_ids), timeout=300, interval=3)
     restarted = False
     deadline = time.monotonic() + timeout
-    for phase in phases:
+    for number, phase in enumerate(phases):
         run_ids: dict[str, str] = {}
         for trig in phase:
             client.set_paused(trig.dag_id, False)
@@ -410,6 +412,8 @@ def trigger_and_watch(
             outcome.runs[dag_id] = client.run(dag_id, run_id)
             outcome.task_instances[dag_id] = client.task_instances(dag_id, run_id)
             print(f"[distributed] {dag_id}: {outcome.runs[dag_id]['state']}", flush=True)
+        if after_phase is not None:
+            after_phase(number, outcome)
     return outcome
 
 
@@ -564,13 +568,49 @@ def check_contacts(stack: Stack, erp_url: str, state_url: str, dirty_ids: set[in
     return f"Connectif holds exactly the {len(expected)} valid ERP customers ({len(rejected)} dirty ones rejected)"
 
 
+def check_purchases(stack: Stack, erp_url: str, state_url: str, summary: Mapping[str, Any]) -> str:
+    """Every paid ERP order is in Connectif or rejected with a reason (not both), with its lines and quantity."""
+    from connectif_sync.state import StateStore
+
+    orders = {
+        str(o["order_number"]): o
+        for o in _query(
+            erp_url,
+            "SELECT o.order_number, COUNT(l.id) AS lines, SUM(l.quantity) AS quantity FROM orders o "
+            "JOIN order_lines l ON l.order_id = o.id WHERE o.status = 'paid' GROUP BY o.order_number",
+        )
+    }
+    with StateStore(state_url) as store:
+        rejected = {str(r["key"]): r["reason"] for r in store.rejected("purchases", limit=1_000_000)}
+    if not all(rejected.values()):
+        raise DistributedRunError("rejected purchases without a reason")
+    stored = {str(p["purchaseId"]): p for p in stack.emulator_admin("GET", "/purchases")}
+    if set(stored) & set(rejected):
+        raise DistributedRunError(f"purchases both sent and rejected: {sorted(set(stored) & set(rejected))[:10]}")
+    if set(stored) | set(rejected) != set(orders):
+        lost = set(orders) - set(stored) - set(rejected)
+        extra = set(stored) - set(orders)
+        raise DistributedRunError(f"purchases lost: {sorted(lost)[:10]}; unexpected: {sorted(extra)[:10]}")
+    for pid, purchase in stored.items():
+        if len(purchase["products"]) != orders[pid]["lines"] or purchase["totalQuantity"] != orders[pid]["quantity"]:
+            raise DistributedRunError(f"purchase {pid}: Connectif has {purchase}, the ERP says {orders[pid]}")
+    if summary.get("kept"):
+        raise DistributedRunError(f"{summary['kept']} purchases were kept for a later run: {summary.get('notes')}")
+    return f"Connectif holds exactly the {len(stored)} sendable paid orders as purchases ({len(rejected)} rejected)"
+
+
 def scenario_pipeline(stack: Stack, timings: Timings) -> list[str]:
-    """The real DAGs of dags/ on a sample ERP in PostgreSQL, as the compose deployment runs them."""
-    from connectif_sync.erp import generate
+    """The real DAGs of dags/ on a sample ERP in PostgreSQL, as the compose deployment runs them.
+
+    Contacts and products first, then purchases (as ``make demo`` does): the purchases DAG upserts missing
+    contacts itself, so the contacts are compared with the ERP before the purchases run.
+    """
+    from connectif_sync.erp import DEFAULT_NOW, generate
 
     erp_url = stack.db_url("erp")
     state_url = stack.db_url("connectif")
-    generated = generate(erp_url, **SAMPLE).as_dict(with_ids=True)
+    now = DEFAULT_NOW.replace(tzinfo=UTC)
+    generated = generate(erp_url, order_days=1.0, now=now, **SAMPLE).as_dict(with_ids=True)
     dirty_customers = {i for ids in generated["dirty"].get("customers", {}).values() for i in ids}
     timings.lap(f"sample ERP in PostgreSQL ({SAMPLE['contacts']} customers)")
     extra_env = {
@@ -585,13 +625,28 @@ def scenario_pipeline(stack: Stack, timings: Timings) -> list[str]:
     stack.start_airflow(extra_env)
     stack.wait_airflow_ready()
     timings.lap("airflow components ready")
-    phases = [[Trigger("connectif_contacts"), Trigger("connectif_products")]]
+    # The purchases run covers the sample's day of orders: its hour starts at the sample's "now" and it
+    # reaches back 25 hours (the DAG's look-back), so every order is in its window.
+    purchases = Trigger("connectif_purchases", {
+        "logical_date": now,
+        "data_interval": (now, now + timedelta(hours=1)),
+        "conf": {"trigger_purchase_event": False, "lookback_hours": 25},
+    })
+    phases = [[Trigger("connectif_contacts"), Trigger("connectif_products")], [purchases]]
+    findings: list[str] = []
+
+    def after_phase(number: int, outcome: RunOutcome) -> None:
+        if number == 0 and all(run["state"] == "success" for run in outcome.runs.values()):
+            findings.append(check_contacts(stack, erp_url, state_url, dirty_customers))
+
     with stack.client() as client:
         outcome = trigger_and_watch(stack, client, phases, deferring=("connectif_contacts", "import_file"),
-                                    extra_env=extra_env)
+                                    extra_env=extra_env, after_phase=after_phase)
+        run = outcome.runs["connectif_purchases"]
+        summary = client.xcom("connectif_purchases", run["dag_run_id"], "report", key="summary") or {}
     timings.lap("DAG runs")
-    findings = check_common(stack, outcome)
-    findings.append(check_contacts(stack, erp_url, state_url, dirty_customers))
+    findings[:0] = check_common(stack, outcome)
+    findings.append(check_purchases(stack, erp_url, state_url, summary))
     return findings
 
 
@@ -656,7 +711,7 @@ def run(scenario: str, *, keep: bool = False, dags_folder: Path | None = None) -
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="probe")
+    parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="pipeline")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs) after success")
     parser.add_argument("--dags-folder", type=Path, help="DAGs to run instead of the scenario's (same DAG ids)")
     args = parser.parse_args(argv)
