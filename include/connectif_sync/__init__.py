@@ -16,7 +16,7 @@ Bulk objects (contacts, products, coupons)::
     plan_sync(obj, source_url, **same keyword arguments) -> SyncReport       # dry run
 
     SyncResult: .report (SyncReport), .files (list[ChunkFile]), .deleted_keys (list[str], first 1000),
-                .rejected (list[dict]), .as_dict() -> JSON-serialisable dict
+                .rejected (list[dict], first 1000; all are in the state store), .as_dict() -> JSON dict
     ChunkFile:  .path, .manifest, .object, .rows, .bytes, .partition (coupon set id or None),
                 .min_updated_at, .max_updated_at, .as_dict()
     SyncReport: .object, .run_id, .mode, .since, .high_water, .extracted, .invalid, .duplicate,

@@ -30,7 +30,8 @@ _PW = _powers(_P, _SEGMENT + 1)
 _PI = _powers(_P_INV, _SEGMENT + 1)
 
 
-def _mix(h: np.ndarray) -> np.ndarray:
+def mix64(h: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser, in place: spreads every input bit over the whole 64-bit result."""
     with np.errstate(over="ignore"):
         h ^= h >> np.uint64(30)
         h *= np.uint64(0xBF58476D1CE4E5B9)
@@ -83,7 +84,7 @@ def hash_strings(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
                 h = np.zeros(j - i, dtype=np.uint64)
                 h[nonempty] = np.add.reduceat(seg, starts) * pi[starts]
             h ^= lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-            out[i:j] = _mix(h)
+            out[i:j] = mix64(h)
             i = j
     return out
 

@@ -7,6 +7,10 @@ Change detection compares a 64-bit hash of each row's CSV values with the hash C
 (:mod:`connectif_sync.state`): ``new`` (key never confirmed), ``changed`` (other hash), ``unchanged`` (same
 hash: not sent), ``deleted`` (confirmed keys the source no longer has; full scans only, reported, never
 deleted in Connectif by this library). ``full_resync`` sends unchanged rows too.
+
+A full scan also hashes each row's *source* values together with the mapping: a row whose source hash
+Connectif confirmed is unchanged without being shaped, validated or rendered, which is most of the cost of
+a second run. Changing the mapping changes every source hash, so nothing stale is skipped.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import pyarrow.compute as pc
 
 from connectif_sync.chunk import DEFAULT_MAX_FILE_BYTES, ChunkFile, ChunkWriter, row_bytes_joined
 from connectif_sync.extract import DEFAULT_CHUNK_ROWS, extract_arrow, prefetch
-from connectif_sync.hashing import as_signed, hash_strings, join_columns
+from connectif_sync.hashing import as_signed, hash_strings, join_columns, mix64
 from connectif_sync.mappings import Mapping, resolve_mapping
 from connectif_sync.shape import ShapedChunk, shape, to_text
 from connectif_sync.state import StateStore
@@ -296,16 +300,18 @@ class _Prepared:
     shaped: ShapedChunk | None  # the other rows, shaped
 
 
-def mapping_fingerprint(mapping: Mapping) -> str:
-    """Text that changes whenever the mapping's output could (fields, types, options, key)."""
-    return repr((mapping.key, mapping.partition_by, sorted(mapping.fields.items())))
+def mapping_fingerprint(mapping: Mapping) -> np.uint64:
+    """A 64-bit value that changes whenever the mapping's output could (fields, types, options, key)."""
+    text = repr((mapping.key, mapping.partition_by, sorted(mapping.fields.items())))
+    return np.uint64(hash_strings(pa.array([text]))[0])
 
 
-def source_hashes(table: pa.Table, mapping: Mapping, fingerprint: str) -> np.ndarray:
+def source_hashes(table: pa.Table, mapping: Mapping, fingerprint: np.uint64) -> np.ndarray:
     """A hash of each row's source values and of the mapping: equal hashes mean equal CSV output."""
     cols = [to_text(table.column(c)) for c in mapping.source_columns() if c != mapping.updated_at]
-    cols.append(pa.array([fingerprint] * table.num_rows, pa.string()))
-    return hash_strings(join_columns(cols))
+    h = hash_strings(join_columns(cols))
+    h ^= fingerprint
+    return mix64(h)
 
 
 def _mask(sel: pa.Array) -> np.ndarray:

@@ -7,7 +7,9 @@ A row is rejected when a field could not be shaped (and the field's ``on_invalid
 that are otherwise valid, the *first* is kept and each later one is rejected with the reason
 ``duplicate key``. (An invalid row never blocks a later valid row of the same key.) For partitioned
 objects (coupons) a key is unique within its partition. With an ``updated_at`` watermark only the rows of
-the window are compared with each other.
+the window are compared with each other. In a full scan, rows whose source Connectif already confirmed are
+not reshaped; inside one chunk (32,768 rows by default) their keys are counted before the other rows', so
+should a changed row and an unchanged confirmed row of one chunk share a key, the confirmed one is kept.
 
 Keys are tracked as 64-bit hashes in sorted numpy runs (:class:`KeySet`), 8 bytes per key instead of a
 Python set's ~100, so that memory stays flat at millions of rows.
