@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import csv
 import logging
+import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Sequence
+from itertools import compress, islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from emulator.store import new_id, now_iso
+import msgspec
+
+from emulator.store import new_id, new_ids, now_iso
 from emulator.validation import PRODUCT_REQUIRED, check_columns, url_in_domains
 
 if TYPE_CHECKING:
@@ -83,17 +87,44 @@ class Workers:
             self._active.discard((table, account_id))
 
 
-def read_rows(path: Path, delimiter: str) -> Iterator[tuple[int, list[str]]]:
-    """(1-based data row number, cells) for every non-blank data row; the header row is skipped."""
+def _has_data(cells: list[str]) -> bool:
+    return bool(cells) and (len(cells) > 1 or bool(cells[0].strip()))
+
+
+def read_rows(path: Path, delimiter: str) -> Generator[list[str]]:
+    """The cells of every non-blank data row (the header row is skipped); row n of this is data row n."""
     with path.open(encoding="utf-8-sig", newline="") as handle:
         reader = csv.reader(handle, delimiter=delimiter)
         next(reader, None)
-        line = 0
-        for cells in reader:
-            if not cells or (len(cells) == 1 and not cells[0].strip()):
-                continue
-            line += 1
-            yield line, cells
+        yield from filter(_has_data, reader)
+
+
+def _clean(names: list[str], values: tuple[Any, ...]) -> dict[str, Any]:
+    """A row's values by column name, empty ones left out."""
+    if None in values:
+        return {name: value for name, value in zip(names, values, strict=True) if value is not None}
+    return dict(zip(names, values, strict=True))
+
+
+def _is_none(value: object) -> bool:
+    return value is None
+
+
+_PLAIN_DOMAIN = re.compile(r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+
+
+def _domain_check(domains: list[str]) -> Callable[[str], bool]:
+    """``url_in_domains`` for one account, with a compiled pattern that accepts the plain shapes in C.
+
+    The pattern only says yes for ``http(s)://[sub.]domain[:port]`` followed by nothing or ``/ ? #``;
+    anything else (user info, IPv6, odd characters) goes through ``url_in_domains`` and gets its answer.
+    """
+    plain = [d.lower() for d in domains if _PLAIN_DOMAIN.fullmatch(d)]
+    if not plain:
+        return lambda url: url_in_domains(url, domains)
+    names = "|".join(map(re.escape, plain))
+    fast = re.compile(rf"(?i)https?://(?:[a-z0-9-]+\.)*(?:{names})\.?(?::[0-9]{{1,5}})?(?:[/?#][^\s@]*)?")
+    return lambda url: fast.fullmatch(url) is not None or url_in_domains(url, domains)
 
 
 def read_header(path: Path, delimiter: str) -> list[str]:
@@ -116,6 +147,7 @@ class ImportRun:
         self.only_empty: bool = options["updateOnlyEmptyFields"]
         self.success = 0
         self.errors = 0
+        self._encoders: dict[tuple[tuple[str, ...], str], Callable[[str, tuple[Any, ...], str], str]] = {}
 
     def _update(self, **changes: Any) -> None:
         if not self.store.update_job("imports", self.job["id"], self.generation, **changes):
@@ -143,18 +175,19 @@ class ImportRun:
         batch_size = 5000 if speed <= 0 else max(1, min(5000, int(speed / 20)))
         started = time.monotonic()
         processed = 0
-        batch: list[tuple[int, list[str]]] = []
         fail_at = max(1, total // 2) if fail else -1
-        for line, cells in read_rows(path, self.delimiter):
-            batch.append((line, cells))
-            if len(batch) >= batch_size or (fail and processed + len(batch) >= fail_at):
-                processed += self._process(batch, header, domains)
-                batch = []
-                if fail and processed >= fail_at:
+        rows = read_rows(path, self.delimiter)
+        try:
+            while not (fail and processed >= fail_at):
+                size = min(batch_size, fail_at - processed) if fail else batch_size
+                batch = list(islice(rows, size))
+                if not batch:
                     break
-                self._throttle(started, processed)
-        if batch and not (fail and processed >= fail_at):
-            processed += self._process(batch, header, domains)
+                processed += self._process(batch, processed + 1, header, domains)
+                if len(batch) == size and not (fail and processed >= fail_at):
+                    self._throttle(started, processed)
+        finally:
+            rows.close()
         if fail:
             self._update(status="error", finishedAt=now_iso(), success=self.success, errors=self.errors)
             self.state.stats.fault("import_error")
@@ -174,20 +207,24 @@ class ImportRun:
                 if speed <= 0:
                     break
 
-    def _process(self, batch: list[tuple[int, list[str]]], header: list[str], domains: list[str]) -> int:
+    def _process(self, batch: list[list[str]], first_line: int, header: list[str], domains: list[str]) -> int:
+        """Validate and apply one batch of rows (data rows ``first_line``...); returns its number of rows."""
         self._check_alive()
         report: list[tuple[int, str, str]] = []
-        lines: list[int] = []
-        rows: list[list[str]] = []
         width = len(header)
-        for line, cells in batch:
-            if len(cells) != width:
-                report.append(
-                    (line, "", f"the row has {len(cells)} values but the header has {width} columns; check quoting")
-                )
-                continue
-            lines.append(line)
-            rows.append(cells)
+        if all(len(cells) == width for cells in batch):
+            lines: Sequence[int] = range(first_line, first_line + len(batch))
+            rows = batch
+        else:
+            lines, rows = [], []
+            for line, cells in enumerate(batch, first_line):
+                if len(cells) != width:
+                    report.append(
+                        (line, "", f"the row has {len(cells)} values but the header has {width} columns; check quoting")
+                    )
+                    continue
+                lines.append(line)
+                rows.append(cells)
         kind = self.job["type"]
         if kind == "contacts":
             self._contacts(lines, rows, header, report)
@@ -196,98 +233,152 @@ class ImportRun:
         else:
             self._coupons(lines, rows, header, report)
         report.sort(key=lambda item: item[0])
-        bad_lines = {line for line, _f, _e in report}
-        self.errors += len(bad_lines)
-        self.success += len(batch) - len(bad_lines)
+        bad_lines = len({line for line, _f, _e in report})
+        self.errors += bad_lines
+        self.success += len(batch) - bad_lines
         if report and not self.store.add_import_errors(self.job["id"], report, self.generation):
             raise _Stop
         self._update(success=self.success, errors=self.errors)
         return len(batch)
 
-    def _merge(self, existing: dict[str, Any], clean: dict[str, Any]) -> dict[str, Any] | None:
-        """The existing element after applying a row, or None when it must stay as it is."""
-        if not self.override:
-            return None
-        merged = dict(existing)
-        for name, value in clean.items():
-            if self.only_empty and merged.get(name) not in (None, "", []):
-                continue
-            merged[name] = value
-        return merged
-
     def _validated(
-        self, kind: str, lines: list[int], rows: list[list[str]], header: list[str]
-    ) -> list[tuple[int, dict[str, Any], list[tuple[str, str]]]]:
-        """(line, clean values, [(field, error)]) per row."""
-        clean, errors = check_columns(kind, header, rows, self.state.settings.max_field_chars)
+        self, kind: str, rows: list[list[str]], header: list[str]
+    ) -> tuple[list[str], list[list[Any]], dict[int, list[tuple[str, str]]]]:
+        """(kept column names, clean values per column, {row index: [(field, error)]})."""
+        names, columns, errors = check_columns(kind, header, rows, self.state.settings.max_field_chars)
         problems: dict[int, list[tuple[str, str]]] = {}
         for index, field, message in errors:
             problems.setdefault(index, []).append((field, message))
-        return [(lines[i], values, problems.get(i, [])) for i, values in enumerate(clean)]
+        return names, columns, problems
 
     def _contacts(
-        self, lines: list[int], rows: list[list[str]], header: list[str], report: list[tuple[int, str, str]]
+        self, lines: Sequence[int], rows: list[list[str]], header: list[str], report: list[tuple[int, str, str]]
     ) -> None:
-        cleaned: list[tuple[str, dict[str, Any]]] = []
-        for line, clean, problems in self._validated("contacts", lines, rows, header):
-            email = clean.get("_email")
-            if email is None and not any(field == "_email" for field, _ in problems):
-                problems.append(("_email", "the email is missing; every contact needs an _email"))
-            if problems or email is None:
-                report.extend((line, field, message) for field, message in problems)
-                continue
-            cleaned.append((email.lower(), clean))
-        self._upsert("contacts", "email", cleaned, "_createdAt", "_updatedAt")
+        names, columns, problems = self._validated("contacts", rows, header)
+        emails: list[Any] = columns[names.index("_email")] if "_email" in names else [None] * len(rows)
+        for index in compress(range(len(emails)), map(_is_none, emails)):
+            found = problems.setdefault(index, [])
+            if not any(field == "_email" for field, _ in found):
+                found.append(("_email", "the email is missing; every contact needs an _email"))
+        for index in sorted(problems):
+            report.extend((lines[index], field, message) for field, message in problems[index])
+        values = list(zip(*columns, strict=True)) if columns else [() for _ in rows]
+        if problems:
+            good = [i for i in range(len(rows)) if i not in problems]
+            cleaned = [(emails[i].lower(), values[i]) for i in good]
+        else:
+            cleaned = list(zip(map(str.lower, emails), values, strict=True))
+        self._upsert("contacts", "email", names, cleaned, "_createdAt", "_updatedAt")
 
     def _products(
         self,
-        lines: list[int],
+        lines: Sequence[int],
         rows: list[list[str]],
         header: list[str],
         report: list[tuple[int, str, str]],
         domains: list[str],
     ) -> None:
-        cleaned: list[tuple[str, dict[str, Any]]] = []
-        for line, clean, problems in self._validated("products", lines, rows, header):
-            bad = {field for field, _ in problems}
-            problems += [
-                (name, f"{name} is required and the cell is empty")
-                for name in PRODUCT_REQUIRED
-                if name not in clean and name not in bad
-            ]
-            url = clean.get("productDetailUrl")
-            if url is not None and not url_in_domains(url, domains):
-                shown = ", ".join(domains) or "none"
-                problems.append(("productDetailUrl", f'"{url}" is outside the account\'s authorised domains ({shown})'))
-            if problems:
-                report.extend((line, field, message) for field, message in sorted(problems))
-                continue
-            cleaned.append((clean["productId"], clean))
-        self._upsert("products", "product_id", cleaned, "createdAt", "updatedAt")
+        names, columns, problems = self._validated("products", rows, header)
+        by_name = dict(zip(names, columns, strict=True))
+        missing = [None] * len(rows)
+        for name in PRODUCT_REQUIRED:
+            column = by_name.get(name, missing)
+            for index in compress(range(len(column)), map(_is_none, column)):
+                found = problems.setdefault(index, [])
+                if not any(field == name for field, _ in found):
+                    found.append((name, f"{name} is required and the cell is empty"))
+        urls = by_name.get("productDetailUrl", missing)
+        inside = _domain_check(domains)
+        shown = ", ".join(domains) or "none"
+        for index, url in enumerate(urls):
+            if url is not None and not inside(url):
+                problems.setdefault(index, []).append(
+                    ("productDetailUrl", f'"{url}" is outside the account\'s authorised domains ({shown})')
+                )
+        for index in sorted(problems):
+            report.extend((lines[index], field, message) for field, message in sorted(problems[index]))
+        ids = by_name.get("productId", missing)
+        values = list(zip(*columns, strict=True)) if columns else [() for _ in rows]
+        cleaned = [(ids[i], values[i]) for i in range(len(rows)) if i not in problems]
+        self._upsert("products", "product_id", names, cleaned, "createdAt", "updatedAt")
 
     def _upsert(
-        self, table: str, key_col: str, cleaned: list[tuple[str, dict[str, Any]]], created: str, updated: str
+        self,
+        table: str,
+        key_col: str,
+        names: list[str],
+        cleaned: list[tuple[str, tuple[Any, ...]]],
+        created: str,
+        updated: str,
     ) -> None:
-        """Apply rows in file order (a key repeated in the batch sees its earlier rows), honouring the options."""
+        """Apply rows in file order (a key repeated in the batch sees its earlier rows), honouring the options.
+
+        ``cleaned`` holds (key, values of the ``names`` columns, None for no value) per good row.
+        """
         existing = self.store.get_entities(table, key_col, self.account_id, [key for key, _ in cleaned])
         now = now_iso()
-        changed: dict[str, dict[str, Any]] = {}
-        for key, clean in cleaned:
-            current = changed.get(key) or existing.get(key)
-            if current is None:
-                changed[key] = {"id": new_id(), **clean, created: now, updated: now}
-                continue
-            merged = self._merge(current, clean)
-            if merged is not None:
-                merged[updated] = now
-                changed[key] = merged
-        if changed and not self.store.put_entities(
-            table, key_col, self.account_id, list(changed.items()), self.generation
-        ):
+        fresh_ids = iter(new_ids(len(cleaned) - len(existing)) if len(cleaned) > len(existing) else [])
+        encode_new = self._new_element_encoder(names, created, updated)
+        items: list[tuple[str, dict[str, Any] | str]] = []
+        if encode_new is not None and len({key for key, _ in cleaned}) == len(cleaned):
+            # every key once (the usual case): new elements go from row values to JSON without a dict
+            for key, values in cleaned:
+                current = existing.get(key)
+                if current is None:
+                    items.append((key, encode_new(next(fresh_ids), values, now)))
+                elif self.override:
+                    items.append((key, self._merged(current, _clean(names, values), updated, now)))
+        else:
+            changed: dict[str, dict[str, Any]] = {}
+            for key, values in cleaned:
+                clean = _clean(names, values)
+                current = changed.get(key) or existing.get(key)
+                if current is None:
+                    changed[key] = {"id": next(fresh_ids, None) or new_id(), **clean, created: now, updated: now}
+                elif self.override:
+                    changed[key] = self._merged(current, clean, updated, now)
+            items = list(changed.items())
+        if items and not self.store.put_entities(table, key_col, self.account_id, items, self.generation):
             raise _Stop
 
+    def _merged(self, current: dict[str, Any], clean: dict[str, Any], updated: str, now: str) -> dict[str, Any]:
+        """The existing element after applying a row (with ``overrideExisting``)."""
+        if self.only_empty:
+            merged = dict(current)
+            for name, value in clean.items():
+                if merged.get(name) in (None, "", []):
+                    merged[name] = value
+        else:
+            merged = {**current, **clean}
+        merged[updated] = now
+        return merged
+
+    def _new_element_encoder(
+        self, names: list[str], created: str, updated: str
+    ) -> Callable[[str, tuple[Any, ...], str], str] | None:
+        """JSON text of a new element, ``{"id", the row's non-empty values, created, updated}``, built by a
+        msgspec struct (empty values are omitted defaults) instead of two dicts per row; None when a
+        column name repeats or clashes with those keys, which the dict path handles."""
+        if len(set(names)) != len(names) or {"id", created, updated} & set(names):
+            return None
+        cached = self._encoders.get((tuple(names), created))
+        if cached is not None:
+            return cached
+        fields: list[tuple[str, Any, Any]] = [("id", str, "")]
+        fields += [(f"f{index}", Any, None) for index in range(len(names))]
+        fields += [("created", str, ""), ("updated", str, "")]
+        rename = {f"f{index}": name for index, name in enumerate(names)} | {"created": created, "updated": updated}
+        row_type = msgspec.defstruct("ImportedElement", fields, omit_defaults=True, rename=rename)
+        encode = msgspec.json.Encoder().encode
+
+        def encode_new(element_id: str, values: tuple[Any, ...], now: str) -> str:
+            return encode(row_type(element_id, *values, now, now)).decode()
+
+        self._encoders[(tuple(names), created)] = encode_new
+        return encode_new
+
     def _coupons(
-        self, lines: list[int], rows: list[list[str]], header: list[str], report: list[tuple[int, str, str]]
+        self, lines: Sequence[int], rows: list[list[str]], header: list[str], report: list[tuple[int, str, str]]
     ) -> None:
         set_id = self.job["options"]["couponSetId"]
         max_chars = min(self.state.settings.max_field_chars, 1024)

@@ -8,17 +8,19 @@ statement is short, so the lock is never held for long. Resources keep their API
 from __future__ import annotations
 
 import itertools
-import json
 import secrets
 import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from itertools import repeat
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 DEFAULT_ACCOUNT = "default"
 DEFAULT_DOMAINS = ["example.com"]
@@ -112,11 +114,24 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)
+def new_ids(count: int) -> list[str]:
+    """``count`` fresh ids at once (imports): one clock read, a block of the counter."""
+    head = f"{int(time.time()):08x}{_ID_PREFIX}"
+    start = next(_ID_COUNTER)
+    # Advances the shared counter by count - 1 in one C-level step (atomic under the GIL).
+    if count > 1:
+        next(itertools.islice(_ID_COUNTER, count - 2, None))
+    return [f"{head}{n % 2**24:06x}" for n in range(start, start + count)]
+
+
+# msgspec instead of the json module: ~10x faster to encode and ~3x to decode, which is most of what an
+# import of half a million rows spent per row (same JSON text: compact, non-ASCII kept as is).
+_ENCODE = msgspec.json.Encoder().encode
+_loads = msgspec.json.Decoder().decode
 
 
 def _dumps(value: Any) -> str:
-    return _ENCODER.encode(value)
+    return _ENCODE(value).decode()
 
 
 class Store:
@@ -195,7 +210,7 @@ class Store:
         if not rows:
             return None
         row = rows[0]
-        return {"id": row[0], "name": row[1], "blocked": bool(row[2]), "authorizedDomains": json.loads(row[3])}
+        return {"id": row[0], "name": row[1], "blocked": bool(row[2]), "authorizedDomains": _loads(row[3])}
 
     def list_accounts(self) -> list[dict[str, Any]]:
         rows = self.query("SELECT id FROM accounts ORDER BY id")
@@ -215,7 +230,7 @@ class Store:
         if not rows:
             return None
         row = rows[0]
-        return {"key": row[0], "accountId": row[1], "scopes": json.loads(row[2]), "blocked": bool(row[3])}
+        return {"key": row[0], "accountId": row[1], "scopes": _loads(row[2]), "blocked": bool(row[3])}
 
     def authenticate(self, key: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """(key record, account) for an API key, or None when the key or its account is unknown (cached)."""
@@ -257,7 +272,7 @@ class Store:
             sql += " AND account_id = ?"
             params += (account_id,)
         rows = self.query(sql, params)
-        return json.loads(rows[0][0]) if rows else None
+        return _loads(rows[0][0]) if rows else None
 
     def job_file(self, table: str, job_id: str) -> str | None:
         rows = self.query(f"SELECT file_path FROM {table} WHERE id = ?", (job_id,))
@@ -275,7 +290,7 @@ class Store:
             rows = conn.execute(f"SELECT data FROM {table} WHERE id = ?", (job_id,)).fetchall()
             if not rows:
                 return False
-            data = json.loads(rows[0][0])
+            data = _loads(rows[0][0])
             data.update({k: v for k, v in changes.items()})
             conn.execute(
                 f"UPDATE {table} SET data = ?, status = ? WHERE id = ?",
@@ -290,7 +305,7 @@ class Store:
             f"SELECT data FROM {table} {where} ORDER BY seq DESC LIMIT ? OFFSET ?",
             [*params, limit, skip],
         )
-        return [json.loads(r[0]) for r in rows], total
+        return [_loads(r[0]) for r in rows], total
 
     def delete_job(self, table: str, job_id: str) -> None:
         with self.tx() as conn:
@@ -303,7 +318,7 @@ class Store:
             f"SELECT data FROM {table} WHERE account_id = ? AND status = ? ORDER BY seq LIMIT 1",
             (account_id, status),
         )
-        return json.loads(rows[0][0]) if rows else None
+        return _loads(rows[0][0]) if rows else None
 
     def accounts_with_jobs(self, table: str, statuses: list[str]) -> list[str]:
         marks = ",".join("?" * len(statuses))
@@ -352,7 +367,7 @@ class Store:
             f"SELECT data FROM {table} WHERE account_id = ? AND {key_col} = ?",
             (account_id, key),
         )
-        return json.loads(rows[0][0]) if rows else None
+        return _loads(rows[0][0]) if rows else None
 
     def get_entities(self, table: str, key_col: str, account_id: str, keys: list[str]) -> dict[str, dict[str, Any]]:
         """Existing entities among ``keys`` (batched lookups for imports)."""
@@ -365,7 +380,7 @@ class Store:
                 (account_id, *part),
             )
             for key, data in rows:
-                found[key] = json.loads(data)
+                found[key] = _loads(data)
         return found
 
     def put_entities(
@@ -373,29 +388,34 @@ class Store:
         table: str,
         key_col: str,
         account_id: str,
-        items: list[tuple[str, dict[str, Any]]],
+        items: Sequence[tuple[str, dict[str, Any] | str]],
         generation: int | None = None,
         extra_col: str | None = None,
         extra: list[str] | None = None,
     ) -> bool:
-        """Insert or replace entities (keeping their first ``seq``, i.e. their creation order)."""
+        """Insert or replace entities (keeping their first ``seq``, i.e. their creation order).
+
+        An item's data is the element, or its JSON text when the caller encoded it already (imports).
+        Encoding happens before the store lock is taken, so API requests do not wait for it.
+        """
+        texts = [data if isinstance(data, str) else _ENCODE(data).decode() for _key, data in items]
+        cols = f"account_id, {key_col}, data, seq" + (f", {extra_col}" if extra_col else "")
+        marks = "?, ?, ?, ?" + (", ?" if extra_col else "")
+        sql = (
+            f"INSERT INTO {table}({cols}) VALUES ({marks}) "
+            f"ON CONFLICT(account_id, {key_col}) DO UPDATE SET data = excluded.data"
+        )
         with self.tx() as conn:
             if generation is not None and generation != self.generation:
                 return False
-            cols = f"account_id, {key_col}, data, seq" + (f", {extra_col}" if extra_col else "")
-            marks = "?, ?, ?, ?" + (", ?" if extra_col else "")
-            sql = (
-                f"INSERT INTO {table}({cols}) VALUES ({marks}) "
-                f"ON CONFLICT(account_id, {key_col}) DO UPDATE SET data = excluded.data"
-            )
-            params = []
-            for index, (key, data) in enumerate(items):
-                self._seq += 1
-                row: tuple[Any, ...] = (account_id, key, _dumps(data), self._seq)
-                if extra_col and extra is not None:
-                    row += (extra[index],)
-                params.append(row)
-            conn.executemany(sql, params)
+            first = self._seq + 1
+            self._seq += len(items)
+            seqs = range(first, first + len(items))
+            keys = [key for key, _data in items]
+            if extra_col and extra is not None:
+                conn.executemany(sql, zip(repeat(account_id), keys, texts, seqs, extra, strict=False))
+            else:
+                conn.executemany(sql, zip(repeat(account_id), keys, texts, seqs, strict=False))
             return True
 
     def delete_entity(self, table: str, key_col: str, account_id: str, key: str) -> bool:
@@ -417,7 +437,7 @@ class Store:
             f"SELECT data FROM {table} {where} ORDER BY seq DESC LIMIT ? OFFSET ?",
             [*params, limit, skip],
         )
-        return [json.loads(r[0]) for r in rows], total
+        return [_loads(r[0]) for r in rows], total
 
     def iter_entities(self, table: str, account_id: str) -> Iterator[dict[str, Any]]:
         """Every entity in creation order, paged (for exports)."""
@@ -430,7 +450,7 @@ class Store:
             if not rows:
                 return
             for row in rows:
-                yield json.loads(row[1])
+                yield _loads(row[1])
             last = int(rows[-1][0])
 
     _AGGREGATE_SQL = (
@@ -479,7 +499,7 @@ class Store:
         if date_from is not None and date_to is not None:
             sql += " AND date >= ? AND date < ?"
             params += [date_from, date_to]
-        return [json.loads(r[0]) for r in self.query(sql + " ORDER BY date, seq", params)]
+        return [_loads(r[0]) for r in self.query(sql + " ORDER BY date, seq", params)]
 
     def delete_activities_of_purchase(self, account_id: str, purchase_id: str) -> None:
         with self.tx() as conn:
@@ -504,7 +524,7 @@ class Store:
             sql += " AND account_id = ?"
             params.append(account_id)
         rows = self.query(sql, params)
-        return json.loads(rows[0][0]) if rows else None
+        return _loads(rows[0][0]) if rows else None
 
     def list_coupon_sets_raw(self, account_id: str | None, limit: int = -1, skip: int = 0) -> tuple[list[Any], int]:
         return self.list_jobs("coupon_sets", account_id, limit, skip)
@@ -577,11 +597,11 @@ class Store:
             sql += " AND account_id = ?"
             params.append(account_id)
         rows = self.query(sql, params)
-        return json.loads(rows[0][0]) if rows else None
+        return _loads(rows[0][0]) if rows else None
 
     def list_workflows(self, account_id: str | None) -> list[dict[str, Any]]:
         sql, params = "SELECT data FROM workflows", []
         if account_id is not None:
             sql += " WHERE account_id = ?"
             params.append(account_id)
-        return [json.loads(r[0]) for r in self.query(sql + " ORDER BY id", params)]
+        return [_loads(r[0]) for r in self.query(sql + " ORDER BY id", params)]
