@@ -55,8 +55,9 @@ def build_query(
 ) -> str:
     """The SELECT that extraction runs: the mapped columns of the source, filtered and ordered.
 
-    ``since`` keeps rows whose ``updated_at`` is at or after it (and rows without one, which cannot be
-    placed in time); ``window`` filters ``date_column``; ``keys`` restricts the order_by's first column
+    ``since`` keeps rows whose ``updated_at`` is at or after it (rows without one are left to full scans:
+    an ``OR ... IS NULL`` would stop databases from using the ``updated_at`` index); ``window`` filters
+    ``date_column``; ``keys`` restricts the order_by's first column
     (used to retry specific rows). Identifiers were validated by the mapping and are quoted here.
     """
     q = dialect.identifier_preparer.quote
@@ -67,8 +68,7 @@ def build_query(
     if since is not None:
         if not mapping.updated_at:
             raise ValueError(f"{mapping.path}: incremental extraction needs `updated_at` in the mapping")
-        u = q(mapping.updated_at)
-        where.append(f"({u} >= {_literal(since)} OR {u} IS NULL)")
+        where.append(f"{q(mapping.updated_at)} >= {_literal(since)}")
     if window is not None and mapping.date_column:
         d = q(mapping.date_column)
         if window.start is not None:
@@ -82,7 +82,10 @@ def build_query(
     if where:
         sql += " WHERE " + " AND ".join(where)
     if mapping.order_by:
-        sql += " ORDER BY " + ", ".join(q(c) for c in mapping.order_by)
+        # SQLite would rather walk the whole table in rowid order than sort a few filtered rows; a unary +
+        # hides the order column from the planner, so a selective filter uses its index (0.5 s -> 10 ms).
+        plus = "+" if where and dialect.name == "sqlite" else ""
+        sql += " ORDER BY " + ", ".join(plus + q(c) for c in mapping.order_by)
     return sql
 
 

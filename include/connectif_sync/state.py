@@ -530,7 +530,7 @@ class StateStore:
             else {int(k): "rejected by Connectif" for k in failed_lines}
         )
         lines = manifest.column("line")
-        unknown = sorted(set(reasons) - set(lines.to_pylist())) if reasons else []
+        unknown = sorted(k for k in reasons if not 1 <= k <= len(lines))  # lines are 1..n in order
         if unknown:
             raise ValueError(f"{csv_path}: lines {unknown[:10]} are not data lines of this file (1..{len(lines)})")
         failed_mask = pc.is_in(lines, pa.array(sorted(reasons), pa.int64())) if reasons else None
@@ -626,17 +626,19 @@ class StateStore:
         data = data.sort_by([("key", "ascending")])  # in key order the B-tree fills sequentially
         if dialect == "sqlite":
             cols = ("object", "key", "key_hash", "row_hash", "source_hash", "source_updated_at", "confirmed_at")
-            rows = zip(*(data.column(c).to_pylist() for c in cols), strict=True)
             with self.engine.begin() as conn:
                 conn.exec_driver_sql("PRAGMA cache_size=-131072")  # 128 MB: a big upsert stays in memory
-                conn.exec_driver_sql(
-                    f"INSERT INTO connectif_sync_state ({', '.join(cols)}) VALUES (?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (object, key) DO UPDATE SET key_hash = excluded.key_hash, "
-                    "row_hash = excluded.row_hash, source_hash = excluded.source_hash, "
-                    "source_updated_at = excluded.source_updated_at, "
-                    "confirmed_at = excluded.confirmed_at",
-                    list(rows),
-                )
+                for off in range(0, data.num_rows, 50_000):  # Python rows for 50k at a time, not the whole file
+                    part = data.slice(off, 50_000)
+                    rows = zip(*(part.column(c).to_pylist() for c in cols), strict=True)
+                    conn.exec_driver_sql(
+                        f"INSERT INTO connectif_sync_state ({', '.join(cols)}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                        "ON CONFLICT (object, key) DO UPDATE SET key_hash = excluded.key_hash, "
+                        "row_hash = excluded.row_hash, source_hash = excluded.source_hash, "
+                        "source_updated_at = excluded.source_updated_at, "
+                        "confirmed_at = excluded.confirmed_at",
+                        list(rows),
+                    )
             return
         records = data.to_pylist()
         for r in records:
