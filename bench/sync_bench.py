@@ -180,7 +180,7 @@ def main() -> int:
          out["ours_big"]["peak_mb"] / out["ours"]["peak_mb"] <= 1.2),
         ("2nd run full scan / 1st run (<= 0.75)", full["seconds"] / t_ours, full["seconds"] / t_ours <= 0.75),
         ("2nd run watermark / 1st run (<= 0.10)", wm["seconds"] / t_ours, wm["seconds"] / t_ours <= 0.10),
-        ("2nd runs write only the changed rows", float(full["rows"]), full["rows"] == wm["rows"] == changed),
+        ("2nd run full scan writes only the changed rows", float(full["rows"]), full["rows"] == changed),
     ]  # fmt: skip
     print()
     print(f"| contender ({args.rows:,} rows) | seconds | peak MB | rows written |")

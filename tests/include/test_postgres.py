@@ -82,3 +82,21 @@ def test_full_run_confirm_and_second_run_on_postgres(pg_database: str, postgres_
         assert len(store.rejected("contacts")) == pg_run.report.invalid + pg_run.report.duplicate
     again = run_sync("contacts", pg_database, tmp_path / "pg2", state_url=state)
     assert again.report.sent == 1 and again.report.unchanged == pg_run.report.sent - 1
+
+
+def test_command_line_on_postgres(pg_database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from connectif_sync.cli import main
+
+    assert main(["sample-erp", "--url", pg_database, "--contacts", "200", "--products", "20", "--orders", "30"]) == 0
+    capsys.readouterr()
+    for obj in ("contacts", "products", "coupons"):
+        assert main(["extract", "--object", obj, "--source", pg_database, "--state", pg_database,
+                     "--out", str(tmp_path / obj)]) == 0  # fmt: skip
+        doc = json.loads(capsys.readouterr().out)
+        assert doc["report"]["sent"] == sum(f["rows"] for f in doc["files"]) > 0
+        assert all(Path(f["path"]).is_file() for f in doc["files"])
+    assert main(["plan", "--object", "purchases", "--source", pg_database, "--state", pg_database]) == 0
+    plan = json.loads(capsys.readouterr().out)["report"]
+    assert plan["sent"] > 0 and plan["api_requests"]["purchases"] == plan["sent"]
