@@ -200,8 +200,18 @@ def trigger_phase(
     return runs
 
 
+def runs_since(client: AirflowClient, dag_id: str, since: datetime) -> list[dict[str, Any]]:
+    """Runs of ``dag_id`` created since the demo started: ours, and those the scheduler added on unpause."""
+    out = []
+    for run in client.runs(dag_id):
+        queued = run.get("queued_at") or run.get("run_after")
+        if queued and datetime.fromisoformat(queued.replace("Z", "+00:00")) >= since:
+            out.append(run)
+    return sorted(out, key=lambda r: r.get("queued_at") or "")
+
+
 def summarise(client: AirflowClient, dag_id: str, run: dict[str, Any]) -> dict[str, Any]:
-    summary = client.xcom(dag_id, run["dag_run_id"], "summary") or {}
+    summary = client.xcom(dag_id, run["dag_run_id"], "report", key="summary") or {}
     duration = None
     if run.get("start_date") and run.get("end_date"):
         start = datetime.fromisoformat(run["start_date"])
@@ -214,11 +224,12 @@ def summarise(client: AirflowClient, dag_id: str, run: dict[str, Any]) -> dict[s
             for ti in client.task_instances(dag_id, run["dag_run_id"])
             if ti["state"] in ("failed", "upstream_failed")
         ]
-    return {"dag_id": dag_id, "state": run["state"], "duration": duration, "summary": summary, "failed": failed}
+    label = dag_id if run.get("run_type") == "manual" else f"{dag_id} ({run.get('run_type')})"
+    return {"dag_id": label, "state": run["state"], "duration": duration, "summary": summary, "failed": failed}
 
 
 def print_summaries(rows: list[dict[str, Any]]) -> None:
-    head = f"{'DAG':28} {'state':8} {'sent':>8} {'unchanged':>10} {'rejected':>9} {'imports':>8} {'duration':>9}"
+    head = f"{'DAG':40} {'state':8} {'sent':>8} {'unchanged':>10} {'rejected':>9} {'imports':>8} {'duration':>9}"
     say(head)
     say("─" * len(head))
     for row in rows:
@@ -230,14 +241,14 @@ def print_summaries(rows: list[dict[str, Any]]) -> None:
             return "-" if value is None else str(value)
 
         say(
-            f"{row['dag_id']:28} {row['state']:8} {num('sent'):>8} {num('unchanged'):>10} "
+            f"{row['dag_id']:40} {row['state']:8} {num('sent'):>8} {num('unchanged'):>10} "
             f"{num('rejected'):>9} {num('imports'):>8} {dur:>9}"
         )
         if s.get("notes"):
-            for note in s["notes"]:
-                say(f"{'':28} · {note}")
+            for note in s["notes"][:6]:
+                say(f"{'':40} · {note}")
         if row["failed"]:
-            say(f"{'':28} ✗ failed tasks: {', '.join(row['failed'])} (see their logs in the UI)")
+            say(f"{'':40} ✗ failed tasks: {', '.join(row['failed'])} (see their logs in the UI)")
 
 
 # -- main -------------------------------------------------------------------------------------------------
@@ -250,6 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     def on_term(signum: int, frame: FrameType | None) -> None:
         raise DemoStopped(signal.Signals(signum).name)
 
+    # Ctrl-C must work even when started with SIGINT ignored (e.g. as a background job of a script).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGHUP, on_term)
     started = time.monotonic()
@@ -295,12 +308,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"• Airflow is up at {airflow.url} ({time.monotonic() - started:.0f}s since start)")
 
         results: list[dict[str, Any]] = []
+        since = datetime.now(UTC) - timedelta(seconds=5)
         for phase in PHASES:
             runs = trigger_phase(client, phase, order_window)
             for dag_id, run_id in runs.items():
                 run = client.wait_for_run(dag_id, run_id, timeout=args.run_timeout)
-                results.append(summarise(client, dag_id, run))
                 say(f"  ■ {dag_id}: {run['state']}")
+            # Unpausing may also have started a scheduled run (e.g. the purchases of the last hour): wait for
+            # those too and show them, since they may have done the work before our run.
+            for dag_id in phase:
+                for other in runs_since(client, dag_id, since):
+                    if other["state"] not in ("success", "failed"):
+                        other = client.wait_for_run(dag_id, other["dag_run_id"], timeout=args.run_timeout)
+                    results.append(summarise(client, dag_id, other))
 
         say()
         say(f"First sync finished in {time.monotonic() - started:.0f}s:")
