@@ -140,6 +140,8 @@ def run_sync(
     if obj == "purchases":
         raise ValueError("purchases go through the API one by one: use connectif_sync.purchase_payloads()")
     use_system_allocator()
+    if out_dir is None and not dry_run:
+        raise ValueError("run_sync needs out_dir for the chunk files (or dry_run=True)")
     m = resolve_mapping(obj, mapping)
     store = StateStore(state_url, readonly=dry_run)
     try:

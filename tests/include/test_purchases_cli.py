@@ -102,3 +102,24 @@ def test_cli_reports_a_broken_mapping(tmp_path: Path, capsys: pytest.CaptureFixt
     code = main(["plan", "--object", "contacts", "--source", "sqlite:///x.db", "--mapping", str(bad)])
     err = capsys.readouterr().err
     assert code == 2 and f"{bad}: fields._nope: unknown Connectif field" in err and "Fix:" in err
+
+
+def test_orders_spanning_chunks_and_empty_sources(shop: str, tmp_path: Path) -> None:
+    """Small chunks cut orders in the middle: the payloads must not change. An empty source sends nothing."""
+    big = list(purchase_payloads(shop, state_url=f"sqlite:///{tmp_path / 'a.db'}"))
+    small = list(purchase_payloads(shop, state_url=f"sqlite:///{tmp_path / 'b.db'}", chunk_rows=7))
+    assert small == big and len(big) > 100
+    from connectif_sync import run_sync
+
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    erp.generate(empty, contacts=1, products=1, orders=0, coupons=0, coupon_sets=0, dirty_rate=0)
+    engine = sa.create_engine(empty)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM erasure_requests"))
+        conn.execute(sa.text("DELETE FROM customers"))
+    engine.dispose()
+    result = run_sync("contacts", empty, tmp_path / "out", state_url=f"sqlite:///{tmp_path / 'c.db'}")
+    assert (result.report.extracted, result.report.sent, result.files) == (0, 0, [])
+    assert list(purchase_payloads(empty, state_url=f"sqlite:///{tmp_path / 'c.db'}")) == []
+    with pytest.raises(ValueError, match="needs out_dir"):
+        run_sync("contacts", empty, None)
