@@ -32,7 +32,7 @@ from typing import Any
 
 import httpx
 
-from demo.airflow_api import AirflowClient
+from demo.airflow_api import AirflowAPIError, AirflowClient
 from demo.processes import MARKER_VAR, ManagedProcess, sweep
 from demo.standalone import REPO, VENV_BIN, AirflowStandalone, StartupError, free_port
 from emulator.testing import EmulatorAdmin
@@ -74,6 +74,8 @@ def port_or_free(host: str, wanted: int) -> int:
     import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As servers do: connections of a previous run in TIME_WAIT must not make the port look busy.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, wanted))
         except OSError:
@@ -188,7 +190,7 @@ def trigger_phase(
             # send the same purchases, at 24 times the task overhead).
             run = client.trigger(
                 dag_id,
-                logical_date=order_window[0],
+                logical_date=datetime.now(UTC),  # unique, so that the demo can run again on the same .demo/
                 data_interval=order_window,
                 conf={"trigger_purchase_event": False},
                 note="make demo: first sync of the sample's day of orders",
@@ -345,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         say()
         say("Stopping...")
         return 0
-    except (StartupError, TimeoutError) as exc:
+    except (StartupError, TimeoutError, AirflowAPIError) as exc:
         say(f"\n✗ {exc}")
         return 1
     finally:
