@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import time
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
 
-from connectif_provider.exceptions import ConnectifMissingContactError, ConnectifMissingProductError
+from connectif_provider.exceptions import (
+    ConnectifMissingContactError,
+    ConnectifMissingProductError,
+    ConnectifPermissionError,
+)
 from connectif_provider.hooks.connectif import ConnectifHook
 from connectif_provider.operators.connectif import ConnectifExportOperator
 from connectif_provider.triggers.connectif import ConnectifQueueSlotTrigger
@@ -101,6 +107,35 @@ def test_full_export_queue_waits_for_a_slot(emu_conn: str, emulator: RunningEmul
     assert isinstance(deferred.value.trigger, ConnectifQueueSlotTrigger)
     result = run_deferred(op, {"task_state_store": DictStore()})
     assert len(result["export_ids"]) == 1 and result["files"]
+
+
+def test_expired_export_link_is_fetched_again(emu_conn: str, emulator: RunningEmulator, tmp_path: Path) -> None:
+    """A link that expired between reading the export and downloading it: the export is read again."""
+    emulator.admin.seed_contacts([{"_email": "a@example.com"}])
+    hook = ConnectifHook(emu_conn)
+    export_id = str(hook.create_export("contacts")["id"])
+    deadline = time.monotonic() + 30
+    while hook.get_export(export_id)["status"] != "finished":
+        assert time.monotonic() < deadline, "export did not finish"
+        time.sleep(0.1)
+    emulator.admin.configure(presigned_url_ttl_s=0.001)
+    urls: list[str] = []
+    read_url = hook._export_file_url
+
+    def slow_worker(eid: str) -> str:
+        url = read_url(eid)
+        urls.append(url)
+        if len(urls) == 1:
+            emulator.admin.configure(presigned_url_ttl_s=600)
+            time.sleep(1.1)  # the first link expires before it is used
+        return url
+
+    with mock.patch.object(hook, "_export_file_url", side_effect=slow_worker):
+        paths = hook.download_export(export_id, tmp_path / "out")
+    assert len(urls) == 2 and urls[0] != urls[1]
+    assert paths and all(p.is_file() and p.suffix == ".csv" for p in paths)
+    with pytest.raises(ConnectifPermissionError, match="expired"):
+        ConnectifHook(emu_conn)._stream_to(urls[0], tmp_path / "stale.zip")
 
 
 def test_entities(emu_conn: str, emulator: RunningEmulator) -> None:

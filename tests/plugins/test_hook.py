@@ -16,6 +16,7 @@ import pytest
 
 from connectif_provider.exceptions import (
     ConnectifAuthenticationError,
+    ConnectifError,
     ConnectifImportQueueFullError,
     ConnectifMissingContactError,
     ConnectifMissingProductError,
@@ -328,6 +329,53 @@ def test_download_export_without_api_key_and_unpacks_csvs(scripted_hook: Any, tm
     assert all(p.parent == tmp_path / "out" for p in paths)
     download = api.calls("GET", "/exports/e1.zip")[0]
     assert "authorization" not in download.headers
+
+
+def _export_zip() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("export-contacts-1.csv", "a,b\n1,2\n")
+    return buf.getvalue()
+
+
+def test_download_export_fetches_a_fresh_url_when_the_link_expired(scripted_hook: Any, tmp_path: Path) -> None:
+    hook, api = scripted_hook(base_url=BASE)
+    stale = "https://files.connectif.test/exports/stale.zip?signature=old"
+    fresh = "https://files.connectif.test/exports/fresh.zip?signature=new"
+    api.add(
+        "GET",
+        "/exports/e1",
+        httpx.Response(200, json={"id": "e1", "status": "finished", "fileUrl": stale}),
+        httpx.Response(200, json={"id": "e1", "status": "finished", "fileUrl": fresh}),
+    )
+    expired = "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>"
+    api.add("GET", "/exports/stale.zip", httpx.Response(403, text=expired))
+    api.add("GET", "/exports/fresh.zip", httpx.Response(200, content=_export_zip()))
+    paths = hook.download_export("e1", tmp_path / "out")
+    assert [p.name for p in paths] == ["export-contacts-1.csv"]
+    assert len(api.calls("GET", "/exports/e1")) == 2
+    assert len(api.calls("GET", "/exports/stale.zip")) == 1
+
+
+def test_download_export_gives_up_after_refetching_twice(scripted_hook: Any, tmp_path: Path) -> None:
+    hook, api = scripted_hook(base_url=BASE)
+    url = "https://files.connectif.test/exports/e1.zip?signature=old"
+    api.add("GET", "/exports/e1", httpx.Response(200, json={"id": "e1", "status": "finished", "fileUrl": url}))
+    api.add("GET", "/exports/e1.zip", httpx.Response(403, text="Request has expired"))
+    with pytest.raises(ConnectifPermissionError, match="403"):
+        hook.download_export("e1", tmp_path / "out")
+    assert len(api.calls("GET", "/exports/e1")) == 3
+    assert len(api.calls("GET", "/exports/e1.zip")) == 3
+
+
+def test_download_export_other_errors_are_not_refetched(scripted_hook: Any, tmp_path: Path) -> None:
+    hook, api = scripted_hook(base_url=BASE)
+    url = "https://files.connectif.test/exports/e1.zip?signature=old"
+    api.add("GET", "/exports/e1", httpx.Response(200, json={"id": "e1", "status": "finished", "fileUrl": url}))
+    api.add("GET", "/exports/e1.zip", httpx.Response(404, text="NoSuchKey"))
+    with pytest.raises(ConnectifError, match="404"):
+        hook.download_export("e1", tmp_path / "out")
+    assert len(api.calls("GET", "/exports/e1")) == 1
 
 
 def test_error_report_parsing() -> None:

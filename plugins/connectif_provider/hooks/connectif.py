@@ -87,6 +87,8 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
 }
 
 _RETRY_DEADLINE_SECONDS = 900.0
+#: How many times an export is read again for a fresh ``fileUrl`` when its link was refused as expired.
+EXPIRED_URL_REFETCHES = 2
 _UNKNOWN_OUTCOME_SKEW_SECONDS = 120.0
 _claimed_import_ids: set[str] = set()
 _claimed_lock = threading.Lock()
@@ -269,6 +271,11 @@ def _log_retry(state: RetryCallState) -> None:
     exc = state.outcome.exception() if state.outcome else None
     wait = state.next_action.sleep if state.next_action else 0
     log.warning("Connectif request failed (attempt %d): %s; retrying in %.1f s", state.attempt_number, exc, wait)
+
+
+def _is_expired_link(err: ConnectifError) -> bool:
+    """A pre-signed link refused because it expired: 403 (S3, Azure, the emulator), or a 400 saying so (GCS)."""
+    return err.status == 403 or (err.status == 400 and "expired" in f"{err.detail} {err.body}".lower())
 
 
 def _is_duplicate_purchase(err: ConnectifError) -> bool:
@@ -811,21 +818,38 @@ class ConnectifHook(BaseHook):
     def download_export(self, export_id: str, target_dir: str | Path) -> list[Path]:
         """
         Download a finished export's ZIP (without the API key: ``fileUrl`` is pre-signed) and unpack its
-        CSVs into ``target_dir``. The export is read again first, because each GET mints a fresh URL.
+        CSVs into ``target_dir``. The export is read again first, because each GET mints a fresh URL; a URL
+        that expired before (or while) it was fetched is refused (403), so the export is read again for a new
+        one, up to ``EXPIRED_URL_REFETCHES`` times.
         """
+        with tempfile.TemporaryDirectory(prefix="connectif-export-") as tmp:
+            zip_path = Path(tmp) / f"{export_id}.zip"
+            for refetch in range(EXPIRED_URL_REFETCHES + 1):
+                url = self._export_file_url(export_id)
+                try:
+                    for attempt in self._retrying():
+                        with attempt:
+                            self._stream_to(url, zip_path)
+                    break
+                except ConnectifError as exc:
+                    if refetch == EXPIRED_URL_REFETCHES or not _is_expired_link(exc):
+                        raise
+                    log.warning(
+                        "The download link of export %s was refused (%s); reading the export again for a fresh one",
+                        export_id,
+                        exc.detail,
+                    )
+            return _safe_extract_csvs(zip_path, Path(target_dir))
+
+    def _export_file_url(self, export_id: str) -> str:
+        """A fresh pre-signed ``fileUrl`` of a finished export (each GET mints a new one)."""
         export = self.get_export(export_id)
         status = parse_export_status(export.get("status"))
         if status is not ExportStatus.FINISHED or not export.get("fileUrl"):
             raise ConnectifExportFailedError(
                 f"Export {export_id} is {status.value}, not finished with a file; nothing to download"
             )
-        url = self._url(str(export["fileUrl"]))
-        with tempfile.TemporaryDirectory(prefix="connectif-export-") as tmp:
-            zip_path = Path(tmp) / f"{export_id}.zip"
-            for attempt in self._retrying():
-                with attempt:
-                    self._stream_to(url, zip_path)
-            return _safe_extract_csvs(zip_path, Path(target_dir))
+        return self._url(str(export["fileUrl"]))
 
     def _stream_to(self, url: str, dest: Path) -> None:
         settings = self.get_settings()
