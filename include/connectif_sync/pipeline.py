@@ -161,12 +161,12 @@ def run_sync(
 
         def prepare(table: pa.Table) -> _Prepared:
             """Background thread: hash the source rows, skip those Connectif confirmed, shape the rest."""
+            if not skip_known:  # nothing to skip: the main thread hashes the sources (balances the threads)
+                none = np.zeros(table.num_rows, bool)
+                return _Prepared(table, None, none, np.zeros(0, np.int64), shape(table, m) if table.num_rows else None)
+            assert index is not None
             src = as_signed(source_hashes(table, m, fingerprint))
-            if skip_known:
-                assert index is not None
-                known, at = index.find_sources(src)
-            else:
-                known, at = np.zeros(table.num_rows, bool), np.zeros(table.num_rows, np.int64)
+            known, at = index.find_sources(src)
             rest = table if not known.any() else table.filter(pa.array(~known))
             return _Prepared(table, src, known, at[known], shape(rest, m) if rest.num_rows else None)
 
@@ -174,6 +174,8 @@ def run_sync(
         # the GIL in Arrow/numpy kernels, so two cores work at once.
         for prep in prefetch(prepare(t) for t in chunks):
             table = prep.table
+            if prep.src is None:
+                prep.src = as_signed(source_hashes(table, m, fingerprint))
             report.extracted += table.num_rows
             updated_all = _updated_text(table, m)
             if updated_all is not None and updated_all.null_count < len(updated_all):
@@ -296,7 +298,7 @@ class _Rejects:
 @dataclass
 class _Prepared:
     table: pa.Table
-    src: np.ndarray  # source hash of every row
+    src: np.ndarray | None  # source hash of every row (None: not computed yet)
     known: np.ndarray  # rows whose source hash Connectif confirmed
     known_at: np.ndarray  # their positions in the state index
     shaped: ShapedChunk | None  # the other rows, shaped
