@@ -372,8 +372,8 @@ class Store:
     def get_entities(self, table: str, key_col: str, account_id: str, keys: list[str]) -> dict[str, dict[str, Any]]:
         """Existing entities among ``keys`` (batched lookups for imports)."""
         found: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(keys), 500):
-            part = keys[start : start + 500]
+        for start in range(0, len(keys), 5000):
+            part = keys[start : start + 5000]
             marks = ",".join("?" * len(part))
             rows = self.query(
                 f"SELECT {key_col}, data FROM {table} WHERE account_id = ? AND {key_col} IN ({marks})",
