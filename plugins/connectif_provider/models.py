@@ -3,33 +3,62 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Self
 
 
-class ImportStatus(StrEnum):
+class RemoteStatus(StrEnum):
+    """
+    What import and export states have in common (members are declared by the subclasses).
+
+    Both resources spell ``queued``, ``inProgress`` and ``finished`` alike; any other terminal state is a
+    failure. Defining the predicates once keeps the triggers and operators free of per-Enum member lists.
+    """
+
+    @property
+    def is_active(self) -> bool:
+        """Queued or in progress: it counts towards the account's queue limit."""
+        return self.value in ("queued", "inProgress")
+
+    @property
+    def is_running(self) -> bool:
+        return self.value == "inProgress"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.value == "finished"
+
+    @property
+    def is_terminal(self) -> bool:
+        return not self.is_active
+
+    @property
+    def is_failed(self) -> bool:
+        """Terminal but not finished (``error``, or ``cancelled`` for imports)."""
+        return self.is_terminal and not self.is_finished
+
+    @classmethod
+    def parse(cls, value: object) -> Self:
+        """Map the API's status string to the Enum; an unknown value is an error worth seeing, not a guess."""
+        try:
+            return cls(str(value))
+        except ValueError as exc:
+            noun = cls.__name__.removesuffix("Status").lower()
+            raise ValueError(f"Connectif returned an unknown {noun} status {value!r}") from exc
+
+
+class ImportStatus(RemoteStatus):
     QUEUED = "queued"
     IN_PROGRESS = "inProgress"
     FINISHED = "finished"
     ERROR = "error"
     CANCELLED = "cancelled"
 
-    @property
-    def is_active(self) -> bool:
-        return self in (ImportStatus.QUEUED, ImportStatus.IN_PROGRESS)
 
-    @property
-    def is_terminal(self) -> bool:
-        return not self.is_active
-
-
-class ExportStatus(StrEnum):
+class ExportStatus(RemoteStatus):
     QUEUED = "queued"
     IN_PROGRESS = "inProgress"
     FINISHED = "finished"
     ERROR = "error"
-
-    @property
-    def is_active(self) -> bool:
-        return self in (ExportStatus.QUEUED, ExportStatus.IN_PROGRESS)
 
 
 class ImportType(StrEnum):
@@ -55,15 +84,8 @@ DEFAULT_RATE_LIMIT_PER_MINUTE = 90
 
 
 def parse_import_status(value: object) -> ImportStatus:
-    """Map the API's status string to the Enum; an unknown value is an error worth seeing, not a guess."""
-    try:
-        return ImportStatus(str(value))
-    except ValueError as exc:
-        raise ValueError(f"Connectif returned an unknown import status {value!r}") from exc
+    return ImportStatus.parse(value)
 
 
 def parse_export_status(value: object) -> ExportStatus:
-    try:
-        return ExportStatus(str(value))
-    except ValueError as exc:
-        raise ValueError(f"Connectif returned an unknown export status {value!r}") from exc
+    return ExportStatus.parse(value)

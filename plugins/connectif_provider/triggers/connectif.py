@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from abc import abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -27,8 +29,7 @@ from connectif_provider.models import (
     MAX_QUEUED_IMPORTS,
     ExportStatus,
     ImportStatus,
-    parse_export_status,
-    parse_import_status,
+    RemoteStatus,
 )
 
 _TRANSIENT = (ConnectifRateLimitedError, ConnectifServerError, ConnectifTransportError)
@@ -44,6 +45,14 @@ def progress_message(resource: dict[str, Any]) -> str:
     total = int(resource.get("total") or 0)
     pct = (100.0 * done / total) if total else 0.0
     return f"completed {done} of {total} ({pct:.1f}%)"
+
+
+@dataclass(frozen=True)
+class _Round:
+    """What one poll found: the final event, else whether work is being processed (not just queued)."""
+
+    event: dict[str, Any] | None = None
+    running: bool = False
 
 
 class _PollingTrigger(BaseTrigger):
@@ -87,8 +96,127 @@ class _PollingTrigger(BaseTrigger):
         left = self._time_left()
         await asyncio.sleep(max(0.0, min(interval, left) if left is not None else interval))
 
+    async def _poll_until_done(
+        self,
+        poll: Callable[[float], Awaitable[_Round]],
+        *,
+        timeout_event: Callable[[], dict[str, Any]],
+        error_event: Callable[[str], dict[str, Any]],
+    ) -> AsyncIterator[TriggerEvent]:
+        """
+        The loop every trigger runs: poll until ``poll`` returns an event, or the deadline passes.
 
-class ConnectifImportTrigger(_PollingTrigger):
+        A transient failure (5xx, 429, dropped connection, after the hook's own retries) is logged and the
+        poll repeated one interval later; any other API error ends the wait with ``error_event``. While
+        something is being processed the interval stays at ``poll_interval``; while everything waits in
+        a queue it grows by ``QUEUED_BACKOFF_FACTOR`` up to ``max_poll_interval``. ``poll`` receives the
+        interval of the coming sleep (for its log lines).
+        """
+        interval = self.poll_interval
+        await self._first_wait()
+        while True:
+            left = self._time_left()
+            if left is not None and left <= 0:
+                yield TriggerEvent(timeout_event())
+                return
+            try:
+                outcome = await poll(interval)
+            except _TRANSIENT as exc:
+                self.log.warning("Polling Connectif failed, will try again: %s", exc)
+                await self._sleep(interval)
+                continue
+            except ConnectifError as exc:
+                yield TriggerEvent(error_event(str(exc)))
+                return
+            if outcome.event is not None:
+                yield TriggerEvent(outcome.event)
+                return
+            if outcome.running:
+                interval = self.poll_interval
+                await self._sleep(interval)
+            else:
+                await self._sleep(interval)
+                interval = min(interval * QUEUED_BACKOFF_FACTOR, self.max_poll_interval)
+
+
+class _ResourcesTrigger(_PollingTrigger):
+    """
+    Wait until every import (or export) of a list is ``finished``; the subclasses name the resource.
+
+    Fires ``{"status": "success", <key>: [...]}`` (in the order of the ids) when all are finished;
+    ``{"status": "error", "message", <key>}`` as soon as one fails (or cannot be read: unknown id, lost
+    permission); ``{"status": "timeout", "message", <key>}`` at ``deadline``.
+    """
+
+    #: The event's key for the resources ("imports" / "exports"), also the plural of log messages.
+    event_key: ClassVar[str]
+    status_enum: ClassVar[type[RemoteStatus]]
+
+    @abstractmethod
+    def _ids(self) -> list[str]:
+        """The ids waited for, in the order of the success event."""
+
+    @abstractmethod
+    async def _fetch(self, hook: ConnectifHook, resource_id: str) -> dict[str, Any]:
+        """One GET of the resource."""
+
+    @abstractmethod
+    def _failure_message(self, failed: list[str], statuses: dict[str, RemoteStatus]) -> str:
+        """The error event's message naming the failed ids."""
+
+    @abstractmethod
+    def _log_running(self, resource_id: str, resource: dict[str, Any]) -> None:
+        """Log the progress of one resource being processed."""
+
+    def _log_finished(self, resources: list[dict[str, Any]]) -> None:
+        """Nothing by default; imports log their final counts."""
+
+    def _log_queued(self, pending: list[str], interval: float) -> None:
+        """Nothing by default; imports say they are queued behind others."""
+
+    def _pending(self, latest: dict[str, dict[str, Any]]) -> list[str]:
+        return [
+            i
+            for i in self._ids()
+            if i not in latest or not self.status_enum.parse(latest[i].get("status")).is_finished
+        ]
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        hook = ConnectifHook(self.connectif_conn_id)
+        latest: dict[str, dict[str, Any]] = {}
+        key = self.event_key
+
+        async def poll(interval: float) -> _Round:
+            for resource_id in self._pending(latest):
+                latest[resource_id] = await self._fetch(hook, resource_id)
+            statuses = {i: self.status_enum.parse(r.get("status")) for i, r in latest.items()}
+            failed = [i for i, s in statuses.items() if s.is_failed]
+            if failed:
+                message = self._failure_message(failed, statuses)
+                return _Round(event={"status": "error", "message": message, key: list(latest.values())})
+            if all(s.is_finished for s in statuses.values()):
+                self._log_finished(list(latest.values()))
+                return _Round(event={"status": "success", key: [latest[i] for i in self._ids()]})
+            if any(s.is_running for s in statuses.values()):
+                for resource_id, status in statuses.items():
+                    if status.is_running:
+                        self._log_running(resource_id, latest[resource_id])
+                return _Round(running=True)
+            self._log_queued(self._pending(latest), interval)
+            return _Round()
+
+        def timeout_event() -> dict[str, Any]:
+            message = f"{key.capitalize()} {self._pending(latest)} were not finished at the deadline"
+            return {"status": "timeout", "message": message, key: list(latest.values())}
+
+        def error_event(message: str) -> dict[str, Any]:
+            return {"status": "error", "message": message, key: list(latest.values())}
+
+        async for event in self._poll_until_done(poll, timeout_event=timeout_event, error_event=error_event):
+            yield event
+
+
+class ConnectifImportTrigger(_ResourcesTrigger):
     """
     Wait until every import in ``import_ids`` is terminal.
 
@@ -96,6 +224,9 @@ class ConnectifImportTrigger(_PollingTrigger):
     ``{"status": "error", "message", "imports"}`` as soon as one ends ``error``/``cancelled`` (or cannot be
     read: unknown id, lost permission); ``{"status": "timeout", "message", "imports"}`` at ``deadline``.
     """
+
+    event_key = "imports"
+    status_enum = ImportStatus
 
     def __init__(self, *, import_ids: list[str], **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -109,66 +240,31 @@ class ConnectifImportTrigger(_PollingTrigger):
             {"import_ids": self.import_ids, **self._common_kwargs()},
         )
 
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        hook = ConnectifHook(self.connectif_conn_id)
-        latest: dict[str, dict[str, Any]] = {}
-        interval = self.poll_interval
-        await self._first_wait()
-        while True:
-            left = self._time_left()
-            if left is not None and left <= 0:
-                yield TriggerEvent(
-                    {
-                        "status": "timeout",
-                        "message": f"Imports {self._pending(latest)} were not finished at the deadline",
-                        "imports": list(latest.values()),
-                    }
-                )
-                return
-            try:
-                for import_id in self._pending(latest):
-                    latest[import_id] = await hook.aget_import(import_id)
-            except _TRANSIENT as exc:
-                self.log.warning("Polling Connectif failed, will try again: %s", exc)
-                await self._sleep(interval)
-                continue
-            except ConnectifError as exc:
-                yield TriggerEvent({"status": "error", "message": str(exc), "imports": list(latest.values())})
-                return
-            statuses = {i: parse_import_status(r.get("status")) for i, r in latest.items()}
-            failed = [i for i, s in statuses.items() if s in (ImportStatus.ERROR, ImportStatus.CANCELLED)]
-            if failed:
-                details = ", ".join(f"{i} is {statuses[i].value}" for i in failed)
-                yield TriggerEvent(
-                    {"status": "error", "message": f"Import {details}", "imports": list(latest.values())}
-                )
-                return
-            if all(s is ImportStatus.FINISHED for s in statuses.values()):
-                for resource in latest.values():
-                    self.log.info("Import %s %s", resource.get("id"), progress_message(resource))
-                yield TriggerEvent({"status": "success", "imports": [latest[i] for i in self.import_ids]})
-                return
-            if any(s is ImportStatus.IN_PROGRESS for s in statuses.values()):
-                interval = self.poll_interval
-                for import_id, status in statuses.items():
-                    if status is ImportStatus.IN_PROGRESS:
-                        self.log.info("Import %s %s", import_id, progress_message(latest[import_id]))
-                await self._sleep(interval)
-            else:
-                self.log.info("Imports %s queued behind others; next poll in %.0f s", self._pending(latest), interval)
-                await self._sleep(interval)
-                interval = min(interval * QUEUED_BACKOFF_FACTOR, self.max_poll_interval)
+    def _ids(self) -> list[str]:
+        return self.import_ids
 
-    def _pending(self, latest: dict[str, dict[str, Any]]) -> list[str]:
-        return [
-            i
-            for i in self.import_ids
-            if i not in latest or parse_import_status(latest[i].get("status")) is not ImportStatus.FINISHED
-        ]
+    async def _fetch(self, hook: ConnectifHook, resource_id: str) -> dict[str, Any]:
+        return await hook.aget_import(resource_id)
+
+    def _failure_message(self, failed: list[str], statuses: dict[str, RemoteStatus]) -> str:
+        return "Import " + ", ".join(f"{i} is {statuses[i].value}" for i in failed)
+
+    def _log_running(self, resource_id: str, resource: dict[str, Any]) -> None:
+        self.log.info("Import %s %s", resource_id, progress_message(resource))
+
+    def _log_finished(self, resources: list[dict[str, Any]]) -> None:
+        for resource in resources:
+            self.log.info("Import %s %s", resource.get("id"), progress_message(resource))
+
+    def _log_queued(self, pending: list[str], interval: float) -> None:
+        self.log.info("Imports %s queued behind others; next poll in %.0f s", pending, interval)
 
 
-class ConnectifExportTrigger(_PollingTrigger):
+class ConnectifExportTrigger(_ResourcesTrigger):
     """Wait until every export in ``export_ids`` is ``finished`` (events as for imports)."""
+
+    event_key = "exports"
+    status_enum = ExportStatus
 
     def __init__(self, *, export_ids: list[str], **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -182,61 +278,17 @@ class ConnectifExportTrigger(_PollingTrigger):
             {"export_ids": self.export_ids, **self._common_kwargs()},
         )
 
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        hook = ConnectifHook(self.connectif_conn_id)
-        latest: dict[str, dict[str, Any]] = {}
-        interval = self.poll_interval
-        await self._first_wait()
-        while True:
-            pending = [
-                i
-                for i in self.export_ids
-                if i not in latest or parse_export_status(latest[i].get("status")) is not ExportStatus.FINISHED
-            ]
-            left = self._time_left()
-            if left is not None and left <= 0:
-                yield TriggerEvent(
-                    {
-                        "status": "timeout",
-                        "message": f"Exports {pending} were not finished at the deadline",
-                        "exports": list(latest.values()),
-                    }
-                )
-                return
-            try:
-                for export_id in pending:
-                    latest[export_id] = await hook.aget_export(export_id)
-            except _TRANSIENT as exc:
-                self.log.warning("Polling Connectif failed, will try again: %s", exc)
-                await self._sleep(interval)
-                continue
-            except ConnectifError as exc:
-                yield TriggerEvent({"status": "error", "message": str(exc), "exports": list(latest.values())})
-                return
-            statuses = {i: parse_export_status(r.get("status")) for i, r in latest.items()}
-            failed = [i for i, s in statuses.items() if s is ExportStatus.ERROR]
-            if failed:
-                yield TriggerEvent(
-                    {
-                        "status": "error",
-                        "message": f"Exports {failed} ended in error",
-                        "exports": list(latest.values()),
-                    }
-                )
-                return
-            if all(s is ExportStatus.FINISHED for s in statuses.values()):
-                yield TriggerEvent({"status": "success", "exports": [latest[i] for i in self.export_ids]})
-                return
-            if any(s is ExportStatus.IN_PROGRESS for s in statuses.values()):
-                interval = self.poll_interval
-                for export_id, status in statuses.items():
-                    if status is ExportStatus.IN_PROGRESS:
-                        res = latest[export_id]
-                        self.log.info("Export %s progress %s of %s", export_id, res.get("progress"), res.get("total"))
-                await self._sleep(interval)
-            else:
-                await self._sleep(interval)
-                interval = min(interval * QUEUED_BACKOFF_FACTOR, self.max_poll_interval)
+    def _ids(self) -> list[str]:
+        return self.export_ids
+
+    async def _fetch(self, hook: ConnectifHook, resource_id: str) -> dict[str, Any]:
+        return await hook.aget_export(resource_id)
+
+    def _failure_message(self, failed: list[str], statuses: dict[str, RemoteStatus]) -> str:
+        return f"Exports {failed} ended in error"
+
+    def _log_running(self, resource_id: str, resource: dict[str, Any]) -> None:
+        self.log.info("Export %s progress %s of %s", resource_id, resource.get("progress"), resource.get("total"))
 
 
 class ConnectifQueueSlotTrigger(_PollingTrigger):
@@ -262,30 +314,23 @@ class ConnectifQueueSlotTrigger(_PollingTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = ConnectifHook(self.connectif_conn_id)
-        interval = self.poll_interval
-        await self._first_wait()
-        while True:
-            left = self._time_left()
-            if left is not None and left <= 0:
-                yield TriggerEvent(
-                    {"status": "timeout", "message": f"No free Connectif {self.kind} slot before the deadline"}
-                )
-                return
-            try:
-                if self.kind == "imports":
-                    active = await hook.acount_active_imports()
-                else:
-                    active = await hook.acount_active_exports()
-            except _TRANSIENT as exc:
-                self.log.warning("Polling Connectif failed, will try again: %s", exc)
-                await self._sleep(interval)
-                continue
-            except ConnectifError as exc:
-                yield TriggerEvent({"status": "error", "message": str(exc)})
-                return
+
+        async def poll(interval: float) -> _Round:
+            if self.kind == "imports":
+                active = await hook.acount_active_imports()
+            else:
+                active = await hook.acount_active_exports()
             if active < self.limit:
-                yield TriggerEvent({"status": "success", "active": active})
-                return
+                return _Round(event={"status": "success", "active": active})
             self.log.info("Connectif %s queue is full (%d of %d); waiting for a slot", self.kind, active, self.limit)
-            await self._sleep(interval)
-            interval = min(interval * QUEUED_BACKOFF_FACTOR, self.max_poll_interval)
+            return _Round()
+
+        async for event in self._poll_until_done(
+            poll,
+            timeout_event=lambda: {
+                "status": "timeout",
+                "message": f"No free Connectif {self.kind} slot before the deadline",
+            },
+            error_event=lambda message: {"status": "error", "message": message},
+        ):
+            yield event
