@@ -245,7 +245,9 @@ class Stack:
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.db_url("airflow"),
             "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{self.ports['redis']}/0",
             "AIRFLOW__CELERY__RESULT_BACKEND": self.db_url("airflow", "db+postgresql"),
-            "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
+            # One task slot per worker (Airflow acknowledges Celery tasks late, with a prefetch of 1): two tasks
+            # queued together cannot both land on one worker, so both workers always get work.
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
             "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
             "AIRFLOW__CORE__FERNET_KEY": self.fernet_key,
             "AIRFLOW__API_AUTH__JWT_SECRET": self.jwt_secret,
@@ -307,7 +309,7 @@ class Stack:
                 AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(self.ports[f"{worker}_logs"]),
             )
             self.start(worker, [airflow, "celery", "worker", "--celery-hostname", f"{worker}@%h",
-                                "--concurrency", "2"], worker_env)
+                                "--concurrency", "1"], worker_env)
 
     def start_triggerer(self, extra_env: Mapping[str, str]) -> None:
         self.start("triggerer", [str(VENV_BIN / "airflow"), "triggerer"], self.airflow_env(**extra_env))
