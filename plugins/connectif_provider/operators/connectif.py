@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import time
+from abc import abstractmethod
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from airflow.sdk import BaseOperator, Context
 
 from connectif_provider.exceptions import (
+    ConnectifError,
     ConnectifExportFailedError,
     ConnectifExportQueueFullError,
     ConnectifImportFailedError,
@@ -76,7 +78,119 @@ def import_summary(resource: dict[str, Any], rejected_rows: list[dict[str, Any]]
     }
 
 
-class ConnectifImportOperator(BaseOperator):
+class _ConnectifQueuedWorkOperator(BaseOperator):
+    """
+    What the import and export operators share: the wait for a free queue slot, the deadline, the events.
+
+    Connectif queues imports (10) and exports (5) per account. Creating one while the queue is full
+    (E0401/E0301) is waited out: deferred on :class:`ConnectifQueueSlotTrigger` (no worker held), or polled
+    on the worker when not deferrable. The whole task, queue waits included, has one deadline: it is fixed
+    in :meth:`execute` and handed through every deferral.
+    """
+
+    #: ``imports`` or ``exports``: the account queue the work waits in.
+    queue_kind: ClassVar[str]
+    queue_limit: ClassVar[int]
+    #: The error code Connectif answers when that queue is full.
+    queue_full_code: ClassVar[str]
+    #: Raised when the work ends ``error``/``cancelled``.
+    failed_error: ClassVar[type[ConnectifError]]
+    #: Key of this task's entry in ``task_state_store``.
+    state_key: ClassVar[str]
+
+    def __init__(
+        self,
+        *,
+        connectif_conn_id: str,
+        poll_interval: float,
+        max_poll_interval: float | None,
+        timeout: float,
+        deferrable: bool,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.connectif_conn_id = connectif_conn_id
+        self.poll_interval = poll_interval
+        self.max_poll_interval = max_poll_interval
+        self.timeout = timeout
+        self.deferrable = deferrable
+
+    @property
+    def hook(self) -> ConnectifHook:
+        return ConnectifHook(self.connectif_conn_id)
+
+    @property
+    @abstractmethod
+    def _subject(self) -> str:
+        """The work, for messages (``import of <file>``, ``contacts export``)."""
+
+    @abstractmethod
+    def _run(self, context: Context, deadline: float) -> Any:
+        """Create the work (or re-attach to an earlier try's) and wait for it until ``deadline``."""
+
+    # -- entry points -------------------------------------------------------------------------------------
+    def execute(self, context: Context) -> Any:
+        return self._run(context, time.time() + self.timeout)
+
+    def execute_after_slot(self, context: Context, event: dict[str, Any], deadline: float) -> Any:
+        """Resumed after a full queue had a free slot: create the work again."""
+        if event.get("status") != "success":
+            raise ConnectifTimeoutError(f"Gave up creating the {self._subject}: {event.get('message')}")
+        return self._run(context, deadline)
+
+    def _raise_unless_success(self, event: dict[str, Any]) -> None:
+        """Fail clearly on a trigger's (or the sync wait's) ``timeout`` or ``error`` event."""
+        status = event.get("status")
+        if status == "timeout":
+            raise ConnectifTimeoutError(
+                f"Connectif {self._subject} did not finish within {self.timeout:.0f} s: {event.get('message')}"
+            )
+        if status != "success":
+            raise self.failed_error(f"Connectif {self._subject} failed: {event.get('message')}")
+
+    # -- task_state_store ------------------------------------------------------------------------------
+    def _recall(self, store: Any) -> Any:
+        """What an earlier try of this task stored under ``state_key`` (None without a store)."""
+        return store.get(self.state_key) if store is not None else None
+
+    def _remember(self, store: Any, value: dict[str, Any]) -> None:
+        if store is not None:
+            store.set(self.state_key, value)
+
+    # -- full queue -------------------------------------------------------------------------------------
+    def _await_queue_slot(self, hook: ConnectifHook, deadline: float) -> None:
+        """Defer until the queue has a free slot (or, not deferrable, poll for one); then the caller retries."""
+        self.log.info(
+            "Connectif's %s queue is full (%s); waiting for a free slot", self.queue_kind[:-1], self.queue_full_code
+        )
+        if self.deferrable:
+            self.defer(
+                trigger=ConnectifQueueSlotTrigger(
+                    kind=self.queue_kind,
+                    limit=self.queue_limit,
+                    connectif_conn_id=self.connectif_conn_id,
+                    poll_interval=self.poll_interval,
+                    max_poll_interval=self.max_poll_interval,
+                    deadline=deadline,
+                ),
+                method_name="execute_after_slot",
+                kwargs={"deadline": deadline},
+            )
+        count = hook.count_active_imports if self.queue_kind == "imports" else hook.count_active_exports
+        interval = self.poll_interval
+        while count() >= self.queue_limit:
+            if time.time() >= deadline:
+                raise ConnectifTimeoutError(
+                    f"No free Connectif {self.queue_kind[:-1]} slot for the {self._subject} before the deadline"
+                )
+            time.sleep(min(interval, max(deadline - time.time(), 0)))
+            interval = self._next_queued_interval(interval)
+
+    def _next_queued_interval(self, interval: float) -> float:
+        return min(interval * QUEUED_BACKOFF_FACTOR, self.max_poll_interval or self.poll_interval * 10)
+
+
+class ConnectifImportOperator(_ConnectifQueuedWorkOperator):
     """
     Upload one CSV file as a Connectif import and wait (deferred) until Connectif has processed it.
 
@@ -122,47 +236,36 @@ class ConnectifImportOperator(BaseOperator):
         max_row_error_ratio: float | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(
+            connectif_conn_id=connectif_conn_id,
+            poll_interval=poll_interval,
+            max_poll_interval=max_poll_interval,
+            timeout=_seconds(timeout) or 6 * 3600.0,
+            deferrable=deferrable,
+            **kwargs,
+        )
         self.file_path = file_path
         self.import_type = str(import_type.value if isinstance(import_type, ImportType) else import_type)
         self.delimiter = delimiter
         self.override_existing = override_existing
         self.update_only_empty_fields = update_only_empty_fields
         self.coupon_set_id = coupon_set_id
-        self.connectif_conn_id = connectif_conn_id
-        self.poll_interval = poll_interval
-        self.max_poll_interval = max_poll_interval
-        self.timeout = _seconds(timeout) or 6 * 3600.0
-        self.deferrable = deferrable
         self.max_row_errors = max_row_errors
         self.max_row_error_ratio = max_row_error_ratio
 
+    queue_kind = "imports"
+    queue_limit = MAX_QUEUED_IMPORTS
+    queue_full_code = "E0401"
+    failed_error = ConnectifImportFailedError
+
     @property
-    def hook(self) -> ConnectifHook:
-        return ConnectifHook(self.connectif_conn_id)
-
-    # -- entry points -------------------------------------------------------------------------------------
-    def execute(self, context: Context) -> Any:
-        deadline = time.time() + self.timeout
-        return self._run(context, deadline)
-
-    def execute_after_slot(self, context: Context, event: dict[str, Any], deadline: float) -> Any:
-        """Resumed after a full queue (E0401) had a free slot: try the upload again."""
-        if event.get("status") != "success":
-            raise ConnectifTimeoutError(f"Gave up uploading {self.file_path}: {event.get('message')}")
-        return self._run(context, deadline)
+    def _subject(self) -> str:
+        return f"import of {self.file_path}"
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resumed when the trigger fired: summarise, or fail clearly."""
-        status = event.get("status")
-        if status == "success":
-            return self._complete(context, event["imports"][0])
-        if status == "timeout":
-            raise ConnectifTimeoutError(
-                f"Connectif import of {self.file_path} did not finish within {self.timeout:.0f} s: "
-                f"{event.get('message')}"
-            )
-        raise ConnectifImportFailedError(f"Connectif import of {self.file_path} failed: {event.get('message')}")
+        self._raise_unless_success(event)
+        return self._complete(context, event["imports"][0])
 
     # -- steps --------------------------------------------------------------------------------------------
     def _run(self, context: Context, deadline: float) -> Any:
@@ -188,35 +291,17 @@ class ConnectifImportOperator(BaseOperator):
                 )
                 break
             except ConnectifImportQueueFullError:
-                self.log.info("Connectif's import queue is full (E0401); waiting for a free slot")
-                if self.deferrable:
-                    self.defer(
-                        trigger=ConnectifQueueSlotTrigger(
-                            kind="imports",
-                            limit=MAX_QUEUED_IMPORTS,
-                            connectif_conn_id=self.connectif_conn_id,
-                            poll_interval=self.poll_interval,
-                            max_poll_interval=self.max_poll_interval,
-                            deadline=deadline,
-                        ),
-                        method_name="execute_after_slot",
-                        kwargs={"deadline": deadline},
-                    )
-                self._wait_for_slot_sync(hook, deadline)
+                self._await_queue_slot(hook, deadline)
         import_id = str(created["id"])
-        if store is not None:
-            store.set(
-                self.state_key,
-                {"import_id": import_id, "file_path": str(self.file_path), "file": _fingerprint(self.file_path)},
-            )
+        self._remember(
+            store, {"import_id": import_id, "file_path": str(self.file_path), "file": _fingerprint(self.file_path)}
+        )
         self.log.info("Uploaded %s as import %s (%s rows)", self.file_path, import_id, created.get("total"))
         return self._wait(context, import_id, deadline)
 
     def _reattach(self, hook: ConnectifHook, store: Any) -> dict[str, Any] | None:
         """The import of an earlier try of this task for the same file, unless it failed or vanished."""
-        if store is None:
-            return None
-        saved = store.get(self.state_key)
+        saved = self._recall(store)
         if not isinstance(saved, dict) or saved.get("file_path") != str(self.file_path):
             return None
         current = _fingerprint(self.file_path)
@@ -268,14 +353,6 @@ class ConnectifImportOperator(BaseOperator):
             else:
                 time.sleep(min(interval, max(deadline - time.time(), 0)))
                 interval = min(interval * QUEUED_BACKOFF_FACTOR, max_interval)
-
-    def _wait_for_slot_sync(self, hook: ConnectifHook, deadline: float) -> None:
-        interval = self.poll_interval
-        while hook.count_active_imports() >= MAX_QUEUED_IMPORTS:
-            if time.time() >= deadline:
-                raise ConnectifTimeoutError(f"No free Connectif import slot for {self.file_path} before the deadline")
-            time.sleep(min(interval, max(deadline - time.time(), 0)))
-            interval = min(interval * QUEUED_BACKOFF_FACTOR, self.max_poll_interval or self.poll_interval * 10)
 
     def _complete(self, context: Context, resource: dict[str, Any]) -> dict[str, Any]:
         hook = self.hook
@@ -357,7 +434,7 @@ def _iso_formatter(sample: str) -> Any:
     return _fmt
 
 
-class ConnectifExportOperator(BaseOperator):
+class ConnectifExportOperator(_ConnectifQueuedWorkOperator):
     """
     Export contacts, activities or a data-explorer report from Connectif into CSV files under ``output_dir``.
 
@@ -397,7 +474,14 @@ class ConnectifExportOperator(BaseOperator):
         deferrable: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(
+            connectif_conn_id=connectif_conn_id,
+            poll_interval=poll_interval,
+            max_poll_interval=max_poll_interval,
+            timeout=_seconds(timeout) or 3 * 3600.0,
+            deferrable=deferrable,
+            **kwargs,
+        )
         self.export_type = str(export_type.value if isinstance(export_type, ExportType) else export_type)
         ExportType(self.export_type)
         self.output_dir = output_dir
@@ -408,15 +492,15 @@ class ConnectifExportOperator(BaseOperator):
         self.to_date = to_date
         self.activity_types = activity_types
         self.report_id = report_id
-        self.connectif_conn_id = connectif_conn_id
-        self.poll_interval = poll_interval
-        self.max_poll_interval = max_poll_interval
-        self.timeout = _seconds(timeout) or 3 * 3600.0
-        self.deferrable = deferrable
+
+    queue_kind = "exports"
+    queue_limit = MAX_QUEUED_EXPORTS
+    queue_full_code = "E0301"
+    failed_error = ConnectifExportFailedError
 
     @property
-    def hook(self) -> ConnectifHook:
-        return ConnectifHook(self.connectif_conn_id)
+    def _subject(self) -> str:
+        return f"{self.export_type} export"
 
     def plan(self) -> list[dict[str, Any]]:
         """One dict of ``create_export`` arguments per export to create."""
@@ -439,19 +523,11 @@ class ConnectifExportOperator(BaseOperator):
             ]
         return [{**base, "from_date": self.from_date, "to_date": self.to_date}]
 
-    def execute(self, context: Context) -> Any:
-        return self._run(context, time.time() + self.timeout)
-
-    def execute_after_slot(self, context: Context, event: dict[str, Any], deadline: float) -> Any:
-        if event.get("status") != "success":
-            raise ConnectifTimeoutError(f"Gave up creating the {self.export_type} export: {event.get('message')}")
-        return self._run(context, deadline)
-
     def _run(self, context: Context, deadline: float) -> Any:
         hook = self.hook
         store = _state_store(context)
         plan = self.plan()
-        saved = store.get(self.state_key) if store is not None else None
+        saved = self._recall(store)
         ids: list[str | None] = [None] * len(plan)
         if isinstance(saved, dict) and saved.get("plan") == plan:
             ids = list(saved.get("export_ids") or ids)
@@ -467,26 +543,11 @@ class ConnectifExportOperator(BaseOperator):
             try:
                 created = hook.create_export(**request)
             except ConnectifExportQueueFullError:
-                self.log.info("Connectif's export queue is full (E0301); waiting for a free slot")
-                if not self.deferrable:
-                    self._wait_for_slot_sync(hook, deadline)
-                    return self._run(context, deadline)
-                self.defer(
-                    trigger=ConnectifQueueSlotTrigger(
-                        kind="exports",
-                        limit=MAX_QUEUED_EXPORTS,
-                        connectif_conn_id=self.connectif_conn_id,
-                        poll_interval=self.poll_interval,
-                        max_poll_interval=self.max_poll_interval,
-                        deadline=deadline,
-                    ),
-                    method_name="execute_after_slot",
-                    kwargs={"deadline": deadline},
-                )
+                self._await_queue_slot(hook, deadline)
+                return self._run(context, deadline)
             ids[index] = str(created["id"])
             self.log.info("Created %s export %s (%s)", self.export_type, ids[index], request)
-            if store is not None:
-                store.set(self.state_key, {"plan": plan, "export_ids": ids})
+            self._remember(store, {"plan": plan, "export_ids": ids})
         export_ids = [str(i) for i in ids]
         trigger = ConnectifExportTrigger(
             export_ids=export_ids,
@@ -512,25 +573,11 @@ class ConnectifExportOperator(BaseOperator):
                 return {"status": "timeout", "message": f"exports {export_ids} not finished", "exports": exports}
             time.sleep(min(interval, max(deadline - time.time(), 0)))
             if not any(s is ExportStatus.IN_PROGRESS for s in statuses):
-                interval = min(interval * QUEUED_BACKOFF_FACTOR, self.max_poll_interval or self.poll_interval * 10)
-
-    def _wait_for_slot_sync(self, hook: ConnectifHook, deadline: float) -> None:
-        interval = self.poll_interval
-        while hook.count_active_exports() >= MAX_QUEUED_EXPORTS:
-            if time.time() >= deadline:
-                raise ConnectifTimeoutError("No free Connectif export slot before the deadline")
-            time.sleep(min(interval, max(deadline - time.time(), 0)))
-            interval = min(interval * QUEUED_BACKOFF_FACTOR, self.max_poll_interval or self.poll_interval * 10)
+                interval = self._next_queued_interval(interval)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
-        status = event.get("status")
-        if status == "timeout":
-            raise ConnectifTimeoutError(
-                f"Connectif {self.export_type} export did not finish within {self.timeout:.0f} s: "
-                f"{event.get('message')}"
-            )
-        if status != "success":
-            raise ConnectifExportFailedError(f"Connectif {self.export_type} export failed: {event.get('message')}")
+        """Resumed when the trigger fired: download and unpack every export, or fail clearly."""
+        self._raise_unless_success(event)
         hook = self.hook
         export_ids = [str(e["id"]) for e in event["exports"]]
         files: list[str] = []
