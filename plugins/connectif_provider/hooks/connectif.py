@@ -71,6 +71,7 @@ from connectif_provider.models import (
     ExportStatus,
     ExportType,
     ImportType,
+    RemoteStatus,
     parse_export_status,
     parse_import_status,
 )
@@ -273,6 +274,41 @@ def _log_retry(state: RetryCallState) -> None:
     log.warning("Connectif request failed (attempt %d): %s; retrying in %.1f s", state.attempt_number, exc, wait)
 
 
+def _retry_policy(settings: ConnectifSettings) -> dict[str, Any]:
+    """Tenacity arguments shared by the sync (``Retrying``) and async (``AsyncRetrying``) clients."""
+    return {
+        "retry": retry_if_exception(_is_retryable),
+        "wait": _wait_strategy(30.0),
+        "stop": stop_after_attempt(settings.max_attempts) | stop_after_delay(_RETRY_DEADLINE_SECONDS),
+        "before_sleep": _log_retry,
+        "reraise": True,
+    }
+
+
+def _full_url(settings: ConnectifSettings, path_or_url: str) -> str:
+    """An API path on the connection's base URL; an absolute URL (``links.next``, pre-signed files) as is."""
+    if path_or_url.startswith(("http://", "https://")):
+        return path_or_url
+    return settings.base_url + path_or_url
+
+
+def _decode_json(method: str, url: str, status: int, body: bytes) -> Any:
+    """The decoded JSON body of an answer (None when empty); a body that is not JSON is an API error."""
+    if not body:
+        return None
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise ConnectifError(
+            f"Connectif {method} {_safe_path(url)} answered {status} with a body that is not JSON", status=status
+        ) from exc
+
+
+def _item_path(collection: str, item_id: str) -> str:
+    """``/<collection>/<id>`` with the id escaped (ids and product ids may hold ``/`` or spaces)."""
+    return f"{collection}/{quote(item_id, safe='')}"
+
+
 def _is_expired_link(err: ConnectifError) -> bool:
     """A pre-signed link refused because it expired: 403 (S3, Azure, the emulator), or a 400 saying so (GCS)."""
     return err.status == 403 or (err.status == 400 and "expired" in f"{err.detail} {err.body}".lower())
@@ -444,10 +480,7 @@ class ConnectifHook(BaseHook):
 
     # -- low level: sync ----------------------------------------------------------------------------------
     def _url(self, path_or_url: str) -> str:
-        settings = self.get_settings()
-        if path_or_url.startswith(("http://", "https://")):
-            return path_or_url
-        return settings.base_url + path_or_url
+        return _full_url(self.get_settings(), path_or_url)
 
     def _is_api_origin(self, url: str, settings: ConnectifSettings) -> bool:
         parts = urlsplit(url)
@@ -505,14 +538,7 @@ class ConnectifHook(BaseHook):
         return response
 
     def _retrying(self) -> Retrying:
-        settings = self.get_settings()
-        return Retrying(
-            retry=retry_if_exception(_is_retryable),
-            wait=_wait_strategy(30.0),
-            stop=stop_after_attempt(settings.max_attempts) | stop_after_delay(_RETRY_DEADLINE_SECONDS),
-            before_sleep=_log_retry,
-            reraise=True,
-        )
+        return Retrying(**_retry_policy(self.get_settings()))
 
     def _request(self, method: str, path_or_url: str, **kwargs: Any) -> Any:
         """An idempotent request with retries; returns the decoded JSON body (None when empty)."""
@@ -520,15 +546,7 @@ class ConnectifHook(BaseHook):
         for attempt in self._retrying():
             with attempt:
                 response = self._send_once(method, url, **kwargs)
-        if not response.content:
-            return None
-        try:
-            return response.json()
-        except ValueError as exc:
-            raise ConnectifError(
-                f"Connectif {method} {_safe_path(url)} answered {response.status_code} with a body that is not JSON",
-                status=response.status_code,
-            ) from exc
+        return _decode_json(method, url, response.status_code, response.content)
 
     def _paginate(self, path: str, params: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
         """Items of a list endpoint, following ``links.next`` verbatim."""
@@ -574,25 +592,11 @@ class ConnectifHook(BaseHook):
 
     async def _arequest(self, method: str, path_or_url: str, **kwargs: Any) -> Any:
         settings = await self.aget_settings()
-        url = path_or_url if path_or_url.startswith(("http://", "https://")) else settings.base_url + path_or_url
-        retrying = AsyncRetrying(
-            retry=retry_if_exception(_is_retryable),
-            wait=_wait_strategy(30.0),
-            stop=stop_after_attempt(settings.max_attempts) | stop_after_delay(_RETRY_DEADLINE_SECONDS),
-            before_sleep=_log_retry,
-            reraise=True,
-        )
-        async for attempt in retrying:
+        url = _full_url(settings, path_or_url)
+        async for attempt in AsyncRetrying(**_retry_policy(settings)):
             with attempt:
                 status, _headers, body = await self._asend_once(method, url, **kwargs)
-        if not body:
-            return None
-        try:
-            return json.loads(body)
-        except ValueError as exc:
-            raise ConnectifError(
-                f"Connectif {method} {_safe_path(url)} answered {status} with a body that is not JSON", status=status
-            ) from exc
+        return _decode_json(method, url, status, body)
 
     async def _apaginate(self, path: str, params: dict[str, Any] | None = None, max_pages: int = 20) -> list[Any]:
         settings = await self.aget_settings()
@@ -607,6 +611,35 @@ class ConnectifHook(BaseHook):
             items.extend(page.get("results") or [])
             url = (page.get("links") or {}).get("next")
         return items
+
+    # -- shared shapes of the resource methods -------------------------------------------------------------
+    def _get_item(self, collection: str, item_id: str) -> dict[str, Any]:
+        return dict(self._request("GET", _item_path(collection, item_id)))
+
+    async def _aget_item(self, collection: str, item_id: str) -> dict[str, Any]:
+        return dict(await self._arequest("GET", _item_path(collection, item_id)))
+
+    def _get_or_none(self, path: str) -> dict[str, Any] | None:
+        """GET an entity; None when Connectif does not know it (404)."""
+        try:
+            return dict(self._request("GET", path))
+        except ConnectifNotFoundError:
+            return None
+
+    def _delete_if_exists(self, path: str) -> bool:
+        """DELETE an entity; False when it did not exist (404), which callers count as done."""
+        try:
+            self._request("DELETE", path)
+        except ConnectifNotFoundError:
+            return False
+        return True
+
+    def _count_active_in(self, collection: str, parse: Callable[[object], RemoteStatus]) -> int:
+        return _count_active(self._paginate(collection, params={"limit": 100}), parse)
+
+    async def _acount_active_in(self, collection: str, parse: Callable[[object], RemoteStatus]) -> int:
+        items = await self._apaginate(collection, params={"limit": 100}, max_pages=5)
+        return _count_active(iter(items), parse)
 
     # -- imports --------------------------------------------------------------------------------------------
     def create_import(
@@ -721,17 +754,17 @@ class ConnectifHook(BaseHook):
         return None
 
     def get_import(self, import_id: str) -> dict[str, Any]:
-        return dict(self._request("GET", f"/imports/{quote(import_id, safe='')}"))
+        return self._get_item("/imports", import_id)
 
     def list_imports(self, **params: Any) -> Iterator[dict[str, Any]]:
         return self._paginate("/imports", params=params or None)
 
     def delete_import(self, import_id: str) -> None:
-        self._request("DELETE", f"/imports/{quote(import_id, safe='')}")
+        self._request("DELETE", _item_path("/imports", import_id))
 
     def count_active_imports(self) -> int:
         """Imports queued or in progress (both count towards the account's 10)."""
-        return _count_active(self._paginate("/imports", params={"limit": 100}), parse_import_status)
+        return self._count_active_in("/imports", parse_import_status)
 
     def download_error_report(self, url: str) -> list[dict[str, Any]]:
         """Rows of an import's error report. Tried without the key first (it may be pre-signed storage)."""
@@ -753,11 +786,10 @@ class ConnectifHook(BaseHook):
         return response.content.decode("utf-8-sig", "replace")
 
     async def aget_import(self, import_id: str) -> dict[str, Any]:
-        return dict(await self._arequest("GET", f"/imports/{quote(import_id, safe='')}"))
+        return await self._aget_item("/imports", import_id)
 
     async def acount_active_imports(self) -> int:
-        items = await self._apaginate("/imports", params={"limit": 100}, max_pages=5)
-        return _count_active(iter(items), parse_import_status)
+        return await self._acount_active_in("/imports", parse_import_status)
 
     # -- exports --------------------------------------------------------------------------------------------
     def create_export(
@@ -804,16 +836,16 @@ class ConnectifHook(BaseHook):
         return dict(self._request("POST", "/exports", json=body))
 
     def get_export(self, export_id: str) -> dict[str, Any]:
-        return dict(self._request("GET", f"/exports/{quote(export_id, safe='')}"))
+        return self._get_item("/exports", export_id)
 
     def list_exports(self, **params: Any) -> Iterator[dict[str, Any]]:
         return self._paginate("/exports", params=params or None)
 
     def delete_export(self, export_id: str) -> None:
-        self._request("DELETE", f"/exports/{quote(export_id, safe='')}")
+        self._request("DELETE", _item_path("/exports", export_id))
 
     def count_active_exports(self) -> int:
-        return _count_active(self._paginate("/exports", params={"limit": 100}), parse_export_status)
+        return self._count_active_in("/exports", parse_export_status)
 
     def download_export(self, export_id: str, target_dir: str | Path) -> list[Path]:
         """
@@ -871,19 +903,15 @@ class ConnectifHook(BaseHook):
             ) from None
 
     async def aget_export(self, export_id: str) -> dict[str, Any]:
-        return dict(await self._arequest("GET", f"/exports/{quote(export_id, safe='')}"))
+        return await self._aget_item("/exports", export_id)
 
     async def acount_active_exports(self) -> int:
-        items = await self._apaginate("/exports", params={"limit": 100}, max_pages=5)
-        return _count_active(iter(items), parse_export_status)
+        return await self._acount_active_in("/exports", parse_export_status)
 
     # -- contacts -------------------------------------------------------------------------------------------
     def get_contact(self, email_address: str) -> dict[str, Any] | None:
         """The contact, or None if it does not exist."""
-        try:
-            return dict(self._request("GET", f"/contacts/{_email_path(email_address)}"))
-        except ConnectifNotFoundError:
-            return None
+        return self._get_or_none(f"/contacts/{_email_path(email_address)}")
 
     def upsert_contact(self, email_address: str, fields: dict[str, Any]) -> dict[str, Any]:
         """PATCH a contact by email; Connectif creates it when absent."""
@@ -891,28 +919,17 @@ class ConnectifHook(BaseHook):
 
     def delete_contact(self, email_address: str) -> bool:
         """Delete a contact; False when it did not exist (which counts as done for an erasure)."""
-        try:
-            self._request("DELETE", f"/contacts/email/{_email_path(email_address)}")
-        except ConnectifNotFoundError:
-            return False
-        return True
+        return self._delete_if_exists(f"/contacts/email/{_email_path(email_address)}")
 
     # -- products -------------------------------------------------------------------------------------------
     def upsert_product(self, product_id: str, fields: dict[str, Any]) -> dict[str, Any]:
-        return dict(self._request("PATCH", f"/products/product-id/{quote(product_id, safe='')}", json=fields) or {})
+        return dict(self._request("PATCH", _item_path("/products/product-id", product_id), json=fields) or {})
 
     def get_product(self, product_id: str) -> dict[str, Any] | None:
-        try:
-            return dict(self._request("GET", f"/products/product-id/{quote(product_id, safe='')}"))
-        except ConnectifNotFoundError:
-            return None
+        return self._get_or_none(_item_path("/products/product-id", product_id))
 
     def delete_product(self, product_id: str) -> bool:
-        try:
-            self._request("DELETE", f"/products/product-id/{quote(product_id, safe='')}")
-        except ConnectifNotFoundError:
-            return False
-        return True
+        return self._delete_if_exists(_item_path("/products/product-id", product_id))
 
     # -- purchases ------------------------------------------------------------------------------------------
     def create_purchase(self, purchase: dict[str, Any], *, trigger_purchase_event: bool = False) -> dict[str, Any]:
@@ -932,27 +949,20 @@ class ConnectifHook(BaseHook):
         return {**dict(created), "duplicate": False}
 
     def get_purchase(self, purchase_id: str) -> dict[str, Any] | None:
-        try:
-            return dict(self._request("GET", f"/purchases/purchase-id/{quote(purchase_id, safe='')}"))
-        except ConnectifNotFoundError:
-            return None
+        return self._get_or_none(_item_path("/purchases/purchase-id", purchase_id))
 
     def delete_purchase(self, purchase_id: str) -> bool:
-        try:
-            self._request("DELETE", f"/purchases/purchase-id/{quote(purchase_id, safe='')}")
-        except ConnectifNotFoundError:
-            return False
-        return True
+        return self._delete_if_exists(_item_path("/purchases/purchase-id", purchase_id))
 
     # -- coupon sets and workflows -----------------------------------------------------------------------
     def list_coupon_sets(self) -> Iterator[dict[str, Any]]:
         return self._paginate("/coupon-sets")
 
     def get_coupon_set(self, coupon_set_id: str) -> dict[str, Any]:
-        return dict(self._request("GET", f"/coupon-sets/{quote(coupon_set_id, safe='')}"))
+        return self._get_item("/coupon-sets", coupon_set_id)
 
     def get_workflow(self, workflow_id: str) -> dict[str, Any]:
-        return dict(self._request("GET", f"/workflows/{quote(workflow_id, safe='')}"))
+        return self._get_item("/workflows", workflow_id)
 
 
 def _email_path(email_address: str) -> str:
@@ -962,7 +972,7 @@ def _email_path(email_address: str) -> str:
     return quote(value, safe="@")
 
 
-def _count_active(items: Iterator[dict[str, Any]], parse: Callable[[object], Any]) -> int:
+def _count_active(items: Iterator[dict[str, Any]], parse: Callable[[object], RemoteStatus]) -> int:
     """Count active items; since Connectif processes in creation order, stop at the first terminal page."""
     active = 0
     seen_terminal = 0
