@@ -197,6 +197,17 @@ class _RedisBucket:
         self._client.delete(self._tokens, self._blocked)
 
 
+def _block_seconds(now: float, retry_after: float | None, reset_at: float | None) -> float:
+    """How long a 429 blocks the bucket: ``Retry-After``, else until ``X-RateLimit-Reset``, else 1 s (capped)."""
+    if retry_after is not None:
+        seconds = retry_after
+    elif reset_at is not None and reset_at > now:
+        seconds = reset_at - now
+    else:
+        seconds = 1.0
+    return min(seconds, MAX_BLOCK_SECONDS)
+
+
 @dataclass(frozen=True)
 class RateLimitDecision:
     """Outcome of one attempt to take a token: ``wait`` is 0 when the token was taken."""
@@ -268,11 +279,7 @@ class SharedRateLimiter:
             conn.execute(
                 delete(tokens_table).where(tokens_table.c.bucket == self.bucket, tokens_table.c.taken_at <= horizon)
             )
-            in_window = int(
-                conn.execute(
-                    select(func.count()).select_from(tokens_table).where(tokens_table.c.bucket == self.bucket)
-                ).scalar_one()
-            )
+            in_window = self._count_tokens(conn, horizon)
             if blocked_until > now:
                 return RateLimitDecision(wait=blocked_until - now, in_window=in_window)
             if in_window < self.limit:
@@ -298,86 +305,81 @@ class SharedRateLimiter:
         """Fold what the server said into the bucket (see the module docstring)."""
         if not limited and (remaining is None or reset_at is None):
             return
-        if self._redis is not None:
-            self._redis_feedback(limited=limited, retry_after=retry_after, remaining=remaining, reset_at=reset_at)
+        if limited:
+            if self._redis is not None:
+                self._redis.block_for(_block_seconds(time.time(), retry_after, reset_at))
+            else:
+                self._sql_block(retry_after, reset_at)
             return
-        engine = self._engine()
-        with engine.begin() as conn:
+        assert remaining is not None and reset_at is not None
+        if self._redis is not None:
+            now = time.time()
+            deficit = self._redis.shrink(remaining, reset_at - now) if reset_at > now else 0
+        else:
+            deficit = self._sql_shrink(remaining, reset_at)
+        if deficit > 0:
+            log.info("Connectif reports %d requests left until reset; bucket lowered by %d", remaining, deficit)
+
+    def _sql_block(self, retry_after: float | None, reset_at: float | None) -> None:
+        """After a 429: no token for anyone until the server's window lets requests through again."""
+        with self._engine().begin() as conn:
             blocked_until = self._lock_bucket(conn)
             now = time.time()
-            if limited:
-                if retry_after is not None:
-                    until = now + retry_after
-                elif reset_at is not None and reset_at > now:
-                    until = reset_at
-                else:
-                    until = now + 1.0
-                until = min(until, now + MAX_BLOCK_SECONDS)
-                if until > blocked_until:
-                    conn.execute(
-                        update(buckets_table).where(buckets_table.c.bucket == self.bucket).values(blocked_until=until)
-                    )
-                return
-            assert remaining is not None and reset_at is not None
-            if reset_at <= now:
-                return
-            reset_at = min(reset_at, now + self.window)
-            in_window = int(
+            until = now + _block_seconds(now, retry_after, reset_at)
+            if until > blocked_until:
                 conn.execute(
-                    select(func.count())
-                    .select_from(tokens_table)
-                    .where(tokens_table.c.bucket == self.bucket, tokens_table.c.taken_at > now - self.window)
-                ).scalar_one()
-            )
+                    update(buckets_table).where(buckets_table.c.bucket == self.bucket).values(blocked_until=until)
+                )
+
+    def _sql_shrink(self, remaining: int, reset_at: float) -> int:
+        """Lower the budget to what the server still grants until ``reset_at``; returns the tokens added."""
+        with self._engine().begin() as conn:
+            self._lock_bucket(conn)
+            now = time.time()
+            if reset_at <= now:
+                return 0
+            reset_at = min(reset_at, now + self.window)
+            in_window = self._count_tokens(conn, now - self.window)
             deficit = (self.limit - in_window) - max(remaining, 0)
             if deficit > 0:
                 # Phantom tokens that expire exactly at the server's reset: the budget shrinks to what the
                 # server still grants, and comes back when its window turns over.
                 stamp = reset_at - self.window
                 conn.execute(insert(tokens_table), [{"bucket": self.bucket, "taken_at": stamp}] * deficit)
-                log.info("Connectif reports %d requests left until reset; bucket lowered by %d", remaining, deficit)
+            return deficit
 
-    def _redis_feedback(
-        self, *, limited: bool, retry_after: float | None, remaining: int | None, reset_at: float | None
-    ) -> None:
-        assert self._redis is not None
-        now = time.time()
-        if limited:
-            if retry_after is not None:
-                seconds = retry_after
-            elif reset_at is not None and reset_at > now:
-                seconds = reset_at - now
-            else:
-                seconds = 1.0
-            self._redis.block_for(min(seconds, MAX_BLOCK_SECONDS))
-        elif remaining is not None and reset_at is not None and reset_at > now:
-            deficit = self._redis.shrink(remaining, reset_at - now)
-            if deficit:
-                log.info("Connectif reports %d requests left until reset; bucket lowered by %d", remaining, deficit)
+    def _count_tokens(self, conn: Connection, since: float) -> int:
+        """Tokens of this bucket taken after ``since``."""
+        return int(
+            conn.execute(
+                select(func.count())
+                .select_from(tokens_table)
+                .where(tokens_table.c.bucket == self.bucket, tokens_table.c.taken_at > since)
+            ).scalar_one()
+        )
+
+    def _pause(self, decision: RateLimitDecision, started: float, max_wait: float | None) -> float | None:
+        """None when the token was taken, else how long to sleep before trying again (or TimeoutError)."""
+        if decision.wait == 0:
+            return None
+        pause = decision.wait + random.uniform(0, 0.05)
+        if max_wait is not None and time.monotonic() - started + pause > max_wait:
+            raise TimeoutError(f"no Connectif request token within {max_wait:.0f} s (bucket {self.bucket!r})")
+        return pause
 
     def acquire(self, max_wait: float | None = None) -> float:
         """Block until a token is taken; return the seconds waited."""
         started = time.monotonic()
-        while True:
-            decision = self.try_acquire()
-            if decision.wait == 0:
-                return time.monotonic() - started
-            pause = decision.wait + random.uniform(0, 0.05)
-            if max_wait is not None and time.monotonic() - started + pause > max_wait:
-                raise TimeoutError(f"no Connectif request token within {max_wait:.0f} s (bucket {self.bucket!r})")
+        while (pause := self._pause(self.try_acquire(), started, max_wait)) is not None:
             time.sleep(pause)
+        return time.monotonic() - started
 
     async def aacquire(self, max_wait: float | None = None) -> float:
         """As :meth:`acquire`, with each database step in a thread so that the event loop never blocks."""
         started = time.monotonic()
-        while True:
-            decision = await asyncio.to_thread(self.try_acquire)
-            if decision.wait == 0:
-                return time.monotonic() - started
-            pause = decision.wait + random.uniform(0, 0.05)
-            if max_wait is not None and time.monotonic() - started + pause > max_wait:
-                raise TimeoutError(f"no Connectif request token within {max_wait:.0f} s (bucket {self.bucket!r})")
+        while (pause := self._pause(await asyncio.to_thread(self.try_acquire), started, max_wait)) is not None:
             await asyncio.sleep(pause)
+        return time.monotonic() - started
 
     async def arecord_server_state(self, **kwargs: Any) -> None:
         await asyncio.to_thread(lambda: self.record_server_state(**kwargs))
@@ -386,15 +388,8 @@ class SharedRateLimiter:
         """Tokens taken in the current window (for tests and the benchmark)."""
         if self._redis is not None:
             return self._redis.in_window()
-        engine = self._engine()
-        with engine.connect() as conn:
-            return int(
-                conn.execute(
-                    select(func.count())
-                    .select_from(tokens_table)
-                    .where(tokens_table.c.bucket == self.bucket, tokens_table.c.taken_at > time.time() - self.window)
-                ).scalar_one()
-            )
+        with self._engine().connect() as conn:
+            return self._count_tokens(conn, time.time() - self.window)
 
     def reset(self) -> None:
         """Forget every token and block of this bucket (tests, or after changing the budget)."""
