@@ -19,10 +19,10 @@ help:
 	@echo "make compose-check    - validate docker-compose.yaml (compose parser + what it names), no Docker needed"
 	@echo "make test-distributed - the compose topology without Docker: Celery workers, triggerer restart, emulator"
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt constraints.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -r requirements.txt
+	$(BIN)/python -m pip install -r requirements.txt -c constraints.txt
 	$(BIN)/python -m pip install -q --no-deps -e .
 	@touch $@
 
