@@ -112,12 +112,15 @@ def _make_sqlite_transactions_exclusive(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-_ACQUIRE_LUA = """
+#: Both scripts start alike: the Redis server's clock (one clock for every machine) and the bucket's shape.
+_LUA_PRELUDE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local window = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+"""
+
+_ACQUIRE_LUA = _LUA_PRELUDE + """redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local count = redis.call('ZCARD', KEYS[1])
 local blocked = tonumber(redis.call('GET', KEYS[2]) or '0')
 if blocked > now then
@@ -132,12 +135,7 @@ local oldest = redis.call('ZRANGE', KEYS[1], count - limit, count - limit, 'WITH
 return {tostring(tonumber(oldest[2]) + window - now), count, '-1'}
 """
 
-_FEEDBACK_LUA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local window = tonumber(ARGV[1])
-local limit = tonumber(ARGV[2])
-local mode = ARGV[3]
+_FEEDBACK_LUA = _LUA_PRELUDE + """local mode = ARGV[3]
 if mode == 'block' then
   local untilv = now + tonumber(ARGV[4])
   local blocked = tonumber(redis.call('GET', KEYS[2]) or '0')
