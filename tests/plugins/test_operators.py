@@ -327,3 +327,36 @@ def test_sensor_poke() -> None:
         pytest.raises(ConnectifImportFailedError),
     ):
         sensor.poke({})
+
+
+def test_non_deferrable_export_waits_on_the_worker(tmp_path: Path) -> None:
+    """Queued polls back off (x1.5), processing polls return to poll_interval; the files are downloaded."""
+    answers = iter(["queued", "queued", "inProgress", "queued", "finished"])
+    sleeps: list[float] = []
+
+    def download(export_id: str, target: Path) -> list[Path]:
+        target.mkdir(parents=True)
+        (target / "export.csv").write_text("a\n")
+        return [target / "export.csv"]
+
+    op = _export_op(export_type="contacts", from_date=None, to_date=None, output_dir=str(tmp_path), deferrable=False)
+    with (
+        mock.patch(f"{HOOK}.create_export", return_value={"id": "e1"}),
+        mock.patch(f"{HOOK}.get_export", side_effect=lambda _id: {"id": "e1", "status": next(answers)}),
+        mock.patch(f"{HOOK}.download_export", side_effect=download),
+        mock.patch("connectif_provider.operators.connectif.time.sleep", side_effect=sleeps.append),
+    ):
+        result = op.execute({"task_state_store": DictStore()})
+    assert result == {"export_ids": ["e1"], "files": [str(tmp_path / "e1" / "export.csv")]}
+    assert sleeps == pytest.approx([5.0, 7.5, 5.0, 5.0])
+
+
+def test_non_deferrable_import_times_out_with_the_last_status() -> None:
+    op = _op(deferrable=False)
+    op.timeout = 0.0  # the deadline has passed by the first poll (timeout=0 would mean the default)
+    with (
+        mock.patch(f"{HOOK}.create_import", return_value=_imp()),
+        mock.patch(f"{HOOK}.get_import", return_value=_imp("queued")),
+        pytest.raises(ConnectifTimeoutError, match="still queued"),
+    ):
+        op.execute({"task_state_store": DictStore()})

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
@@ -76,6 +77,15 @@ def import_summary(resource: dict[str, Any], rejected_rows: list[dict[str, Any]]
         "rejected_rows": rejected_rows,
         "file_path": file_path,
     }
+
+
+@dataclass(frozen=True)
+class _SyncPoll:
+    """One read of the work by the non-deferrable wait: its final event, else the timeout event to use."""
+
+    event: dict[str, Any] | None = None
+    timeout_event: dict[str, Any] = field(default_factory=dict)
+    running: bool = False
 
 
 class _ConnectifQueuedWorkOperator(BaseOperator):
@@ -188,6 +198,29 @@ class _ConnectifQueuedWorkOperator(BaseOperator):
 
     def _next_queued_interval(self, interval: float) -> float:
         return min(interval * QUEUED_BACKOFF_FACTOR, self.max_poll_interval or self.poll_interval * 10)
+
+    # -- non-deferrable wait ------------------------------------------------------------------------------
+    def _wait_sync(
+        self, check: Callable[[], _SyncPoll], deadline: float, max_interval: float
+    ) -> dict[str, Any]:
+        """
+        The non-deferrable wait: the trigger's rule on a worker, ending in the event dict a trigger would fire.
+
+        ``check`` reads the work once. The interval stays at ``poll_interval`` while the work is processed
+        and grows by ``QUEUED_BACKOFF_FACTOR`` (up to ``max_interval``) while it only waits in the queue.
+        """
+        interval = self.poll_interval
+        while True:
+            poll = check()
+            if poll.event is not None:
+                return poll.event
+            if time.time() >= deadline:
+                return poll.timeout_event
+            if poll.running:
+                interval = self.poll_interval
+            time.sleep(min(interval, max(deadline - time.time(), 0)))
+            if not poll.running:
+                interval = min(interval * QUEUED_BACKOFF_FACTOR, max_interval)
 
 
 class ConnectifImportOperator(_ConnectifQueuedWorkOperator):
@@ -334,25 +367,23 @@ class ConnectifImportOperator(_ConnectifQueuedWorkOperator):
         return self.execute_complete(context, self._poll_sync(import_id, deadline, trigger.max_poll_interval))
 
     def _poll_sync(self, import_id: str, deadline: float, max_interval: float) -> dict[str, Any]:
-        """The non-deferrable wait: the trigger's logic on a worker, as an event dict."""
         hook = self.hook
-        interval = self.poll_interval
-        while True:
+
+        def check() -> _SyncPoll:
             resource = hook.get_import(import_id)
             status = parse_import_status(resource.get("status"))
-            if status is ImportStatus.FINISHED:
-                return {"status": "success", "imports": [resource]}
-            if status in (ImportStatus.ERROR, ImportStatus.CANCELLED):
-                return {"status": "error", "message": f"Import {import_id} is {status.value}", "imports": [resource]}
-            if time.time() >= deadline:
-                return {"status": "timeout", "message": f"Import {import_id} is still {status.value}"}
-            if status is ImportStatus.IN_PROGRESS:
+            if status.is_finished:
+                return _SyncPoll(event={"status": "success", "imports": [resource]})
+            if status.is_failed:
+                return _SyncPoll(
+                    event={"status": "error", "message": f"Import {import_id} is {status.value}", "imports": [resource]}
+                )
+            if status.is_running:
                 self.log.info("Import %s %s", import_id, progress_message(resource))
-                interval = self.poll_interval
-                time.sleep(min(interval, max(deadline - time.time(), 0)))
-            else:
-                time.sleep(min(interval, max(deadline - time.time(), 0)))
-                interval = min(interval * QUEUED_BACKOFF_FACTOR, max_interval)
+            timeout = {"status": "timeout", "message": f"Import {import_id} is still {status.value}"}
+            return _SyncPoll(timeout_event=timeout, running=status.is_running)
+
+        return self._wait_sync(check, deadline, max_interval)
 
     def _complete(self, context: Context, resource: dict[str, Any]) -> dict[str, Any]:
         hook = self.hook
@@ -561,19 +592,17 @@ class ConnectifExportOperator(_ConnectifQueuedWorkOperator):
         return self.execute_complete(context, self._poll_sync(hook, export_ids, deadline))
 
     def _poll_sync(self, hook: ConnectifHook, export_ids: list[str], deadline: float) -> dict[str, Any]:
-        interval = self.poll_interval
-        while True:
+        def check() -> _SyncPoll:
             exports = [hook.get_export(i) for i in export_ids]
             statuses = [parse_export_status(e.get("status")) for e in exports]
-            if any(s is ExportStatus.ERROR for s in statuses):
-                return {"status": "error", "message": "an export ended in error", "exports": exports}
-            if all(s is ExportStatus.FINISHED for s in statuses):
-                return {"status": "success", "exports": exports}
-            if time.time() >= deadline:
-                return {"status": "timeout", "message": f"exports {export_ids} not finished", "exports": exports}
-            time.sleep(min(interval, max(deadline - time.time(), 0)))
-            if not any(s is ExportStatus.IN_PROGRESS for s in statuses):
-                interval = self._next_queued_interval(interval)
+            if any(s.is_failed for s in statuses):
+                return _SyncPoll(event={"status": "error", "message": "an export ended in error", "exports": exports})
+            if all(s.is_finished for s in statuses):
+                return _SyncPoll(event={"status": "success", "exports": exports})
+            timeout = {"status": "timeout", "message": f"exports {export_ids} not finished", "exports": exports}
+            return _SyncPoll(timeout_event=timeout, running=any(s.is_running for s in statuses))
+
+        return self._wait_sync(check, deadline, self.max_poll_interval or self.poll_interval * 10)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resumed when the trigger fired: download and unpack every export, or fail clearly."""
