@@ -133,7 +133,7 @@ def read_header(path: Path, delimiter: str) -> list[str]:
 
 
 class ImportRun:
-    """Processes one import file row by row, as Connectif would."""
+    """Processes one import file in batches of rows (validated column by column), as Connectif would."""
 
     def __init__(self, state: EmulatorState, job: dict[str, Any], account_id: str) -> None:
         self.state = state

@@ -239,3 +239,31 @@ def test_very_large_declared_body_is_refused_early(emulator: RunningEmulator) ->
     }
     response = emulator.anon.post(emulator.url("/imports"), headers=headers, content=chunks)
     assert response.status_code == 413
+
+
+def test_key_repeated_in_one_file_sees_its_earlier_rows(emulator: RunningEmulator) -> None:
+    content = "_email,_name,_surname\nann@example.com,Ann,\nbob@example.com,Bob,B\nANN@example.com,,Smith\n"
+    job = finished(emulator, upload_csv(emulator, content, updateOnlyEmptyFields="true"))
+    assert (job["success"], job["errors"]) == (3, 0)
+    contacts = {c["_email"].lower(): c for c in emulator.admin.contacts()}
+    assert set(contacts) == {"ann@example.com", "bob@example.com"}
+    assert (contacts["ann@example.com"]["_name"], contacts["ann@example.com"]["_surname"]) == ("Ann", "Smith")
+
+
+def test_blank_lines_are_not_data_rows(emulator: RunningEmulator) -> None:
+    content = "_email,_points\n\nann@example.com,1\n   \nbad,2\n\nbob@example.com,x\n"
+    job = finished(emulator, upload_csv(emulator, content))
+    assert (job["success"], job["errors"]) == (1, 2)
+    assert report(emulator, job) == [("2", "_email"), ("3", "_points")]
+
+
+def test_new_and_updated_elements_in_one_batch(emulator: RunningEmulator) -> None:
+    finished(emulator, upload_csv(emulator, "_email,_name,_points\nann@example.com,Ann,3\n"))
+    (before,) = emulator.admin.contacts()
+    finished(emulator, upload_csv(emulator, "_email,_name,_points\nbob@example.com,Bob,\nann@example.com,Anna,\n"))
+    contacts = {c["_email"]: c for c in emulator.admin.contacts()}
+    ann, bob = contacts["ann@example.com"], contacts["bob@example.com"]
+    assert (ann["id"], ann["_createdAt"]) == (before["id"], before["_createdAt"])
+    assert (ann["_name"], ann["_points"]) == ("Anna", 3)
+    assert ann["_updatedAt"] >= before["_updatedAt"]
+    assert "_points" not in bob and bob["id"] != ann["id"] and bob["_createdAt"] == bob["_updatedAt"]

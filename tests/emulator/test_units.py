@@ -5,9 +5,12 @@ from __future__ import annotations
 import pytest
 
 from emulator.exports import format_datetime, normalise_bound
+from emulator.processing import _domain_check
 from emulator.ratelimit import RateLimiter
+from emulator.store import new_id, new_ids
 from emulator.validation import (
     FieldError,
+    check_columns,
     check_email,
     check_int,
     check_number,
@@ -96,3 +99,54 @@ def test_export_date_formats(fmt: str, text: str) -> None:
 def test_export_bounds() -> None:
     assert normalise_bound("2026-03-10", True) == "2026-03-11T00:00:00.000Z"
     assert normalise_bound("2026-03-10T02:00:00+02:00", False) == "2026-03-10T00:00:00.000Z"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://example.com",
+        "http://EXAMPLE.com/p?q=1#f",
+        "https://shop.example.com:8443/a",
+        "https://example.com./x",
+        "https://example.com.evil.org/",
+        "https://evilexample.com/",
+        "https://example.com@evil.org/",
+        "https://evil.org/@example.com",
+        "https://user@example.com/",
+        "https://[::1]/",
+        "https://exa\tmple.com/",
+        "https://example.org/",
+    ],
+)
+@pytest.mark.parametrize("domains", [["example.com"], ["Example.COM", "other.net"], ["example.com."], []])
+def test_domain_fast_path_agrees_with_url_in_domains(url: str, domains: list[str]) -> None:
+    assert _domain_check(domains)(url) == url_in_domains(url, domains)
+
+
+@pytest.mark.parametrize(
+    "cells",
+    [
+        ["1", "20", "0", "4999"],
+        ["1", "007", "0", "3"],
+        ["-4", "12", "", " 5"],
+        ["1" * 17, "2"],
+        ["١٢", "3"],
+    ],
+)
+def test_integer_columns_match_the_value_by_value_rule(cells: list[str]) -> None:
+    names, columns, errors = check_columns("contacts", ["_points"], [[c] for c in cells], 100)
+    expected_values: list[object] = []
+    expected_errors: list[tuple[int, str]] = []
+    for index, cell in enumerate(cells):
+        clean, problems = clean_contact({"_points": cell}, 100)
+        expected_values.append(clean.get("_points"))
+        expected_errors += [(index, field) for field, _message in problems]
+    assert names == ["_points"]
+    assert columns == [expected_values]
+    assert [(index, field) for index, field, _message in errors] == expected_errors
+
+
+def test_new_ids_are_unique_and_shaped_like_object_ids() -> None:
+    ids = [*new_ids(10_000), new_id(), *new_ids(1)]
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 24 and int(i, 16) >= 0 for i in ids)
