@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from airflow.sdk import BaseOperator, Context
+from airflow.triggers.base import BaseTrigger
 
 from connectif_provider.exceptions import (
     ConnectifError,
@@ -158,6 +159,20 @@ class _ConnectifQueuedWorkOperator(BaseOperator):
         if status != "success":
             raise self.failed_error(f"Connectif {self._subject} failed: {event.get('message')}")
 
+    def _trigger_kwargs(self, deadline: float) -> dict[str, Any]:
+        """What every trigger of this task gets: the connection, the poll intervals and the task's deadline."""
+        return {
+            "connectif_conn_id": self.connectif_conn_id,
+            "poll_interval": self.poll_interval,
+            "max_poll_interval": self.max_poll_interval,
+            "deadline": deadline,
+        }
+
+    def _defer_if_deferrable(self, trigger: BaseTrigger) -> None:
+        """Wait for the work in the triggerer (resuming in ``execute_complete``); else return to wait here."""
+        if self.deferrable:
+            self.defer(trigger=trigger, method_name="execute_complete")
+
     # -- task_state_store ------------------------------------------------------------------------------
     def _recall(self, store: Any) -> Any:
         """What an earlier try of this task stored under ``state_key`` (None without a store)."""
@@ -176,12 +191,7 @@ class _ConnectifQueuedWorkOperator(BaseOperator):
         if self.deferrable:
             self.defer(
                 trigger=ConnectifQueueSlotTrigger(
-                    kind=self.queue_kind,
-                    limit=self.queue_limit,
-                    connectif_conn_id=self.connectif_conn_id,
-                    poll_interval=self.poll_interval,
-                    max_poll_interval=self.max_poll_interval,
-                    deadline=deadline,
+                    kind=self.queue_kind, limit=self.queue_limit, **self._trigger_kwargs(deadline)
                 ),
                 method_name="execute_after_slot",
                 kwargs={"deadline": deadline},
@@ -355,15 +365,8 @@ class ConnectifImportOperator(_ConnectifQueuedWorkOperator):
         return resource
 
     def _wait(self, context: Context, import_id: str, deadline: float) -> Any:
-        trigger = ConnectifImportTrigger(
-            import_ids=[import_id],
-            connectif_conn_id=self.connectif_conn_id,
-            poll_interval=self.poll_interval,
-            max_poll_interval=self.max_poll_interval,
-            deadline=deadline,
-        )
-        if self.deferrable:
-            self.defer(trigger=trigger, method_name="execute_complete")
+        trigger = ConnectifImportTrigger(import_ids=[import_id], **self._trigger_kwargs(deadline))
+        self._defer_if_deferrable(trigger)
         return self.execute_complete(context, self._poll_sync(import_id, deadline, trigger.max_poll_interval))
 
     def _poll_sync(self, import_id: str, deadline: float, max_interval: float) -> dict[str, Any]:
@@ -580,15 +583,7 @@ class ConnectifExportOperator(_ConnectifQueuedWorkOperator):
             self.log.info("Created %s export %s (%s)", self.export_type, ids[index], request)
             self._remember(store, {"plan": plan, "export_ids": ids})
         export_ids = [str(i) for i in ids]
-        trigger = ConnectifExportTrigger(
-            export_ids=export_ids,
-            connectif_conn_id=self.connectif_conn_id,
-            poll_interval=self.poll_interval,
-            max_poll_interval=self.max_poll_interval,
-            deadline=deadline,
-        )
-        if self.deferrable:
-            self.defer(trigger=trigger, method_name="execute_complete")
+        self._defer_if_deferrable(ConnectifExportTrigger(export_ids=export_ids, **self._trigger_kwargs(deadline)))
         return self.execute_complete(context, self._poll_sync(hook, export_ids, deadline))
 
     def _poll_sync(self, hook: ConnectifHook, export_ids: list[str], deadline: float) -> dict[str, Any]:
