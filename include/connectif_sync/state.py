@@ -200,7 +200,7 @@ class StateStore:
         if u.get_backend_name() == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         if not readonly:
-            metadata.create_all(self.engine)
+            _create_tables(self.engine)
         elif not self._missing:
             self._missing = not sa.inspect(self.engine).has_table(state_table.name)
 
@@ -703,6 +703,31 @@ class StateStore:
         with self.engine.connect() as conn:
             for r in conn.execute(sa.select(purchases_table).order_by(purchases_table.c.purchase_id)):
                 yield dict(r._mapping)
+
+
+_CREATE_LOCK = 0x636F6E6E_65637466  # pg_advisory_xact_lock key: "connectf" as a 64-bit integer
+
+
+def _create_tables(engine: sa.Engine, attempts: int = 3) -> None:
+    """Create the store's tables, safe when several processes open a fresh store at the same moment.
+
+    ``create_all`` checks then creates, so two workers racing on a fresh PostgreSQL database both see no table
+    and one fails (``UniqueViolation`` on ``pg_type``). On PostgreSQL the check and the creation run under a
+    transaction-scoped advisory lock, so they are serialised; on any database an "already exists" error from a
+    concurrent creator is retried, and the retry's check then finds the tables.
+    """
+    for attempt in range(attempts):
+        try:
+            with engine.begin() as conn:
+                if engine.dialect.name == "postgresql":
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CREATE_LOCK})
+                metadata.create_all(conn)
+            return
+        except (sa.exc.IntegrityError, sa.exc.ProgrammingError, sa.exc.OperationalError) as exc:
+            # IntegrityError: the pg_type/pg_class unique index of a concurrently created table.
+            concurrent = isinstance(exc, sa.exc.IntegrityError) or "already exists" in str(exc).lower()
+            if not concurrent or attempt == attempts - 1:
+                raise
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from connectif_sync import StateStore, erp, extract_arrow, resolve_mapping, run_sync
+from connectif_sync.state import metadata as state_metadata
 
 pytestmark = pytest.mark.postgres
 
@@ -100,3 +101,69 @@ def test_command_line_on_postgres(pg_database: str, tmp_path: Path, capsys: pyte
     assert main(["plan", "--object", "purchases", "--source", pg_database, "--state", pg_database]) == 0
     plan = json.loads(capsys.readouterr().out)["report"]
     assert plan["sent"] > 0 and plan["api_requests"]["purchases"] == plan["sent"]
+
+
+def test_state_store_created_by_several_workers_at_once(pg_database: str) -> None:
+    """Workers opening a fresh store together all succeed (no UniqueViolation on pg_type) and see every table.
+
+    Threads released by one barrier, each with its own engine already connected, so that their create_all
+    calls overlap (without the lock this fails on most attempts); the lock is per database, as for processes.
+    """
+    import threading
+
+    from connectif_sync import state as state_module
+
+    n = 8
+    engines = [sa.create_engine(pg_database) for _ in range(n)]
+    barrier = threading.Barrier(n)
+    errors: list[BaseException] = []
+
+    def open_store(engine: sa.Engine) -> None:
+        barrier.wait()
+        try:
+            state_module._create_tables(engine)
+            StateStore(pg_database).close()  # and the public path, now that the tables exist
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    try:
+        for e in engines:
+            with e.connect():
+                pass
+        threads = [threading.Thread(target=open_store, args=(e,)) for e in engines]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        for e in engines:
+            e.dispose()
+    assert errors == []
+    with StateStore(pg_database) as store:
+        tables = {n for n in sa.inspect(store.engine).get_table_names() if n.startswith("connectif_sync_")}
+    assert tables == {t.name for t in state_metadata.sorted_tables}
+
+
+def test_state_store_creation_retries_after_a_concurrent_creator(pg_database: str) -> None:
+    """Without the advisory lock (another creator that does not take it), "already exists" is retried."""
+    from connectif_sync import state as state_module
+
+    engine = sa.create_engine(pg_database)
+    calls: list[int] = []
+    original = state_module.metadata.create_all
+
+    def racing_create_all(bind: sa.Connection, **kw: object) -> None:
+        calls.append(1)
+        if len(calls) == 1:  # a concurrent worker creates the table between our check and our CREATE
+            with engine.begin() as other:
+                other.exec_driver_sql("CREATE TABLE connectif_sync_state (x int)")
+            bind.exec_driver_sql("CREATE TABLE connectif_sync_state (x int)")
+        original(bind, **kw)  # type: ignore[arg-type]
+
+    try:
+        state_module.metadata.create_all = racing_create_all  # type: ignore[method-assign]
+        state_module._create_tables(engine)
+    finally:
+        state_module.metadata.create_all = original  # type: ignore[method-assign]
+        engine.dispose()
+    assert len(calls) == 2
