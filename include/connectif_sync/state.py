@@ -758,6 +758,8 @@ def _write_snapshot(conn: sa.Connection, obj: str, base: np.ndarray | None, data
 
     ``base`` is the snapshot before the upsert; without one (a store from before snapshots) it is rebuilt
     from ``state`` once, inside this transaction. Rows are keyed by key hash, as the full-scan diff is.
+    Cost: each confirmation reads and rewrites the whole snapshot (24 bytes per confirmed key, 24 MB per
+    million), a fraction of a second, against seconds saved by every full scan that reads it.
     """
     if base is None:
         kh, rh, sh = _sqlite_int_columns(conn, _HASHES_SQL, obj, 3)
