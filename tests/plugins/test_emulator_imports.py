@@ -15,7 +15,7 @@ import pytest
 import structlog
 from airflow.sdk.exceptions import TaskDeferred
 
-from connectif_provider.exceptions import ConnectifImportFailedError
+from connectif_provider.exceptions import ConnectifError, ConnectifImportFailedError
 from connectif_provider.hooks.connectif import ConnectifHook
 from connectif_provider.operators.connectif import ConnectifImportOperator
 from connectif_provider.triggers.connectif import ConnectifImportTrigger, ConnectifQueueSlotTrigger
@@ -105,6 +105,24 @@ def test_import_with_row_errors_returns_rejected_lines(
     assert all(r["field"] == "_email" and r["error"] for r in summary["rejected_rows"])
     assert summary["file_path"] == str(csv_path)
     assert len(emulator.admin.contacts()) == 4
+
+
+def test_expired_error_report_link_is_minted_afresh(
+    emu_conn: str, emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    """The event that carried ``errorReportFileUrl`` may be old: an expired link is replaced by a fresh GET."""
+    hook = ConnectifHook(emu_conn)
+    csv_path = write_contacts(tmp_path / "chunk-0001.csv", 4, bad_lines=(3,))
+    import_id = str(hook.create_import(str(csv_path), "contacts")["id"])
+    emulator.admin.wait_import(import_id)
+    emulator.admin.configure(presigned_url_ttl_s=0.001)
+    stale = str(hook.get_import(import_id)["errorReportFileUrl"])
+    time.sleep(1.1)
+    with pytest.raises(ConnectifError):
+        hook.download_error_report(stale)
+    emulator.admin.configure(presigned_url_ttl_s=600)
+    rows = hook.download_error_report(stale, import_id=import_id)
+    assert [(r["line"], r["field"]) for r in rows] == [(3, "_email")]
 
 
 def test_non_deferrable_mode(emu_conn: str, emulator: RunningEmulator, tmp_path: Path) -> None:

@@ -167,7 +167,7 @@ def test_complete_downloads_error_report() -> None:
     report = [{"line": 1, "field": "_email", "error": "invalid"}, {"line": 3, "field": "_points", "error": "nan"}]
     with mock.patch(f"{HOOK}.download_error_report", return_value=report) as download:
         summary = _op().execute_complete({}, {"status": "success", "imports": [done]})
-    download.assert_called_once_with("https://x/report.csv")
+    download.assert_called_once_with("https://x/report.csv", import_id="i1")
     assert summary == {
         "import_id": "i1",
         "status": "finished",

@@ -766,10 +766,28 @@ class ConnectifHook(BaseHook):
         """Imports queued or in progress (both count towards the account's 10)."""
         return self._count_active_in("/imports", parse_import_status)
 
-    def download_error_report(self, url: str) -> list[dict[str, Any]]:
-        """Rows of an import's error report. Tried without the key first (it may be pre-signed storage)."""
-        text = self._download_text(url)
-        return parse_error_report(text)
+    def download_error_report(self, url: str, *, import_id: str | None = None) -> list[dict[str, Any]]:
+        """
+        Rows of an import's error report. Tried without the key first (it may be pre-signed storage). With
+        ``import_id``, a link refused as expired (the event that carried it may be old) is replaced by the
+        one a fresh GET of the import mints, up to ``EXPIRED_URL_REFETCHES`` times.
+        """
+        for refetch in range(EXPIRED_URL_REFETCHES + 1):
+            try:
+                return parse_error_report(self._download_text(url))
+            except ConnectifError as exc:
+                if import_id is None or refetch == EXPIRED_URL_REFETCHES or not _is_expired_link(exc):
+                    raise
+                log.warning(
+                    "The error report link of import %s was refused (%s); reading the import again for a fresh one",
+                    import_id,
+                    exc.detail,
+                )
+                fresh = self.get_import(import_id).get("errorReportFileUrl")
+                if not fresh:
+                    raise
+                url = str(fresh)
+        raise AssertionError("unreachable: the loop returns or raises")
 
     def _download_text(self, url: str) -> str:
         settings = self.get_settings()
@@ -779,9 +797,15 @@ class ConnectifHook(BaseHook):
                 try:
                     response = self._send_once("GET", full, with_key=False)
                 except ConnectifError as exc:
-                    if exc.status in (401, 403) and self._is_api_origin(full, settings):
+                    if not (exc.status in (401, 403) and self._is_api_origin(full, settings)):
+                        raise
+                    try:
                         response = self._send_once("GET", full, with_key=True)
-                    else:
+                    except ConnectifError as keyed:
+                        # A pre-signed link refuses a second auth mechanism (400): the keyless answer
+                        # (e.g. 403 expired) is the one that says what is wrong.
+                        if keyed.status == 400:
+                            raise exc from keyed
                         raise
         return response.content.decode("utf-8-sig", "replace")
 

@@ -395,7 +395,7 @@ class ConnectifImportOperator(_ConnectifQueuedWorkOperator):
         if errors:
             url = resource.get("errorReportFileUrl")
             if url:
-                rejected = hook.download_error_report(str(url))
+                rejected = hook.download_error_report(str(url), import_id=str(resource.get("id")))
             else:
                 self.log.warning("Import %s has %d row errors but no error report URL", resource.get("id"), errors)
             if len(rejected) != errors:
