@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
@@ -11,8 +10,9 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from emulator.api_imports import queued_statuses
-from emulator.common import both, caller, drop_none, json_body, json_object, page, paging, parse_model, state_of
+from emulator.common import both, caller, drop_none, json_body, json_object, parse_model, state_of
 from emulator.errors import ApiError
+from emulator.jobs_api import JobKind, delete_job, get_job, list_jobs
 from emulator.state import EmulatorState
 from emulator.store import new_id, now_iso
 
@@ -148,42 +148,27 @@ async def create_explorer_export(request: Request) -> JSONResponse:
     return _create(request, state, auth.account_id, _new_job("data-explorer", body.delimiter, None, filters))
 
 
+EXPORT_JOBS = JobKind(
+    table="exports",
+    label="Export",
+    read_scope="export:read",
+    delete_scope="export:write",
+    terminal=("finished", "error"),
+    terminal_text="finished or errored exports",
+    render=render_export,
+)
+
+
 @both(router, "/exports", ["GET"])
 async def list_exports(request: Request) -> dict[str, Any]:
-    state = state_of(request)
-    auth = caller(request, "export:read")
-    limit, skip = paging(request)
-    jobs, total = state.store.list_jobs("exports", auth.account_id, limit, skip)
-    base = str(request.base_url)
-    return page(request, [render_export(state, j, base) for j in jobs], total, limit, skip)
-
-
-def _own(state: EmulatorState, account_id: str, export_id: str) -> dict[str, Any]:
-    job = state.store.get_job("exports", export_id, account_id)
-    if job is None:
-        raise ApiError(404, f"Export {export_id} not found in this account")
-    return job
+    return list_jobs(request, EXPORT_JOBS)
 
 
 @router.get("/exports/{export_id}")
 async def get_export(request: Request, export_id: str) -> dict[str, Any]:
-    state = state_of(request)
-    auth = caller(request, "export:read")
-    return render_export(state, _own(state, auth.account_id, export_id), str(request.base_url))
+    return get_job(request, EXPORT_JOBS, export_id)
 
 
 @router.delete("/exports/{export_id}", status_code=204)
 async def delete_export(request: Request, export_id: str) -> Response:
-    state = state_of(request)
-    auth = caller(request, "export:write")
-    with state.store.lock:
-        job = _own(state, auth.account_id, export_id)
-        if job["status"] in ("queued", "inProgress"):
-            raise ApiError(
-                409, f"Export {export_id} is {job['status']}; only finished or errored exports can be deleted"
-            )
-        file_path = state.store.job_file("exports", export_id)
-        state.store.delete_job("exports", export_id)
-    if file_path:
-        Path(file_path).unlink(missing_ok=True)
-    return Response(status_code=204)
+    return delete_job(request, EXPORT_JOBS, export_id)

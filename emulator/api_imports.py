@@ -14,8 +14,9 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from emulator.common import both, caller, drop_none, page, paging, state_of
+from emulator.common import both, caller, drop_none, state_of
 from emulator.errors import ApiError
+from emulator.jobs_api import JobKind, delete_job, get_job, list_jobs
 from emulator.state import EmulatorState
 from emulator.store import new_id, now_iso
 from emulator.uploads import ACCEPTED_FILE_TYPES, inspect_csv, receive_upload
@@ -155,45 +156,30 @@ async def create_import(request: Request) -> JSONResponse:
     return JSONResponse(render_import(state, job, str(request.base_url)), status_code=201)
 
 
+IMPORT_JOBS = JobKind(
+    table="imports",
+    label="Import",
+    read_scope="import:read",
+    delete_scope="import:delete",
+    terminal=TERMINAL,
+    terminal_text="finished, error or cancelled imports",
+    render=render_import,
+)
+
+
 @both(router, "/imports", ["GET"])
 async def list_imports(request: Request) -> dict[str, Any]:
-    state = state_of(request)
-    auth = caller(request, "import:read")
-    limit, skip = paging(request)
-    jobs, total = state.store.list_jobs("imports", auth.account_id, limit, skip)
-    base = str(request.base_url)
-    return page(request, [render_import(state, j, base) for j in jobs], total, limit, skip)
-
-
-def _own_import(state: EmulatorState, account_id: str, import_id: str) -> dict[str, Any]:
-    job = state.store.get_job("imports", import_id, account_id)
-    if job is None:
-        raise ApiError(404, f"Import {import_id} not found in this account")
-    return job
+    return list_jobs(request, IMPORT_JOBS)
 
 
 @router.get("/imports/{import_id}")
 async def get_import(request: Request, import_id: str) -> dict[str, Any]:
-    state = state_of(request)
-    auth = caller(request, "import:read")
-    return render_import(state, _own_import(state, auth.account_id, import_id), str(request.base_url))
+    return get_job(request, IMPORT_JOBS, import_id)
 
 
 @router.delete("/imports/{import_id}", status_code=204)
 async def delete_import(request: Request, import_id: str) -> Response:
-    state = state_of(request)
-    auth = caller(request, "import:delete")
-    with state.store.lock:
-        job = _own_import(state, auth.account_id, import_id)
-        if job["status"] not in TERMINAL:
-            raise ApiError(
-                409, f"Import {import_id} is {job['status']}; only finished, error or cancelled imports can be deleted"
-            )
-        file_path = state.store.job_file("imports", import_id)
-        state.store.delete_job("imports", import_id)
-    if file_path:
-        Path(file_path).unlink(missing_ok=True)
-    return Response(status_code=204)
+    return delete_job(request, IMPORT_JOBS, import_id)
 
 
 # --- pre-signed downloads (no API key, not rate limited: they stand for the file store) ------------------
