@@ -515,21 +515,20 @@ class Store:
             )
 
     # --- coupon sets, codes, workflows -------------------------------------------------------------------
-    def put_coupon_set(self, account_id: str, data: dict[str, Any]) -> None:
+    def _put_document(self, table: str, account_id: str, data: dict[str, Any]) -> None:
+        """Upsert a JSON document keyed by ``data["id"]`` (coupon sets, workflows)."""
         with self.tx() as conn:
             conn.execute(
-                "INSERT INTO coupon_sets(id, account_id, data) VALUES (?, ?, ?) "
+                f"INSERT INTO {table}(id, account_id, data) VALUES (?, ?, ?) "
                 "ON CONFLICT(id) DO UPDATE SET data = excluded.data",
                 (data["id"], account_id, _dumps(data)),
             )
 
+    def put_coupon_set(self, account_id: str, data: dict[str, Any]) -> None:
+        self._put_document("coupon_sets", account_id, data)
+
     def get_coupon_set_raw(self, set_id: str, account_id: str | None = None) -> dict[str, Any] | None:
-        sql, params = "SELECT data FROM coupon_sets WHERE id = ?", [set_id]
-        if account_id is not None:
-            sql += " AND account_id = ?"
-            params.append(account_id)
-        rows = self.query(sql, params)
-        return _loads(rows[0][0]) if rows else None
+        return self.get_job("coupon_sets", set_id, account_id)
 
     def list_coupon_sets_raw(self, account_id: str | None, limit: int = -1, skip: int = 0) -> tuple[list[Any], int]:
         return self.list_jobs("coupon_sets", account_id, limit, skip)
@@ -589,20 +588,10 @@ class Store:
         return [{"code": r[0], "assigned": bool(r[1])} for r in rows]
 
     def put_workflow(self, account_id: str, data: dict[str, Any]) -> None:
-        with self.tx() as conn:
-            conn.execute(
-                "INSERT INTO workflows(id, account_id, data) VALUES (?, ?, ?) "
-                "ON CONFLICT(id) DO UPDATE SET data = excluded.data",
-                (data["id"], account_id, _dumps(data)),
-            )
+        self._put_document("workflows", account_id, data)
 
     def get_workflow(self, workflow_id: str, account_id: str | None = None) -> dict[str, Any] | None:
-        sql, params = "SELECT data FROM workflows WHERE id = ?", [workflow_id]
-        if account_id is not None:
-            sql += " AND account_id = ?"
-            params.append(account_id)
-        rows = self.query(sql, params)
-        return _loads(rows[0][0]) if rows else None
+        return self.get_job("workflows", workflow_id, account_id)
 
     def list_workflows(self, account_id: str | None) -> list[dict[str, Any]]:
         sql, params = "SELECT data FROM workflows", []
