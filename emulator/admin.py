@@ -7,6 +7,7 @@ account). None of it is needed by the client code path.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -165,27 +166,52 @@ async def contacts(request: Request) -> list[dict[str, Any]]:
     return [{**c, **aggregates.get(c["_email"].lower(), none)} for c in state.store.iter_entities("contacts", account)]
 
 
-@router.post("/contacts", status_code=201)
-async def seed_contacts(request: Request) -> dict[str, Any]:
-    """Seed contacts (a JSON list of contact objects with ``_email``), replacing same-email contacts."""
+Cleaner = Callable[[dict[str, Any], int], tuple[dict[str, Any], list[tuple[str, str]]]]
+
+
+async def _seed(
+    request: Request,
+    *,
+    noun: str,
+    clean: Cleaner,
+    required: str,
+    key: Callable[[Any], Any],
+    stamps: tuple[str, str],
+    table: str,
+    key_column: str,
+) -> dict[str, Any]:
+    """Seed a JSON list of entities, all or nothing: 422 naming the first bad item and its fields."""
     state = state_of(request)
     account = _account(request)
     body = await json_body(request)
     if not isinstance(body, list):
-        raise ApiError(422, "Send a JSON list of contacts")
+        raise ApiError(422, f"Send a JSON list of {noun}s")
     items = []
     now = now_iso()
     for index, raw in enumerate(body):
-        clean, errors = clean_contact(json_object(raw), state.settings.max_field_chars, strict=True)
-        if "_email" not in clean:
-            errors.append(("_email", "is required"))
+        cleaned, errors = clean(json_object(raw), state.settings.max_field_chars)
+        if required not in cleaned:
+            errors.append((required, "is required"))
         if errors:
-            raise ApiError(
-                422, f"contact {index}: {errors}", validation_errors=[(f"{index}.{f}", e) for f, e in errors]
-            )
-        items.append((clean["_email"].lower(), {"id": new_id(), **clean, "_createdAt": now, "_updatedAt": now}))
-    state.store.put_entities("contacts", "email", account, items)
+            raise ApiError(422, f"{noun} {index}: {errors}", validation_errors=[(f"{index}.{f}", e) for f, e in errors])
+        items.append((key(cleaned[required]), {"id": new_id(), **cleaned, stamps[0]: now, stamps[1]: now}))
+    state.store.put_entities(table, key_column, account, items)
     return {"created": len(items)}
+
+
+@router.post("/contacts", status_code=201)
+async def seed_contacts(request: Request) -> dict[str, Any]:
+    """Seed contacts (a JSON list of contact objects with ``_email``), replacing same-email contacts."""
+    return await _seed(
+        request,
+        noun="contact",
+        clean=lambda raw, max_chars: clean_contact(raw, max_chars, strict=True),
+        required="_email",
+        key=str.lower,
+        stamps=("_createdAt", "_updatedAt"),
+        table="contacts",
+        key_column="email",
+    )
 
 
 @router.get("/products")
@@ -197,24 +223,16 @@ async def products(request: Request) -> list[dict[str, Any]]:
 @router.post("/products", status_code=201)
 async def seed_products(request: Request) -> dict[str, Any]:
     """Seed products (a JSON list of product objects); the domain check is skipped on purpose."""
-    state = state_of(request)
-    account = _account(request)
-    body = await json_body(request)
-    if not isinstance(body, list):
-        raise ApiError(422, "Send a JSON list of products")
-    items = []
-    now = now_iso()
-    for index, raw in enumerate(body):
-        clean, errors = clean_product(json_object(raw), state.settings.max_field_chars, None)
-        if "productId" not in clean:
-            errors.append(("productId", "is required"))
-        if errors:
-            raise ApiError(
-                422, f"product {index}: {errors}", validation_errors=[(f"{index}.{f}", e) for f, e in errors]
-            )
-        items.append((clean["productId"], {"id": new_id(), **clean, "createdAt": now, "updatedAt": now}))
-    state.store.put_entities("products", "product_id", account, items)
-    return {"created": len(items)}
+    return await _seed(
+        request,
+        noun="product",
+        clean=lambda raw, max_chars: clean_product(raw, max_chars, None),
+        required="productId",
+        key=lambda product_id: product_id,
+        stamps=("createdAt", "updatedAt"),
+        table="products",
+        key_column="product_id",
+    )
 
 
 @router.get("/purchases")
