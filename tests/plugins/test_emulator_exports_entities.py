@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import time
 from pathlib import Path
@@ -21,42 +20,7 @@ from connectif_provider.hooks.connectif import ConnectifHook
 from connectif_provider.operators.connectif import ConnectifExportOperator
 from connectif_provider.triggers.connectif import ConnectifQueueSlotTrigger
 from emulator.testing import RunningEmulator
-
-
-class DictStore:
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.data.get(key, default)
-
-    def set(self, key: str, value: Any, **_: Any) -> None:
-        self.data[key] = value
-
-
-def run_deferred(op: Any, context: dict[str, Any], max_rounds: int = 20) -> Any:
-    async def first_event(trigger: Any) -> dict[str, Any]:
-        async for event in trigger.run():
-            return dict(event.payload)
-        raise AssertionError("no event")
-
-    try:
-        return op.execute(context)
-    except TaskDeferred as deferred:
-        current = deferred
-    for _ in range(max_rounds):
-        event = asyncio.run(first_event(current.trigger))
-        try:
-            return getattr(op, current.method_name)(context, event=event, **(current.kwargs or {}))
-        except TaskDeferred as again:
-            current = again
-    raise AssertionError("kept deferring")
-
-
-@pytest.fixture
-def emu_conn(emulator: RunningEmulator, connectif_conn: Any) -> str:
-    emulator.admin.configure(rate_limit=1000)
-    return str(connectif_conn(base_url=emulator.base_url, api_key=emulator.api_key, rate_limit_per_minute=900))
+from tests.fixtures.provider import DictStore, run_deferred
 
 
 def test_activities_export_over_31_days_is_split_and_downloaded(

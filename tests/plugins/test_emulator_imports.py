@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Iterator
@@ -20,22 +19,7 @@ from connectif_provider.hooks.connectif import ConnectifHook
 from connectif_provider.operators.connectif import ConnectifImportOperator
 from connectif_provider.triggers.connectif import ConnectifImportTrigger, ConnectifQueueSlotTrigger
 from emulator.testing import RunningEmulator
-
-
-class DictStore:
-    """Stands in for ``context["task_state_store"]``; shared between the 'tries' of a test."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.data.get(key, default)
-
-    def set(self, key: str, value: Any, **_: Any) -> None:
-        self.data[key] = value
-
-    def delete(self, key: str) -> None:
-        self.data.pop(key, None)
+from tests.fixtures.provider import DictStore, run_deferred, run_trigger
 
 
 def write_contacts(path: Path, n: int, bad_lines: tuple[int, ...] = ()) -> Path:
@@ -57,37 +41,6 @@ def info_logs() -> Iterator[list[dict[str, Any]]]:
             yield logs
     finally:
         structlog.configure(**saved)
-
-
-def run_trigger(trigger: Any) -> dict[str, Any]:
-    async def first_event() -> dict[str, Any]:
-        async for event in trigger.run():
-            return dict(event.payload)
-        raise AssertionError("trigger ended without an event")
-
-    return asyncio.run(first_event())
-
-
-def run_deferred(op: Any, context: dict[str, Any], max_rounds: int = 10) -> Any:
-    """Execute an operator the way the runtime does: execute, then run each trigger and resume."""
-    try:
-        return op.execute(context)
-    except TaskDeferred as deferred:
-        current = deferred
-    for _ in range(max_rounds):
-        event = run_trigger(current.trigger)
-        try:
-            return getattr(op, current.method_name)(context, event=event, **(current.kwargs or {}))
-        except TaskDeferred as again:
-            current = again
-    raise AssertionError("operator kept deferring")
-
-
-@pytest.fixture
-def emu_conn(emulator: RunningEmulator, connectif_conn: Any) -> str:
-    """A connection to the emulator with a generous private budget (tests are not about the limit here)."""
-    emulator.admin.configure(rate_limit=1000)
-    return str(connectif_conn(base_url=emulator.base_url, api_key=emulator.api_key, rate_limit_per_minute=900))
 
 
 def test_import_with_row_errors_returns_rejected_lines(

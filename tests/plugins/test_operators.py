@@ -29,19 +29,9 @@ from connectif_provider.triggers.connectif import (
     ConnectifImportTrigger,
     ConnectifQueueSlotTrigger,
 )
+from tests.fixtures.provider import DictStore
 
 HOOK = "connectif_provider.hooks.connectif.ConnectifHook"
-
-
-class DictStore:
-    def __init__(self, data: dict[str, Any] | None = None) -> None:
-        self.data: dict[str, Any] = dict(data or {})
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.data.get(key, default)
-
-    def set(self, key: str, value: Any, **_: Any) -> None:
-        self.data[key] = value
 
 
 def _op(**kwargs: Any) -> ConnectifImportOperator:
