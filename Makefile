@@ -19,14 +19,20 @@ help:
 	@echo "make compose-check    - validate docker-compose.yaml (compose parser + what it names), no Docker needed"
 	@echo "make test-distributed - the compose topology without Docker: Celery workers, triggerer restart, emulator"
 
-$(STAMP): requirements.txt constraints.txt pyproject.toml
+$(STAMP): requirements.txt constraints.txt pyproject.toml setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -r requirements.txt -c constraints.txt
 	$(BIN)/python -m pip install -q --no-deps -e .
 	@touch $@
 
-install: $(STAMP)
+# The sync library's C row-hash accelerator, rebuilt in place when its source changes (editable install).
+HASH_EXT := $(VENV)/.hashing-built
+$(HASH_EXT): include/connectif_sync/_hashing.c $(STAMP)
+	$(BIN)/python -m pip install -q --no-deps -e .
+	@touch $@
+
+install: $(STAMP) $(HASH_EXT)
 
 lint: install
 	$(BIN)/ruff check .
@@ -89,4 +95,4 @@ test-distributed: install system-deps
 	$(BIN)/python -m deploy.distributed
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache include/connectif_sync/*.so

@@ -54,6 +54,7 @@ RESULT = {{"rows": len(df)}}
 OURS = """
 from connectif_sync import run_sync
 from datetime import timedelta
+import adbc_driver_sqlite.dbapi, pandas  # imported on first use (pyarrow imports pandas at its first pa.array())
 T0 = time.perf_counter()
 r = run_sync("contacts", SOURCE, OUT, state_url=STATE, mapping=MAPPING, incremental=INCREMENTAL,
              lookback=timedelta(hours=1))
@@ -82,6 +83,10 @@ def measure(body: str, **kw: Any) -> dict[str, Any]:
     args = repr((kw.get("source"), kw.get("out"), kw.get("state"), str(MAPPING), kw.get("incremental", False),
                  kw.get("files", [])))  # fmt: skip
     code = WRAPPER.format(args=args, body=body)
+    # Files the previous step wrote (a 200 MB state copy, say) are still dirty in the page cache, and the
+    # first fsync of the measured process (SQLite's, when it creates its write-ahead log) would wait for
+    # their write-back: flush them first, so that each step pays for its own writes only.
+    os.sync()
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _, status, usage = os.wait4(proc.pid, 0)
     out = proc.stdout.read() if proc.stdout else ""
@@ -95,6 +100,7 @@ def measure(body: str, **kw: Any) -> dict[str, Any]:
 
 
 def sqlite_dump(db: Path, out: Path) -> dict[str, Any]:
+    os.sync()
     t0 = time.perf_counter()
     with out.open("wb") as fh:
         subprocess.run(["sqlite3", "-csv", "-header", str(db), f"SELECT {COLUMNS} FROM customers"], stdout=fh,

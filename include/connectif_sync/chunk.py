@@ -78,12 +78,12 @@ def header_bytes(columns: list[str]) -> int:
     return sum(len(c.encode("utf-8")) + 2 + c.count('"') for c in columns) + len(columns)
 
 
-def row_bytes_joined(joined: pa.Array, table: pa.Table) -> np.ndarray:
+def row_bytes_joined(joined: pa.Array, columns: pa.Table | list[pa.Array | pa.ChunkedArray]) -> np.ndarray:
     """:func:`row_bytes` from the rows already joined with a one-byte separator (as hashing does): the
     joined length holds the values and separators, so only quotes and newline are added."""
     total = np.asarray(pc.binary_length(joined).to_numpy(zero_copy_only=False), dtype=np.int64) + 1
     total += np.asarray(pc.count_substring(joined, '"').to_numpy(zero_copy_only=False), dtype=np.int64)
-    for col in table.columns:
+    for col in columns.columns if isinstance(columns, pa.Table) else columns:
         total += 2 * np.asarray(pc.is_valid(col).to_numpy(zero_copy_only=False), dtype=np.int64)
     return total
 

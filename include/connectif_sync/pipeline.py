@@ -26,12 +26,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from connectif_sync.chunk import DEFAULT_MAX_FILE_BYTES, ChunkFile, ChunkWriter, row_bytes_joined
+from connectif_sync.chunk import DEFAULT_MAX_FILE_BYTES, ChunkFile, ChunkWriter
 from connectif_sync.extract import DEFAULT_CHUNK_ROWS, extract_arrow, prefetch
-from connectif_sync.hashing import as_signed, hash_strings, join_columns, mix64
+from connectif_sync.hashing import as_signed, hash_columns, hash_csv_rows, hash_strings, mix64
 from connectif_sync.mappings import Mapping, resolve_mapping
 from connectif_sync.shape import ShapedChunk, shape, to_text
-from connectif_sync.state import StateStore
+from connectif_sync.state import StateIndex, StateStore
 from connectif_sync.validate import KeySet, validate
 
 DEFAULT_LOOKBACK = timedelta(hours=1)
@@ -152,7 +152,7 @@ def run_sync(
             report.run_id = store.begin_run(obj, mode, since, run_id)
         index = store.load_index(obj) if since is None else None
         writer = ChunkWriter(out_dir, obj, m.output_columns, max_bytes=max_file_bytes, dry_run=dry_run)
-        seen = KeySet()
+        seen = _IndexedSeen(index)
         rejected = _Rejects(store, obj, report.run_id, dry_run)
         high: str | None = None
         chunks = extract_arrow(source_url, m, since=since, chunk_rows=chunk_rows, path=extract_path)
@@ -185,8 +185,7 @@ def run_sync(
                 # Rows whose source is exactly what Connectif confirmed: unchanged, and their keys count for
                 # the duplicate rule before this chunk's other rows (see the module docstring).
                 assert index is not None
-                index.seen[prep.known_at] = True
-                dup_known = seen.add_new(index.key_hashes[prep.known_at].view(np.uint64))
+                dup_known = seen.add_positions(prep.known_at)
                 report.unchanged += int(prep.known.sum() - dup_known.sum())
                 if dup_known.any():
                     report.duplicate += int(dup_known.sum())
@@ -206,9 +205,8 @@ def run_sync(
             rejected.add(checked.rejected)
             if checked.valid.num_rows == 0:
                 continue
-            out_cols = [checked.valid.column(c) for c in m.output_columns]
-            joined = join_columns(out_cols)
-            row_hash = as_signed(hash_strings(joined))
+            row_hash_u, row_sizes = hash_csv_rows([checked.valid.column(c) for c in m.output_columns])
+            row_hash = as_signed(row_hash_u)
             key_hash = as_signed(checked.key_hashes)
             if index is not None:
                 found, confirmed = index.lookup(key_hash)
@@ -234,7 +232,7 @@ def run_sync(
                 }
             )
             data = checked.valid.take(pick)
-            sizes = row_bytes_joined(joined.take(pick), data)
+            sizes = row_sizes[send]
             if m.partition_by:
                 part = pc.cast(table_rest.column(m.partition_by).combine_chunks().take(positions), pa.string())
                 for value in pc.unique(part).to_pylist():
@@ -295,6 +293,41 @@ class _Rejects:
         self._batch = []
 
 
+class _IndexedSeen:
+    """The keys kept so far, for the duplicate rule: confirmed keys as a flag per state-index entry
+    (``StateIndex.seen``, which also drives deletion detection), other keys in a :class:`KeySet`.
+
+    A full scan's unchanged rows are found by their source hash and already know their index entry, so
+    registering a million of them costs a few array operations instead of a million hash insertions.
+    """
+
+    def __init__(self, index: StateIndex | None) -> None:
+        self.index = index if index is not None and len(index) else None
+        self.others = KeySet()
+
+    def add_positions(self, at: np.ndarray) -> np.ndarray:
+        """Register the keys of index entries ``at``; return the mask of those already kept (earlier, or
+        earlier in ``at``)."""
+        assert self.index is not None
+        dup = self.index.seen[at]
+        if len(at) > 1:
+            order = np.argsort(at, kind="stable")
+            srt = at[order]
+            dup[order[1:]] |= srt[1:] == srt[:-1]
+        self.index.seen[at] = True
+        return dup
+
+    def add_new(self, hashes: np.ndarray) -> np.ndarray:
+        """:meth:`KeySet.add_new` over both kinds of keys."""
+        if self.index is None:
+            return self.others.add_new(hashes)
+        found, at = self.index.positions(hashes.view(np.int64))
+        dup = np.empty(len(hashes), dtype=bool)
+        dup[found] = self.add_positions(at[found])
+        dup[~found] = self.others.add_new(hashes[~found])
+        return dup
+
+
 @dataclass
 class _Prepared:
     table: pa.Table
@@ -313,7 +346,7 @@ def mapping_fingerprint(mapping: Mapping) -> np.uint64:
 def source_hashes(table: pa.Table, mapping: Mapping, fingerprint: np.uint64) -> np.ndarray:
     """A hash of each row's source values and of the mapping: equal hashes mean equal CSV output."""
     cols = [to_text(table.column(c)) for c in mapping.source_columns() if c != mapping.updated_at]
-    h = hash_strings(join_columns(cols))
+    h = hash_columns(cols)
     h ^= fingerprint
     return mix64(h)
 

@@ -72,7 +72,7 @@ class KeySet:
                 merged = np.concatenate([self._runs[-1], last])
                 self._runs[-1] = merged  # drop the old run before sorting: one copy alive, not two
                 del last
-                merged.sort()
+                merged.sort(kind="stable")  # timsort: two sorted runs merge in one linear pass
         return dup
 
 

@@ -40,6 +40,7 @@ print(json.dumps({
     "hook_conn_type": hook.conn_type,
     "mappings": mappings,
     "emulator_main": importlib.util.find_spec("emulator.__main__").origin,
+    "hash_accelerator": importlib.import_module("connectif_sync.hashing").ACCELERATED,
 }))
 """
 
@@ -56,7 +57,7 @@ def staged_project(tmp_path: Path) -> Path:
             continue
         dest = stage / target[len(PROJECT_DIR):]
         if source.is_dir():
-            shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.so"))
         else:
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dest)
@@ -92,3 +93,5 @@ def test_image_install_of_the_project(tmp_path: Path) -> None:
     shipped = {p.name for p in (REPO / "include" / "connectif_sync" / "mappings").iterdir() if p.is_file()}
     missing = shipped - set(found["mappings"])
     assert not missing, f"mapping files missing from the wheel: {missing}"
+    if shutil.which("cc") or shutil.which("gcc"):  # the image installs gcc for it
+        assert found["hash_accelerator"], "the wheel was built without the C row-hash accelerator"

@@ -12,7 +12,6 @@ import yaml
 
 from connectif_sync import ChunkWriter, KeySet, load_mapping, shape, validate
 from connectif_sync.chunk import header_bytes, read_manifest, row_bytes
-from connectif_sync.hashing import hash_columns, hash_strings, join_columns
 
 MAPPING = {
     "object": "contacts",
@@ -85,35 +84,6 @@ def test_keyset_across_many_additions() -> None:
     dup = ks.add_new(np.concatenate([all_keys[20_000:], all_keys[49_999:]]))
     assert dup[:10_000].all() and not dup[10_000:30_000].any() and dup[30_000]
     assert len(ks) == 50_000
-
-
-def _reference_hash(value: str) -> int:
-    """The documented hash in plain Python: sum((byte+1) * P^i) mod 2^64, xor length, splitmix64."""
-    p, m = 0x100000001B3, 2**64
-    h, pw = 0, 1
-    for b in value.encode():
-        h = (h + (b + 1) * pw) % m
-        pw = pw * p % m
-    h ^= (len(value.encode()) * 0x9E3779B97F4A7C15) % m
-    h ^= h >> 30
-    h = (h * 0xBF58476D1CE4E5B9) % m
-    h ^= h >> 27
-    h = (h * 0x94D049BB133111EB) % m
-    return h ^ (h >> 31)
-
-
-def test_hash_matches_reference_and_is_slice_independent() -> None:
-    values = ["", "a", "ab", "ba", "Zoë 李 🎉", "x" * 5000, 'q"u,o\nte']
-    arr = pa.array(values)
-    assert hash_strings(arr).tolist() == [_reference_hash(v) for v in values]
-    assert hash_strings(arr.slice(2)).tolist() == hash_strings(arr).tolist()[2:]
-    gaps = ["abc", "", "abc", None, "abc", "x", "", ""]  # a value followed by an empty one hashes the same
-    assert hash_strings(pa.array(gaps)).tolist() == [_reference_hash(v or "") for v in gaps]
-    big = pa.array(["y" * 1_100_000, "z"])  # longer than one hashing segment
-    assert hash_strings(big).tolist() == [_reference_hash("y" * 1_100_000), _reference_hash("z")]
-    cols = [pa.array(["a", None]), pa.array(["b", "c"])]
-    assert hash_columns(cols).tolist() == [_reference_hash("a\x1fb"), _reference_hash("\x1fc")]
-    assert join_columns(cols).to_pylist() == ["a\x1fb", "\x1fc"]
 
 
 def _manifest(keys: list[str]) -> pa.Table:

@@ -1,0 +1,94 @@
+"""The row hash: the C accelerator, the numpy fallback and the documented definition agree exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from connectif_sync import hashing
+from connectif_sync.chunk import row_bytes
+from connectif_sync.hashing import hash_columns, hash_csv_rows, hash_strings, join_columns, numpy_hash_strings
+
+needs_c = pytest.mark.skipif(not hashing.ACCELERATED, reason="C accelerator not built (no compiler)")
+
+
+def reference(value: str) -> int:
+    """The documented hash in plain Python: sum((byte+1) * P^i) mod 2^64, xor length, splitmix64."""
+    p, m = 0x100000001B3, 2**64
+    h, pw = 0, 1
+    for b in value.encode():
+        h = (h + (b + 1) * pw) % m
+        pw = pw * p % m
+    h ^= (len(value.encode()) * 0x9E3779B97F4A7C15) % m
+    h ^= h >> 30
+    h = (h * 0xBF58476D1CE4E5B9) % m
+    h ^= h >> 27
+    h = (h * 0x94D049BB133111EB) % m
+    return h ^ (h >> 31)
+
+
+# Lengths around the accelerator's eight-byte steps, multi-byte UTF-8, quotes, separators, nulls.
+VALUES = ["", "a", "abcdefg", "abcdefgh", "abcdefghi", "x" * 5000, "Zoë 李 🎉" * 3, 'q"u,o\nte', "\x1f", None]
+
+
+@pytest.fixture(params=["c", "numpy"])
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "c" and not hashing.ACCELERATED:
+        pytest.skip("C accelerator not built (no compiler)")
+    if request.param == "numpy":
+        monkeypatch.setattr(hashing, "_c", None)
+    return str(request.param)
+
+
+def test_single_column_matches_the_definition(path: str) -> None:
+    arr = pa.array(VALUES)
+    assert hash_strings(arr).tolist() == [reference(v or "") for v in VALUES]
+    assert hash_strings(arr.slice(3, 4)).tolist() == [reference(v or "") for v in VALUES[3:7]]
+    assert hash_strings(pa.array(VALUES, pa.large_string())).tolist() == hash_strings(arr).tolist()
+    assert hash_strings(pa.chunked_array([arr.slice(0, 2), arr.slice(2)])).tolist() == hash_strings(arr).tolist()
+    assert hash_strings(pa.array([12, None, -3])).tolist() == [reference("12"), reference(""), reference("-3")]
+    assert hash_strings(pa.array([], pa.string())).tolist() == []
+    assert hash_strings(pa.nulls(2)).tolist() == [reference("")] * 2
+    big = pa.array(["y" * 1_100_000, "z"])  # longer than one numpy hashing segment
+    assert hash_strings(big).tolist() == [reference("y" * 1_100_000), reference("z")]
+
+
+def test_columns_hash_as_their_joined_row(path: str) -> None:
+    a = pa.array(["a", None, "", "abcdefghij", 'x"'])
+    b = pa.array(["zzzzzzzzz", "c", None, "", "y"]).slice(0)
+    c = pa.array(["0", "1", "2", "3", "4", "5"]).slice(1)  # an offset into its buffers
+    expected = [reference(v) for v in join_columns([a, b, c]).to_pylist()]
+    assert hash_columns([a, b, c]).tolist() == expected
+    hashes, sizes = hash_csv_rows([a, b, c])
+    assert hashes.tolist() == expected
+    assert sizes.tolist() == row_bytes(pa.table({"a": a, "b": b, "c": c})).tolist()
+
+
+@needs_c
+def test_accelerator_equals_numpy_on_random_text() -> None:
+    rng = np.random.default_rng(7)
+    alphabet = list('abcXYZ019 ,"\n\x1féü李🎉')
+    values = ["".join(rng.choice(alphabet, size=int(n))) for n in rng.integers(0, 40, size=3000)]
+    arr = pa.array([v if i % 17 else None for i, v in enumerate(values)])
+    assert (hash_strings(arr) == numpy_hash_strings(arr)).all()
+    cols = [arr, arr.slice(1).take(pa.array(np.arange(2999))).cast(pa.large_string()), pa.array(values[::-1])]
+    cols = [c.slice(0, 2999) for c in cols]
+    assert (hash_columns(cols) == numpy_hash_strings(join_columns([c.cast(pa.string()) for c in cols]))).all()
+
+
+@needs_c
+def test_accelerator_refuses_bad_buffers_instead_of_reading_past_them() -> None:
+    c = hashing._c
+    assert c is not None
+    out = np.empty(5, np.uint64)
+    with pytest.raises(ValueError, match="offsets buffer too short"):
+        c.hash_rows([(b"\0" * 8, b"", None, 0, False)], 5, out)
+    with pytest.raises(ValueError, match="outside the data buffer"):
+        c.hash_rows([(np.array([0, 100], np.int32).tobytes(), b"abc", None, 0, False)], 1, out)
+    with pytest.raises(ValueError, match="validity buffer too short"):
+        c.hash_rows([(np.zeros(20, np.int32).tobytes(), b"", b"", 0, False)], 9, np.empty(9, np.uint64))
+    with pytest.raises(ValueError, match="out must hold"):
+        c.hash_rows([], 5, np.empty(2, np.uint64))
+    with pytest.raises(ValueError, match="different lengths"):
+        hash_columns([pa.array(["a"]), pa.array(["a", "b"])])
