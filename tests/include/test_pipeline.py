@@ -215,3 +215,29 @@ def test_full_scan_skips_confirmed_sources_but_keeps_the_rules(sample, tmp_path:
     changed.write_text(yaml.safe_dump(doc), encoding="utf-8")
     third = run_sync("contacts", url, tmp_path / "c", state_url=state, mapping=changed)
     assert third.report.unchanged == 0 and third.report.changed == first.report.sent
+
+
+def test_full_scan_duplicate_rule_between_confirmed_and_changed_rows(sample, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A later row that repeats the key of an unchanged confirmed row is the duplicate (first row kept),
+    whether it comes in a later chunk or in the same one; deletions are still counted exactly."""
+    url = _copy(sample, tmp_path)
+    state = f"sqlite:///{tmp_path / 'state.db'}"
+    first = run_sync("contacts", url, tmp_path / "a", state_url=state, chunk_rows=150)
+    with StateStore(state) as store:
+        for f in first.files:
+            store.confirm_file(f.path)
+    dirty = set().union(*sample[1].dirty["customers"].values())
+    early, late = (next(i for i in range(lo, 2000, 2) if i not in dirty) for lo in (301, 1971))
+    # 150-row chunks: the twin of `early` is many chunks before id 5001; `late` and id 2050 share the last one
+    for new_id, twin in ((5001, early), (2050, late)):
+        _exec(url, f"INSERT INTO customers SELECT {new_id}, customer_code, email, 'Later', last_name, birthdate, "
+                   f"mobile_phone, country, loyalty_points, newsletter_consent, sms_consent, favourite_categories, "
+                   f"customer_tier, created_at, updated_at FROM customers WHERE id = {twin}")  # fmt: skip
+    _exec(url, f"DELETE FROM customers WHERE id = {early + 2}")
+    second = run_sync("contacts", url, tmp_path / "b", state_url=state, chunk_rows=150)
+    r = second.report
+    assert (r.new, r.changed, r.sent, r.deleted) == (0, 0, 0, 1)
+    assert r.duplicate == first.report.duplicate + 2
+    assert r.unchanged == first.report.sent - 1
+    later = {x["key"] for x in second.rejected if x["source_ref"] in ("id=5001", "id=2050")}
+    assert later == {erp.clean_email(SEED, early), erp.clean_email(SEED, late)}
