@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from connectif_sync.chunk import DEFAULT_MAX_FILE_BYTES, ChunkFile, ChunkWriter
-from connectif_sync.extract import DEFAULT_CHUNK_ROWS, extract_arrow, prefetch
+from connectif_sync.extract import DEFAULT_CHUNK_ROWS, DEFAULT_READERS, extract_arrow, prefetch
 from connectif_sync.hashing import as_signed, hash_columns, hash_csv_rows, hash_strings, mix64
 from connectif_sync.mappings import Mapping, resolve_mapping
 from connectif_sync.shape import ShapedChunk, shape, to_text
@@ -125,6 +125,7 @@ def run_sync(
     dry_run: bool = False,
     run_id: str | None = None,
     extract_path: str = "auto",
+    readers: int = DEFAULT_READERS,
 ) -> SyncResult:
     """Sync one bulk object (contacts, products, coupons): write the CSV chunks of new and changed rows.
 
@@ -132,6 +133,7 @@ def run_sync(
       ``lookback``); falls back to a full scan when there is no watermark yet. No deletion detection.
     * ``full_resync``: send every valid row, changed or not (state is still compared, for the report).
     * ``dry_run``: compute everything (files, bytes, requests) but write nothing anywhere.
+    * ``readers``: connections that read a full scan of an integer-keyed table at once (ADBC sources).
 
     Files are NOT committed to the state: call :meth:`StateStore.confirm_file` / ``confirm_import`` for
     each after Connectif imported it.
@@ -155,7 +157,7 @@ def run_sync(
         seen = _IndexedSeen(index)
         rejected = _Rejects(store, obj, report.run_id, dry_run)
         high: str | None = None
-        chunks = extract_arrow(source_url, m, since=since, chunk_rows=chunk_rows, path=extract_path)
+        chunks = extract_arrow(source_url, m, since=since, chunk_rows=chunk_rows, path=extract_path, readers=readers)
         fingerprint = mapping_fingerprint(m)
         skip_known = index is not None and len(index) > 0 and not full_resync
 
@@ -304,6 +306,7 @@ class _IndexedSeen:
     def __init__(self, index: StateIndex | None) -> None:
         self.index = index if index is not None and len(index) else None
         self.others = KeySet()
+        self._first: np.ndarray | None = None  # per index entry: where it first appears in the current batch
 
     def add_positions(self, at: np.ndarray) -> np.ndarray:
         """Register the keys of index entries ``at``; return the mask of those already kept (earlier, or
@@ -311,9 +314,13 @@ class _IndexedSeen:
         assert self.index is not None
         dup = self.index.seen[at]
         if len(at) > 1:
-            order = np.argsort(at, kind="stable")
-            srt = at[order]
-            dup[order[1:]] |= srt[1:] == srt[:-1]
+            # Repeats inside ``at`` without sorting it: write each row's ordinal at its entry in reverse
+            # order, so that the first occurrence's ordinal is the one that stays.
+            if self._first is None:
+                self._first = np.empty(len(self.index), dtype=np.int64)
+            ordinal = np.arange(len(at))
+            self._first[at[::-1]] = ordinal[::-1]
+            dup |= self._first[at] != ordinal
         self.index.seen[at] = True
         return dup
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+import threading
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -11,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from connectif_sync import Window, erp, extract, extract_arrow, resolve_mapping
-from connectif_sync.extract import build_query, prefetch
+from connectif_sync.extract import build_query, integer_ranges, prefetch, read_ranges
 
 
 def test_queries_per_dialect() -> None:
@@ -38,10 +41,10 @@ def test_streams_bounded_chunks_on_both_paths(tmp_path: Path) -> None:
     erp.generate(url, contacts=1000, products=5, orders=5, seed=2)
     m = resolve_mapping("contacts")
     for path in ("adbc", "sqlalchemy"):
-        chunks = list(extract_arrow(url, m, chunk_rows=300, path=path))
+        chunks = list(extract_arrow(url, m, chunk_rows=300, path=path, readers=1))
         assert [c.num_rows for c in chunks] == [300, 300, 300, 100], path
         assert chunks[0].column("id").to_pylist()[:3] == [1, 2, 3]
-    frames = list(extract(url, m, chunk_rows=400))
+    frames = list(extract(url, m, chunk_rows=400, readers=1))
     assert [len(f) for f in frames] == [400, 400, 200]
     assert isinstance(frames[0].dtypes["email"], pd.ArrowDtype)
     since = list(extract_arrow(url, m, since=datetime(2025, 12, 1)))
@@ -64,3 +67,52 @@ def test_prefetch_passes_items_and_errors() -> None:
         for x in prefetch(broken()):
             got.append(x)
     assert got == [1]
+
+
+def _rows(chunks: list[Any]) -> list[dict[str, object]]:
+    # Row by row: ADBC infers each query's types from its rows, so an all-NULL column may come as int64
+    return [row for c in chunks for row in c.to_pylist()]
+
+
+def test_parallel_range_reads_give_the_same_rows_in_the_same_order(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'erp.db'}"
+    erp.generate(url, contacts=1000, products=5, orders=5, seed=2)
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # gaps and a far outlier: ranges of uneven sizes, some empty
+        conn.execute(sa.text("DELETE FROM customers WHERE id BETWEEN 200 AND 450 OR id % 7 = 0"))
+        conn.execute(sa.text("UPDATE customers SET id = 1000000 WHERE id = 999"))
+    engine.dispose()
+    m = resolve_mapping("contacts")
+    ranges = integer_ranges(url, m, 100)
+    assert ranges is not None and ranges[0][0] == 1 and ranges[-1][1] > 1_000_000
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))  # contiguous, no overlap
+    sequential = list(extract_arrow(url, m, chunk_rows=100, readers=1))
+    for readers in (2, 3):
+        parallel = list(extract_arrow(url, m, chunk_rows=100, readers=readers))
+        assert len(parallel) > 1 and all(c.num_rows <= 100 for c in parallel)
+        assert _rows(parallel) == _rows(sequential)
+    ids = [r["id"] for r in _rows(sequential)]
+    assert ids == sorted(ids) and ids[-1] == 1_000_000 and 777 not in ids
+
+
+def test_range_reads_only_where_exact(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'erp.db'}"
+    erp.generate(url, contacts=500, products=5, orders=5, coupons=50, seed=2)
+    assert integer_ranges(url, resolve_mapping("contacts"), 1000) is None  # too small to be worth it
+    assert integer_ranges(url, resolve_mapping("coupons"), 10) is None  # a SQL source
+    doc = resolve_mapping("contacts")
+    by_email = type(doc)(**{**doc.__dict__, "order_by": ["email"]})
+    assert integer_ranges(url, by_email, 10) is None  # ordered by something else than the primary key
+
+
+def test_range_reader_errors_and_early_close(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'erp.db'}"
+    erp.generate(url, contacts=300, products=5, orders=5, seed=2)
+    sqls = [f"SELECT id FROM customers WHERE id >= {a} AND id < {a + 50} ORDER BY id" for a in range(1, 301, 50)]
+    reader = read_ranges(url, sqls, 10, 2)
+    first = next(reader)
+    assert first.column("id").to_pylist() == list(range(1, 11))
+    reader.close()  # stops both threads without reading the rest
+    assert not [t for t in threading.enumerate() if t.name.startswith("connectif-sync-read")]
+    with pytest.raises(Exception, match="no such table"):
+        list(read_ranges(url, [*sqls[:2], "SELECT id FROM nowhere"], 10, 2))
