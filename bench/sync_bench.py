@@ -1,6 +1,6 @@
 """Benchmark of the sync library against the issue's targets, all measured side by side in one run.
 
-    .venv/bin/python bench/sync_bench.py [--rows 1000000] [--big-rows 3000000] [--workdir DIR]
+    .venv/bin/python bench/sync_bench.py [--rows 1000000] [--big-rows 3000000] [--workdir DIR] [--repeat 3]
 
 On ``--rows`` six-column contacts in a SQLite sample ERP (mapping ``bench/sync_contacts6.yaml``):
 
@@ -12,7 +12,8 @@ On ``--rows`` six-column contacts in a SQLite sample ERP (mapping ``bench/sync_c
    ``updated_at`` watermark, each against the state that the first run's confirmed files produced.
 
 Each measurement runs in a fresh Python process; the time is the work only (imports excluded, same for
-every contender) and the memory is the process's peak RSS (``wait4``). The ERPs are generated once into
+every contender) and the memory is the process's peak RSS (``wait4``). Each step runs ``--repeat`` times
+(3): the fastest time counts, the highest peak is reported. The ERPs are generated once into
 ``--workdir`` and reused. Targets: ours >= 5x faster than naive, <= 2x the ``sqlite3`` dump; peak <= 300 MB
 and big/rows <= 1.2; second run <= 75% of the first (full scan) and <= 10% (watermark), writing only the
 changed rows.
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +101,19 @@ def measure(body: str, **kw: Any) -> dict[str, Any]:
     return result
 
 
+def best_of(repeat: int, step: Callable[[int], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``step(i)`` ``repeat`` times: the fastest run's figures, with the highest peak of all and every
+    time in ``runs_s``. The same for every contender, so that a noisy moment of a shared machine does not
+    decide a ratio; memory is reported at its worst."""
+    results = [step(i) for i in range(repeat)]
+    best = min(results, key=lambda r: r["seconds"])
+    peaks = [r["peak_mb"] for r in results if "peak_mb" in r]
+    if peaks:
+        best["peak_mb"], best["peak_min_mb"] = max(peaks), min(peaks)
+    best["runs_s"] = [round(r["seconds"], 3) for r in results]
+    return best
+
+
 def sqlite_dump(db: Path, out: Path) -> dict[str, Any]:
     os.sync()
     t0 = time.perf_counter()
@@ -139,6 +154,7 @@ def main() -> int:
     parser.add_argument("--big-rows", type=int, default=3_000_000)
     parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "connectif-sync-bench"))
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each timed step; the fastest counts (3)")
     args = parser.parse_args()
     if shutil.which("sqlite3") is None:
         print("sqlite3 command-line shell missing: run `make bench-sync` (installs it) or apt-get install sqlite3")
@@ -152,25 +168,37 @@ def main() -> int:
     try:
         src = f"sqlite:///{db}"
         out: dict[str, Any] = {"rows": args.rows, "big_rows": args.big_rows}
-        out["naive"] = measure(NAIVE, source=src, out=str(scratch))
-        out["sqlite3_csv"] = sqlite_dump(db, scratch / "dump.csv")
-        state = scratch / "state.db"
-        first = measure(OURS, source=src, out=str(scratch / "run1"), state=f"sqlite:///{state}")
+        rep = args.repeat
+        out["repeat"] = rep
+        out["naive"] = best_of(rep, lambda i: measure(NAIVE, source=src, out=str(scratch)))
+        out["sqlite3_csv"] = best_of(rep, lambda i: sqlite_dump(db, scratch / "dump.csv"))
+
+        def first_run(i: int) -> dict[str, Any]:  # each from an empty state; the fastest one's is kept
+            return measure(OURS, source=src, out=str(scratch / f"run1-{i}"), state=f"sqlite:///{scratch / f's{i}.db'}")
+
+        first = best_of(rep, first_run)
+        kept = Path(first["files"][0]).parent.name.removeprefix("run1-")
+        state = scratch / f"s{kept}.db"
         out["ours"] = {k: v for k, v in first.items() if k != "files"}
-        big_run = measure(
-            OURS, source=f"sqlite:///{big}", out=str(scratch / "big"), state=f"sqlite:///{scratch / 'b.db'}"
-        )
+        big_run = best_of(rep, lambda i: measure(
+            OURS, source=f"sqlite:///{big}", out=str(scratch / f"big-{i}"), state=f"sqlite:///{scratch / f'b{i}.db'}"
+        ))  # fmt: skip
         out["ours_big"] = {k: v for k, v in big_run.items() if k not in ("files", "report")}
-        shutil.rmtree(scratch / "big", ignore_errors=True)
+        for i in range(rep):
+            shutil.rmtree(scratch / f"big-{i}", ignore_errors=True)
         out["confirm"] = measure(CONFIRM, state=f"sqlite:///{state}", files=first["files"])
         changed_db = scratch / "erp-changed.db"
         shutil.copy(db, changed_db)
         changed = change_one_percent(changed_db)
         for name, incremental in (("second_full_scan", False), ("second_watermark", True)):
-            st = scratch / f"state-{name}.db"
-            shutil.copy(state, st)
-            res = measure(OURS, source=f"sqlite:///{changed_db}", out=str(scratch / name), state=f"sqlite:///{st}",
-                          incremental=incremental)  # fmt: skip
+
+            def second_run(i: int, name: str = name, incremental: bool = incremental) -> dict[str, Any]:
+                st = scratch / f"state-{name}-{i}.db"  # each from its own copy of the confirmed state
+                shutil.copy(state, st)
+                return measure(OURS, source=f"sqlite:///{changed_db}", out=str(scratch / f"{name}-{i}"),
+                               state=f"sqlite:///{st}", incremental=incremental)  # fmt: skip
+
+            res = best_of(rep, second_run)
             out[name] = {k: v for k, v in res.items() if k != "files"}
         out["changed_rows"] = changed
     finally:
@@ -178,28 +206,36 @@ def main() -> int:
 
     t_ours, t_naive, t_dump = out["ours"]["seconds"], out["naive"]["seconds"], out["sqlite3_csv"]["seconds"]
     full, wm = out["second_full_scan"], out["second_watermark"]
+    ratio = out["ours_big"]["peak_mb"] / out["ours"]["peak_min_mb"]  # worst big peak over best 1M peak
     checks = [
         ("speed vs naive pandas (>= 5x)", t_naive / t_ours, t_naive / t_ours >= 5),
         ("time vs sqlite3 -csv dump (<= 2x)", t_ours / t_dump, t_ours / t_dump <= 2),
         ("peak memory, MB (<= 300)", out["ours"]["peak_mb"], out["ours"]["peak_mb"] <= 300),
-        ("peak big / peak rows (<= 1.2)", out["ours_big"]["peak_mb"] / out["ours"]["peak_mb"],
-         out["ours_big"]["peak_mb"] / out["ours"]["peak_mb"] <= 1.2),
+        ("highest peak big / lowest peak rows (<= 1.2)", ratio, ratio <= 1.2),
         ("2nd run full scan / 1st run (<= 0.75)", full["seconds"] / t_ours, full["seconds"] / t_ours <= 0.75),
         ("2nd run watermark / 1st run (<= 0.10)", wm["seconds"] / t_ours, wm["seconds"] / t_ours <= 0.10),
         ("2nd run full scan writes only the changed rows", float(full["rows"]), full["rows"] == changed),
     ]  # fmt: skip
+
+    def runs(r: dict[str, Any]) -> str:
+        return ", ".join(f"{x:.2f}" for x in r["runs_s"])
+
+    print()
+    print(f"Each time is the fastest of {rep} runs (all runs in brackets); each peak the highest of them.")
     print()
     print(f"| contender ({args.rows:,} rows) | seconds | peak MB | rows written |")
     print("|---|---|---|---|")
-    print(f"| naive pandas | {t_naive:.2f} | {out['naive']['peak_mb']:.0f} | {out['naive']['rows']:,} |")
-    print(f"| sqlite3 -csv dump | {t_dump:.2f} | - | all |")
-    print(f"| ours, first run | {t_ours:.2f} | {out['ours']['peak_mb']:.0f} | {out['ours']['rows']:,} |")
-    print(f"| ours, first run, {args.big_rows:,} rows | {out['ours_big']['seconds']:.2f} | "
+    print(f"| naive pandas | {t_naive:.2f} ({runs(out['naive'])}) | {out['naive']['peak_mb']:.0f} | "
+          f"{out['naive']['rows']:,} |")  # fmt: skip
+    print(f"| sqlite3 -csv dump | {t_dump:.2f} ({runs(out['sqlite3_csv'])}) | - | all |")
+    print(f"| ours, first run | {t_ours:.2f} ({runs(out['ours'])}) | {out['ours']['peak_mb']:.0f} | "
+          f"{out['ours']['rows']:,} |")  # fmt: skip
+    print(f"| ours, first run, {args.big_rows:,} rows | {out['ours_big']['seconds']:.2f} ({runs(out['ours_big'])}) | "
           f"{out['ours_big']['peak_mb']:.0f} | {out['ours_big']['rows']:,} |")  # fmt: skip
     print(f"| confirm the first run's files | {out['confirm']['seconds']:.2f} | {out['confirm']['peak_mb']:.0f} | - |")
-    print(f"| ours, 2nd run ({changed:,} changed), full scan | {full['seconds']:.2f} | {full['peak_mb']:.0f} | "
-          f"{full['rows']:,} |")  # fmt: skip
-    print(f"| ours, 2nd run, watermark | {wm['seconds']:.2f} | {wm['peak_mb']:.0f} | {wm['rows']:,} |")
+    print(f"| ours, 2nd run ({changed:,} changed), full scan | {full['seconds']:.2f} ({runs(full)}) | "
+          f"{full['peak_mb']:.0f} | {full['rows']:,} |")  # fmt: skip
+    print(f"| ours, 2nd run, watermark | {wm['seconds']:.2f} ({runs(wm)}) | {wm['peak_mb']:.0f} | {wm['rows']:,} |")
     print()
     print("| target | measured | met |")
     print("|---|---|---|")

@@ -25,6 +25,7 @@ from typing import Any
 
 from connectif_sync.chunk import DEFAULT_MAX_FILE_BYTES
 from connectif_sync.erp import generate
+from connectif_sync.extract import DEFAULT_READERS
 from connectif_sync.mappings import OBJECTS, MappingError
 from connectif_sync.pipeline import parse_when, run_sync
 from connectif_sync.purchases import purchase_payloads
@@ -52,6 +53,12 @@ def _common(p: argparse.ArgumentParser, out: bool) -> None:
     p.add_argument("--lookback-minutes", type=float, default=60.0, help="watermark look-back (default 60)")
     p.add_argument("--max-file-bytes", type=int, default=DEFAULT_MAX_FILE_BYTES)
     p.add_argument("--chunk-rows", type=int, default=32_768)
+    p.add_argument(
+        "--readers",
+        type=int,
+        default=DEFAULT_READERS,
+        help=f"connections reading a full scan of an integer-keyed table (default {DEFAULT_READERS})",
+    )
     p.add_argument("--start", help="purchases: first order date (inclusive), ISO 8601")
     p.add_argument("--end", help="purchases: last order date (exclusive), ISO 8601")
     if out:
@@ -101,6 +108,7 @@ def _sync_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "lookback": timedelta(minutes=args.lookback_minutes),
         "max_file_bytes": args.max_file_bytes,
         "chunk_rows": args.chunk_rows,
+        "readers": args.readers,
     }
 
 

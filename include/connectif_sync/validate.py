@@ -69,8 +69,12 @@ class KeySet:
             self._runs.append(fresh)
             while len(self._runs) > 1 and len(self._runs[-2]) <= 2 * len(self._runs[-1]):
                 last = self._runs.pop()  # runs are disjoint, so a sort of both is their union
-                merged = np.concatenate([self._runs[-1], last])
-                self._runs[-1] = merged  # drop the old run before sorting: one copy alive, not two
+                merged = self._runs[-1]
+                n = len(merged)
+                # Grown in place (realloc, which moves no memory for large arrays) rather than concatenated:
+                # at millions of keys a copy would briefly hold every key twice, the largest spike of a run.
+                merged.resize(n + len(last), refcheck=False)
+                merged[n:] = last
                 del last
                 merged.sort(kind="stable")  # timsort: two sorted runs merge in one linear pass
         return dup
