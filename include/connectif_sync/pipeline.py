@@ -163,21 +163,20 @@ def run_sync(
 
         def prepare(table: pa.Table) -> _Prepared:
             """Background thread: hash the source rows, skip those Connectif confirmed, shape the rest."""
-            if not skip_known:  # nothing to skip: the main thread hashes the sources (balances the threads)
-                none = np.zeros(table.num_rows, bool)
-                return _Prepared(table, None, none, np.zeros(0, np.int64), shape(table, m) if table.num_rows else None)
-            assert index is not None
             src = as_signed(source_hashes(table, m, fingerprint))
+            if not skip_known:
+                none = np.zeros(table.num_rows, bool)
+                return _Prepared(table, src, none, np.zeros(0, np.int64), shape(table, m) if table.num_rows else None)
+            assert index is not None
             known, at = index.find_sources(src)
             rest = table if not known.any() else table.filter(pa.array(~known))
             return _Prepared(table, src, known, at[known], shape(rest, m) if rest.num_rows else None)
 
-        # Extraction and shaping run in a background thread, validation onwards in this one: both release
-        # the GIL in Arrow/numpy kernels, so two cores work at once.
+        # Extraction runs in reader threads (extract_arrow), hashing and shaping in a background thread,
+        # validation onwards in this one: Arrow, numpy, the database drivers and the C hash release the GIL,
+        # so both cores work at once.
         for prep in prefetch(prepare(t) for t in chunks):
             table = prep.table
-            if prep.src is None:
-                prep.src = as_signed(source_hashes(table, m, fingerprint))
             report.extracted += table.num_rows
             updated_all = _updated_text(table, m)
             if updated_all is not None and updated_all.null_count < len(updated_all):
@@ -196,11 +195,14 @@ def run_sync(
                         rejected.append({"key": k, "source_ref": None, "field": m.key, "reason": reason, "value": None})
             if prep.shaped is None:
                 continue
-            rest_pos = np.flatnonzero(~prep.known)
             table_rest = prep.shaped.source
             assert table_rest is not None
-            updated = updated_all.take(pa.array(rest_pos)) if updated_all is not None else None
-            src_rest = prep.src[rest_pos]
+            if prep.known.any():
+                rest_pos = np.flatnonzero(~prep.known)
+                updated = updated_all.take(pa.array(rest_pos)) if updated_all is not None else None
+                src_rest = prep.src[rest_pos]
+            else:  # a first run: every row is shaped, nothing to pick
+                updated, src_rest = updated_all, prep.src
             checked = validate(prep.shaped, m, seen)
             report.invalid += checked.invalid_rows
             report.duplicate += checked.duplicate_rows
@@ -221,20 +223,22 @@ def run_sync(
             send = np.ones(len(same), bool) if full_resync else ~same
             if not send.any():
                 continue
+            every = bool(send.all())  # first runs and resyncs: no copy of what is sent whole
             pick = pa.array(np.flatnonzero(send))
             positions = pa.array(checked.positions[send])
+            n_send = len(pick)
             manifest = pa.table(
                 {
-                    "line": pa.array(np.zeros(len(pick), np.int64)),
-                    "key": checked.keys.take(pick),
-                    "key_hash": pa.array(key_hash[send]),
-                    "row_hash": pa.array(row_hash[send]),
-                    "updated_at": updated.take(positions) if updated is not None else pa.nulls(len(pick), pa.string()),
+                    "line": pa.array(np.zeros(n_send, np.int64)),
+                    "key": checked.keys if every else checked.keys.take(pick),
+                    "key_hash": pa.array(key_hash if every else key_hash[send]),
+                    "row_hash": pa.array(row_hash if every else row_hash[send]),
+                    "updated_at": updated.take(positions) if updated is not None else pa.nulls(n_send, pa.string()),
                     "source_hash": pa.array(src_rest[checked.positions[send]]),
                 }
             )
-            data = checked.valid.take(pick)
-            sizes = row_sizes[send]
+            data = checked.valid if every else checked.valid.take(pick)
+            sizes = row_sizes if every else row_sizes[send]
             if m.partition_by:
                 part = pc.cast(table_rest.column(m.partition_by).combine_chunks().take(positions), pa.string())
                 for value in pc.unique(part).to_pylist():
@@ -338,7 +342,7 @@ class _IndexedSeen:
 @dataclass
 class _Prepared:
     table: pa.Table
-    src: np.ndarray | None  # source hash of every row (None: not computed yet)
+    src: np.ndarray  # source hash of every row
     known: np.ndarray  # rows whose source hash Connectif confirmed
     known_at: np.ndarray  # their positions in the state index
     shaped: ShapedChunk | None  # the other rows, shaped

@@ -384,6 +384,11 @@ def _bool_words(s: pa.Array) -> pa.Array:
 
 
 def shape_enum(spec: FieldSpec, values: pa.Array) -> tuple[pa.Array, list[Problem]]:
+    boolean_keys = bool(spec.map) and set(spec.map) == {"true", "false"}
+    if boolean_keys and not spec.values and (pa.types.is_integer(values.type) or pa.types.is_boolean(values.type)):
+        # A flag column mapped to two values (e.g. a consent to subscribed/unsubscribed): no text needed.
+        out = pc.if_else(pc.cast(values, pa.bool_()), spec.map["true"], spec.map["false"])
+        return out, []
     s = _empty_to_null(pc.utf8_trim_whitespace(to_text(values)))
     problems: list[Problem] = []
     if spec.map:

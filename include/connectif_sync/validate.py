@@ -57,11 +57,15 @@ class KeySet:
 
     def add_new(self, hashes: np.ndarray) -> np.ndarray:
         """Add ``hashes``; return the mask of those already present (earlier, or earlier in this array)."""
-        order = np.argsort(hashes, kind="stable")
+        order = np.argsort(hashes)  # introsort: twice as fast as a stable sort ...
         sorted_h = hashes[order]
+        repeats = sorted_h[1:] == sorted_h[:-1]
+        if repeats.any():  # ... but a repeated key must keep its first occurrence first: sort stably then
+            order = np.argsort(hashes, kind="stable")
+            sorted_h = hashes[order]
         dup_sorted = self._contains_sorted(sorted_h)
         if len(sorted_h) > 1:
-            dup_sorted[1:] |= sorted_h[1:] == sorted_h[:-1]  # stable sort: later occurrences come later
+            dup_sorted[1:] |= repeats  # in a stable order, later occurrences come later
         dup = np.empty(len(hashes), dtype=bool)
         dup[order] = dup_sorted
         fresh = sorted_h[~dup_sorted]  # sorted, and unique: repeats and known keys are gone

@@ -115,6 +115,11 @@ def test_enums_with_map_and_values() -> None:
     assert out == ["subscribed", "none", "maybe"] and bad == {2: "not one of subscribed, unsubscribed, none"}
     out, bad = run(["G", "S", "X"], "enum", map={"G": "gold", "S": "silver"})
     assert out == ["gold", "silver", None] and bad == {2: "value not in map (G, S)"}
+    flag = {"map": {"true": "subscribed", "false": "unsubscribed"}}  # a flag column, no `values`: no text made
+    assert run([1, 0, None, 2], "enum", pa.int64(), **flag) == (["subscribed", "unsubscribed", None, "subscribed"], {})
+    assert run([False, None], "enum", pa.bool_(), **flag) == (["unsubscribed", None], {})
+    out, bad = run(["1", "no", "perhaps"], "enum", **flag)  # text flags still go through the words
+    assert out == ["subscribed", "unsubscribed", None] and bad == {2: "value not in map (true, false)"}
 
 
 def test_strings_keep_everything_but_check_length() -> None:
