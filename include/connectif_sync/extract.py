@@ -16,9 +16,10 @@ Two paths produce the same Arrow chunks:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
@@ -41,6 +42,15 @@ class Window:
     end: datetime | None = None
 
 
+def _sql_value(value: Any) -> str:
+    """A literal for a value read back from the source (to resume after it)."""
+    if isinstance(value, bool) or value is None:
+        raise ValueError(f"cannot resume a read after the value {value!r}")
+    if isinstance(value, int | float):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
 def _literal(ts: datetime) -> str:
     """A timestamp literal every SQL database compares with its timestamp/text columns."""
     return "'" + ts.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S") + "'"
@@ -54,6 +64,7 @@ def build_query(
     window: Window | None = None,
     keys: list[str] | None = None,
     id_range: tuple[int, int] | None = None,
+    after: tuple[Any, ...] | None = None,
 ) -> str:
     """The SELECT that extraction runs: the mapped columns of the source, filtered and ordered.
 
@@ -61,7 +72,8 @@ def build_query(
     an ``OR ... IS NULL`` would stop databases from using the ``updated_at`` index); ``window`` filters
     ``date_column``; ``keys`` restricts the order_by's first column
     (used to retry specific rows); ``id_range`` ``(lo, hi)`` keeps ``lo <= order column < hi`` (parallel
-    reads, see :func:`integer_ranges`). Identifiers were validated by the mapping and are quoted here.
+    reads, see :func:`integer_ranges`); ``after`` keeps the rows that sort after these ``order_by`` values
+    (resuming a read). Identifiers were validated by the mapping and are quoted here.
     """
     q = dialect.identifier_preparer.quote
     cols = ", ".join(q(c) for c in mapping.source_columns())
@@ -86,6 +98,9 @@ def build_query(
         where.append(
             f"{q(mapping.order_by[0])} >= {int(id_range[0])} AND {q(mapping.order_by[0])} < {int(id_range[1])}"
         )
+    if after is not None and mapping.order_by:
+        order, vals = ", ".join(q(c) for c in mapping.order_by), ", ".join(_sql_value(v) for v in after)
+        where.append(f"({order}) > ({vals})" if len(after) > 1 else f"{order} > {vals}")
     sql = f"SELECT {cols} FROM {source}"
     if where:
         sql += " WHERE " + " AND ".join(where)
@@ -130,25 +145,43 @@ def adbc_connect(url: str | sa.URL) -> Iterator[Any]:
         conn.close()
 
 
-def _adbc_batches(url: str, sql: str, chunk_rows: int) -> Iterator[pa.Table]:
-    with adbc_connect(url) as conn:
-        yield from _adbc_cursor_batches(conn, url, sql, chunk_rows)
+Resume = Callable[[tuple[Any, ...]], str]
+"""The query of the rows after some ``order_by`` values (see :func:`_adbc_cursor_batches`)."""
 
 
-def _adbc_cursor_batches(conn: Any, url: str, sql: str, chunk_rows: int) -> Iterator[pa.Table]:
-    with conn.cursor() as cur:
-        if adbc_uri(url)[0] == "sqlite":  # type: ignore[index]
-            cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(chunk_rows)})
-        cur.execute(sql)
-        reader = cur.fetch_record_batch()
+def _adbc_cursor_batches(
+    conn: Any, url: str, sql: str, chunk_rows: int, resume: Resume | None = None, order_by: Sequence[str] = ()
+) -> Iterator[pa.Table]:
+    """Run ``sql`` and yield its rows in tables of about ``chunk_rows``.
+
+    ADBC's SQLite driver infers each column's type from the first batch of a result; a column that is
+    NULL all through that batch becomes int64, and the first text value after it fails the read ("Type
+    mismatch", a documented limitation of the driver). Such a read is resumed after the last row received,
+    with ``resume(last order_by values)``: the new statement infers again from its own first batch.
+    """
+    while sql:
+        last: tuple[Any, ...] | None = None
         pending: list[pa.RecordBatch] = []
         rows = 0
-        for batch in reader:
-            pending.append(batch)
-            rows += batch.num_rows
-            if rows >= chunk_rows:
-                yield pa.Table.from_batches(pending)
-                pending, rows = [], 0
+        with conn.cursor() as cur:
+            if adbc_uri(url)[0] == "sqlite":  # type: ignore[index]
+                cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(chunk_rows)})
+            cur.execute(sql)
+            reader = cur.fetch_record_batch()
+            try:
+                for batch in reader:
+                    pending.append(batch)
+                    rows += batch.num_rows
+                    if order_by and batch.num_rows:
+                        last = tuple(batch.column(c)[batch.num_rows - 1].as_py() for c in order_by)
+                    if rows >= chunk_rows:
+                        yield pa.Table.from_batches(pending)
+                        pending, rows = [], 0
+                sql = ""
+            except Exception as exc:
+                if resume is None or last is None or "type mismatch" not in str(exc).lower():
+                    raise
+                sql = resume(last)
         if pending:
             yield pa.Table.from_batches(pending)
 
@@ -188,7 +221,14 @@ def integer_ranges(url: str, mapping: Mapping, chunk_rows: int) -> list[tuple[in
     return [(start, start + width) for start in range(lo, hi + 1, width)]
 
 
-def read_ranges(url: str, sqls: list[str], chunk_rows: int, readers: int) -> Iterator[pa.Table]:
+def read_ranges(
+    url: str,
+    sqls: list[str],
+    chunk_rows: int,
+    readers: int,
+    resumes: list[Resume] | None = None,
+    order_by: Sequence[str] = (),
+) -> Iterator[pa.Table]:
     """The chunks of ``sqls`` in order, read by ``readers`` ADBC connections at once.
 
     Query ``i`` is read by thread ``i % readers``, each with its own connection and a one-chunk queue; the
@@ -217,7 +257,8 @@ def read_ranges(url: str, sqls: list[str], chunk_rows: int, readers: int) -> Ite
         try:
             with adbc_connect(url) as conn:
                 for i in range(w, len(sqls), readers):
-                    for table in _adbc_cursor_batches(conn, url, sqls[i], chunk_rows):
+                    resume = resumes[i] if resumes is not None else None
+                    for table in _adbc_cursor_batches(conn, url, sqls[i], chunk_rows, resume, order_by):
                         if not put(q, table):
                             return
                     if not put(q, _DONE):
@@ -320,6 +361,10 @@ def prefetch(chunks: Iterator[T], depth: int = 1) -> Iterator[T]:
                 thread.join(0.05)
 
 
+def _resume_query(mapping: Mapping, dialect: sa.Dialect, filters: dict[str, Any], after: tuple[Any, ...]) -> str:
+    return build_query(mapping, dialect, after=after, **filters)
+
+
 def extract_arrow(
     source_url: str,
     mapping: Mapping,
@@ -347,9 +392,12 @@ def extract_arrow(
     ranges = integer_ranges(source_url, mapping, chunk_rows) if use_adbc and whole and readers > 1 else None
     if ranges:
         sqls = [build_query(mapping, dialect, id_range=r) for r in ranges]
-        yield from read_ranges(source_url, sqls, chunk_rows, readers)
+        resumes: list[Resume] = [partial(_resume_query, mapping, dialect, {"id_range": r}) for r in ranges]
+        yield from read_ranges(source_url, sqls, chunk_rows, readers, resumes, mapping.order_by)
     elif use_adbc:
-        yield from _adbc_batches(source_url, sql, chunk_rows)
+        resume = partial(_resume_query, mapping, dialect, {"since": since, "window": window, "keys": keys})
+        with adbc_connect(source_url) as conn:
+            yield from _adbc_cursor_batches(conn, source_url, sql, chunk_rows, resume, mapping.order_by)
     else:
         yield from _sqlalchemy_batches(source_url, sql, chunk_rows)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
 from datetime import datetime
@@ -13,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from connectif_sync import Window, erp, extract, extract_arrow, resolve_mapping
+from connectif_sync import Window, erp, extract, extract_arrow, resolve_mapping, run_sync
 from connectif_sync.extract import build_query, integer_ranges, prefetch, read_ranges
 
 
@@ -116,3 +117,40 @@ def test_range_reader_errors_and_early_close(tmp_path: Path) -> None:
     assert not [t for t in threading.enumerate() if t.name.startswith("connectif-sync-read")]
     with pytest.raises(Exception, match="no such table"):
         list(read_ranges(url, [*sqls[:2], "SELECT id FROM nowhere"], 10, 2))
+
+
+def test_a_column_null_through_the_first_batch_then_text_is_read_whole(tmp_path: Path) -> None:
+    """ADBC's SQLite driver types a column from a result's first batch: all NULL there means int64, and the
+    first text value after it fails the read. Extraction resumes after the last row read instead."""
+    db = tmp_path / "late.db"
+    engine = sa.create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE customers (id INTEGER PRIMARY KEY, email TEXT, first_name TEXT, "
+                             "updated_at TEXT)"))  # fmt: skip
+        conn.execute(
+            sa.text("INSERT INTO customers VALUES (:id, :email, :name, '2025-01-01 00:00:00')"),
+            [
+                {"id": i, "email": f"u{i}@x.com", "name": None if i < 50 or 90 < i < 150 else "Ann"}
+                for i in range(1, 401)
+            ],
+        )
+    engine.dispose()
+    m = resolve_mapping("contacts")
+    m = dataclasses.replace(m, fields={k: v for k, v in m.fields.items() if v.column in ("email", "first_name")})
+    for readers in (1, 2):
+        rows = _rows(list(extract_arrow(f"sqlite:///{db}", m, chunk_rows=20, readers=readers)))
+        assert [r["id"] for r in rows] == list(range(1, 401)), readers
+        assert [r["first_name"] for r in rows] == [None if i < 50 or 90 < i < 150 else "Ann" for i in range(1, 401)]
+    result = run_sync("contacts", f"sqlite:///{db}", tmp_path / "out", state_url=f"sqlite:///{tmp_path / 's.db'}",
+                      mapping=m, chunk_rows=20)  # fmt: skip
+    assert result.report.sent == 400 and result.report.invalid == 0
+
+
+def test_resume_queries() -> None:
+    p = resolve_mapping("purchases")
+    q = build_query(p, sqlite.dialect(), after=(17, "l-3"))
+    assert q.endswith("WHERE (order_id, line_id) > (17, 'l-3') ORDER BY order_id, line_id")
+    c = resolve_mapping("contacts")
+    assert build_query(c, postgresql.dialect(), after=(5,), id_range=(1, 9)).endswith(
+        "WHERE id >= 1 AND id < 9 AND id > 5 ORDER BY id"
+    )
