@@ -26,9 +26,12 @@ after** Connectif confirmed, so a run that stops half-way resumes with exactly w
 * Emails are normalised like the contacts sync does (trimmed, lower-cased). A request whose email is not an
   email address is **not** marked done: it is set aside in the rejected store with its reason, for a human
   to fix in the ERP.
-* Connectif deletes the contact's activities but keeps purchases and statistics. To stop the contacts sync
-  from creating the contact again, exclude erased emails in your contacts mapping's source (e.g. a SQL file
-  with `WHERE email NOT IN (SELECT email FROM erasure_requests)`), or delete the customer in the ERP.
+* Each erased email goes on the state store's **suppression list** in the same step: the contacts sync never
+  sends it again (full scans, watermark runs and full resyncs alike) even while the ERP still has the
+  customer, and sets the row aside as `suppressed` in the rejected store. `connectif-sync suppressed` lists
+  them; `connectif-sync unsuppress --object contacts EMAIL` withdraws one.
+* Connectif deletes the contact's activities but keeps purchases and statistics; a later purchase of an
+  erased contact is refused by Connectif (the contact no longer exists) and reported by the purchases DAG.
 
 **Params** — `dry_run`: list how many contacts would be deleted and the API requests it takes; delete
 nothing, write nothing.
@@ -96,6 +99,8 @@ with DAG(
                         deleted += 1
                     else:
                         absent += 1
+                    # Before the request is marked done: a run stopped in between suppresses it again.
+                    store.suppress("contacts", [email], f"erasure request id={request_id}")
                     mark_erasures_done(engine, [request_id])
                 store.finish_run(run_id, files=[], high_water=None, report={"deleted": deleted, "absent": absent})
             return {

@@ -132,11 +132,16 @@ def bulk_sync_dag(obj: str, *, schedule: str, doc_md: str, description: str) -> 
                     "deleted": rep.get("deleted", 0),
                     "invalid": rep.get("invalid", 0),
                     "duplicate": rep.get("duplicate", 0),
+                    "suppressed": rep.get("suppressed", 0),
                     "files": rep.get("files", 0),
                     "bytes": rep.get("bytes", 0),
                     "to_send": rep.get("sent", 0),
                     "sent": confirmed,
-                    "rejected": rep.get("invalid", 0) + rep.get("duplicate", 0) + rep.get("oversize", 0) + failed_rows,
+                    "rejected": rep.get("invalid", 0)
+                    + rep.get("duplicate", 0)
+                    + rep.get("oversize", 0)
+                    + rep.get("suppressed", 0)
+                    + failed_rows,
                     "rejected_by_connectif": failed_rows,
                     "imports": len(summaries),
                     "api_requests": rep.get("api_requests"),

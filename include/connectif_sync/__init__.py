@@ -33,6 +33,7 @@ State store (SQLAlchemy URL; default ``sqlite:///connectif_sync_state.db``, Post
         store.pending()). Raises ValueError if status != "finished" (then nothing is committed).
     store.confirm_file(csv_path, failed_lines: Iterable[int] | Mapping[int, str] = ()) -> same dict
     store.rejected(obj=None, run_id=None, limit=1000) -> list[dict]   # validation rejects, latest run
+    store.suppress(obj, keys, reason) / unsuppress(obj, keys) / suppressed(obj=None)  # never sent again
         rows: {"run_id", "object", "key", "source_ref", "field", "reason", "value"}
     store.pending(obj=None) -> list[dict]        # rows Connectif rejected: {"object","key","line","reason",...}
     store.runs(obj=None, limit=20) -> list[dict] # run history with their JSON reports
@@ -59,7 +60,7 @@ Mappings, sample ERP, building blocks::
     generate_sample_erp(url, *, contacts=10_000, products=1_000, orders=2_000, coupons=600,
                         coupon_sets=3, erasures=None, seed=42, dirty_rate=0.02, order_days=7.0,
                         now=None) -> GenerationSummary (.rows, .dirty, .coupon_sets, .as_dict())
-    extract(source_url, mapping, *, since=None, window=None, chunk_rows=32_768) -> Iterator[DataFrame]
+    extract(source_url, mapping, *, since=None, window=None, chunk_rows=32_768, readers=2) -> Iterator[DataFrame]
     shape(table, mapping) -> ShapedChunk;  validate(shaped, mapping, KeySet()) -> Validated
     ChunkWriter(out_dir, obj, columns, max_bytes=...) ; DEFAULT_MAX_FILE_BYTES (just under 50 MB)
 

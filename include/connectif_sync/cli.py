@@ -7,6 +7,8 @@
     connectif-sync extract --object OBJ --source URL --out DIR [--state URL] [--mapping FILE]
     connectif-sync confirm --state URL FILE.csv [--failed-lines 3,17]
     connectif-sync rejected --object OBJ [--state URL] [--limit N]
+    connectif-sync suppressed [--object OBJ] [--state URL]
+    connectif-sync suppress --object OBJ --reason TEXT KEY...   /   unsuppress --object OBJ KEY...
 
 ``plan`` and ``extract`` print a JSON document on stdout (the report, and for ``extract`` the files);
 ``--start``/``--end`` select the order-date window of purchases. Exit status: 0 on success, 2 for bad
@@ -89,6 +91,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+")
     p.add_argument("--state", default=DEFAULT_STATE_URL)
     p.add_argument("--failed-lines", default="", help="comma-separated 1-based data lines Connectif rejected")
+
+    p = sub.add_parser("suppressed", help="keys never sent again (erased contacts), with the reason")
+    p.add_argument("--object", choices=OBJECTS)
+    p.add_argument("--state", default=DEFAULT_STATE_URL)
+    for name, text in (("suppress", "never send these keys again (contacts: emails)"),
+                       ("unsuppress", "allow these keys to be sent again (an erasure withdrawn)")):  # fmt: skip
+        p = sub.add_parser(name, help=text)
+        p.add_argument("keys", nargs="+", help="keys as the sync writes them (contacts: trimmed, lower-case email)")
+        p.add_argument("--object", required=True, choices=OBJECTS)
+        p.add_argument("--state", default=DEFAULT_STATE_URL)
+        if name == "suppress":
+            p.add_argument("--reason", required=True, help="why, e.g. 'erasure request 42 of 2026-11-20'")
 
     p = sub.add_parser("rejected", help="rows set aside by validation in the latest run")
     p.add_argument("--object", required=True, choices=OBJECTS)
@@ -173,6 +187,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             with StateStore(args.state) as store:
                 for f in args.files:
                     print(json.dumps(store.confirm_file(f, failed)))
+        elif args.command == "suppressed":
+            with StateStore(args.state, readonly=True) as store:
+                print(json.dumps(store.suppressed(args.object), indent=2, ensure_ascii=False, default=str))
+        elif args.command in ("suppress", "unsuppress"):
+            keys = [k.strip().lower() for k in args.keys] if args.object == "contacts" else args.keys  # as synced
+            with StateStore(args.state) as store:
+                if args.command == "suppress":
+                    print(json.dumps({"suppressed": store.suppress(args.object, keys, args.reason)}))
+                else:
+                    print(json.dumps({"unsuppressed": store.unsuppress(args.object, keys)}))
         elif args.command == "rejected":
             with StateStore(args.state, readonly=True) as store:
                 print(json.dumps(store.rejected(args.object, limit=args.limit), indent=2, ensure_ascii=False))

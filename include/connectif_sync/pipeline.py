@@ -6,7 +6,9 @@ detection) and, in a full scan, 17 bytes per confirmed key of the state (change 
 Change detection compares a 64-bit hash of each row's CSV values with the hash Connectif confirmed
 (:mod:`connectif_sync.state`): ``new`` (key never confirmed), ``changed`` (other hash), ``unchanged`` (same
 hash: not sent), ``deleted`` (confirmed keys the source no longer has; full scans only, reported, never
-deleted in Connectif by this library). ``full_resync`` sends unchanged rows too.
+deleted in Connectif by this library). ``full_resync`` sends unchanged rows too. Keys on the state store's
+suppression list (contacts erased on request, :meth:`StateStore.suppress`) are never sent, in any mode:
+their rows are set aside as ``suppressed`` with the suppression's reason.
 
 A full scan also hashes each row's *source* values together with the mapping: a row whose source hash
 Connectif confirmed is unchanged without being shaped, validated or rendered, which is most of the cost of
@@ -32,7 +34,7 @@ from connectif_sync.hashing import as_signed, hash_columns, hash_csv_rows, hash_
 from connectif_sync.mappings import Mapping, resolve_mapping
 from connectif_sync.shape import ShapedChunk, shape, to_text
 from connectif_sync.state import StateIndex, StateStore
-from connectif_sync.validate import KeySet, validate
+from connectif_sync.validate import KeySet, source_refs, validate
 
 DEFAULT_LOOKBACK = timedelta(hours=1)
 DELETED_SAMPLE = 1000  # deleted keys listed by name in a result (the count is always exact)
@@ -58,6 +60,7 @@ class SyncReport:
     new: int = 0
     changed: int = 0
     deleted: int = 0
+    suppressed: int = 0
     sent: int = 0
     files: int = 0
     bytes: int = 0
@@ -156,6 +159,8 @@ def run_sync(
         writer = ChunkWriter(out_dir, obj, m.output_columns, max_bytes=max_file_bytes, dry_run=dry_run)
         seen = _IndexedSeen(index)
         rejected = _Rejects(store, obj, report.run_id, dry_run)
+        suppressed = store.suppressed_hashes(obj)  # keys never to send again (erased contacts), with reasons
+        suppressed_keys = np.array(sorted(suppressed), dtype=np.int64)
         high: str | None = None
         chunks = extract_arrow(source_url, m, since=since, chunk_rows=chunk_rows, path=extract_path, readers=readers)
         fingerprint = mapping_fingerprint(m)
@@ -187,7 +192,17 @@ def run_sync(
                 # the duplicate rule before this chunk's other rows (see the module docstring).
                 assert index is not None
                 dup_known = seen.add_positions(prep.known_at)
-                report.unchanged += int(prep.known.sum() - dup_known.sum())
+                gone_known = np.zeros(len(dup_known), bool)
+                if len(suppressed_keys):  # confirmed before the key was suppressed: set aside now
+                    known_keys = index.key_hashes[prep.known_at]
+                    gone_known = np.isin(known_keys, suppressed_keys) & ~dup_known
+                    if gone_known.any():
+                        report.suppressed += int(gone_known.sum())
+                        names = store.keys_for(obj, known_keys[gone_known].tolist())
+                        hashes = as_signed(hash_strings(pa.array(names, pa.string()))).tolist()
+                        for k, h in zip(names, hashes, strict=True):
+                            rejected.append(_suppressed_row(k, None, m, suppressed.get(h)))
+                report.unchanged += int(prep.known.sum() - dup_known.sum() - gone_known.sum())
                 if dup_known.any():
                     report.duplicate += int(dup_known.sum())
                     reason = "duplicate key: an earlier row with the same key was kept"
@@ -217,10 +232,18 @@ def run_sync(
             else:
                 found, confirmed = store.lookup(obj, key_hash)
             same = found & (confirmed == row_hash)
-            report.new += int((~found).sum())
-            report.changed += int((found & ~same).sum())
-            report.unchanged += int(same.sum())
-            send = np.ones(len(same), bool) if full_resync else ~same
+            gone = np.isin(key_hash, suppressed_keys) if len(suppressed_keys) else np.zeros(len(same), bool)
+            if gone.any():
+                report.suppressed += int(gone.sum())
+                rows = np.flatnonzero(gone)
+                refs = source_refs(m, table_rest, checked.positions[rows])
+                for k, ref, h in zip(checked.keys.take(pa.array(rows)).to_pylist(), refs, key_hash[rows].tolist(),
+                                     strict=True):  # fmt: skip
+                    rejected.append(_suppressed_row(k, ref, m, suppressed.get(h)))
+            report.new += int((~found & ~gone).sum())
+            report.changed += int((found & ~same & ~gone).sum())
+            report.unchanged += int((same & ~gone).sum())
+            send = (np.ones(len(same), bool) if full_resync else ~same) & ~gone
             if not send.any():
                 continue
             every = bool(send.all())  # first runs and resyncs: no copy of what is sent whole
@@ -360,6 +383,17 @@ def source_hashes(table: pa.Table, mapping: Mapping, fingerprint: np.uint64) -> 
     h = hash_columns(cols)
     h ^= fingerprint
     return mix64(h)
+
+
+SUPPRESSED_REASON = (
+    "suppressed (erased at the contact's request): never sent again; remove the row from the source, "
+    "or withdraw with `connectif-sync unsuppress`"
+)
+
+
+def _suppressed_row(key: str, ref: str | None, mapping: Mapping, why: str | None) -> dict[str, Any]:
+    """The rejected-rows entry of a row whose key is suppressed (its suppression's reason as the value)."""
+    return {"key": key, "source_ref": ref, "field": mapping.key, "reason": SUPPRESSED_REASON, "value": why}
 
 
 def _mask(sel: pa.Array) -> np.ndarray:

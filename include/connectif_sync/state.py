@@ -15,6 +15,9 @@ deployments. Tables (all prefixed ``connectif_sync_``):
                :data:`KEEP_REJECTED_RUNS` runs per object are kept.
 ``runs``       one row per run: mode, watermark used, high-water mark reached, the JSON report.
 ``purchases``  purchase ids sent through the API and their outcome, so that a re-run never resends one.
+``suppressed`` keys that must never be sent again whatever the source says, with the reason: a contact
+               erased at its owner's request (the erasure DAG adds it). Syncs set such rows aside (reason
+               ``suppressed: ...``), full resyncs included, until :meth:`StateStore.unsuppress`.
 ``snapshots``  (SQLite only) a copy of one object's ``state`` hashes as one sorted binary array, rewritten in the
                same transaction as every ``state`` write: a full-scan diff reads one value instead of
                3 x 1,000,000 integers through ``sqlite3`` (about 3 s, the dominant cost of a second run).
@@ -127,6 +130,15 @@ snapshots_table = sa.Table(
     # (key_hash, row_hash, source_hash or 0) per key as little-endian int64, sorted by key hash
     sa.Column("data", sa.LargeBinary, nullable=False),
     sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+suppressed_table = sa.Table(
+    "connectif_sync_suppressed",
+    metadata,
+    sa.Column("object", sa.String(32), primary_key=True),
+    sa.Column("key", sa.String(1000), primary_key=True),
+    sa.Column("key_hash", sa.BigInteger, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("suppressed_at", sa.DateTime, nullable=False),
 )
 purchases_table = sa.Table(
     "connectif_sync_purchases",
@@ -718,6 +730,83 @@ class StateStore:
                         )
                     )
                     conn.execute(state_table.insert(), part)
+
+    # ----------------------------------------------------------------------------------- suppressed
+
+    def suppress(self, obj: str, keys: Iterable[str], reason: str) -> int:
+        """Never send these keys of ``obj`` again (e.g. contacts erased on request); returns how many are new.
+
+        Keys are compared as the sync computes them (contacts: the trimmed, lower-cased email)."""
+        self._write()
+        from connectif_sync.hashing import as_signed, hash_strings
+
+        wanted = sorted({k for k in keys if k})
+        if not wanted:
+            return 0
+        hashes = as_signed(hash_strings(pa.array(wanted, pa.string()))).tolist()
+        now, added = _now(), 0
+        with self.engine.begin() as conn:
+            for i in range(0, len(wanted), _LOOKUP_BATCH):
+                part = wanted[i : i + _LOOKUP_BATCH]
+                known = {
+                    r[0]
+                    for r in conn.execute(
+                        sa.select(suppressed_table.c.key).where(
+                            suppressed_table.c.object == obj, suppressed_table.c.key.in_(part)
+                        )
+                    )
+                }
+                rows = [
+                    {"object": obj, "key": k, "key_hash": h, "reason": reason, "suppressed_at": now}
+                    for k, h in zip(part, hashes[i : i + _LOOKUP_BATCH], strict=True)
+                    if k not in known
+                ]
+                if rows:
+                    conn.execute(suppressed_table.insert(), rows)
+                    added += len(rows)
+        return added
+
+    def unsuppress(self, obj: str, keys: Iterable[str]) -> int:
+        """Allow these keys to be sent again (an erasure withdrawn); returns how many were suppressed."""
+        self._write()
+        wanted = sorted(set(keys))
+        removed = 0
+        with self.engine.begin() as conn:
+            for i in range(0, len(wanted), _LOOKUP_BATCH):
+                result = conn.execute(
+                    suppressed_table.delete().where(
+                        suppressed_table.c.object == obj, suppressed_table.c.key.in_(wanted[i : i + _LOOKUP_BATCH])
+                    )
+                )
+                removed += result.rowcount or 0
+        return removed
+
+    def suppressed(self, obj: str | None = None) -> list[dict[str, Any]]:
+        """The suppressed keys (of ``obj``, or all) with their reason, oldest first."""
+        if self._missing:
+            return []
+        q = sa.select(
+            suppressed_table.c.object, suppressed_table.c.key, suppressed_table.c.reason,
+            suppressed_table.c.suppressed_at,
+        ).order_by(suppressed_table.c.suppressed_at, suppressed_table.c.key)  # fmt: skip
+        if obj:
+            q = q.where(suppressed_table.c.object == obj)
+        try:
+            with self.engine.connect() as conn:
+                return [dict(r._mapping) for r in conn.execute(q)]
+        except sa.exc.OperationalError:  # a store created before suppression, opened read-only
+            return []
+
+    def suppressed_hashes(self, obj: str) -> dict[int, str]:
+        """Key hash -> reason of every suppressed key of ``obj`` (the sync checks each row against them)."""
+        if self._missing:
+            return {}
+        q = sa.select(suppressed_table.c.key_hash, suppressed_table.c.reason).where(suppressed_table.c.object == obj)
+        try:
+            with self.engine.connect() as conn:
+                return {int(h): r for h, r in conn.execute(q)}
+        except sa.exc.OperationalError:  # a store created before suppression, opened read-only
+            return {}
 
     # ------------------------------------------------------------------------------------ purchases
 

@@ -47,7 +47,21 @@ def test_erasure_deletes_pending_contacts_records_done_and_keeps_bad_requests(da
     assert summary["rejected"] == 1
     with StateStore(dag_sandbox.state_url) as store:
         rejected = store.rejected("erasure")
+        suppressed = {s["key"]: s["reason"] for s in store.suppressed("contacts")}
     assert [(r["source_ref"], r["reason"]) for r in rejected] == [("id=999", "invalid email address")]
+    assert suppressed == {str(r["email"]).strip().lower(): f"erasure request id={r['id']}" for r in pending}
+
+    # The ERP still has (some of) those customers: the contacts sync must not create them again.
+    engine = sa.create_engine(dag_sandbox.erp_url)
+    with engine.begin() as conn:
+        customers = {str(e).strip().lower() for (e,) in conn.execute(sa.text("SELECT email FROM customers")) if e}
+    engine.dispose()
+    assert emails & customers
+    state, contacts = dag_sandbox.run("connectif_contacts")
+    assert state == "success", contacts
+    synced = {c["_email"] for c in dag_sandbox.emulator.admin.contacts()}
+    assert synced and not synced & emails
+    assert contacts["suppressed"] == len(emails & customers)  # reported in the run summary
 
     state, summary = dag_sandbox.run("connectif_contact_erasure")
 

@@ -146,8 +146,11 @@ def test_main_exit_codes(mini_repo: Path, capsys: pytest.CaptureFixture[str]) ->
 
 BROKEN: dict[str, tuple[Callable[[Path], None], str]] = {
     "schema: unknown service option": (
-        lambda r: edit(r / "docker-compose.yaml", "    healthcheck:\n      test: [\"CMD\", \"curl\"",
-                       "    helthcheck:\n      test: [\"CMD\", \"curl\""),
+        lambda r: edit(
+            r / "docker-compose.yaml",
+            '    healthcheck:\n      test: ["CMD", "curl"',
+            '    helthcheck:\n      test: ["CMD", "curl"',
+        ),
         "docker-compose config rejects it: ",
     ),
     "undeclared named volume": (
@@ -155,8 +158,11 @@ BROKEN: dict[str, tuple[Callable[[Path], None], str]] = {
         "mini-logs",
     ),
     "variable missing from .env.example": (
-        lambda r: edit(r / "docker-compose.yaml", "MINI_SETTING: ${MINI_SETTING:?set it}",
-                       "MINI_SETTING: ${MINI_SETTING:?set it}${MINI_UNDOCUMENTED:-x}"),
+        lambda r: edit(
+            r / "docker-compose.yaml",
+            "MINI_SETTING: ${MINI_SETTING:?set it}",
+            "MINI_SETTING: ${MINI_SETTING:?set it}${MINI_UNDOCUMENTED:-x}",
+        ),
         "${MINI_UNDOCUMENTED} is not in .env.example",
     ),
     "variable without a comment": (
@@ -196,19 +202,27 @@ BROKEN: dict[str, tuple[Callable[[Path], None], str]] = {
         "Airflow has no option executer in [core]",
     ),
     "environment variable nothing reads": (
-        lambda r: edit(r / "docker-compose.yaml", "MINI_SETTING: ${MINI_SETTING:?set it}",
-                       "MINI_SETTING: ${MINI_SETTING:?set it}\n    MINI_IGNORED: x"),
+        lambda r: edit(
+            r / "docker-compose.yaml",
+            "MINI_SETTING: ${MINI_SETTING:?set it}",
+            "MINI_SETTING: ${MINI_SETTING:?set it}\n    MINI_IGNORED: x",
+        ),
         "MINI_IGNORED is read by nothing",
     ),
     "long-running service without healthcheck": (
-        lambda r: edit(r / "docker-compose.yaml",
-                       '    healthcheck:\n      test: ["CMD", "curl", "--fail", "http://localhost:8080/api/v2/version"]\n',
-                       ""),
+        lambda r: edit(
+            r / "docker-compose.yaml",
+            '    healthcheck:\n      test: ["CMD", "curl", "--fail", "http://localhost:8080/api/v2/version"]\n',
+            "",
+        ),
         "service api: long-running service without a healthcheck",
     ),
     "waiting for health of a service without healthcheck": (
-        lambda r: edit(r / "docker-compose.yaml", "      init:\n        condition: service_completed_successfully",
-                       "      tool:\n        condition: service_healthy"),
+        lambda r: edit(
+            r / "docker-compose.yaml",
+            "      init:\n        condition: service_completed_successfully",
+            "      tool:\n        condition: service_healthy",
+        ),
         "waits for tool to be healthy, but it has no healthcheck",
     ),
     "unpinned external image": (
@@ -298,12 +312,14 @@ def test_connections_json_carries_key_and_rate_limit_backend() -> None:
 
     from deploy.connections import connections
 
-    conns = connections({
-        "CONNECTIF_API_KEY": "id:secret",
-        "CONNECTIF_HOST": "http://emulator:8765",
-        "CONNECTIF_RATE_LIMIT_BACKEND": "postgresql+psycopg2://u:p@db/connectif",
-        "CONNECTIF_RATE_LIMIT_PER_MINUTE": "80",
-    })
+    conns = connections(
+        {
+            "CONNECTIF_API_KEY": "id:secret",
+            "CONNECTIF_HOST": "http://emulator:8765",
+            "CONNECTIF_RATE_LIMIT_BACKEND": "postgresql+psycopg2://u:p@db/connectif",
+            "CONNECTIF_RATE_LIMIT_PER_MINUTE": "80",
+        }
+    )
     conn = conns["connectif_default"]
     assert (conn["conn_type"], conn["host"], conn["password"]) == ("connectif", "http://emulator:8765", "id:secret")
     assert json.loads(conn["extra"]) == {
@@ -320,8 +336,11 @@ def test_setting_read_by_name_counts_as_read(mini_repo: Path) -> None:
         'import os\nDEFAULTS = {"knob": "1"}\n\n\ndef setting(name):\n'
         '    return os.environ.get(f"MINI_{name.upper()}") or DEFAULTS[name]\n'
     )
-    edit(mini_repo / "docker-compose.yaml", "MINI_SETTING: ${MINI_SETTING:?set it}",
-         "MINI_SETTING: ${MINI_SETTING:?set it}\n    MINI_KNOB: x")
+    edit(
+        mini_repo / "docker-compose.yaml",
+        "MINI_SETTING: ${MINI_SETTING:?set it}",
+        "MINI_SETTING: ${MINI_SETTING:?set it}\n    MINI_KNOB: x",
+    )
     assert problems(mini_repo) == []
     edit(mini_repo / "docker-compose.yaml", "MINI_KNOB: x", "MINI_KNOT: x")
     assert any("MINI_KNOT is read by nothing" in p for p in problems(mini_repo))

@@ -55,7 +55,7 @@ def staged_project(tmp_path: Path) -> Path:
     for target, source in info.copies:
         if not target.startswith(PROJECT_DIR):
             continue
-        dest = stage / target[len(PROJECT_DIR):]
+        dest = stage / target[len(PROJECT_DIR) :]
         if source.is_dir():
             shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.so"))
         else:
@@ -72,16 +72,22 @@ def test_image_install_of_the_project(tmp_path: Path) -> None:
     wheels = tmp_path / "wheels"
     target = tmp_path / "site"
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
-    build = subprocess.run([*pip, "wheel", "--no-deps", "-q", str(stage), "-w", str(wheels)],
-                           capture_output=True, text=True, timeout=500)
+    build = subprocess.run(
+        [*pip, "wheel", "--no-deps", "-q", str(stage), "-w", str(wheels)], capture_output=True, text=True, timeout=500
+    )
     assert build.returncode == 0, build.stderr[-3000:]
     (wheel,) = wheels.glob("airflow_connectif-*.whl")
-    install = subprocess.run([*pip, "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
-                             capture_output=True, text=True, timeout=300)
+    install = subprocess.run(
+        [*pip, "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert install.returncode == 0, install.stderr[-3000:]
 
-    probe = subprocess.run([sys.executable, "-c", PROBE, str(target)], capture_output=True, text=True, timeout=300,
-                           cwd=tmp_path)
+    probe = subprocess.run(
+        [sys.executable, "-c", PROBE, str(target)], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
     assert probe.returncode == 0, probe.stderr[-3000:]
     found = json.loads(probe.stdout.strip().splitlines()[-1])
 

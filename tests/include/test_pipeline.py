@@ -11,6 +11,7 @@ import sqlalchemy as sa
 import yaml
 
 from connectif_sync import MAPPINGS_DIR, StateStore, erp, plan_sync, run_sync
+from connectif_sync.pipeline import SUPPRESSED_REASON
 
 SEED = 3
 
@@ -241,3 +242,48 @@ def test_full_scan_duplicate_rule_between_confirmed_and_changed_rows(sample, tmp
     assert r.unchanged == first.report.sent - 1
     later = {x["key"] for x in second.rejected if x["source_ref"] in ("id=5001", "id=2050")}
     assert later == {erp.clean_email(SEED, early), erp.clean_email(SEED, late)}
+
+
+def test_suppressed_keys_are_never_sent_until_unsuppressed(sample, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Erased contacts: whether their row is unchanged, changed, resynced or in a watermark window, it is set
+    aside with the suppression's reason, counted, and not reported as deleted."""
+    url = _copy(sample, tmp_path)
+    state = f"sqlite:///{tmp_path / 'state.db'}"
+    first = run_sync("contacts", url, tmp_path / "a", state_url=state, chunk_rows=300)
+    with StateStore(state) as store:
+        for f in first.files:
+            store.confirm_file(f.path)
+    dirty = set().union(*sample[1].dirty["customers"].values())
+    a, b = (next(i for i in range(lo, 2000, 2) if i not in dirty) for lo in (101, 1501))
+    ea, eb = erp.clean_email(SEED, a), erp.clean_email(SEED, b)
+    with StateStore(state) as store:
+        assert store.suppress("contacts", [ea, eb, ""], "erasure request id=7") == 2
+        assert store.suppress("contacts", [ea], "again") == 0  # the first reason stays
+        assert [(s["key"], s["reason"]) for s in store.suppressed("contacts")] == sorted(
+            [(ea, "erasure request id=7"), (eb, "erasure request id=7")]
+        )
+    _exec(url, f"UPDATE customers SET first_name = 'Changed', updated_at = '2026-01-02 00:00:00' WHERE id = {b}")
+
+    def aside(result) -> dict[str, str | None]:  # type: ignore[no-untyped-def]
+        return {r["key"]: r["source_ref"] for r in result.rejected if r["reason"] == SUPPRESSED_REASON}
+
+    full = run_sync("contacts", url, tmp_path / "b", state_url=state, chunk_rows=300)
+    r = full.report
+    assert (r.suppressed, r.sent, r.changed, r.new, r.deleted) == (2, 0, 0, 0, 0)
+    assert r.unchanged == first.report.sent - 2
+    assert aside(full) == {ea: None, eb: f"id={b}"}  # a: skipped as unchanged; b: changed, read from the row
+    assert {x["value"] for x in full.rejected if x["reason"] == SUPPRESSED_REASON} == {"erasure request id=7"}
+    resync = run_sync("contacts", url, tmp_path / "c", state_url=state, full_resync=True)
+    assert resync.report.suppressed == 2 and resync.report.sent == first.report.sent - 2
+    sent = {row["_email"] for f in resync.files for row in _csv(f.path)}
+    assert ea not in sent and eb not in sent
+    with StateStore(state) as store:  # confirmed: the next incremental run's window starts at the watermark
+        for f in resync.files:
+            store.confirm_file(f.path)
+    inc = run_sync("contacts", url, tmp_path / "d", state_url=state, incremental=True, lookback=timedelta(0))
+    assert inc.report.mode == "incremental" and (inc.report.suppressed, inc.report.sent) == (1, 0)
+    with StateStore(state) as store:
+        assert store.unsuppress("contacts", [eb, "nobody@example.com"]) == 1
+    back = run_sync("contacts", url, tmp_path / "e", state_url=state, chunk_rows=300)
+    assert (back.report.suppressed, back.report.changed, back.report.sent) == (1, 1, 1)
+    assert [row["_email"] for row in _csv(back.files[0].path)] == [eb]

@@ -123,3 +123,24 @@ def test_orders_spanning_chunks_and_empty_sources(shop: str, tmp_path: Path) -> 
     assert list(purchase_payloads(empty, state_url=f"sqlite:///{tmp_path / 'c.db'}")) == []
     with pytest.raises(ValueError, match="needs out_dir"):
         run_sync("contacts", empty, None)
+
+
+def test_cli_suppress_list_and_withdraw(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    erp_url, state = f"sqlite:///{tmp_path / 'erp.db'}", f"sqlite:///{tmp_path / 'state.db'}"
+    assert main(["sample-erp", "--url", erp_url, "--contacts", "200", "--products", "5", "--orders", "5",
+                 "--seed", "4", "--dirty-rate", "0"]) == 0  # fmt: skip
+    capsys.readouterr()
+    first = erp.clean_email(4, 1)
+    assert (
+        main(["suppress", "--object", "contacts", "--state", state, "--reason", "erasure 42", f" {first.upper()} "])
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out) == {"suppressed": 1}
+    assert main(["suppressed", "--state", state]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert (row["object"], row["key"], row["reason"]) == ("contacts", first, "erasure 42")
+    assert main(["plan", "--object", "contacts", "--source", erp_url, "--state", state]) == 0
+    report = json.loads(capsys.readouterr().out)["report"]
+    assert (report["suppressed"], report["sent"]) == (1, 199)
+    assert main(["unsuppress", "--object", "contacts", "--state", state, first]) == 0
+    assert json.loads(capsys.readouterr().out) == {"unsuppressed": 1}

@@ -60,9 +60,7 @@ def test_import_with_row_errors_returns_rejected_lines(
     assert len(emulator.admin.contacts()) == 4
 
 
-def test_expired_error_report_link_is_minted_afresh(
-    emu_conn: str, emulator: RunningEmulator, tmp_path: Path
-) -> None:
+def test_expired_error_report_link_is_minted_afresh(emu_conn: str, emulator: RunningEmulator, tmp_path: Path) -> None:
     """The event that carried ``errorReportFileUrl`` may be old: an expired link is replaced by a fresh GET."""
     hook = ConnectifHook(emu_conn)
     csv_path = write_contacts(tmp_path / "chunk-0001.csv", 4, bad_lines=(3,))
@@ -124,9 +122,7 @@ def test_import_ending_in_error_fails_clearly(emu_conn: str, emulator: RunningEm
         run_deferred(op, {"task_state_store": DictStore()})
 
 
-def test_twelve_parallel_imports_never_surface_e0401(
-    emu_conn: str, emulator: RunningEmulator, tmp_path: Path
-) -> None:
+def test_twelve_parallel_imports_never_surface_e0401(emu_conn: str, emulator: RunningEmulator, tmp_path: Path) -> None:
     emulator.admin.configure(import_rows_per_s=10)
     files = [write_contacts(tmp_path / f"c{i:02d}.csv", 15) for i in range(12)]  # ~1.5 s each, one at a time
 

@@ -379,7 +379,7 @@ def test_download_export_other_errors_are_not_refetched(scripted_hook: Any, tmp_
 
 
 def test_error_report_parsing() -> None:
-    text = "\ufeffline,field,error\n2,_email,invalid email\n5,_birthdate,\"bad date, use yyyy-mm-dd\"\n"
+    text = '\ufeffline,field,error\n2,_email,invalid email\n5,_birthdate,"bad date, use yyyy-mm-dd"\n'
     assert parse_error_report(text) == [
         {"line": 2, "field": "_email", "error": "invalid email"},
         {"line": 5, "field": "_birthdate", "error": "bad date, use yyyy-mm-dd"},

@@ -172,9 +172,10 @@ def test_complete_downloads_error_report() -> None:
 def test_row_error_threshold_fails_without_retry() -> None:
     done = _imp("finished", success=2, errors=2, errorReportFileUrl="https://x/report.csv")
     ti = mock.Mock()
-    with mock.patch(f"{HOOK}.download_error_report", return_value=[]), pytest.raises(
-        ConnectifRowErrorsExceededError, match="rejected 2 of 4"
-    ) as info:
+    with (
+        mock.patch(f"{HOOK}.download_error_report", return_value=[]),
+        pytest.raises(ConnectifRowErrorsExceededError, match="rejected 2 of 4") as info,
+    ):
         _op(max_row_error_ratio=0.25).execute_complete({"ti": ti}, {"status": "success", "imports": [done]})
     assert isinstance(info.value, AirflowFailException)
     ti.xcom_push.assert_called_once()

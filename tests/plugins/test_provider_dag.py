@@ -45,7 +45,9 @@ def test_env_var_connection_with_prefixed_extras(monkeypatch: pytest.MonkeyPatch
 def test_uri_form_of_the_connection(monkeypatch: pytest.MonkeyPatch) -> None:
     from connectif_provider.hooks.connectif import ConnectifHook
 
-    monkeypatch.setenv("AIRFLOW_CONN_CX_URI", "connectif://:keyid%3Asecret@api.connectif.cloud/?rate_limit_per_minute=80")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CX_URI", "connectif://:keyid%3Asecret@api.connectif.cloud/?rate_limit_per_minute=80"
+    )
     monkeypatch.setenv("AIRFLOW_CONN_CX_EMU", "connectif://:k%3As@127.0.0.1:8765/?scheme=http")
     cloud, emu = ConnectifHook("cx_uri").get_settings(), ConnectifHook("cx_emu").get_settings()
     assert (cloud.base_url, cloud.api_key) == ("https://api.connectif.cloud", "keyid:secret")

@@ -101,8 +101,7 @@ def test_several_processes_share_one_budget(backend_url: str, tmp_path: Path) ->
         """
     )
     procs = [
-        subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, cwd=REPO, text=True)
-        for _ in range(4)
+        subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, cwd=REPO, text=True) for _ in range(4)
     ]
     stamps: list[float] = []
     try:
