@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -83,6 +84,13 @@ def test_full_run_confirm_and_second_run_on_postgres(pg_database: str, postgres_
         assert len(store.rejected("contacts")) == pg_run.report.invalid + pg_run.report.duplicate
     again = run_sync("contacts", pg_database, tmp_path / "pg2", state_url=state)
     assert again.report.sent == 1 and again.report.unchanged == pg_run.report.sent - 1
+    first_sent = next(csv.DictReader((tmp_path / "pg" / "contacts-0001.csv").open(encoding="utf-8")))["_email"]
+    with StateStore(state) as store:  # the suppression list on PostgreSQL
+        assert store.suppress("contacts", [first_sent], "erasure request id=1") == 1
+    third = run_sync("contacts", pg_database, tmp_path / "pg3", state_url=state)
+    assert third.report.suppressed == 1 and third.report.unchanged == pg_run.report.sent - 2
+    with StateStore(state) as store:
+        assert store.unsuppress("contacts", [first_sent]) == 1 and store.suppressed("contacts") == []
 
 
 def test_command_line_on_postgres(pg_database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
