@@ -236,58 +236,28 @@ def read_ranges(
     queries one after another, while the next queries are already being read. Errors are re-raised in the
     consumer; closing the consumer stops the threads.
     """
-    import queue
-    import threading
-
     readers = max(1, min(readers, len(sqls)))
-    queues: list[queue.Queue[Any]] = [queue.Queue(maxsize=1) for _ in range(readers)]
-    stop = threading.Event()
-
-    def put(q: queue.Queue[Any], item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+    handoff = _Handoff(readers, 1)
 
     def work(w: int) -> None:
-        q = queues[w]
         try:
             with adbc_connect(url) as conn:
                 for i in range(w, len(sqls), readers):
                     resume = resumes[i] if resumes is not None else None
                     for table in _adbc_cursor_batches(conn, url, sqls[i], chunk_rows, resume, order_by):
-                        if not put(q, table):
+                        if not handoff.put(w, table):
                             return
-                    if not put(q, _DONE):
+                    if not handoff.put(w, _DONE):
                         return
         except BaseException as exc:  # handed to the consumer
-            put(q, exc)
+            handoff.put(w, exc)
 
-    threads = [threading.Thread(target=work, args=(w,), name=f"connectif-sync-read-{w}", daemon=True)
-               for w in range(readers)]  # fmt: skip
-    for t in threads:
-        t.start()
+    handoff.start(work, "connectif-sync-read")
     try:
         for i in range(len(sqls)):
-            q = queues[i % readers]
-            while True:
-                item = q.get()
-                if item is _DONE:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
+            yield from handoff.items(i % readers)
     finally:
-        stop.set()
-        for t, q in zip(threads, queues, strict=True):
-            while t.is_alive():  # drain so that a blocked put() sees the stop flag
-                try:
-                    q.get_nowait()
-                except queue.Empty:
-                    t.join(0.05)
+        handoff.close()
 
 
 def _sqlalchemy_batches(url: str, sql: str, chunk_rows: int) -> Iterator[pa.Table]:
@@ -309,6 +279,63 @@ _DONE = object()
 T = TypeVar("T")
 
 
+class _Handoff:
+    """Threads handing items to one consumer through bounded queues (``prefetch``, ``read_ranges``).
+
+    A producer's ``put`` gives up once the consumer stopped; an exception put in a queue is re-raised by the
+    consumer; ``close`` stops the producers and drains their queues so that none stays blocked.
+    """
+
+    def __init__(self, queues: int, depth: int) -> None:
+        import queue
+        import threading
+
+        self.queues: list[queue.Queue[Any]] = [queue.Queue(maxsize=depth) for _ in range(queues)]
+        self.stop = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def start(self, target: Callable[..., None], name: str) -> None:
+        import threading
+
+        for w in range(len(self.queues)):
+            t = threading.Thread(target=target, args=(w,), name=f"{name}-{w}" if len(self.queues) > 1 else name,
+                                 daemon=True)  # fmt: skip
+            self.threads.append(t)
+            t.start()
+
+    def put(self, w: int, item: Any) -> bool:
+        import queue
+
+        while not self.stop.is_set():
+            try:
+                self.queues[w].put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def items(self, w: int) -> Iterator[Any]:
+        """Queue ``w``'s items up to its next end mark."""
+        while True:
+            item = self.queues[w].get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        import queue
+
+        self.stop.set()
+        for t, q in zip(self.threads, self.queues, strict=True):
+            while t.is_alive():  # drain so that a blocked put() sees the stop flag
+                try:
+                    q.get_nowait()
+                except queue.Empty:
+                    t.join(0.05)
+
+
 def prefetch(chunks: Iterator[T], depth: int = 1) -> Iterator[T]:
     """Pull ``chunks`` in a background thread, ``depth`` ahead of the consumer.
 
@@ -317,48 +344,26 @@ def prefetch(chunks: Iterator[T], depth: int = 1) -> Iterator[T]:
     ``depth`` 1 keeps at most three chunks alive (being read, queued, being processed).
     Errors are re-raised in the consumer; closing the consumer stops the thread.
     """
-    import queue
-    import threading
+    handoff = _Handoff(1, depth)
 
-    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def work() -> None:
+    def work(w: int) -> None:
         try:
             for chunk in chunks:
-                while not stop.is_set():
-                    try:
-                        q.put(chunk, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not handoff.put(w, chunk):
                     break
         except BaseException as exc:  # handed to the consumer
-            q.put(exc)
+            handoff.put(w, exc)
         finally:
-            q.put(_DONE)
+            handoff.put(w, _DONE)
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()
 
-    thread = threading.Thread(target=work, name="connectif-sync-extract", daemon=True)
-    thread.start()
+    handoff.start(work, "connectif-sync-extract")
     try:
-        while True:
-            item = q.get()
-            if item is _DONE:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        yield from handoff.items(0)
     finally:
-        stop.set()
-        while thread.is_alive():  # drain so that a blocked put() sees the stop flag
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                thread.join(0.05)
+        handoff.close()
 
 
 def _resume_query(mapping: Mapping, dialect: sa.Dialect, filters: dict[str, Any], after: tuple[Any, ...]) -> str:

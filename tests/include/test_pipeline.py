@@ -36,6 +36,17 @@ def _csv(path: str) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+def _confirmed_first_run(sample, tmp_path: Path, chunk_rows: int):  # type: ignore[no-untyped-def]
+    """A copy of the sample ERP, and a first contacts run whose files Connectif confirmed in full."""
+    url = _copy(sample, tmp_path)
+    state = f"sqlite:///{tmp_path / 'state.db'}"
+    first = run_sync("contacts", url, tmp_path / "a", state_url=state, chunk_rows=chunk_rows)
+    with StateStore(state) as store:
+        for f in first.files:
+            store.confirm_file(f.path)
+    return url, state, first
+
+
 def _exec(url: str, sql: str) -> None:
     engine = sa.create_engine(url)
     with engine.begin() as conn:
@@ -221,12 +232,7 @@ def test_full_scan_skips_confirmed_sources_but_keeps_the_rules(sample, tmp_path:
 def test_full_scan_duplicate_rule_between_confirmed_and_changed_rows(sample, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """A later row that repeats the key of an unchanged confirmed row is the duplicate (first row kept),
     whether it comes in a later chunk or in the same one; deletions are still counted exactly."""
-    url = _copy(sample, tmp_path)
-    state = f"sqlite:///{tmp_path / 'state.db'}"
-    first = run_sync("contacts", url, tmp_path / "a", state_url=state, chunk_rows=150)
-    with StateStore(state) as store:
-        for f in first.files:
-            store.confirm_file(f.path)
+    url, state, first = _confirmed_first_run(sample, tmp_path, 150)
     dirty = set().union(*sample[1].dirty["customers"].values())
     early, late = (next(i for i in range(lo, 2000, 2) if i not in dirty) for lo in (301, 1971))
     # 150-row chunks: the twin of `early` is many chunks before id 5001; `late` and id 2050 share the last one
@@ -247,12 +253,7 @@ def test_full_scan_duplicate_rule_between_confirmed_and_changed_rows(sample, tmp
 def test_suppressed_keys_are_never_sent_until_unsuppressed(sample, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Erased contacts: whether their row is unchanged, changed, resynced or in a watermark window, it is set
     aside with the suppression's reason, counted, and not reported as deleted."""
-    url = _copy(sample, tmp_path)
-    state = f"sqlite:///{tmp_path / 'state.db'}"
-    first = run_sync("contacts", url, tmp_path / "a", state_url=state, chunk_rows=300)
-    with StateStore(state) as store:
-        for f in first.files:
-            store.confirm_file(f.path)
+    url, state, first = _confirmed_first_run(sample, tmp_path, 300)
     dirty = set().union(*sample[1].dirty["customers"].values())
     a, b = (next(i for i in range(lo, 2000, 2) if i not in dirty) for lo in (101, 1501))
     ea, eb = erp.clean_email(SEED, a), erp.clean_email(SEED, b)
