@@ -30,8 +30,9 @@ after** Connectif confirmed, so a run that stops half-way resumes with exactly w
   sends it again (full scans, watermark runs and full resyncs alike) even while the ERP still has the
   customer, and sets the row aside as `suppressed` in the rejected store. `connectif-sync suppressed` lists
   them; `connectif-sync unsuppress --object contacts EMAIL` withdraws one.
-* Connectif deletes the contact's activities but keeps purchases and statistics; a later purchase of an
-  erased contact is refused by Connectif (the contact no longer exists) and reported by the purchases DAG.
+* Connectif deletes the contact's activities but keeps purchases and statistics. The purchases DAG does not
+  send new purchases of a suppressed contact (repairing the missing contact would create it again): they
+  are kept with the reason `suppressed` and go once the suppression is withdrawn.
 
 **Params** — `dry_run`: list how many contacts would be deleted and the API requests it takes; delete
 nothing, write nothing.

@@ -5,7 +5,8 @@ Connectif has; each outcome is recorded right after its request, so a retried or
 where it stopped. A purchase whose contact (E0101) or products (E0102) are missing is not lost: the contact
 is upserted by email, the products from the purchase's own lines, and the purchase is sent again. What
 still fails is recorded as ``failed`` and retried by the next runs (their window reaches back
-``lookback_hours``), and reported.
+``lookback_hours``), and reported. A purchase of a contact on the suppression list (erased on request) is
+not sent at all, since the repair would create the contact again: it is kept as ``failed`` (``suppressed``).
 """
 
 from __future__ import annotations
@@ -70,6 +71,12 @@ def product_fields(payload: dict[str, Any], product_ids: Iterable[str]) -> dict[
     return out
 
 
+ERASED_DETAIL = (
+    "suppressed: the contact was erased at its owner's request, so the purchase is not sent "
+    "(withdraw with `connectif-sync unsuppress --object contacts EMAIL`)"
+)
+
+
 def send_purchase(
     hook: ConnectifHook, payload: dict[str, Any], *, trigger_event: bool, counts: SendCounts
 ) -> tuple[str, str | None]:
@@ -121,9 +128,14 @@ def send_purchase(
 def send_all(payloads: Iterable[dict[str, Any]], hook: ConnectifHook, store: Any, *, trigger_event: bool) -> SendCounts:
     """Send every payload, recording each outcome in the state store as soon as it is known."""
     counts = SendCounts()
+    erased = {s["key"] for s in store.suppressed("contacts")}  # the suppression list (erasure requests)
     for payload in payloads:
         pid = str(payload["purchaseId"])
-        status, detail = send_purchase(hook, payload, trigger_event=trigger_event, counts=counts)
+        if str(payload.get("contactEmail") or "").strip().lower() in erased:
+            # Sending it would make the E0101 repair create the erased contact again: kept, no request made.
+            status, detail = "failed", ERASED_DETAIL
+        else:
+            status, detail = send_purchase(hook, payload, trigger_event=trigger_event, counts=counts)
         store.record_purchase(pid, status, detail)
         if status == "confirmed":
             counts.confirmed += 1

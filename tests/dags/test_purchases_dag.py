@@ -86,3 +86,35 @@ def test_purchases_dry_run_sends_nothing(dag_sandbox: DagSandbox) -> None:
     assert dag_sandbox.emulator.admin.contacts() == []
     with StateStore(dag_sandbox.state_url) as store:
         assert list(store.purchase_statuses()) == []
+
+
+def test_purchases_of_an_erased_contact_are_kept_without_recreating_it(dag_sandbox: DagSandbox) -> None:
+    engine = sa.create_engine(dag_sandbox.erp_url)
+    with engine.connect() as conn:
+        emails = [
+            str(e).strip().lower()
+            for (e,) in conn.execute(
+                sa.text("SELECT c.email FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.status = 'paid'")
+            )
+            if e and "@" in str(e) and " " not in str(e).strip()
+        ]
+    engine.dispose()
+    erased = emails[0]
+    with StateStore(dag_sandbox.state_url) as store:
+        store.suppress("contacts", [erased], "erasure request id=1")
+    # dry_run=False explicitly: a dry run at the same logical date earlier in this session leaves its conf
+    # to later dag.test() runs of that DAG (Airflow's shared metadata database in the test session).
+
+    state, summary = dag_sandbox.run("connectif_purchases", trigger_purchase_event=False, dry_run=False)
+
+    assert state == "success", summary
+    assert erased not in {c["_email"] for c in dag_sandbox.emulator.admin.contacts()}
+    assert not [p for p in dag_sandbox.emulator.admin.purchases() if p["contactEmail"] == erased]
+    assert summary["kept"] == emails.count(erased) and summary["sent"] > 0
+    assert any("suppressed" in note for note in summary["notes"])
+
+    with StateStore(dag_sandbox.state_url) as store:  # the erasure withdrawn: they go with the next run
+        store.unsuppress("contacts", [erased])
+    state, again = dag_sandbox.run("connectif_purchases", trigger_purchase_event=False, dry_run=False)
+    assert state == "success" and again["sent"] == summary["kept"] and again["kept"] == 0
+    assert erased in {c["_email"] for c in dag_sandbox.emulator.admin.contacts()}
