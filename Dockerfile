@@ -8,7 +8,7 @@ FROM apache/airflow:3.3.2-python3.11
 # library falls back to numpy code that gives the same hashes, several times slower.
 USER root
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && apt-get install -y --no-install-recommends gcc libc6-dev libsqlite3-dev \
     && apt-get clean && rm -rf /var/lib/apt/lists/*
 
 # Extending the official image as its docs recommend: as the `airflow` user, pinning apache-airflow so that

@@ -26,9 +26,9 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml setup.py
 	$(BIN)/python -m pip install -q --no-deps -e .
 	@touch $@
 
-# The sync library's C row-hash accelerator, rebuilt in place when its source changes (editable install).
+# The sync library's C accelerators (row hash, SQLite source hash), rebuilt in place when its source changes (editable install).
 HASH_EXT := $(VENV)/.hashing-built
-$(HASH_EXT): include/connectif_sync/_hashing.c $(STAMP)
+$(HASH_EXT): include/connectif_sync/_hashing.c include/connectif_sync/_sqlite_hash.c $(STAMP)
 	$(BIN)/python -m pip install -q --no-deps -e .
 	@touch $@
 

@@ -16,6 +16,9 @@ Two paths produce the same Arrow chunks:
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.machinery
+import importlib.util
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,6 +35,7 @@ if TYPE_CHECKING:
 
 DEFAULT_CHUNK_ROWS = 32_768
 DEFAULT_READERS = 2  # connections reading a full table at once (ADBC): the database's own work in parallel
+PROBE_HASH_COLUMN = "__connectif_source_hash"  # the column a probe query adds (see probe_query)
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,8 @@ def build_query(
     keys: list[str] | None = None,
     id_range: tuple[int, int] | None = None,
     after: tuple[Any, ...] | None = None,
+    ids: Sequence[int] | None = None,
+    select: str | None = None,
 ) -> str:
     """The SELECT that extraction runs: the mapped columns of the source, filtered and ordered.
 
@@ -73,10 +79,12 @@ def build_query(
     ``date_column``; ``keys`` restricts the order_by's first column
     (used to retry specific rows); ``id_range`` ``(lo, hi)`` keeps ``lo <= order column < hi`` (parallel
     reads, see :func:`integer_ranges`); ``after`` keeps the rows that sort after these ``order_by`` values
-    (resuming a read). Identifiers were validated by the mapping and are quoted here.
+    (resuming a read); ``ids`` keeps the rows whose integer order column is one of these (the rows a probe
+    found unconfirmed); ``select`` replaces the column list. Identifiers were validated by the mapping and are
+    quoted here.
     """
     q = dialect.identifier_preparer.quote
-    cols = ", ".join(q(c) for c in mapping.source_columns())
+    cols = select if select is not None else ", ".join(q(c) for c in mapping.source_columns())
     table = mapping.table
     source = ".".join(q(p) for p in table.split(".")) if table is not None else f"({mapping.sql}) src"
     where: list[str] = []
@@ -93,6 +101,8 @@ def build_query(
     if keys is not None and mapping.order_by:
         escaped = ", ".join("'" + k.replace("'", "''") + "'" for k in keys) or "NULL"
         where.append(f"{q(mapping.order_by[0])} IN ({escaped})")
+    if ids is not None and mapping.order_by:
+        where.append(f"{q(mapping.order_by[0])} IN ({', '.join(str(int(i)) for i in ids) or 'NULL'})")
     selective = bool(where)
     if id_range is not None and mapping.order_by:
         where.append(
@@ -124,9 +134,21 @@ def adbc_uri(url: str | sa.URL) -> tuple[str, str] | None:
     return None
 
 
+@functools.cache
+def sqlite_hash_extension() -> str | None:
+    """The path of the compiled SQLite extension that defines ``connectif_source_hash()``
+    (``_sqlite_hash.c``), or None where it was not built (no compiler or no ``sqlite3ext.h``)."""
+    spec = importlib.util.find_spec("connectif_sync._sqlite_hash")
+    origin = spec.origin if spec is not None else None
+    if origin is None or not origin.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)):
+        return None
+    return origin
+
+
 @contextlib.contextmanager
-def adbc_connect(url: str | sa.URL) -> Iterator[Any]:
-    """An ADBC DB-API connection (SQLite file or PostgreSQL)."""
+def adbc_connect(url: str | sa.URL, *, source_hash: bool = False) -> Iterator[Any]:
+    """An ADBC DB-API connection (SQLite file or PostgreSQL); ``source_hash`` loads the SQLite extension
+    that defines ``connectif_source_hash()`` (see :func:`probe_query`)."""
     target = adbc_uri(url)
     if target is None:
         raise ValueError(f"no ADBC driver for {sa.make_url(url).render_as_string(hide_password=True)}")
@@ -135,6 +157,13 @@ def adbc_connect(url: str | sa.URL) -> Iterator[Any]:
         import adbc_driver_sqlite.dbapi
 
         conn = adbc_driver_sqlite.dbapi.connect(uri)
+        if source_hash:
+            path = sqlite_hash_extension()
+            if path is None:
+                conn.close()
+                raise RuntimeError("connectif_sync._sqlite_hash was not built (needs a C compiler and sqlite3ext.h)")
+            for option, value in (("enabled", "true"), ("path", path), ("entrypoint", "sqlite3_connectifhash_init")):
+                conn.adbc_connection.set_options(**{f"adbc.sqlite.load_extension.{option}": value})
     else:
         import adbc_driver_postgresql.dbapi
 
@@ -150,7 +179,13 @@ Resume = Callable[[tuple[Any, ...]], str]
 
 
 def _adbc_cursor_batches(
-    conn: Any, url: str, sql: str, chunk_rows: int, resume: Resume | None = None, order_by: Sequence[str] = ()
+    conn: Any,
+    url: str,
+    sql: str,
+    chunk_rows: int,
+    resume: Resume | None = None,
+    order_by: Sequence[str] = (),
+    empty: bool = False,
 ) -> Iterator[pa.Table]:
     """Run ``sql`` and yield its rows in tables of about ``chunk_rows``.
 
@@ -158,7 +193,10 @@ def _adbc_cursor_batches(
     NULL all through that batch becomes int64, and the first text value after it fails the read ("Type
     mismatch", a documented limitation of the driver). Such a read is resumed after the last row received,
     with ``resume(last order_by values)``: the new statement infers again from its own first batch.
+    ``empty``: a result without rows yields one empty table (with the result's columns) rather than none.
     """
+    schema: pa.Schema | None = None
+    yielded = False
     while sql:
         last: tuple[Any, ...] | None = None
         pending: list[pa.RecordBatch] = []
@@ -168,6 +206,7 @@ def _adbc_cursor_batches(
                 cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(chunk_rows)})
             cur.execute(sql)
             reader = cur.fetch_record_batch()
+            schema = schema or reader.schema
             try:
                 for batch in reader:
                     pending.append(batch)
@@ -176,7 +215,7 @@ def _adbc_cursor_batches(
                         last = tuple(batch.column(c)[batch.num_rows - 1].as_py() for c in order_by)
                     if rows >= chunk_rows:
                         yield pa.Table.from_batches(pending)
-                        pending, rows = [], 0
+                        pending, rows, yielded = [], 0, True
                 sql = ""
             except Exception as exc:
                 if resume is None or last is None or "type mismatch" not in str(exc).lower():
@@ -184,6 +223,9 @@ def _adbc_cursor_batches(
                 sql = resume(last)
         if pending:
             yield pa.Table.from_batches(pending)
+            yielded = True
+    if empty and not yielded and schema is not None:
+        yield schema.empty_table()
 
 
 def integer_ranges(url: str, mapping: Mapping, chunk_rows: int) -> list[tuple[int, int]] | None:
@@ -221,6 +263,27 @@ def integer_ranges(url: str, mapping: Mapping, chunk_rows: int) -> list[tuple[in
     return [(start, start + width) for start in range(lo, hi + 1, width)]
 
 
+def probe_query(mapping: Mapping, dialect: sa.Dialect, fingerprint: int, **filters: Any) -> str:
+    """A SQLite query of each row's order column, ``updated_at`` and source hash only (column
+    :data:`PROBE_HASH_COLUMN`, NULL for a row with REAL or BLOB values), computed by SQLite with the
+    ``connectif_source_hash()`` extension (:func:`adbc_connect` with ``source_hash=True``): the same value as
+    ``connectif_sync.pipeline.source_hashes`` of the row read in full. ``fingerprint`` is the mapping's, as a
+    signed 64-bit integer; ``filters`` are :func:`build_query`'s.
+    """
+    q = dialect.identifier_preparer.quote
+    hashed = ", ".join(q(c) for c in mapping.source_columns() if c != mapping.updated_at)
+    cols = [q(mapping.order_by[0])] + ([q(mapping.updated_at)] if mapping.updated_at else [])
+    select = ", ".join(cols) + f", connectif_source_hash({int(fingerprint)}, {hashed}) AS {q(PROBE_HASH_COLUMN)}"
+    return build_query(mapping, dialect, select=select, **filters)
+
+
+def read_table(
+    conn: Any, url: str, sql: str, chunk_rows: int, resume: Resume | None = None, order_by: Sequence[str] = ()
+) -> pa.Table:
+    """All rows of ``sql`` as one table (for the few rows a probe found unconfirmed)."""
+    return pa.concat_tables(_adbc_cursor_batches(conn, url, sql, chunk_rows, resume, order_by, empty=True))
+
+
 def read_ranges(
     url: str,
     sqls: list[str],
@@ -228,12 +291,16 @@ def read_ranges(
     readers: int,
     resumes: list[Resume] | None = None,
     order_by: Sequence[str] = (),
-) -> Iterator[pa.Table]:
+    transform: Callable[[Any, pa.Table], Any] | None = None,
+    source_hash: bool = False,
+) -> Iterator[Any]:
     """The chunks of ``sqls`` in order, read by ``readers`` ADBC connections at once.
 
     Query ``i`` is read by thread ``i % readers``, each with its own connection and a one-chunk queue; the
     consumer takes query 0's chunks, then query 1's, and so on, so the order is exactly that of reading the
-    queries one after another, while the next queries are already being read. Errors are re-raised in the
+    queries one after another, while the next queries are already being read. ``transform(conn, chunk)``, when
+    given, runs in the reader thread (with its connection) and its result is yielded instead of the chunk;
+    ``source_hash`` loads the source-hash extension (:func:`adbc_connect`). Errors are re-raised in the
     consumer; closing the consumer stops the threads.
     """
     readers = max(1, min(readers, len(sqls)))
@@ -241,11 +308,12 @@ def read_ranges(
 
     def work(w: int) -> None:
         try:
-            with adbc_connect(url) as conn:
+            with adbc_connect(url, source_hash=source_hash) as conn:
                 for i in range(w, len(sqls), readers):
                     resume = resumes[i] if resumes is not None else None
                     for table in _adbc_cursor_batches(conn, url, sqls[i], chunk_rows, resume, order_by):
-                        if not handoff.put(w, table):
+                        item = transform(conn, table) if transform is not None else table
+                        if not handoff.put(w, item):
                             return
                     if not handoff.put(w, _DONE):
                         return
@@ -368,6 +436,22 @@ def prefetch(chunks: Iterator[T], depth: int = 1) -> Iterator[T]:
 
 def _resume_query(mapping: Mapping, dialect: sa.Dialect, filters: dict[str, Any], after: tuple[Any, ...]) -> str:
     return build_query(mapping, dialect, after=after, **filters)
+
+
+def resume_query(mapping: Mapping, dialect: sa.Dialect, **filters: Any) -> Resume:
+    """How to resume :func:`build_query`'s query (same ``filters``) after some ``order_by`` values."""
+    return partial(_resume_query, mapping, dialect, filters)
+
+
+def _resume_probe(
+    mapping: Mapping, dialect: sa.Dialect, fingerprint: int, filters: dict[str, Any], after: tuple[Any, ...]
+) -> str:
+    return probe_query(mapping, dialect, fingerprint, after=after, **filters)
+
+
+def resume_probe(mapping: Mapping, dialect: sa.Dialect, fingerprint: int, **filters: Any) -> Resume:
+    """How to resume :func:`probe_query`'s query (same ``filters``) after some ``order_by`` values."""
+    return partial(_resume_probe, mapping, dialect, fingerprint, filters)
 
 
 def extract_arrow(

@@ -27,9 +27,26 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import sqlalchemy as sa
 
 from connectif_sync.chunk import DEFAULT_MAX_FILE_BYTES, ChunkFile, ChunkWriter
-from connectif_sync.extract import DEFAULT_CHUNK_ROWS, DEFAULT_READERS, extract_arrow, prefetch
+from connectif_sync.extract import (
+    DEFAULT_CHUNK_ROWS,
+    DEFAULT_READERS,
+    PROBE_HASH_COLUMN,
+    adbc_connect,
+    adbc_uri,
+    build_query,
+    extract_arrow,
+    integer_ranges,
+    prefetch,
+    probe_query,
+    read_ranges,
+    read_table,
+    resume_probe,
+    resume_query,
+    sqlite_hash_extension,
+)
 from connectif_sync.hashing import as_signed, hash_columns, hash_csv_rows, hash_strings, mix64
 from connectif_sync.mappings import Mapping, resolve_mapping
 from connectif_sync.shape import ShapedChunk, shape, to_text
@@ -168,26 +185,24 @@ def run_sync(
 
         def prepare(table: pa.Table) -> _Prepared:
             """Background thread: hash the source rows, skip those Connectif confirmed, shape the rest."""
-            src = as_signed(source_hashes(table, m, fingerprint))
-            if not skip_known:
-                none = np.zeros(table.num_rows, bool)
-                return _Prepared(table, src, none, np.zeros(0, np.int64), shape(table, m) if table.num_rows else None)
-            assert index is not None
-            known, at = index.find_sources(src)
-            rest = table if not known.any() else table.filter(pa.array(~known))
-            return _Prepared(table, src, known, at[known], shape(rest, m) if rest.num_rows else None)
+            return _prepare(table, m, fingerprint, index if skip_known else None)
 
-        # Extraction runs in reader threads (extract_arrow), hashing and shaping in a background thread,
-        # validation onwards in this one: Arrow, numpy, the database drivers and the C hash release the GIL,
-        # so both cores work at once.
-        for prep in prefetch(prepare(t) for t in chunks):
-            table = prep.table
-            report.extracted += table.num_rows
-            updated_all = _updated_text(table, m)
-            if updated_all is not None and updated_all.null_count < len(updated_all):
-                top = pc.max(updated_all).as_py()
-                high = top if high is None or top > high else high
-            if prep.known.any():
+        # Extraction runs in reader threads, hashing and shaping in a background thread (or, when a probe
+        # reads the source, in the reader threads too), validation onwards in this one: Arrow, numpy, the
+        # database drivers and the C hash release the GIL, so both cores work at once.
+        probed = _probe(source_url, m, index, fingerprint, chunk_rows, readers) if skip_known else None
+        if probed is not None:
+            prepared: Iterator[_Prepared] = probed
+        else:
+            chunks = extract_arrow(
+                source_url, m, since=since, chunk_rows=chunk_rows, path=extract_path, readers=readers
+            )
+            prepared = prefetch(prepare(t) for t in chunks)
+        for prep in prepared:
+            report.extracted += prep.rows
+            if prep.high is not None:
+                high = prep.high if high is None or prep.high > high else high
+            if len(prep.known_at):
                 # Rows whose source is exactly what Connectif confirmed: unchanged, and their keys count for
                 # the duplicate rule before this chunk's other rows (see the module docstring).
                 assert index is not None
@@ -202,7 +217,7 @@ def run_sync(
                         hashes = as_signed(hash_strings(pa.array(names, pa.string()))).tolist()
                         for k, h in zip(names, hashes, strict=True):
                             rejected.append(_suppressed_row(k, None, m, suppressed.get(h)))
-                report.unchanged += int(prep.known.sum() - dup_known.sum() - gone_known.sum())
+                report.unchanged += int(len(prep.known_at) - dup_known.sum() - gone_known.sum())
                 if dup_known.any():
                     report.duplicate += int(dup_known.sum())
                     reason = "duplicate key: an earlier row with the same key was kept"
@@ -212,12 +227,7 @@ def run_sync(
                 continue
             table_rest = prep.shaped.source
             assert table_rest is not None
-            if prep.known.any():
-                rest_pos = np.flatnonzero(~prep.known)
-                updated = updated_all.take(pa.array(rest_pos)) if updated_all is not None else None
-                src_rest = prep.src[rest_pos]
-            else:  # a first run: every row is shaped, nothing to pick
-                updated, src_rest = updated_all, prep.src
+            updated, src_rest = _updated_text(table_rest, m), prep.src
             checked = validate(prep.shaped, m, seen)
             report.invalid += checked.invalid_rows
             report.duplicate += checked.duplicate_rows
@@ -364,11 +374,126 @@ class _IndexedSeen:
 
 @dataclass
 class _Prepared:
-    table: pa.Table
-    src: np.ndarray  # source hash of every row
-    known: np.ndarray  # rows whose source hash Connectif confirmed
-    known_at: np.ndarray  # their positions in the state index
-    shaped: ShapedChunk | None  # the other rows, shaped
+    """One chunk, ready for validation: how many rows it had, the latest ``updated_at`` among them, the
+    state-index positions of the rows whose source Connectif confirmed, and the other rows, shaped."""
+
+    rows: int
+    high: str | None
+    known_at: np.ndarray  # positions in the state index of the rows unchanged by source hash
+    src: np.ndarray  # source hash of each row of ``shaped``
+    shaped: ShapedChunk | None  # the other rows, shaped (their source table is ``shaped.source``)
+
+
+def _high(table: pa.Table, mapping: Mapping) -> str | None:
+    updated = _updated_text(table, mapping)
+    if updated is None or updated.null_count == len(updated):
+        return None
+    top: str | None = pc.max(updated).as_py()
+    return top
+
+
+def _prepare(
+    table: pa.Table,
+    mapping: Mapping,
+    fingerprint: np.uint64,
+    index: StateIndex | None,
+    high: str | None = None,
+    known_at: np.ndarray | None = None,
+    rows: int | None = None,
+) -> _Prepared:
+    """Hash the source rows of ``table``, set aside those whose source hash ``index`` has (when given), shape
+    the rest. ``high``, ``known_at`` and ``rows`` add what a probe already found (see :func:`_probe`)."""
+    src = as_signed(source_hashes(table, mapping, fingerprint))
+    high = _max_text(high, _high(table, mapping))
+    rows = table.num_rows if rows is None else rows
+    at_before = known_at if known_at is not None else np.zeros(0, np.int64)
+    if index is None:
+        return _Prepared(rows, high, at_before, src, shape(table, mapping) if table.num_rows else None)
+    known, at = index.find_sources(src)
+    if not known.any():
+        return _Prepared(rows, high, at_before, src, shape(table, mapping) if table.num_rows else None)
+    rest = table.filter(pa.array(~known))
+    return _Prepared(
+        rows,
+        high,
+        np.concatenate([at_before, at[known]]),
+        src[~known],
+        shape(rest, mapping) if rest.num_rows else None,
+    )
+
+
+def _max_text(a: str | None, b: str | None) -> str | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+PROBE_MIN_KNOWN = 0.5  # a probe is used when at least this share of the first range's rows is confirmed
+PROBE_FULL_READ = 0.25  # a probed chunk with more unconfirmed rows than this share is read whole instead
+
+
+def _probe(
+    source_url: str, mapping: Mapping, index: StateIndex | None, fingerprint: np.uint64, chunk_rows: int,
+    readers: int,
+) -> Iterator[_Prepared] | None:  # fmt: skip
+    """A full scan that reads most rows' source hash only: the chunks of a SQLite table keyed by an
+    integer, or None where a probe does not apply (another database, no ``_sqlite_hash`` extension, a SQL
+    source, no integer key, an empty index) or does not pay (the first range mostly unconfirmed, or
+    mostly REAL/BLOB values, which the SQLite hash leaves to the full read).
+
+    Each range of the key is read as (key, ``updated_at``, source hash computed by SQLite); the rows whose
+    hash Connectif confirmed are done; the others are read in full by key (``IN``), hashed and shaped as in
+    any other run, all in the reader threads. Reading three columns instead of every value is most of a
+    second run's cost saved (bench/README.md). The hashes are those of the full read, so confirmed state
+    written by either path serves both.
+    """
+    if index is None or len(index) == 0 or index.source_hashes is None:
+        return None
+    target = adbc_uri(source_url)
+    if target is None or target[0] != "sqlite" or sqlite_hash_extension() is None or not mapping.order_by:
+        return None
+    ranges = integer_ranges(source_url, mapping, chunk_rows)
+    if not ranges:
+        return None
+    dialect = sa.make_url(source_url).get_dialect()()
+    fp = int(np.array([fingerprint], np.uint64).view(np.int64)[0])
+    index.prepare_sources()  # the sorted copy, built once before the threads share the index
+    key = mapping.order_by[0]
+
+    def hashes_of(probe: pa.Table) -> np.ndarray:
+        col = probe.column(PROBE_HASH_COLUMN)
+        if not pa.types.is_integer(col.type):  # NULL all through a batch: typed null by the driver
+            col = pc.cast(col, pa.int64())
+        return np.asarray(pc.fill_null(col, 0).to_numpy(), dtype=np.int64)
+
+    with adbc_connect(source_url, source_hash=True) as conn:  # is it worth it? the first range tells
+        first = read_table(conn, source_url, probe_query(mapping, dialect, fp, id_range=ranges[0]), chunk_rows,
+                           resume_probe(mapping, dialect, fp, id_range=ranges[0]), mapping.order_by)  # fmt: skip
+    if first.num_rows == 0 or index.find_sources(hashes_of(first))[0].mean() < PROBE_MIN_KNOWN:
+        return None
+
+    def transform(conn: Any, probe: pa.Table) -> _Prepared:
+        """In a reader thread: the rows of one probed chunk that are not confirmed, read in full and shaped."""
+        known, at = index.find_sources(hashes_of(probe))
+        ids = probe.column(key)
+        high = _high(probe, mapping)
+        if probe.num_rows == 0:
+            return _Prepared(0, None, np.zeros(0, np.int64), np.zeros(0, np.int64), None)
+        if (~known).mean() > PROBE_FULL_READ:  # mostly unconfirmed: read the chunk's key range whole
+            lo, hi = int(pc.min(ids).as_py()), int(pc.max(ids).as_py()) + 1
+            filters: dict[str, Any] = {"id_range": (lo, hi)}
+            full = read_table(conn, source_url, build_query(mapping, dialect, **filters), chunk_rows,
+                              resume_query(mapping, dialect, **filters), mapping.order_by)  # fmt: skip
+            return _prepare(full, mapping, fingerprint, index)
+        wanted = ids.filter(pa.array(~known)).to_pylist()
+        filters = {"ids": wanted}
+        rest = read_table(conn, source_url, build_query(mapping, dialect, **filters), chunk_rows,
+                          resume_query(mapping, dialect, **filters), mapping.order_by)  # fmt: skip
+        # Rows read again count once: the probe's known ones plus whatever the second read returned (a row
+        # deleted in between is simply not extracted, as with any read that is not one transaction).
+        return _prepare(rest, mapping, fingerprint, index, high, at[known], int(known.sum()) + rest.num_rows)
+
+    sqls = [probe_query(mapping, dialect, fp, id_range=r) for r in ranges]
+    resumes = [resume_probe(mapping, dialect, fp, id_range=r) for r in ranges]
+    return read_ranges(source_url, sqls, chunk_rows, readers, resumes, mapping.order_by, transform, source_hash=True)
 
 
 def mapping_fingerprint(mapping: Mapping) -> np.uint64:

@@ -157,6 +157,12 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 
 
+def _run_clock() -> datetime:
+    """Run start/finish times keep their microseconds: "the latest run" must not be a tie between two runs
+    of the same second (a retried task, a test, a backfill)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
 @dataclass
 class StateIndex:
     """The confirmed hashes of one object, sorted by key hash, for a full-scan diff (24 bytes per key)."""
@@ -195,14 +201,22 @@ class StateIndex:
         self.seen[idx[found]] = True
         return found, np.where(found, self.row_hashes[idx], 0)
 
+    def prepare_sources(self) -> None:
+        """Sort the source hashes for :meth:`find_sources` (done on first use; call it before sharing the
+        index between threads)."""
+        if self.source_hashes is not None and (self._by_source is None or self._sorted_sources is None):
+            by_source = np.argsort(self.source_hashes)
+            self._sorted_sources = self.source_hashes[by_source]
+            self._by_source = by_source
+
     def find_sources(self, source_hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(found, position)`` of rows whose source hash was confirmed (read-only: safe from a thread)."""
+        """``(found, position)`` of rows whose source hash was confirmed (read-only once
+        :meth:`prepare_sources` ran: safe from threads)."""
         n = len(source_hashes)
         if self.source_hashes is None or len(self.key_hashes) == 0:
             return np.zeros(n, bool), np.zeros(n, np.int64)
-        if self._by_source is None or self._sorted_sources is None:
-            self._by_source = np.argsort(self.source_hashes)
-            self._sorted_sources = self.source_hashes[self._by_source]
+        self.prepare_sources()
+        assert self._by_source is not None and self._sorted_sources is not None
         srt = self._sorted_sources
         order = np.argsort(source_hashes)
         at = np.empty(n, dtype=np.int64)
@@ -401,7 +415,7 @@ class StateStore:
                     run_id=run_id,
                     object=obj,
                     mode=mode,
-                    started_at=_now(),
+                    started_at=_run_clock(),
                     since=since.strftime("%Y-%m-%d %H:%M:%S") if since else None,
                 )
             )
@@ -444,7 +458,7 @@ class StateStore:
             conn.execute(
                 runs_table.update()
                 .where(runs_table.c.run_id == run_id)
-                .values(finished_at=now, high_water=high_water, report=json.dumps(report))
+                .values(finished_at=_run_clock(), high_water=high_water, report=json.dumps(report))
             )
             keep = [
                 r[0]

@@ -41,6 +41,7 @@ print(json.dumps({
     "mappings": mappings,
     "emulator_main": importlib.util.find_spec("emulator.__main__").origin,
     "hash_accelerator": importlib.import_module("connectif_sync.hashing").ACCELERATED,
+    "sqlite_hash": importlib.import_module("connectif_sync.extract").sqlite_hash_extension(),
 }))
 """
 
@@ -101,3 +102,6 @@ def test_image_install_of_the_project(tmp_path: Path) -> None:
     assert not missing, f"mapping files missing from the wheel: {missing}"
     if shutil.which("cc") or shutil.which("gcc"):  # the image installs gcc for it
         assert found["hash_accelerator"], "the wheel was built without the C row-hash accelerator"
+        if Path("/usr/include/sqlite3ext.h").exists():  # the image installs libsqlite3-dev for it
+            assert found["sqlite_hash"], "the wheel was built without the SQLite source-hash extension"
+            assert found["sqlite_hash"].startswith(str(target))

@@ -1,0 +1,221 @@
+"""The SQLite probe of a full scan: hashes computed by SQLite equal the full read's, and a probed second run
+gives exactly what a run reading every value gives (reports, files, rejected rows)."""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import sqlalchemy as sa
+
+from connectif_sync import StateStore, erp, run_sync
+from connectif_sync.extract import (
+    PROBE_HASH_COLUMN,
+    adbc_connect,
+    build_query,
+    probe_query,
+    read_table,
+    sqlite_hash_extension,
+)
+from connectif_sync.hashing import as_signed
+from connectif_sync.mappings import resolve_mapping
+from connectif_sync.pipeline import mapping_fingerprint, source_hashes
+
+pipeline = sys.modules["connectif_sync.pipeline"]  # the package exports a function of the same name
+
+pytestmark = pytest.mark.skipif(sqlite_hash_extension() is None, reason="connectif_sync._sqlite_hash not built")
+
+SEED = 5
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, set[int]]:
+    """The sample ERP, and the ids of its clean contacts."""
+    path = tmp_path_factory.mktemp("erp") / "erp.db"
+    summary = erp.generate(
+        f"sqlite:///{path}", contacts=2000, products=50, orders=10, coupons=10, seed=SEED, dirty_rate=0.1
+    )
+    return path, set(range(1, 2001)) - set().union(*summary.dirty["customers"].values())
+
+
+@pytest.fixture
+def sample(generated: tuple[Path, set[int]]) -> Path:
+    return generated[0]
+
+
+def _copy(sample: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "erp.db"
+    dst.write_bytes(sample.read_bytes())
+    return dst
+
+
+def _exec(db: Path, *sql: str) -> None:
+    con = sqlite3.connect(db)
+    with con:
+        for s in sql:
+            con.execute(s)
+    con.close()
+
+
+def _signed(fp: np.uint64) -> int:
+    return int(np.array([fp], np.uint64).view(np.int64)[0])
+
+
+def _both_hashes(db: Path) -> tuple[np.ndarray, pa.Array]:
+    """The Arrow path's source hashes and SQLite's, per contact (in id order)."""
+    url = f"sqlite:///{db}"
+    m = resolve_mapping("contacts")
+    fp = mapping_fingerprint(m)
+    dialect = sa.make_url(url).get_dialect()()
+    with adbc_connect(url, source_hash=True) as conn:
+        full = read_table(conn, url, build_query(m, dialect), 100_000)
+        probe = read_table(conn, url, probe_query(m, dialect, _signed(fp)), 100_000)
+    assert probe.column("id").to_pylist() == full.column("id").to_pylist()
+    return as_signed(source_hashes(full, m, fp)), probe.column(PROBE_HASH_COLUMN)
+
+
+def test_sqlite_source_hash_equals_the_full_reads(sample: Path, tmp_path: Path) -> None:
+    """Every kind of dirty value (unicode, quotes, delimiters, newlines, NULLs, leading zeros, over-long text)
+    hashes alike in SQLite and through Arrow; a row with a REAL or BLOB value gets NULL (left to the full
+    read)."""
+    db = _copy(sample, tmp_path)
+    _exec(
+        db,
+        "UPDATE customers SET newsletter_consent = 0.5 WHERE id = 3",
+        "UPDATE customers SET first_name = X'414243' WHERE id = 4",
+        "UPDATE customers SET first_name = NULL, last_name = '' WHERE id = 5",
+        "UPDATE customers SET newsletter_consent = 7 WHERE id = 6",
+    )
+    arrow, probe = _both_hashes(db)
+    assert probe.null_count == 2 and not probe[2].is_valid and not probe[3].is_valid
+    keep = np.asarray(probe.is_valid().to_numpy(zero_copy_only=False), bool)
+    got = np.asarray(probe.fill_null(0).to_numpy(), np.int64)
+    assert (got[keep] == arrow[keep]).all()
+    assert len(set(got[keep].tolist())) == keep.sum()  # and they differ from row to row
+
+
+def _second_run(
+    db: Path, state: Path, out: Path, probe: bool, monkeypatch: pytest.MonkeyPatch, mapping: Path | None = None
+) -> dict[str, Any]:
+    """A full-scan run from a copy of the confirmed ``state``: report, files' bytes, stored rejected rows, and
+    whether the probe read the source."""
+    used: list[bool] = []
+    real = pipeline._probe
+
+    def spy(*a: Any, **k: Any) -> Any:
+        chunks = real(*a, **k) if probe else None
+        used.append(chunks is not None)
+        return chunks
+
+    copy = out.parent / f"{out.name}-state.db"
+    copy.write_bytes(state.read_bytes())
+    with monkeypatch.context() as mp:
+        mp.setattr(pipeline, "_probe", spy)
+        result = run_sync(
+            "contacts", f"sqlite:///{db}", out, state_url=f"sqlite:///{copy}", chunk_rows=100, mapping=mapping
+        )
+    report = {k: v for k, v in result.report.as_dict().items() if k not in ("run_id", "duration_s")}
+    with StateStore(f"sqlite:///{copy}") as store:
+        rejected = sorted(
+            (r["key"] or "", r["source_ref"] or "", r["field"], r["reason"], r["value"] or "")
+            for r in store.rejected("contacts", limit=100_000)
+        )
+    files = [(Path(f.path).name, Path(f.path).read_bytes()) for f in result.files]
+    return {"report": report, "files": files, "rejected": rejected, "probed": used == [True]}
+
+
+def _confirmed(db: Path, tmp_path: Path, mapping: Path | None = None) -> Path:
+    state = tmp_path / "state.db"
+    first = run_sync(
+        "contacts", f"sqlite:///{db}", tmp_path / "first", state_url=f"sqlite:///{state}", chunk_rows=100,
+        mapping=mapping,
+    )  # fmt: skip
+    with StateStore(f"sqlite:///{state}") as store:
+        for f in first.files:
+            store.confirm_file(f.path)
+    return state
+
+
+def test_probed_full_scan_gives_what_a_full_read_gives(
+    generated: tuple[Path, set[int]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Changed, new, deleted, duplicate and invalid rows among every kind of dirty data: the same report,
+    files and rejected rows with and without the probe."""
+    sample, clean = generated
+    db = _copy(sample, tmp_path)
+    state = _confirmed(db, tmp_path)
+    moved = sorted(i for i in clean if i % 50 == 7)
+    invalid, gone, twin, gone2 = (sorted(clean - set(moved))[k] for k in (300, 10, 20, 1400))
+    _exec(
+        db,
+        "UPDATE customers SET last_name = 'Moved', updated_at = '2026-02-01 00:00:00' WHERE id % 50 = 7",
+        f"UPDATE customers SET email = 'not an email' WHERE id = {invalid}",
+        f"DELETE FROM customers WHERE id IN ({gone}, {gone2})",
+        "INSERT INTO customers (id, customer_code, email, first_name, created_at, updated_at) SELECT 5000, "
+        f"'X', email, 'Twin', created_at, updated_at FROM customers WHERE id = {twin}",
+        "INSERT INTO customers (id, customer_code, email, first_name, created_at, updated_at) "
+        "VALUES (5001, 'Y', 'new.one@example.com', 'New', '2025-01-01', '2025-01-01')",
+    )
+    probed = _second_run(db, state, tmp_path / "probed", True, monkeypatch)
+    full = _second_run(db, state, tmp_path / "full", False, monkeypatch)
+    assert probed["probed"] and not full["probed"]
+    assert probed["report"] == full["report"]
+    r = probed["report"]
+    assert (r["changed"], r["new"], r["deleted"], r["sent"]) == (len(moved), 1, 3, len(moved) + 1)
+    assert r["high_water"] == "2026-02-01 00:00:00"
+    assert probed["files"] == full["files"]
+    assert probed["rejected"] == full["rejected"]
+    assert any(x[1] == "id=5000" and x[3].startswith("duplicate key") for x in probed["rejected"])
+    assert any(x[1] == f"id={invalid}" and x[3] == "invalid email address" for x in probed["rejected"])
+
+
+PEOPLE = """
+object: contacts
+source: {table: people}
+key: _email
+order_by: [id]
+updated_at: updated_at
+fields:
+  _email: {column: email, type: email, required: true}
+  _points: {column: points, type: integer, min: 0}
+"""
+
+
+def test_rows_with_real_values_are_found_by_their_full_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite leaves REAL values to the full read (its text of them may differ from Arrow's): such rows are
+    read in full by key and found unchanged by their Arrow hash, in chunks that are otherwise probed."""
+    db = tmp_path / "people.db"
+    _exec(
+        db,
+        "CREATE TABLE people (id INTEGER PRIMARY KEY, email TEXT, points, updated_at TEXT)",
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000) "
+        "INSERT INTO people SELECT i, 'p' || i || '@example.com', "
+        "CASE WHEN i % 10 = 0 THEN i * 1.0 ELSE i END, '2025-01-01 00:00:00' FROM n",
+    )
+    mapping = tmp_path / "people.yaml"
+    mapping.write_text(PEOPLE, encoding="utf-8")
+    state = _confirmed(db, tmp_path, mapping)
+    _exec(db, "UPDATE people SET points = points + 1, updated_at = '2025-06-01 00:00:00' WHERE id % 100 IN (5, 20)")
+    probed = _second_run(db, state, tmp_path / "probed", True, monkeypatch, mapping)
+    full = _second_run(db, state, tmp_path / "full", False, monkeypatch, mapping)
+    assert probed["probed"] and probed["report"] == full["report"] and probed["files"] == full["files"]
+    assert (probed["report"]["changed"], probed["report"]["unchanged"]) == (60, 2940)
+    body = probed["files"][0][1].decode()
+    assert '"p20@example.com","21"' in body and '"p5@example.com","6"' in body
+
+
+def test_probe_stands_aside_when_it_would_not_pay(
+    sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Most rows unconfirmed in the first range (here: every name changed): the scan reads every value."""
+    db = _copy(sample, tmp_path)
+    state = _confirmed(db, tmp_path)
+    _exec(db, "UPDATE customers SET first_name = first_name || '!' WHERE first_name IS NOT NULL")
+    run = _second_run(db, state, tmp_path / "b", True, monkeypatch)
+    assert not run["probed"]
+    assert run["report"]["changed"] > 1500 and run["report"]["unchanged"] < 200
