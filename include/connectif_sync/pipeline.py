@@ -12,7 +12,9 @@ their rows are set aside as ``suppressed`` with the suppression's reason.
 
 A full scan also hashes each row's *source* values together with the mapping: a row whose source hash
 Connectif confirmed is unchanged without being shaped, validated or rendered, which is most of the cost of
-a second run. Changing the mapping changes every source hash, so nothing stale is skipped.
+a second run. Changing the mapping changes every source hash, so nothing stale is skipped. On a SQLite table
+keyed by an integer, the scan *probes* first (:func:`_probe`): SQLite computes the source hashes itself, so
+only each row's key, ``updated_at`` and hash are read, and the unconfirmed rows are then read in full by key.
 """
 
 from __future__ import annotations
@@ -349,16 +351,22 @@ class _IndexedSeen:
         """Register the keys of index entries ``at``; return the mask of those already kept (earlier, or
         earlier in ``at``)."""
         assert self.index is not None
-        dup = self.index.seen[at]
-        if len(at) > 1:
-            # Repeats inside ``at`` without sorting it: write each row's ordinal at its entry in reverse
-            # order, so that the first occurrence's ordinal is the one that stays.
-            if self._first is None:
-                self._first = np.empty(len(self.index), dtype=np.int64)
-            ordinal = np.arange(len(at))
-            self._first[at[::-1]] = ordinal[::-1]
-            dup |= self._first[at] != ordinal
-        self.index.seen[at] = True
+        seen = self.index.seen
+        dup = seen[at]
+        if len(at) <= 1:
+            seen[at] = True
+            return dup
+        before = np.count_nonzero(seen)
+        seen[at] = True
+        if np.count_nonzero(seen) - before == len(at) - np.count_nonzero(dup):
+            return dup  # each entry not seen before came once: no repeat inside ``at`` (the usual case)
+        # Repeats inside ``at`` without sorting it: write each row's ordinal at its entry in reverse order, so
+        # that the first occurrence's ordinal is the one that stays.
+        if self._first is None:
+            self._first = np.empty(len(self.index), dtype=np.int64)
+        ordinal = np.arange(len(at))
+        self._first[at[::-1]] = ordinal[::-1]
+        dup |= self._first[at] != ordinal
         return dup
 
     def add_new(self, hashes: np.ndarray) -> np.ndarray:
