@@ -28,7 +28,7 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml setup.py
 
 # The sync library's C accelerators (row hash, SQLite source hash), rebuilt in place when its source changes (editable install).
 HASH_EXT := $(VENV)/.hashing-built
-$(HASH_EXT): include/connectif_sync/_hashing.c include/connectif_sync/_sqlite_hash.c $(STAMP)
+$(HASH_EXT): include/connectif_sync/_hashing.c include/connectif_sync/_sqlite_hash.c include/connectif_sync/_hash64.h $(STAMP)
 	$(BIN)/python -m pip install -q --no-deps -e .
 	@touch $@
 

@@ -13,12 +13,14 @@ setup(
         Extension(
             "connectif_sync._hashing",
             sources=["include/connectif_sync/_hashing.c"],
+            depends=["include/connectif_sync/_hash64.h"],
             extra_compile_args=["-O3"],
             optional=True,
         ),
         Extension(
             "connectif_sync._sqlite_hash",
             sources=["include/connectif_sync/_sqlite_hash.c"],
+            depends=["include/connectif_sync/_hash64.h"],
             extra_compile_args=["-O3"],
             optional=True,
         ),

@@ -21,9 +21,7 @@
 #include <Python.h>
 #include <stdint.h>
 
-#define HASH_P 0x100000001B3ULL
-#define HASH_GOLDEN 0x9E3779B97F4A7C15ULL
-#define SEPARATOR 0x1f
+#include "_hash64.h"
 /* Powers of HASH_P (mod 2^64). */
 #define P1 HASH_P
 #define P2 (P1 * HASH_P)
@@ -33,15 +31,6 @@
 #define P6 (P5 * HASH_P)
 #define P7 (P6 * HASH_P)
 #define P8 (P7 * HASH_P)
-
-static inline uint64_t mix64(uint64_t h) {
-    h ^= h >> 30;
-    h *= 0xBF58476D1CE4E5B9ULL;
-    h ^= h >> 27;
-    h *= 0x94D049BB133111EBULL;
-    h ^= h >> 31;
-    return h;
-}
 
 typedef struct {
     Py_buffer offsets;

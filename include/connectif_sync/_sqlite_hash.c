@@ -22,18 +22,7 @@
 SQLITE_EXTENSION_INIT1
 #include <stdint.h>
 
-#define HASH_P 0x100000001B3ULL
-#define HASH_GOLDEN 0x9E3779B97F4A7C15ULL
-#define SEPARATOR 0x1f
-
-static inline uint64_t mix64(uint64_t h) {
-    h ^= h >> 30;
-    h *= 0xBF58476D1CE4E5B9ULL;
-    h ^= h >> 27;
-    h *= 0x94D049BB133111EBULL;
-    h ^= h >> 31;
-    return h;
-}
+#include "_hash64.h"
 
 static void source_hash(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     if (argc < 1) {
