@@ -284,6 +284,14 @@ def read_table(
     return pa.concat_tables(_adbc_cursor_batches(conn, url, sql, chunk_rows, resume, order_by, empty=True))
 
 
+def read_rows(conn: Any, url: str, mapping: Mapping, dialect: sa.Dialect, chunk_rows: int, **filters: Any) -> pa.Table:
+    """All rows of :func:`build_query`'s query with ``filters``, as one table (resumed like any read)."""
+    return read_table(
+        conn, url, build_query(mapping, dialect, **filters), chunk_rows, resume_query(mapping, dialect, **filters),
+        mapping.order_by,
+    )  # fmt: skip
+
+
 def read_ranges(
     url: str,
     sqls: list[str],
@@ -481,10 +489,10 @@ def extract_arrow(
     ranges = integer_ranges(source_url, mapping, chunk_rows) if use_adbc and whole and readers > 1 else None
     if ranges:
         sqls = [build_query(mapping, dialect, id_range=r) for r in ranges]
-        resumes: list[Resume] = [partial(_resume_query, mapping, dialect, {"id_range": r}) for r in ranges]
+        resumes = [resume_query(mapping, dialect, id_range=r) for r in ranges]
         yield from read_ranges(source_url, sqls, chunk_rows, readers, resumes, mapping.order_by)
     elif use_adbc:
-        resume = partial(_resume_query, mapping, dialect, {"since": since, "window": window, "keys": keys})
+        resume = resume_query(mapping, dialect, since=since, window=window, keys=keys)
         with adbc_connect(source_url) as conn:
             yield from _adbc_cursor_batches(conn, source_url, sql, chunk_rows, resume, mapping.order_by)
     else:

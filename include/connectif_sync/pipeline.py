@@ -38,15 +38,14 @@ from connectif_sync.extract import (
     PROBE_HASH_COLUMN,
     adbc_connect,
     adbc_uri,
-    build_query,
     extract_arrow,
     integer_ranges,
     prefetch,
     probe_query,
     read_ranges,
+    read_rows,
     read_table,
     resume_probe,
-    resume_query,
     sqlite_hash_extension,
 )
 from connectif_sync.hashing import as_signed, hash_columns, hash_csv_rows, hash_strings, mix64
@@ -487,14 +486,10 @@ def _probe(
             return _Prepared(0, None, np.zeros(0, np.int64), np.zeros(0, np.int64), None)
         if (~known).mean() > PROBE_FULL_READ:  # mostly unconfirmed: read the chunk's key range whole
             lo, hi = int(pc.min(ids).as_py()), int(pc.max(ids).as_py()) + 1
-            filters: dict[str, Any] = {"id_range": (lo, hi)}
-            full = read_table(conn, source_url, build_query(mapping, dialect, **filters), chunk_rows,
-                              resume_query(mapping, dialect, **filters), mapping.order_by)  # fmt: skip
+            full = read_rows(conn, source_url, mapping, dialect, chunk_rows, id_range=(lo, hi))
             return _prepare(full, mapping, fingerprint, index)
         wanted = ids.filter(pa.array(~known)).to_pylist()
-        filters = {"ids": wanted}
-        rest = read_table(conn, source_url, build_query(mapping, dialect, **filters), chunk_rows,
-                          resume_query(mapping, dialect, **filters), mapping.order_by)  # fmt: skip
+        rest = read_rows(conn, source_url, mapping, dialect, chunk_rows, ids=wanted)
         # Rows read again count once: the probe's known ones plus whatever the second read returned (a row
         # deleted in between is simply not extracted, as with any read that is not one transaction).
         return _prepare(rest, mapping, fingerprint, index, high, at[known], int(known.sum()) + rest.num_rows)
