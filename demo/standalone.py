@@ -51,7 +51,10 @@ class AirflowStandalone:
         dags_folder: Path = REPO / "dags",
         plugins_folder: Path = REPO / "plugins",
         parallelism: int = 8,
+        database_url: str | None = None,
     ) -> None:
+        """``database_url``: the metadata database (SQLAlchemy URL); ``None`` keeps Airflow's SQLite file in
+        ``home``, which refuses backfills under concurrent access: use PostgreSQL (see ``localdb.postgres``)."""
         self.home = home
         self.host = host
         self.port = port or free_port(host)
@@ -76,6 +79,8 @@ class AirflowStandalone:
                 MARKER_VAR: marker,
             }
         )
+        if database_url is not None:
+            env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = database_url
         env.update(extra_env or {})
         self.env = env
         self._proc: ManagedProcess | None = None
