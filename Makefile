@@ -76,7 +76,7 @@ bench-sync: install
 
 # ---- deployment: Debian packages the tests need, the compose file check, the no-Docker distributed run ----
 .PHONY: system-deps compose-check test-distributed
-SYSTEM_PACKAGES := redis-server:redis-server docker-compose:docker-compose
+SYSTEM_PACKAGES := redis-server:redis-server docker-compose:docker-compose chromium:chromium chromedriver:chromium-driver mariadbd:mariadb-server
 
 # Installs (as root, with apt-get) only the packages whose command is missing: quick when all are there.
 system-deps:
