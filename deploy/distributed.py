@@ -44,10 +44,10 @@ import httpx
 
 from demo.airflow_api import AirflowClient
 from demo.processes import MARKER_VAR, ManagedProcess, sweep
+from localdb.postgres import bin_dir
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
-PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 WORKERS = ("worker-a", "worker-b")
 ADMIN = "admin"
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
@@ -166,6 +166,7 @@ class Stack:
 
     # -- PostgreSQL --------------------------------------------------------------------------------------
     def start_postgres(self, databases: Sequence[str]) -> None:
+        pg_bin = bin_dir()  # the embedded PostgreSQL the project brings ($PG_BINDIR overrides)
         data = self.workdir / "pgdata"
         sockets = self.workdir / "pgsock"
         sockets.mkdir()
@@ -177,25 +178,25 @@ class Stack:
             os.chmod(self.workdir, 0o755)
             as_user = ["setpriv", f"--reuid={owner.pw_uid}", f"--regid={owner.pw_gid}", "--init-groups"]
         subprocess.run(
-            [*as_user, str(PG_BIN / "initdb"), "-D", str(data), "-U", self.pg_user, "--auth=trust",
+            [*as_user, str(pg_bin / "initdb"), "-D", str(data), "-U", self.pg_user, "--auth=trust",
              "--encoding=UTF8", "--no-sync"],
             check=True, capture_output=True, env=self.base_env(),
         )
-        self.start("postgres", [*as_user, str(PG_BIN / "postgres"), "-D", str(data), "-h", "127.0.0.1",
+        self.start("postgres", [*as_user, str(pg_bin / "postgres"), "-D", str(data), "-h", "127.0.0.1",
                                 "-p", str(self.ports["postgres"]), "-k", str(sockets), "-c", "fsync=off",
                                 "-c", "max_connections=300"])
 
         def ready() -> bool:
             self.check_alive()
             return subprocess.run(
-                [str(PG_BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.ports["postgres"]), "-U", self.pg_user],
+                [str(pg_bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.ports["postgres"]), "-U", self.pg_user],
                 capture_output=True,
             ).returncode == 0
 
         wait_for("PostgreSQL", ready, timeout=60)
         for database in databases:
             subprocess.run(
-                [str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(self.ports["postgres"]), "-U", self.pg_user,
+                [str(pg_bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.ports["postgres"]), "-U", self.pg_user,
                  database],
                 check=True, capture_output=True,
             )
