@@ -1,9 +1,10 @@
 """Replays, request for request, what the public Node CLI ``connectif-2-gc-storage`` sends (contract section 6).
 
-The CLI (github.com/francescorivola/connectif-2-gc-storage, v0.4.0, by a Connectif developer) is evidence of
-what the real API accepts. It is not on the npm registry reachable from here, so its requests are replayed
-as its sources build them (``src/cli.ts``, ``src/connectif-api.ts``, ``src/fs.ts``), with only the base URL
-changed to the emulator's:
+The CLI (github.com/francescorivola/connectif-2-gc-storage, by a Connectif developer; its latest sources we
+could read: package.json 0.4.0, ``src/cli.ts`` with ``export-data-explorer`` and ``--activityTypes``) is
+evidence of what the real API accepts. It is not on the npm registry reachable from here, so its requests are
+replayed as its sources build them (``src/cli.ts``, ``src/connectif-api.ts``, ``src/fs.ts``), with only the
+base URL changed to the emulator's:
 
 - create: ``POST <base>/exports`` (no trailing slash), headers ``Authorization: apiKey <key>`` and
   ``Content-Type: application/json``, body ``JSON.stringify`` of ``{exportType, delimiter: ",", dateFormat:
