@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from emulator.testing import RunningEmulator
+from emulator.testing import RunningEmulator, start_emulator
 
 RANGE = {"fromDate": "2026-03-01T00:00:00Z", "toDate": "2026-03-31T00:00:00Z"}
 
@@ -177,6 +177,7 @@ def test_activity_type_may_be_a_single_string(emulator: RunningEmulator) -> None
 def test_unknown_export_fields_are_ignored_unless_strict(
     emulator: RunningEmulator, path: str, body: dict[str, Any], unknown: list[str]
 ) -> None:
+    assert emulator.admin.settings()["strict_unknown_fields"] is False  # lenient is the default
     lenient = create(emulator, body, path)
     assert lenient.status_code == 201, lenient.text
     assert "colour" not in lenient.json()["filters"] and "x" not in lenient.json()["filters"]
@@ -188,6 +189,16 @@ def test_unknown_export_fields_are_ignored_unless_strict(
     assert sorted(e["path"] for e in errors) == unknown
     assert {e["reason"] for e in errors} == {"Extra inputs are not permitted"}
     assert len(emulator.admin.exports()) == 1
+
+
+def test_strict_fields_flag_sets_the_start_up_setting() -> None:
+    with start_emulator(extra_args=["--strict-fields"]) as emu:
+        emu.admin.reset()  # back to the start-up settings: still strict
+        assert emu.admin.settings()["strict_unknown_fields"] is True
+        refused = create(emu, {"exportType": "contacts", "filters": {"colour": "red"}})
+        assert refused.status_code == 422 and refused.json()["validationErrors"][0]["path"] == "filters.colour"
+        body = {"exportType": "activities", "filters": {**RANGE, "activityType": ["login"]}}
+        assert create(emu, body).status_code == 201
 
 
 def test_data_explorer_export(emulator: RunningEmulator) -> None:
