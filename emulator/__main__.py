@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.coupon_counts_lag_s,
         help=f"seconds before coupon set counts show changes (default {defaults.coupon_counts_lag_s:g})",
     )
+    parser.add_argument(
+        "--strict-fields",
+        action="store_true",
+        help="answer 422 to request fields the API contract does not name (default: ignore them, as Connectif "
+        "does not document refusing them)",
+    )
     parser.add_argument("--log-level", default="warning", help="uvicorn log level (default warning)")
     return parser
 
@@ -84,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "retry_after_header": not args.no_retry_after,
         "export_processing_s": args.export_seconds,
         "coupon_counts_lag_s": args.coupon_lag,
+        "strict_unknown_fields": args.strict_fields,
     }
     if args.state is not None:
         args.state.parent.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,7 @@ from emulator.errors import ApiError
 from emulator.state import EmulatorState
 from emulator.store import new_id, now_iso
 from emulator.validation import (
+    PRODUCT_FIELDS,
     FieldError,
     check_email,
     check_price,
@@ -76,7 +77,9 @@ async def _patch_contact(request: Request, email: str) -> dict[str, Any]:
     given = body.pop("_email", None)
     if given is not None and (not isinstance(given, str) or given.strip().lower() != address.lower()):
         raise ApiError(422, "_email in the body differs from the email in the path", validation_errors=[("_email", "")])
-    clean, errors = clean_contact(body, state.settings.max_field_chars, strict=True)
+    clean, errors = clean_contact(
+        body, state.settings.max_field_chars, strict=True, refuse_unknown=state.settings.strict_unknown_fields
+    )
     if errors:
         raise ApiError(422, "; ".join(f"{p}: {r}" for p, r in errors[:5]), validation_errors=errors)
     key = address.lower()
@@ -133,8 +136,9 @@ async def patch_product(request: Request, product_id: str) -> dict[str, Any]:
         raise ApiError(422, "productId in the body differs from the path", validation_errors=[("productId", "")])
     body["productId"] = product_id
     clean, errors = clean_product(body, state.settings.max_field_chars, None)
-    unknown = [name for name in body if name not in clean and not any(name == f for f, _ in errors)]
-    errors += [(name, "is not a product field") for name in unknown if body[name] not in (None, "")]
+    if state.settings.strict_unknown_fields:
+        unknown = [name for name in body if name not in PRODUCT_FIELDS]
+        errors += [(name, "is not a product field") for name in unknown if body[name] not in (None, "")]
     with state.store.lock:
         current = state.store.get_entity("products", "product_id", auth.account_id, product_id)
         if current is None:

@@ -10,7 +10,16 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from emulator.api_imports import queued_statuses
-from emulator.common import both, caller, drop_none, json_body, json_object, parse_model, state_of
+from emulator.common import (
+    both,
+    caller,
+    drop_none,
+    json_body,
+    json_object,
+    parse_model,
+    state_of,
+    unknown_fields_mode,
+)
 from emulator.errors import ApiError
 from emulator.jobs_api import JobKind, delete_job, get_job, list_jobs
 from emulator.state import EmulatorState
@@ -27,11 +36,31 @@ def _parse_moment(value: str) -> datetime:
 
 
 class ExportFilters(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Unknown fields: ignored, or refused under the strict_unknown_fields setting (parse_model's ``extra``).
+    model_config = ConfigDict(extra="ignore")
     segmentId: str | None = None
     fromDate: str | None = None
     toDate: str | None = None
     activityTypes: list[str] | None = None
+    #: The spelling the public CLI connectif-2-gc-storage (written by a Connectif developer) sends for
+    #: ``--activityTypes``; the reference names ``activityTypes``. Filters the same way (union of both).
+    activityType: list[str] | str | None = None
+
+    def activity_types(self) -> list[str]:
+        """The requested activity types from both spellings, in order, without repeats (empty: all types)."""
+        single = [self.activityType] if isinstance(self.activityType, str) else self.activityType or []
+        return list(dict.fromkeys([*(self.activityTypes or []), *single]))
+
+    def stored(self) -> dict[str, Any]:
+        """The filters as the Export resource shows them: documented names only."""
+        return drop_none(
+            {
+                "segmentId": self.segmentId,
+                "fromDate": self.fromDate,
+                "toDate": self.toDate,
+                "activityTypes": self.activity_types() or None,
+            }
+        )
 
     @model_validator(mode="after")
     def _range(self) -> ExportFilters:
@@ -54,7 +83,7 @@ class ExportFilters(BaseModel):
 
 
 class ExportIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
     exportType: Literal["contacts", "activities"]
     delimiter: Literal[",", ";"] = ","
     dateFormat: Literal["ISO", "L", "LL", "LLL"] = "ISO"
@@ -69,7 +98,7 @@ class ExportIn(BaseModel):
 
 
 class ExplorerFilters(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
     reportId: str = Field(min_length=1)
     fromDate: date
     toDate: date
@@ -84,7 +113,7 @@ class ExplorerFilters(BaseModel):
 
 
 class ExplorerIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
     delimiter: Literal[",", ";"] = ","
     filters: ExplorerFilters
 
@@ -134,8 +163,9 @@ def _new_job(export_type: str, delimiter: str, date_format: str | None, filters:
 async def create_export(request: Request) -> JSONResponse:
     state = state_of(request)
     auth = caller(request, "export:write")
-    body: ExportIn = parse_model(ExportIn, json_object(await json_body(request)))
-    job = _new_job(body.exportType, body.delimiter, body.dateFormat, body.filters.model_dump(exclude_none=True))
+    data = json_object(await json_body(request))
+    body: ExportIn = parse_model(ExportIn, data, extra=unknown_fields_mode(state))
+    job = _new_job(body.exportType, body.delimiter, body.dateFormat, body.filters.stored())
     return _create(request, state, auth.account_id, job)
 
 
@@ -143,7 +173,8 @@ async def create_export(request: Request) -> JSONResponse:
 async def create_explorer_export(request: Request) -> JSONResponse:
     state = state_of(request)
     auth = caller(request, "export:write")
-    body: ExplorerIn = parse_model(ExplorerIn, json_object(await json_body(request)))
+    data = json_object(await json_body(request))
+    body: ExplorerIn = parse_model(ExplorerIn, data, extra=unknown_fields_mode(state))
     filters = body.filters.model_dump(mode="json")
     return _create(request, state, auth.account_id, _new_job("data-explorer", body.delimiter, None, filters))
 

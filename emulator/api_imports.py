@@ -14,7 +14,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from emulator.common import both, caller, drop_none, state_of
+from emulator.common import both, caller, drop_none, refuse_unknown, state_of
 from emulator.errors import ApiError
 from emulator.jobs_api import JobKind, delete_job, get_job, list_jobs
 from emulator.state import EmulatorState
@@ -26,6 +26,8 @@ router = APIRouter()
 files_router = APIRouter()
 
 IMPORT_TYPES = ("contacts", "products", "coupons")
+#: The form fields of create-import besides the file part (contract section 5).
+IMPORT_FIELDS = ("type", "delimiter", "overrideExisting", "updateOnlyEmptyFields", "couponSetId")
 TERMINAL = ("finished", "error", "cancelled")
 
 
@@ -84,6 +86,7 @@ def _check_fields(state: EmulatorState, account_id: str, fields: dict[str, str])
             elif coupon_set.get("type") != "multiple":
                 errors.append(("couponSetId", f'coupon set "{set_id}" is of type single; codes go to multiple sets'))
             options["couponSetId"] = set_id
+    errors += refuse_unknown(state, (name for name in fields if name not in IMPORT_FIELDS))
     return options, errors
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ValidationError
+from pydantic.config import ExtraValues
 
 from emulator.errors import ApiError
 from emulator.state import Auth, EmulatorState
@@ -101,16 +102,32 @@ def drop_none(data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if v is not None}
 
 
-def parse_model(model: type[BaseModel], data: Any) -> Any:
-    """Validate ``data`` with a pydantic model; 422 listing every bad field otherwise."""
+def parse_model(model: type[BaseModel], data: Any, *, extra: ExtraValues | None = None) -> Any:
+    """Validate ``data`` with a pydantic model; 422 listing every bad field otherwise.
+
+    ``extra`` overrides the model's (and its nested models') handling of unknown fields for this call.
+    """
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, extra=extra)
     except ValidationError as exc:
         errors = [
             (".".join(str(p) for p in e["loc"]) or "body", str(e["msg"]).removeprefix("Value error, "))
             for e in exc.errors()
         ]
         raise ApiError(422, "; ".join(f"{p}: {r}" for p, r in errors[:5]), validation_errors=errors) from None
+
+
+def unknown_fields_mode(state: EmulatorState) -> ExtraValues:
+    """How API bodies treat fields the contract does not name: refused under ``strict_unknown_fields``, else
+    ignored (Connectif's reference is silent on extra fields, and a client written by Connectif sends one)."""
+    return "forbid" if state.settings.strict_unknown_fields else "ignore"
+
+
+def refuse_unknown(state: EmulatorState, names: Iterable[str]) -> list[tuple[str, str]]:
+    """Validation errors for ``names`` (unknown fields of a body) when the emulator is strict, else none."""
+    if not state.settings.strict_unknown_fields:
+        return []
+    return [(name, "Extra inputs are not permitted") for name in names]
 
 
 def utc_iso(value: str) -> str:

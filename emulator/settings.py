@@ -42,6 +42,14 @@ class Settings(BaseModel):
     )
     max_field_chars: int = Field(default=65536, ge=1, description="longest accepted CSV cell / JSON string")
     export_bom: bool = Field(default=True, description="exported CSVs start with a UTF-8 BOM")
+    strict_unknown_fields: bool = Field(
+        default=False,
+        description=(
+            "answer 422 to request fields the contract does not name (export bodies, contact and product "
+            "patches, import form fields); by default they are ignored, because Connectif's reference does "
+            "not say that it refuses them and a Connectif-written client sends one (filters.activityType)"
+        ),
+    )
 
 
 class Faults(BaseModel):

@@ -226,13 +226,16 @@ def _empty(value: Any) -> bool:
 
 
 def clean_contact(
-    fields: dict[str, Any], max_chars: int, strict: bool = False
+    fields: dict[str, Any], max_chars: int, strict: bool = False, *, refuse_unknown: bool | None = None
 ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """Validate a contact row or patch body.
 
-    CSV rows (``strict=False``) ignore columns of unknown system fields; JSON patches (``strict=True``)
-    reject them and read-only fields. Empty values mean "no value" and are left out.
+    CSV rows (``strict=False``) ignore columns of unknown system fields; JSON bodies (``strict=True``)
+    reject read-only fields, and unknown system fields unless ``refuse_unknown`` is False (the API's
+    patch follows the emulator's ``strict_unknown_fields`` setting). Empty values mean "no value" and
+    are left out.
     """
+    refuse_unknown = strict if refuse_unknown is None else refuse_unknown
     clean: dict[str, Any] = {}
     errors: list[tuple[str, str]] = []
     for name, value in fields.items():
@@ -245,7 +248,7 @@ def clean_contact(
             continue
         checker = CONTACT_FIELDS.get(name)
         if checker is None and name.startswith("_"):
-            if strict:
+            if refuse_unknown:
                 errors.append((name, "is not a contact field"))
             continue
         if _empty(value):

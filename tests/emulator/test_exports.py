@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from emulator.testing import RunningEmulator
+from emulator.testing import RunningEmulator, start_emulator
 
 RANGE = {"fromDate": "2026-03-01T00:00:00Z", "toDate": "2026-03-31T00:00:00Z"}
 
@@ -100,6 +100,105 @@ def test_activities_export_has_products_file_and_filters(emulator: RunningEmulat
     files = download(emulator, create(emulator, only).json()["id"])
     (main_name,) = [n for n in files if not n.endswith("-products.csv")]
     assert [a["type"] for a in files[main_name]] == ["purchase"]
+
+
+def seed_more_types(emu: RunningEmulator) -> None:
+    """Besides ``seed``: a register, an email-opened and a login in range, and a register out of range."""
+    emu.admin.seed_activities(
+        [
+            {"contactEmail": "bob@example.com", "type": "register", "date": "2026-03-01T09:00:00Z"},
+            {"contactEmail": "ann@example.com", "type": "email-opened", "date": "2026-03-11T09:00:00Z"},
+            {"contactEmail": "ann@example.com", "type": "login", "date": "2026-03-12T09:00:00Z"},
+            {"contactEmail": "ann@example.com", "type": "register", "date": "2026-02-01T09:00:00Z"},
+        ]
+    )
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["lenient", "strict"])
+@pytest.mark.parametrize(
+    "types",
+    [
+        {"activityTypes": ["purchase", "register"]},  # the reference's spelling (our client sends this one)
+        {"activityType": ["purchase", "register"]},  # what connectif-2-gc-storage sends
+        {"activityTypes": ["purchase"], "activityType": ["register", "purchase"]},  # both: the union
+    ],
+    ids=["activityTypes", "activityType", "both"],
+)
+def test_activities_export_holds_only_the_requested_types(
+    emulator: RunningEmulator, types: dict[str, list[str]], strict: bool
+) -> None:
+    seed(emulator)
+    seed_more_types(emulator)
+    emulator.admin.configure(strict_unknown_fields=strict)
+    body = {"exportType": "activities", "delimiter": ",", "dateFormat": "ISO", "filters": {**RANGE, **types}}
+    response = create(emulator, body)
+    assert response.status_code == 201, response.text
+    assert response.json()["filters"] == {**RANGE, "activityTypes": ["purchase", "register"]}
+    files = download(emulator, response.json()["id"])
+    (main_name,) = [n for n in files if not n.endswith("-products.csv")]
+    rows = files[main_name]
+    assert sorted((r["type"], r["contactEmail"]) for r in rows) == [
+        ("purchase", "ann@example.com"),
+        ("register", "bob@example.com"),
+    ]
+    (products,) = [v for n, v in files.items() if n.endswith("-products.csv")]
+    purchase_ids = {r["activityId"] for r in rows if r["type"] == "purchase"}
+    assert [p["productId"] for p in products] == ["P1"] and {p["activityId"] for p in products} == purchase_ids
+
+
+def test_activity_type_may_be_a_single_string(emulator: RunningEmulator) -> None:
+    seed(emulator)
+    seed_more_types(emulator)
+    body = {"exportType": "activities", "filters": {**RANGE, "activityType": "login"}}
+    files = download(emulator, create(emulator, body).json()["id"])
+    (main_name,) = [n for n in files if not n.endswith("-products.csv")]
+    assert sorted(r["date"] for r in files[main_name] if r["type"] == "login") == [
+        "2026-03-05T08:00:00.000Z",
+        "2026-03-12T09:00:00.000Z",
+    ]
+    assert {r["type"] for r in files[main_name]} == {"login"}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "unknown"),
+    [
+        (
+            "/exports",
+            {"exportType": "contacts", "filters": {"segmentId": "S1", "colour": "red"}, "priority": "high"},
+            ["filters.colour", "priority"],
+        ),
+        (
+            "/exports/type/data-explorer",
+            {"delimiter": ",", "filters": {"reportId": "R1", "fromDate": "2026-03-01", "toDate": "2026-03-02", "x": 1}},
+            ["filters.x"],
+        ),
+    ],
+)
+def test_unknown_export_fields_are_ignored_unless_strict(
+    emulator: RunningEmulator, path: str, body: dict[str, Any], unknown: list[str]
+) -> None:
+    assert emulator.admin.settings()["strict_unknown_fields"] is False  # lenient is the default
+    lenient = create(emulator, body, path)
+    assert lenient.status_code == 201, lenient.text
+    assert "colour" not in lenient.json()["filters"] and "x" not in lenient.json()["filters"]
+    assert "priority" not in lenient.json()
+    emulator.admin.configure(strict_unknown_fields=True)
+    strict = create(emulator, body, path)
+    assert strict.status_code == 422
+    errors = strict.json()["validationErrors"]
+    assert sorted(e["path"] for e in errors) == unknown
+    assert {e["reason"] for e in errors} == {"Extra inputs are not permitted"}
+    assert len(emulator.admin.exports()) == 1
+
+
+def test_strict_fields_flag_sets_the_start_up_setting() -> None:
+    with start_emulator(extra_args=["--strict-fields"]) as emu:
+        emu.admin.reset()  # back to the start-up settings: still strict
+        assert emu.admin.settings()["strict_unknown_fields"] is True
+        refused = create(emu, {"exportType": "contacts", "filters": {"colour": "red"}})
+        assert refused.status_code == 422 and refused.json()["validationErrors"][0]["path"] == "filters.colour"
+        body = {"exportType": "activities", "filters": {**RANGE, "activityType": ["login"]}}
+        assert create(emu, body).status_code == 201
 
 
 def test_data_explorer_export(emulator: RunningEmulator) -> None:

@@ -218,6 +218,20 @@ def test_invalid_fields_get_422(emulator: RunningEmulator, fields: dict[str, str
     assert emulator.admin.imports() == []
 
 
+def test_unknown_form_fields_are_ignored_unless_strict(emulator: RunningEmulator) -> None:
+    lenient = upload(emulator, "_email\na@example.com\n", source="erp")
+    assert lenient.status_code == 201, lenient.text
+    assert "source" not in lenient.json()["options"]
+    emulator.admin.configure(strict_unknown_fields=True)
+    strict = upload(emulator, "_email\nb@example.com\n", source="erp")
+    assert strict.status_code == 422
+    assert [(e["path"], e["reason"]) for e in strict.json()["validationErrors"]] == [
+        ("source", "Extra inputs are not permitted")
+    ]
+    assert upload(emulator, "_email\nb@example.com\n").status_code == 201
+    assert len(emulator.admin.imports()) == 2
+
+
 def test_counts_grow_while_in_progress(emulator: RunningEmulator) -> None:
     emulator.admin.configure(import_rows_per_s=100)
     rows = "".join(f"u{i}@example.com\n" if i % 5 else "broken\n" for i in range(120))

@@ -165,3 +165,42 @@ def test_wrong_key_is_an_authentication_error(emulator: RunningEmulator, connect
     assert ok is False and "401" in message
     with pytest.raises(ConnectifAuthenticationError):
         ConnectifHook(conn_id).get_import("6072374b4d3ceb76e44d4323")
+
+
+def test_the_hook_sends_only_documented_fields(emu_conn: str, emulator: RunningEmulator, tmp_path: Path) -> None:
+    """Against a strict emulator (any field the contract does not name is a 422), every body the hook builds passes."""
+    emulator.admin.configure(strict_unknown_fields=True)
+    hook = ConnectifHook(emu_conn)
+    hook.upsert_contact("ann@example.com", {"_name": "Ann", "tier": "gold"})
+    hook.upsert_product("p1", {"name": "Shoe", "productDetailUrl": "https://www.example.com/p/1", "unitPrice": 10.0})
+    contacts = tmp_path / "contacts.csv"
+    contacts.write_text("_email,_name\nbob@example.com,Bob\n", encoding="utf-8")
+    created = hook.create_import(contacts, "contacts", override_existing=True, update_only_empty_fields=True)
+    assert emulator.admin.wait_import(created["id"])["success"] == 1
+    coupon_set = emulator.admin.create_coupon_set(name="Codes")
+    codes = tmp_path / "codes.csv"
+    codes.write_text("code\nC-1\n", encoding="utf-8")
+    assert emulator.admin.wait_import(hook.create_import(codes, "coupons", coupon_set_id=coupon_set["id"])["id"])
+    emulator.admin.seed_activities(
+        [
+            {"contactEmail": "ann@example.com", "type": "login", "date": "2024-01-05T10:00:00Z"},
+            {"contactEmail": "bob@example.com", "type": "register", "date": "2024-01-06T10:00:00Z"},
+        ]
+    )
+    activities = hook.create_export(
+        "activities",
+        segment_id="64b7f0c2a1b2c3d4e5f60718",
+        from_date="2024-01-01T00:00:00Z",
+        to_date="2024-01-31T00:00:00Z",
+        activity_types=["register"],
+    )
+    assert activities["filters"]["activityTypes"] == ["register"]
+    emulator.admin.wait_export(activities["id"])
+    files = hook.download_export(activities["id"], tmp_path / "activities")
+    (main,) = [f for f in files if not f.name.endswith("-products.csv")]
+    with main.open(encoding="utf-8-sig", newline="") as fh:
+        assert [(r["type"], r["contactEmail"]) for r in csv.DictReader(fh)] == [("register", "bob@example.com")]
+    hook.create_export("contacts", delimiter=";", date_format="LL")
+    hook.create_export("data-explorer", report_id="R1", from_date="2024-01-01", to_date="2024-01-31")
+    assert len(emulator.admin.exports()) == 3
+    assert sorted(c["_email"] for c in emulator.admin.contacts()) == ["ann@example.com", "bob@example.com"]
