@@ -72,7 +72,8 @@ from __future__ import annotations
 from connectif_sync.chunk import DEFAULT_MAX_FILE_BYTES, ChunkFile, ChunkWriter
 from connectif_sync.extract import Window, extract, extract_arrow
 from connectif_sync.mappings import MAPPINGS_DIR, Mapping, MappingError, load_mapping, resolve_mapping
-from connectif_sync.pipeline import SyncReport, SyncResult, plan_sync, run_sync
+from connectif_sync.pipeline import SyncReport, SyncResult, run_sync
+from connectif_sync.planning import plan_sync
 from connectif_sync.purchases import PurchaseBatch, plan_purchases, purchase_payloads
 from connectif_sync.shape import ShapedChunk, shape
 from connectif_sync.state import DEFAULT_STATE_URL, StateStore
