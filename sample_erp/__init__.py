@@ -1,9 +1,9 @@
 """The sample ERP: a realistic schema and a deterministic generator of clean and dirty data.
 
 It is the embedded default source of the demo, the tests and the benchmarks, and the data behind
-``connectif-sync sample-erp``. It lives outside the sync library (``connectif_sync`` never imports it) because
-it is test data, not sync logic. Everything is produced from ``(seed, sizes, now)`` only, so two runs with the
-same arguments write the same rows at any URL.
+``connectif-sync sample-erp``. It lives outside the sync library because it is test data, not sync logic (the
+library imports it for that command only). Everything is produced from ``(seed, sizes, now)`` only, so two runs
+with the same arguments write the same rows at any URL.
 
 Modules: :mod:`sample_erp.schema` (the tables), :mod:`sample_erp.rows` (the rows, clean and dirty),
 :mod:`sample_erp.writer` (bulk loading per database); :func:`generate` ties them together.
