@@ -55,6 +55,7 @@ print(json.dumps({
     "hook_conn_type": hook.conn_type,
     "mappings": mappings,
     "emulator_main": importlib.util.find_spec("emulator.__main__").origin,
+    "sample_erp": importlib.util.find_spec("sample_erp").origin,
     "hash_accelerator": importlib.import_module("connectif_sync.hashing").ACCELERATED,
     "sqlite_hash": importlib.import_module("connectif_sync.extract").sqlite_hash_extension(),
 }))
@@ -118,6 +119,7 @@ def test_image_install_of_the_project(tmp_path: Path, wheel: Path) -> None:
     assert found["hook_conn_type"] == "connectif"
     assert found["hook_file"].startswith(str(target)), "the hook came from the repo, not from the installed wheel"
     assert found["emulator_main"].startswith(str(target))
+    assert found["sample_erp"].startswith(str(target)), "the generator behind `connectif-sync sample-erp` is missing"
     assert found["entry_points"]["console_scripts:connectif-sync"] == "connectif_sync.cli:main"
     shipped = {p.name for p in (REPO / "include" / "connectif_sync" / "mappings").iterdir() if p.is_file()}
     missing = shipped - set(found["mappings"])
