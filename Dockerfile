@@ -1,5 +1,5 @@
 # The airflow-connectif image: the official Airflow 3.3.2 image (Python 3.11) plus this project's pinned
-# requirements and its distribution `airflow-connectif` (provider, sync library, emulator), so that the
+# requirements and its distribution `airflow-connectif` (provider, sync library, emulator, sample ERP), so that the
 # scheduler, the triggerer and every Celery worker import `connectif_provider` and the UI shows the
 # `connectif` connection type. Built by `docker compose build` (see docker-compose.yaml).
 FROM apache/airflow:3.3.2-python3.11
@@ -23,8 +23,9 @@ COPY --chown=airflow:0 pyproject.toml setup.py README.md /opt/airflow/project/
 COPY --chown=airflow:0 plugins/ /opt/airflow/project/plugins/
 COPY --chown=airflow:0 include/ /opt/airflow/project/include/
 COPY --chown=airflow:0 emulator/ /opt/airflow/project/emulator/
+COPY --chown=airflow:0 sample_erp/ /opt/airflow/project/sample_erp/
 RUN pip install --no-cache-dir --no-deps /opt/airflow/project \
-    && python -c "import connectif_provider, connectif_sync, emulator; from connectif_sync import _hashing"
+    && python -c "import connectif_provider, connectif_sync, emulator, sample_erp; from connectif_sync import _hashing"
 
 # DAGs, the Airflow pools and the deployment scripts are baked in, so that workers on other machines need
 # nothing but the image.

@@ -15,7 +15,7 @@ help:
 	@echo "make bench-emulator - upload/import speed and requests/s of the emulator (figures in bench/README.md)"
 	@echo "make bench-provider - requests per import while waiting; shared rate-limit bucket from 4 processes"
 	@echo "make bench-sync     - sync library vs naive pandas and sqlite3 -csv on 1M/3M contacts (figures in bench/README.md)"
-	@echo "make lint      - ruff;  make typecheck - mypy on plugins/, include/, emulator/, deploy/ and demo/"
+	@echo "make lint      - ruff;  make typecheck - mypy on plugins/, include/, emulator/, sample_erp/, deploy/ and demo/"
 	@echo "make compose-check    - validate docker-compose.yaml (compose parser + what it names), no Docker needed"
 	@echo "make test-distributed - the compose topology without Docker: Celery workers, triggerer restart, emulator"
 
@@ -38,7 +38,7 @@ lint: install
 	$(BIN)/ruff check .
 
 typecheck: install
-	$(BIN)/mypy plugins/connectif_provider include/connectif_sync emulator deploy demo
+	$(BIN)/mypy plugins/connectif_provider include/connectif_sync emulator sample_erp deploy demo
 
 pytest: install system-deps
 	$(BIN)/pytest

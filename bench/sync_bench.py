@@ -126,10 +126,10 @@ def sqlite_dump(db: Path, out: Path) -> dict[str, Any]:
 def sample(workdir: Path, rows: int) -> Path:
     db = workdir / f"erp-{rows}.db"
     if not db.exists():
-        from connectif_sync import generate_sample_erp
+        from sample_erp import generate
 
         t0 = time.perf_counter()
-        generate_sample_erp(f"sqlite:///{db}.tmp", contacts=rows, products=10, orders=10, coupons=0, seed=42)
+        generate(f"sqlite:///{db}.tmp", contacts=rows, products=10, orders=10, coupons=0, seed=42)
         Path(f"{db}.tmp").rename(db)
         print(f"  generated {rows:,} contacts in {time.perf_counter() - t0:.1f} s -> {db}", flush=True)
     return db

@@ -102,7 +102,7 @@ def ensure_sample_erp(args: argparse.Namespace, erp_path: Path) -> dict[str, Any
             say(f"• sample ERP: reusing {_rel(erp_path)}")
             return saved
         say("• sample ERP: sizes changed, regenerating (use --fresh to also reset Connectif and Airflow)")
-    from connectif_sync.erp import generate  # the sync library's generator
+    from sample_erp import generate  # test data, outside the sync library
 
     # Orders of the 24 hours before the current hour began: whole hourly intervals, all in the past.
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)

@@ -608,7 +608,7 @@ def scenario_pipeline(stack: Stack, timings: Timings) -> list[str]:
     Contacts and products first, then purchases (as ``make demo`` does): the purchases DAG upserts missing
     contacts itself, so the contacts are compared with the ERP before the purchases run.
     """
-    from connectif_sync.erp import DEFAULT_NOW, generate
+    from sample_erp import DEFAULT_NOW, generate
 
     erp_url = stack.db_url("erp")
     state_url = stack.db_url("connectif")

@@ -10,10 +10,13 @@ from fastapi import FastAPI
 from emulator import admin, api_entities, api_exports, api_imports, errors
 from emulator.gate import Gate
 from emulator.state import EmulatorState
+from emulator.workers import Workers
 
 
 def create_app(state: EmulatorState) -> Gate:
-    """Build the app around ``state``; background workers resume queued jobs at start-up."""
+    """Build the app around ``state``, with the background workers that process its imports and exports
+    (they resume queued jobs at start-up)."""
+    state.workers = Workers(state)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from emulator.jobs import JobStopped
 from emulator.store import now_iso
 
 if TYPE_CHECKING:
@@ -119,15 +120,13 @@ class ExportRun:
         self.generation = self.store.generation
 
     def run(self) -> None:
-        from emulator.processing import _Stop
-
         job = self.job
         if not self.store.update_job("exports", job["id"], self.generation, status="inProgress", startedAt=now_iso()):
-            raise _Stop
+            raise JobStopped
         started = time.monotonic()
         while time.monotonic() - started < self.state.settings.export_processing_s:
             if self.generation != self.store.generation:
-                raise _Stop
+                raise JobStopped
             time.sleep(0.02)
         files = self._files()
         total = sum(count for _name, _data, count in files)
@@ -151,7 +150,7 @@ class ExportRun:
             fileName=file_name,
         ):
             Path(path).unlink(missing_ok=True)
-            raise _Stop
+            raise JobStopped
         self.store.set_job_file("exports", job["id"], str(path))
 
     def _files(self) -> list[tuple[str, bytes | Path, int]]:

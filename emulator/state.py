@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from emulator.ratelimit import RateLimiter, Stats
 from emulator.settings import Faults, Settings
@@ -34,6 +34,32 @@ class Auth:
     domains: list[str]
 
 
+class JobQueue(Protocol):
+    """The background workers as the routes see them (:class:`emulator.workers.Workers`)."""
+
+    def kick(self, table: str, account_id: str) -> None:
+        """Process the account's queued jobs of ``table`` (``imports`` or ``exports``) if no worker does."""
+
+    def resume(self) -> None:
+        """Pick up jobs left queued by a previous run."""
+
+    def stop(self) -> None:
+        """Start no more jobs."""
+
+
+class NoWorkers:
+    """The job queue of a state that no app runs yet: a job queued now would never be processed."""
+
+    def kick(self, table: str, account_id: str) -> None:
+        raise RuntimeError("no background workers: run the state in emulator.app.create_app(state)")
+
+    def resume(self) -> None:
+        raise RuntimeError("no background workers: run the state in emulator.app.create_app(state)")
+
+    def stop(self) -> None:
+        pass
+
+
 @dataclass
 class EmulatorState:
     """Shared by the API routes, the admin routes and the background workers."""
@@ -51,7 +77,7 @@ class EmulatorState:
     rng: random.Random = field(default_factory=random.Random)
     fault_lock: threading.Lock = field(default_factory=threading.Lock)
     temp_dir: Path | None = None
-    workers: Any = None  # emulator.processing.Workers, set by create_state
+    workers: JobQueue = field(default_factory=NoWorkers)  # emulator.workers.Workers, set by create_app
 
     # --- seeding --------------------------------------------------------------------------------------------
     def seed_defaults(self) -> None:
@@ -104,8 +130,7 @@ class EmulatorState:
         return hmac.compare_digest(self.sign(kind, resource_id, expires), signature)
 
     def close(self) -> None:
-        if self.workers is not None:
-            self.workers.stop()
+        self.workers.stop()
         self.store.close()
         if self.temp_dir is not None:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
@@ -119,8 +144,6 @@ def create_state(
     settings: dict[str, Any] | None = None,
 ) -> EmulatorState:
     """Open (or create) the store and seed the default account; the start-up key always works."""
-    from emulator.processing import Workers
-
     temp_dir: Path | None = None
     if state_file is not None:
         files_dir = state_file.with_name(state_file.name + ".files")
@@ -151,5 +174,4 @@ def create_state(
             account = store.get_account(DEFAULT_ACCOUNT) or {}
             store.put_account(DEFAULT_ACCOUNT, account.get("name", "Default account"), list(authorized_domains))
     store.requeue_interrupted()
-    state.workers = Workers(state)
     return state

@@ -1,4 +1,4 @@
-"""Airflow-free sync library: sample ERP, mappings, extraction, shaping, validation, change detection, chunking.
+"""Airflow-free sync library: mappings, extraction, shaping, validation, change detection, chunking.
 
 Public API (stable; everything else is internal). Import from ``connectif_sync``.
 
@@ -53,20 +53,16 @@ Purchases (one API request each; no files)::
     batch.report (SyncReport, complete once iterated), batch.rejected (list[dict])
     plan_purchases(source_url, start=None, end=None, **kwargs) -> SyncReport
 
-Mappings, sample ERP, building blocks::
+Mappings and building blocks::
 
     load_mapping(path) -> Mapping; resolve_mapping(obj, path_or_mapping_or_None) -> Mapping
     MappingError (ValueError; .problems: list[str] naming file, entry and fix); MAPPINGS_DIR
-    generate_sample_erp(url, *, contacts=10_000, products=1_000, orders=2_000, coupons=600,
-                        coupon_sets=3, erasures=None, seed=42, dirty_rate=0.02, order_days=7.0,
-                        now=None) -> GenerationSummary (.rows, .dirty, .coupon_sets, .as_dict())
     extract(source_url, mapping, *, since=None, window=None, chunk_rows=32_768, readers=2) -> Iterator[DataFrame]
     shape(table, mapping) -> ShapedChunk;  validate(shaped, mapping, KeySet()) -> Validated
     ChunkWriter(out_dir, obj, columns, max_bytes=...) ; DEFAULT_MAX_FILE_BYTES (just under 50 MB)
 
-Sample ERP tables for other modules (see :mod:`connectif_sync.erp`): ``coupon_pool`` (id, coupon_set_id,
-code, status unused|used, created_at, used_at) and ``erasure_requests`` (id, email, requested_at,
-done_at NULL until done, note).
+The sample ERP the demo, the tests and the benchmarks read is test data, not part of this library: the
+top-level package :mod:`sample_erp` (``connectif-sync sample-erp`` fills one).
 
 Command line: ``connectif-sync`` / ``python -m connectif_sync`` (see :mod:`connectif_sync.cli`).
 """
@@ -74,11 +70,10 @@ Command line: ``connectif-sync`` / ``python -m connectif_sync`` (see :mod:`conne
 from __future__ import annotations
 
 from connectif_sync.chunk import DEFAULT_MAX_FILE_BYTES, ChunkFile, ChunkWriter
-from connectif_sync.erp import GenerationSummary
-from connectif_sync.erp import generate as generate_sample_erp
 from connectif_sync.extract import Window, extract, extract_arrow
 from connectif_sync.mappings import MAPPINGS_DIR, Mapping, MappingError, load_mapping, resolve_mapping
-from connectif_sync.pipeline import SyncReport, SyncResult, plan_sync, run_sync
+from connectif_sync.pipeline import SyncReport, SyncResult, run_sync
+from connectif_sync.planning import plan_sync
 from connectif_sync.purchases import PurchaseBatch, plan_purchases, purchase_payloads
 from connectif_sync.shape import ShapedChunk, shape
 from connectif_sync.state import DEFAULT_STATE_URL, StateStore
@@ -90,7 +85,6 @@ __all__ = [
     "MAPPINGS_DIR",
     "ChunkFile",
     "ChunkWriter",
-    "GenerationSummary",
     "KeySet",
     "Mapping",
     "MappingError",
@@ -103,7 +97,6 @@ __all__ = [
     "Window",
     "extract",
     "extract_arrow",
-    "generate_sample_erp",
     "load_mapping",
     "plan_purchases",
     "plan_sync",

@@ -19,6 +19,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from connectif_sync.chunk import row_bytes_joined
+
 try:
     from connectif_sync import _hashing as _c
 except ImportError:  # built without a C compiler: the numpy code gives the same values
@@ -150,8 +152,6 @@ def hash_columns(columns: list[pa.Array | pa.ChunkedArray]) -> np.ndarray:
 def hash_csv_rows(columns: list[pa.Array | pa.ChunkedArray]) -> tuple[np.ndarray, np.ndarray]:
     """:func:`hash_columns` of the output columns, and each row's size as the CSV writer renders it
     (:func:`connectif_sync.chunk.row_bytes`), in one pass over the values."""
-    from connectif_sync.chunk import row_bytes_joined
-
     n = len(columns[0]) if columns else 0
     if _c is not None and columns:
         sizes = np.empty(n, dtype=np.int64)

@@ -563,15 +563,6 @@ def use_system_allocator() -> None:
         pa.set_memory_pool(pa.system_memory_pool())
 
 
-def plan_sync(obj: str, source_url: str, **kwargs: Any) -> SyncReport:
-    """What a sync would send (counts, files, bytes, API requests) without writing anything anywhere."""
-    if obj == "purchases":
-        from connectif_sync.purchases import plan_purchases
-
-        return plan_purchases(source_url, **kwargs)
-    return run_sync(obj, source_url, None, dry_run=True, **kwargs).report
-
-
 def iter_files(result: SyncResult) -> Iterator[dict[str, Any]]:
     """The files of a result as plain dicts (``path``, ``partition``, ``rows``, ``bytes``...) for XCom."""
     for f in result.files:

@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
 
 @pytest.fixture
 def standalone(tmp_path: Path, emulator: RunningEmulator) -> Iterator[tuple[AirflowStandalone, dict[str, object]]]:
-    from connectif_sync.erp import generate
+    from sample_erp import generate
 
     data = tmp_path / "data"
     data.mkdir()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from emulator.exports import format_datetime, normalise_bound
-from emulator.processing import _domain_check
+from emulator.imports import _domain_check
 from emulator.ratelimit import RateLimiter
 from emulator.store import new_id, new_ids
 from emulator.validation import (

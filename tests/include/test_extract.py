@@ -14,7 +14,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from connectif_sync import Window, erp, extract, extract_arrow, resolve_mapping, run_sync
+import sample_erp as erp
+from connectif_sync import Window, extract, extract_arrow, resolve_mapping, run_sync
 from connectif_sync.extract import build_query, integer_ranges, prefetch, read_ranges
 
 

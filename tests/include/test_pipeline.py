@@ -10,7 +10,8 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from connectif_sync import MAPPINGS_DIR, StateStore, erp, plan_sync, run_sync
+import sample_erp as erp
+from connectif_sync import MAPPINGS_DIR, StateStore, plan_sync, run_sync
 from connectif_sync.pipeline import SUPPRESSED_REASON
 
 SEED = 3

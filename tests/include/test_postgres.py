@@ -11,7 +11,8 @@ import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
-from connectif_sync import StateStore, erp, extract_arrow, resolve_mapping, run_sync
+import sample_erp as erp
+from connectif_sync import StateStore, extract_arrow, resolve_mapping, run_sync
 from connectif_sync.state import metadata as state_metadata
 
 pytestmark = pytest.mark.postgres

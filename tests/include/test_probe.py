@@ -13,7 +13,8 @@ import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
-from connectif_sync import StateStore, erp, run_sync
+import sample_erp as erp
+from connectif_sync import StateStore, run_sync
 from connectif_sync.extract import (
     PROBE_HASH_COLUMN,
     adbc_connect,

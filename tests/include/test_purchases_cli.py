@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from connectif_sync import StateStore, erp, plan_purchases, purchase_payloads
+import sample_erp as erp
+from connectif_sync import StateStore, plan_purchases, purchase_payloads
 from connectif_sync.cli import main
 
 

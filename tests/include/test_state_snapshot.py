@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 
-from connectif_sync import StateStore, erp, run_sync
+import sample_erp as erp
+from connectif_sync import StateStore, run_sync
 from connectif_sync.state import _HASHES_SQL, _read_snapshot, _sqlite_int_columns, snapshots_table
 
 

@@ -1,17 +1,13 @@
-"""Background processing of imports and exports: one at a time per account, in order of creation.
+"""Processing one import file as Connectif would: batches of rows validated column by column.
 
-Each account gets a worker thread while it has queued work; it ends when the queue is empty and a new
-job starts it again. Progress is written after every batch, so ``GET /imports/{id}`` sees ``success`` and
-``errors`` grow while the import is ``inProgress``. Work started before an admin reset notices the store's
-new generation and stops without writing.
+Run by :mod:`emulator.workers`; progress is written after every batch, so ``GET /imports/{id}`` sees
+``success`` and ``errors`` grow while the import is ``inProgress``.
 """
 
 from __future__ import annotations
 
 import csv
-import logging
 import re
-import threading
 import time
 from collections.abc import Callable, Generator, Sequence
 from itertools import compress, islice
@@ -20,71 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from emulator.jobs import JobStopped
 from emulator.store import new_id, new_ids, now_iso
 from emulator.validation import PRODUCT_REQUIRED, check_columns, url_in_domains
 
 if TYPE_CHECKING:
     from emulator.state import EmulatorState
 
-log = logging.getLogger("emulator.processing")
-
 #: Cells are bounded by the upload limit; the per-field maximum is enforced as a row error instead,
 #: so that one huge cell fails one row and not the whole file.
 csv.field_size_limit(2**31 - 1)
-
-
-class _Stop(Exception):
-    """The job was reset away or cancelled."""
-
-
-class Workers:
-    """Starts and tracks the per-account worker threads."""
-
-    def __init__(self, state: EmulatorState) -> None:
-        self.state = state
-        self._lock = threading.Lock()
-        self._active: set[tuple[str, str]] = set()
-        self._stopping = threading.Event()
-
-    def resume(self) -> None:
-        """Pick up jobs left queued by a previous run (``--state``)."""
-        for table in ("imports", "exports"):
-            for account in self.state.store.accounts_with_jobs(table, ["queued"]):
-                self.kick(table, account)
-
-    def kick(self, table: str, account_id: str) -> None:
-        with self._lock:
-            if (table, account_id) in self._active or self._stopping.is_set():
-                return
-            self._active.add((table, account_id))
-        thread = threading.Thread(target=self._run, args=(table, account_id), name=f"{table}-{account_id}", daemon=True)
-        thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-
-    def _run(self, table: str, account_id: str) -> None:
-        store = self.state.store
-        while not self._stopping.is_set():
-            with self._lock:
-                job = store.oldest_job(table, account_id, "queued")
-                if job is None:
-                    self._active.discard((table, account_id))
-                    return
-            try:
-                if table == "imports":
-                    ImportRun(self.state, job, account_id).run()
-                else:
-                    from emulator.exports import ExportRun
-
-                    ExportRun(self.state, job, account_id).run()
-            except _Stop:
-                continue
-            except Exception:
-                log.exception("%s %s failed", table, job["id"])
-                store.update_job(table, job["id"], status="error", finishedAt=now_iso())
-        with self._lock:
-            self._active.discard((table, account_id))
 
 
 def read_rows(path: Path, delimiter: str) -> Generator[list[str]]:
@@ -151,12 +92,12 @@ class ImportRun:
 
     def _update(self, **changes: Any) -> None:
         if not self.store.update_job("imports", self.job["id"], self.generation, **changes):
-            raise _Stop
+            raise JobStopped
 
     def _check_alive(self) -> None:
         current = self.store.get_job("imports", self.job["id"])
         if current is None or current["status"] != "inProgress" or self.generation != self.store.generation:
-            raise _Stop
+            raise JobStopped
 
     def run(self) -> None:
         job_id = self.job["id"]
@@ -204,7 +145,7 @@ class ImportRun:
         if speed > 0:
             while processed / speed > time.monotonic() - started:
                 if self.generation != self.store.generation:
-                    raise _Stop
+                    raise JobStopped
                 time.sleep(max(0.0, min(0.02, processed / speed - (time.monotonic() - started))))
                 speed = self.state.settings.import_rows_per_s
                 if speed <= 0:
@@ -240,7 +181,7 @@ class ImportRun:
         self.errors += bad_lines
         self.success += len(batch) - bad_lines
         if report and not self.store.add_import_errors(self.job["id"], report, self.generation):
-            raise _Stop
+            raise JobStopped
         self._update(success=self.success, errors=self.errors)
         return len(batch)
 
@@ -342,7 +283,7 @@ class ImportRun:
                     changed[key] = self._merged(current, clean, updated, now)
             items = list(changed.items())
         if items and not self.store.put_entities(table, key_col, self.account_id, items, self.generation):
-            raise _Stop
+            raise JobStopped
 
     def _merged(self, current: dict[str, Any], clean: dict[str, Any], updated: str, now: str) -> dict[str, Any]:
         """The existing element after applying a row (with ``overrideExisting``)."""
@@ -406,7 +347,7 @@ class ImportRun:
             fresh.append(code)
         if fresh:
             if not self.store.add_codes(set_id, fresh, self.generation):
-                raise _Stop
+                raise JobStopped
             coupon_set = self.store.get_coupon_set_raw(set_id)
             if coupon_set is not None:
                 coupon_set["updatedAt"] = now_iso()

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
-from connectif_sync import erp
+import sample_erp as erp
+from connectif_sync.cli import main
 
 
 def _dump(url: str) -> dict[str, list[tuple[object, ...]]]:
@@ -131,7 +136,7 @@ def test_generic_sqlalchemy_path_matches_the_fast_path(tmp_path: Path) -> None:
     fast = f"sqlite:///{tmp_path / 'fast.db'}"
     erp.generate(fast, contacts=60, products=10, orders=10, coupons=12, seed=2)
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'slow.db'}")
-    writer = erp._Writer(engine)
+    writer = erp.Writer(engine)
     writer._adbc = None  # force the generic path
     erp.create_schema(engine)
     cols, _ = erp.customer_rows(2, 0, 60, erp.DEFAULT_NOW, 0.02)
@@ -140,3 +145,58 @@ def test_generic_sqlalchemy_path_matches_the_fast_path(tmp_path: Path) -> None:
         slow = [tuple(r) for r in conn.execute(sa.select(erp.customers).order_by(erp.customers.c.id))]
     engine.dispose()
     assert slow == _dump(fast)["customers"]
+
+
+def test_empty_tables_are_created_empty(tmp_path: Path) -> None:
+    """No erasure requests, no orders, no coupons: the tables exist and hold no row (no crash on zero rows)."""
+    url = f"sqlite:///{tmp_path / 'erp.db'}"
+    summary = erp.generate(url, contacts=20, products=3, orders=0, coupons=0, erasures=0)
+    data = _dump(url)
+    assert len(data["customers"]) == 20 and len(data["products"]) == 3
+    assert data["erasure_requests"] == data["orders"] == data["order_lines"] == data["coupon_pool"] == []
+    assert summary.rows["erasure_requests"] == summary.rows["orders"] == summary.rows["coupon_pool"] == 0
+
+
+def test_zero_rows_on_the_generic_path(tmp_path: Path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'slow.db'}")
+    erp.create_schema(engine)
+    writer = erp.Writer(engine)
+    writer._adbc = None  # force the generic path
+    writer.write(erp.erasure_requests, [])
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(erp.erasure_requests)).scalar() == 0
+    engine.dispose()
+
+
+def test_negative_counts_are_refused_by_name(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"erasures=-1.*use 0 for an empty table"):
+        erp.generate(f"sqlite:///{tmp_path / 'erp.db'}", contacts=5, products=1, erasures=-1)
+
+
+def test_cli_sample_erp_with_no_erasures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``connectif-sync sample-erp --erasures 0`` crashed with "zip() argument 2 is shorter than argument 1"."""
+    url = f"sqlite:///{tmp_path / 'erp.db'}"
+    args = ["sample-erp", "--url", url, "--contacts", "30", "--products", "4", "--orders", "5", "--erasures", "0"]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["rows"]["erasure_requests"] == 0 and summary["rows"]["customers"] == 30
+    assert _dump(url)["erasure_requests"] == []
+
+
+def test_cli_sample_erp_reports_a_negative_count(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite:///{tmp_path / 'erp.db'}"
+    assert main(["sample-erp", "--url", url, "--contacts", "5", "--products", "1", "--orders", "-3"]) == 1
+    assert "orders=-3" in capsys.readouterr().err
+
+
+def test_other_commands_do_not_import_the_generator(tmp_path: Path) -> None:
+    """The production CLI imports the generator only for ``sample-erp``."""
+    state = f"sqlite:///{tmp_path / 'state.db'}"
+    code = (
+        "import sys\n"
+        "from connectif_sync.cli import main\n"
+        f"assert main(['suppressed', '--state', {state!r}]) == 0\n"
+        "print('sample_erp' in sys.modules, 'connectif_sync.erp' in sys.modules)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert run.stdout.strip().splitlines()[-1] == "False False"

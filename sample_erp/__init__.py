@@ -1,0 +1,234 @@
+"""The sample ERP: a realistic schema and a deterministic generator of clean and dirty data.
+
+It is the embedded default source of the demo, the tests and the benchmarks, and the data behind
+``connectif-sync sample-erp``. It lives outside the sync library because it is test data, not sync logic (the
+library imports it for that command only). Everything is produced from ``(seed, sizes, now)`` only, so two runs
+with the same arguments write the same rows at any URL.
+
+Modules: :mod:`sample_erp.schema` (the tables), :mod:`sample_erp.rows` (the rows, clean and dirty),
+:mod:`sample_erp.writer` (bulk loading per database); :func:`generate` ties them together.
+
+Tables (all created by :func:`create_schema`):
+
+``customers``
+    ``id`` (PK), ``customer_code`` (text with leading zeros, kept as the external id), ``email``,
+    ``first_name``, ``last_name``, ``birthdate`` (date), ``mobile_phone`` (national or international,
+    with spaces/dashes), ``country`` (ISO 3166 alpha-2), ``loyalty_points`` (text: legacy ERPs store
+    numbers as text, sometimes zero-padded), ``newsletter_consent`` / ``sms_consent`` (boolean, NULL =
+    never asked), ``favourite_categories`` (comma-separated custom attribute), ``customer_tier``,
+    ``created_at``, ``updated_at`` (indexed).
+``categories``
+    ``id``, ``parent_id`` (self reference: the hierarchy), ``name``.
+``products``
+    ``id``, ``sku`` (text, zero-padded), ``name``, ``description``, ``url``, ``image_url``, ``price``
+    (with VAT), ``price_without_vat``, ``original_price``, ``discount_percent``, ``stock`` (text),
+    ``category_id``, ``brand``, ``tags`` (comma-separated), ``rating``, ``published_at``, ``updated_at``.
+``orders`` / ``order_lines``
+    ``orders.id``, ``order_number``, ``customer_id``, ``ordered_at`` (indexed), ``status``
+    (``paid`` | ``cancelled``), ``payment_method``, ``cart_id``, ``updated_at``; ``order_lines.id``,
+    ``order_id`` (indexed), ``product_id``, ``quantity``, ``unit_price``.
+``coupon_pool``
+    One row per code of a Connectif coupon set: ``id``, ``coupon_set_id`` (the Connectif set id),
+    ``code``, ``status`` (``unused`` | ``used``), ``created_at``, ``used_at`` (set when Connectif confirmed
+    the code's import). Index on ``(coupon_set_id, status)``.
+``erasure_requests``
+    ``id``, ``email`` (as typed by the requester: any case, stray spaces), ``requested_at``, ``done_at``
+    (NULL until the contact was deleted from Connectif), ``note``.
+
+Dirty data is injected at ``dirty_rate`` (default 2%) on even ids only, so that the row before a dirty
+row is always clean (a ``duplicate_email`` copies the previous customer's email in another case, with
+spaces around it; the earlier row wins). :class:`GenerationSummary` lists every dirty id per kind, so
+tests can assert exact outcomes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from sample_erp.rows import (
+    BATCH,
+    CATEGORY_TREE,
+    COUPON_DIRT,
+    CUSTOMER_DIRT,
+    DEFAULT_NOW,
+    INVALID_EMAILS,
+    PRODUCT_DIRT,
+    SPECIAL_DESCRIPTION,
+    SPECIAL_LAST,
+    UNICODE_FIRST,
+    clean_email,
+    coupon_rows,
+    coupon_set_ids,
+    customer_rows,
+    erasure_rows,
+    order_rows,
+    product_rows,
+)
+from sample_erp.schema import (
+    TABLES,
+    categories,
+    coupon_pool,
+    create_indexes,
+    create_schema,
+    customers,
+    erasure_requests,
+    order_lines,
+    orders,
+    products,
+)
+from sample_erp.writer import Writer
+
+__all__ = [
+    "CATEGORY_TREE",
+    "COUPON_DIRT",
+    "CUSTOMER_DIRT",
+    "DEFAULT_NOW",
+    "INVALID_EMAILS",
+    "PRODUCT_DIRT",
+    "SPECIAL_DESCRIPTION",
+    "SPECIAL_LAST",
+    "TABLES",
+    "UNICODE_FIRST",
+    "GenerationSummary",
+    "Writer",
+    "categories",
+    "clean_email",
+    "coupon_pool",
+    "coupon_set_ids",
+    "create_indexes",
+    "create_schema",
+    "customer_rows",
+    "customers",
+    "erasure_requests",
+    "generate",
+    "order_lines",
+    "orders",
+    "products",
+]
+
+_PRODUCTS = products  # generate() has parameters of the same names
+_ORDERS = orders
+
+
+@dataclass
+class GenerationSummary:
+    """What :func:`generate` wrote: row counts per table and the ids of every dirty row per kind."""
+
+    url: str
+    seed: int
+    now: str
+    rows: dict[str, int] = field(default_factory=dict)
+    dirty: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    coupon_sets: list[str] = field(default_factory=list)
+
+    def as_dict(self, with_ids: bool = False) -> dict[str, Any]:
+        """JSON-friendly form; dirty ids are replaced by counts unless ``with_ids``."""
+        return {
+            "url": self.url,
+            "seed": self.seed,
+            "now": self.now,
+            "rows": dict(self.rows),
+            "dirty": {
+                t: {k: (list(v) if with_ids else len(v)) for k, v in kinds.items()} for t, kinds in self.dirty.items()
+            },
+            "coupon_sets": list(self.coupon_sets),
+        }
+
+
+def _batches(total: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, total, BATCH):
+        yield start, min(total, start + BATCH)
+
+
+def generate(
+    url: str,
+    *,
+    contacts: int = 10_000,
+    products: int = 1_000,
+    orders: int = 2_000,
+    coupons: int = 600,
+    coupon_sets: int = 3,
+    erasures: int | None = None,
+    seed: int = 42,
+    dirty_rate: float = 0.02,
+    order_days: float = 7.0,
+    now: datetime | None = None,
+) -> GenerationSummary:
+    """(Re)create the sample ERP at ``url`` and fill it; the same arguments always give the same rows.
+
+    ``orders`` are spread over the ``order_days`` days before ``now`` (default :data:`DEFAULT_NOW`); every
+    other timestamp is also relative to ``now``. ``dirty_rate`` is the share of rows made dirty per table.
+    """
+    if contacts < 1 or products < 1:
+        raise ValueError("the sample ERP needs at least 1 contact and 1 product (orders reference them)")
+    counts = {"orders": orders, "coupons": coupons, "coupon_sets": coupon_sets, "erasures": erasures or 0}
+    negative = [f"{name}={value}" for name, value in counts.items() if value < 0]
+    if negative:
+        raise ValueError(f"row counts cannot be negative ({', '.join(negative)}): use 0 for an empty table")
+    if not 0 <= dirty_rate <= 0.5:
+        raise ValueError(f"dirty_rate must be between 0 and 0.5, got {dirty_rate}")
+    anchor = (now or DEFAULT_NOW).astimezone(UTC).replace(tzinfo=None) if (now and now.tzinfo) else (now or DEFAULT_NOW)
+    anchor = anchor.replace(microsecond=0)
+    n_erasures = erasures if erasures is not None else max(3, contacts // 1000)
+    sets = coupon_set_ids(seed, coupon_sets) if coupon_sets else []
+    summary = GenerationSummary(url=_safe_url(url), seed=seed, now=anchor.isoformat(), coupon_sets=sets)
+    engine = sa.create_engine(url)
+    writer: Writer | None = None
+    try:
+        create_schema(engine, indexes=False)
+        engine.dispose()  # no sqlite3 connection stays open while ADBC's own SQLite library writes the file
+        writer = Writer(engine)
+        writer.write(categories, [tuple(c) for c in CATEGORY_TREE])
+        summary.rows["categories"] = len(CATEGORY_TREE)
+        summary.dirty["customers"] = {k: [] for k in CUSTOMER_DIRT}
+        for start, stop in _batches(contacts):
+            cols, dirty = customer_rows(seed, start, stop, anchor, dirty_rate)
+            writer.write(customers, cols)
+            for k, v in dirty.items():
+                summary.dirty["customers"][k].extend(v)
+        summary.rows["customers"] = contacts
+        summary.dirty["products"] = {k: [] for k in PRODUCT_DIRT}
+        for start, stop in _batches(products):
+            rows, dirty = product_rows(seed, start, stop, anchor, dirty_rate)
+            writer.write(_PRODUCTS, rows)
+            for k, v in dirty.items():
+                summary.dirty["products"][k].extend(v)
+        summary.rows["products"] = products
+        line_id = 0
+        for start, stop in _batches(orders):
+            o, lines = order_rows(seed, start, stop, anchor, contacts, products, order_days, line_id)
+            line_id += len(lines)
+            writer.write(_ORDERS, o)
+            writer.write(order_lines, lines)
+        summary.rows["orders"] = orders
+        summary.rows["order_lines"] = line_id
+        summary.dirty["coupon_pool"] = {k: [] for k in COUPON_DIRT}
+        if sets:
+            for start, stop in _batches(coupons):
+                rows, dirty = coupon_rows(seed, start, stop, anchor, sets, dirty_rate)
+                writer.write(coupon_pool, rows)
+                for k, v in dirty.items():
+                    summary.dirty["coupon_pool"][k].extend(v)
+        summary.rows["coupon_pool"] = coupons if sets else 0
+        writer.write(erasure_requests, erasure_rows(seed, n_erasures, anchor, contacts))
+        summary.rows["erasure_requests"] = n_erasures
+        writer.close()
+        create_indexes(engine)
+    finally:
+        if writer is not None:
+            writer.close()
+        engine.dispose()
+    return summary
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for summaries and logs."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
