@@ -43,13 +43,14 @@ class AirflowClient:
         token: str = resp.json()["access_token"]
         return token
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _request(
+        self, method: str, path: str, *, headers_extra: dict[str, str] | None = None, **kwargs: Any
+    ) -> httpx.Response:
         for attempt in (1, 2):
             if self._token is None:
                 self._token = self._login()
-            resp = self._http.request(
-                method, f"/api/v2{path}", headers={"Authorization": f"Bearer {self._token}"}, **kwargs
-            )
+            headers = {"Authorization": f"Bearer {self._token}", **(headers_extra or {})}
+            resp = self._http.request(method, f"/api/v2{path}", headers=headers, **kwargs)
             if resp.status_code == 401 and attempt == 1:
                 self._token = None
                 continue
@@ -118,6 +119,61 @@ class AirflowClient:
         result: list[dict[str, Any]] = self._json(
             "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000}
         )["task_instances"]
+        return result
+
+    def task_tries(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> list[dict[str, Any]]:
+        """Every try of one task instance (the current one and those kept in its history), oldest first."""
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"
+        path += f"/{map_index}/tries" if map_index >= 0 else "/tries"
+        result: list[dict[str, Any]] = self._json("GET", path)["task_instances"]
+        return sorted(result, key=lambda t: t.get("try_number") or 0)
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1) -> list[Any]:
+        """The log of one try as Airflow's structured entries (dicts with ``event``, ``level``...) or lines."""
+        resp = self._request(
+            "GET",
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+            params={"full_content": "true", "map_index": map_index},
+            headers_extra={"Accept": "application/json"},
+        )
+        if resp.status_code == 404:
+            return []
+        if resp.status_code != 200:
+            raise AirflowAPIError(f"log of {dag_id}/{run_id}/{task_id} try {try_number}: HTTP {resp.status_code}")
+        content = resp.json().get("content")
+        return list(content) if isinstance(content, list) else [] if content is None else str(content).splitlines()
+
+    def variable(self, key: str) -> str | None:
+        resp = self._request("GET", f"/variables/{key}")
+        if resp.status_code == 404:
+            return None
+        if resp.status_code != 200:
+            raise AirflowAPIError(f"GET /api/v2/variables/{key}: HTTP {resp.status_code} {resp.text[:300]}")
+        value: str = resp.json()["value"]
+        return value
+
+    def create_variable(self, key: str, value: str, description: str | None = None) -> None:
+        self._json("POST", "/variables", ok=(200, 201), json={"key": key, "value": value, "description": description})
+
+    def create_backfill(
+        self,
+        dag_id: str,
+        from_date: datetime,
+        to_date: datetime,
+        *,
+        max_active_runs: int | None = None,
+        conf: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """``POST /api/v2/backfills`` (what the UI's Trigger → Backfill form posts)."""
+        body: dict[str, Any] = {
+            "dag_id": dag_id,
+            "from_date": from_date.isoformat(),
+            "to_date": to_date.isoformat(),
+            "dag_run_conf": conf or {},
+        }
+        if max_active_runs is not None:
+            body["max_active_runs"] = max_active_runs
+        result: dict[str, Any] = self._json("POST", "/backfills", ok=(200, 201), json=body)
         return result
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:

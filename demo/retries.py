@@ -1,0 +1,106 @@
+"""Which tasks of a run needed more than one try, and why: read through the REST API, for the demo's summary.
+
+A run that ends in ``success`` after retries is not the same as a clean run (the issue that led to this: a
+task failing twice with ``database is locked`` and the summary saying "success"). For every task instance
+whose ``try_number`` is above 1 we read its tries (``.../taskInstances/{task}/tries``) and, for each try that
+did not succeed, the error its log ends with (``.../logs/{try}``), else the try's state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+
+from demo.airflow_api import AirflowAPIError
+
+#: Longest reason shown per try (the log keeps the whole traceback).
+MAX_REASON = 240
+
+
+class _Client(Protocol):
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]: ...
+    def task_tries(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> list[dict[str, Any]]: ...
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1) -> list[Any]: ...
+
+
+@dataclass(frozen=True)
+class FailedTry:
+    try_number: int
+    state: str | None
+    reason: str
+
+
+@dataclass
+class RetriedTask:
+    """A task instance that needed more than one try; ``tries`` lists those that did not succeed."""
+
+    task: str
+    tries_used: int
+    final_state: str | None
+    failed: list[FailedTry] = field(default_factory=list)
+
+    def describe(self) -> str:
+        head = f"{self.task}: {self.tries_used} tries, ended {self.final_state}"
+        if not self.failed:
+            return head
+        return head + "; " + "; ".join(f"try {f.try_number} {f.state or '?'}: {f.reason}" for f in self.failed)
+
+
+def failure_reason(entries: Iterable[Any]) -> str | None:
+    """The error a try's log ends with: the last exception of Airflow's structured log (``error_detail``), else
+    the last ``error``/``critical`` entry, else the last plain line naming an error. ``None`` if none."""
+    last_exception: str | None = None
+    last_error: str | None = None
+    last_line: str | None = None
+    for entry in entries:
+        if isinstance(entry, dict):
+            details = entry.get("error_detail")
+            if isinstance(details, list) and details:
+                first = details[0] if isinstance(details[0], dict) else {}
+                exc_type = first.get("exc_type") or "error"
+                exc_value = str(first.get("exc_value") or "").strip()
+                last_exception = f"{exc_type}: {exc_value}" if exc_value else str(exc_type)
+            level = str(entry.get("level") or "").lower()
+            if level in ("error", "critical") and entry.get("event"):
+                last_error = str(entry["event"]).strip()
+        else:
+            line = str(entry).strip()
+            if "Error" in line or "Exception" in line or "error:" in line.lower():
+                last_line = line
+    reason = last_exception or last_error or last_line
+    if reason is None:
+        return None
+    reason = " ".join(reason.split())
+    return reason if len(reason) <= MAX_REASON else reason[: MAX_REASON - 1] + "…"
+
+
+def _label(ti: dict[str, Any]) -> str:
+    index = ti.get("map_index", -1)
+    return f"{ti['task_id']}[{index}]" if index is not None and index >= 0 else str(ti["task_id"])
+
+
+def retried_tasks(client: _Client, dag_id: str, run_id: str) -> list[RetriedTask]:
+    """Every task instance of the run that used more than one try, with why each earlier try failed."""
+    out: list[RetriedTask] = []
+    for ti in client.task_instances(dag_id, run_id):
+        tries = int(ti.get("try_number") or 0)
+        if tries <= 1:
+            continue
+        map_index = int(ti.get("map_index", -1) if ti.get("map_index") is not None else -1)
+        task = RetriedTask(task=_label(ti), tries_used=tries, final_state=ti.get("state"))
+        for attempt in client.task_tries(dag_id, run_id, ti["task_id"], map_index):
+            number = int(attempt.get("try_number") or 0)
+            state = attempt.get("state")
+            if state == "success" or (number == tries and state not in ("failed", "upstream_failed")):
+                continue  # the try that worked, or the one still running
+            try:
+                log = client.task_log(dag_id, run_id, ti["task_id"], number, map_index)
+            except (AirflowAPIError, httpx.HTTPError) as exc:  # a missing log must not hide the retry itself
+                log = [f"(log unreadable: {exc})"]
+            reason = failure_reason(log) or f"no error in its log (state {state}: killed, or a lost heartbeat?)"
+            task.failed.append(FailedTry(number, state, reason))
+        out.append(task)
+    return out
