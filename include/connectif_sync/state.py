@@ -18,6 +18,9 @@ deployments. Tables (all prefixed ``connectif_sync_``):
 ``suppressed`` keys that must never be sent again whatever the source says, with the reason: a contact
                erased at its owner's request (the erasure DAG adds it). Syncs set such rows aside (reason
                ``suppressed: ...``), full resyncs included, until :meth:`StateStore.unsuppress`.
+``erasures``   the outcome of each erasure request Connectif answered (``deleted``, or ``absent``: a 404), and
+               the job run (all its tries) that finished it: a retry whose delete answers 404 because an
+               earlier try deleted the contact still counts it as deleted.
 ``snapshots``  (SQLite only) a copy of one object's ``state`` hashes as one sorted binary array, rewritten in the
                same transaction as every ``state`` write: a full-scan diff reads one value instead of
                3 x 1,000,000 integers through ``sqlite3`` (about 3 s, the dominant cost of a second run).
@@ -148,6 +151,20 @@ purchases_table = sa.Table(
     sa.Column("detail", sa.Text),
     sa.Column("updated_at", sa.DateTime, nullable=False),
 )
+
+erasures_table = sa.Table(
+    "connectif_sync_erasures",
+    metadata,
+    sa.Column("request_id", sa.String(200), primary_key=True),
+    sa.Column("email", sa.String(1000), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("run", sa.String(250), nullable=False),
+    sa.Column("recorded_at", sa.DateTime, nullable=False),
+    sa.Index("ix_connectif_sync_erasures_run", "run"),
+)
+
+ERASURE_OUTCOMES = ("deleted", "absent")
+"""``deleted``: Connectif had the contact and deleted it; ``absent``: it answered 404 (nothing to erase)."""
 
 PURCHASE_DONE = ("confirmed", "duplicate")
 """Purchase statuses that mean Connectif has it: never send again."""
@@ -859,6 +876,35 @@ class StateStore:
         with self.engine.connect() as conn:
             for r in conn.execute(sa.select(purchases_table).order_by(purchases_table.c.purchase_id)):
                 yield dict(r._mapping)
+
+    # ------------------------------------------------------------------------------------- erasures
+
+    def record_erasure(self, request_id: str, email: str, outcome: str, run: str) -> str:
+        """Record how Connectif answered the deletion of one request's contact, for job run ``run``; returns
+        the outcome kept. ``absent`` after an earlier ``deleted`` of the same request and email stays
+        ``deleted``: the 404 is the earlier try's own deletion, not a contact Connectif never had."""
+        self._write()
+        if outcome not in ERASURE_OUTCOMES:
+            raise ValueError(f"outcome must be one of {ERASURE_OUTCOMES}, got {outcome!r}")
+        t = erasures_table
+        with self.engine.begin() as conn:
+            earlier = conn.execute(sa.select(t.c.email, t.c.outcome).where(t.c.request_id == request_id)).first()
+            if earlier is not None and earlier.email == email and earlier.outcome == "deleted":
+                outcome = "deleted"
+            conn.execute(t.delete().where(t.c.request_id == request_id))
+            conn.execute(
+                t.insert().values(request_id=request_id, email=email, outcome=outcome, run=run, recorded_at=_now())
+            )
+        return outcome
+
+    def erasure_counts(self, run: str) -> dict[str, int]:
+        """Requests finished by job run ``run`` (all its tries), per outcome."""
+        if self._missing:
+            return {}
+        t = erasures_table
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t.c.outcome, sa.func.count()).where(t.c.run == run).group_by(t.c.outcome))
+            return {str(outcome): int(n) for outcome, n in rows}
 
 
 _HASHES_SQL = "SELECT key_hash, row_hash, COALESCE(source_hash, 0) FROM connectif_sync_state WHERE object = ?"
