@@ -21,6 +21,7 @@ included: the second runs send nothing, because nothing changed. ``--fresh`` sta
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -287,8 +288,11 @@ def wait_for_run(
     """Poll a run until it ends, checking on every poll that what it needs is alive; a run that cannot
     finish (dead scheduler, triggerer, emulator, database) stops the wait at once with the reason."""
     deadline = time.monotonic() + timeout
+    run: dict[str, Any] = {"state": "unknown (the API server did not answer)"}
     while True:
-        run = client.run(dag_id, run_id)
+        # A slow answer on a busy machine is no failure; the watchdog says when the API server is really down.
+        with contextlib.suppress(httpx.TransportError):
+            run = client.run(dag_id, run_id)
         if run["state"] in TERMINAL_RUN_STATES:
             return run
         fatal = {part: why for part, why in watchdog.check().items() if part in FATAL_WHILE_WAITING}
@@ -496,7 +500,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         say()
         say("Stopping...")
         return 0
-    except (StartupError, TimeoutError, AirflowAPIError, PostgresError) as exc:
+    except (StartupError, TimeoutError, AirflowAPIError, PostgresError, httpx.HTTPError) as exc:
         say(f"\n✗ {exc}")
         return 1
     finally:

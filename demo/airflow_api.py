@@ -10,6 +10,8 @@ from typing import Any
 import httpx
 
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
+#: Tries of a GET that times out or loses its connection (writes are never sent twice).
+GET_ATTEMPTS = 3
 
 
 class AirflowAPIError(RuntimeError):
@@ -19,7 +21,7 @@ class AirflowAPIError(RuntimeError):
 class AirflowClient:
     """Talks to one Airflow API server; logs in with ``/auth/token`` and retries once on an expired token."""
 
-    def __init__(self, base_url: str, username: str, password: str, *, timeout: float = 30.0) -> None:
+    def __init__(self, base_url: str, username: str, password: str, *, timeout: float = 60.0) -> None:
         self.base_url = base_url.rstrip("/")
         self._username = username
         self._password = password
@@ -46,16 +48,26 @@ class AirflowClient:
     def _request(
         self, method: str, path: str, *, headers_extra: dict[str, str] | None = None, **kwargs: Any
     ) -> httpx.Response:
-        for attempt in (1, 2):
+        relogged = False
+        transport_tries = 0
+        while True:
             if self._token is None:
                 self._token = self._login()
             headers = {"Authorization": f"Bearer {self._token}", **(headers_extra or {})}
-            resp = self._http.request(method, f"/api/v2{path}", headers=headers, **kwargs)
-            if resp.status_code == 401 and attempt == 1:
+            try:
+                resp = self._http.request(method, f"/api/v2{path}", headers=headers, **kwargs)
+            except httpx.TransportError:
+                # A busy machine can make the API server answer late: reads are retried, never writes.
+                transport_tries += 1
+                if method != "GET" or transport_tries >= GET_ATTEMPTS:
+                    raise
+                time.sleep(2.0 * transport_tries)
+                continue
+            if resp.status_code == 401 and not relogged:
+                relogged = True
                 self._token = None
                 continue
             return resp
-        raise AssertionError("unreachable")
 
     def _json(self, method: str, path: str, *, ok: tuple[int, ...] = (200,), **kwargs: Any) -> Any:
         resp = self._request(method, path, **kwargs)

@@ -29,7 +29,7 @@ class Watchdog:
     grace: float = 60.0
     say: Callable[[str], None] = print
     clock: Callable[[], float] = time.monotonic
-    http_get: Callable[[str], Any] = field(default=lambda url: httpx.get(url, timeout=5))
+    http_get: Callable[[str], Any] = field(default=lambda url: httpx.get(url, timeout=20))
     _bad_since: dict[str, float] = field(default_factory=dict)
     _reported: dict[str, str] = field(default_factory=dict)
 
