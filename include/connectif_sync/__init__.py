@@ -33,6 +33,7 @@ State store (SQLAlchemy URL; default ``sqlite:///connectif_sync_state.db``, Post
         store.pending()). Raises ValueError if status != "finished" (then nothing is committed).
     store.confirm_file(csv_path, failed_lines: Iterable[int] | Mapping[int, str] = ()) -> same dict
     store.rejected(obj=None, run_id=None, limit=1000) -> list[dict]   # validation rejects, latest run
+    store.iter_rejected(obj=None, run_id=None) -> Iterator[dict]; store.count_rejected(obj=None, run_id=None)
     store.suppress(obj, keys, reason) / unsuppress(obj, keys) / suppressed(obj=None)  # never sent again
         rows: {"run_id", "object", "key", "source_ref", "field", "reason", "value"}
     store.pending(obj=None) -> list[dict]        # rows Connectif rejected: {"object","key","line","reason",...}
@@ -63,6 +64,7 @@ Mappings, sample ERP, building blocks::
     extract(source_url, mapping, *, since=None, window=None, chunk_rows=32_768, readers=2) -> Iterator[DataFrame]
     shape(table, mapping) -> ShapedChunk;  validate(shaped, mapping, KeySet()) -> Validated
     ChunkWriter(out_dir, obj, columns, max_bytes=...) ; DEFAULT_MAX_FILE_BYTES (just under 50 MB)
+    sqlite_hash_extension() -> str | None   # path of the built SQLite source-hash extension, or None
 
 Sample ERP tables for other modules (see :mod:`connectif_sync.erp`): ``coupon_pool`` (id, coupon_set_id,
 code, status unused|used, created_at, used_at) and ``erasure_requests`` (id, email, requested_at,
@@ -76,7 +78,7 @@ from __future__ import annotations
 from connectif_sync.chunk import DEFAULT_MAX_FILE_BYTES, ChunkFile, ChunkWriter
 from connectif_sync.erp import GenerationSummary
 from connectif_sync.erp import generate as generate_sample_erp
-from connectif_sync.extract import Window, extract, extract_arrow
+from connectif_sync.extract import Window, extract, extract_arrow, sqlite_hash_extension
 from connectif_sync.mappings import MAPPINGS_DIR, Mapping, MappingError, load_mapping, resolve_mapping
 from connectif_sync.pipeline import SyncReport, SyncResult, plan_sync, run_sync
 from connectif_sync.purchases import PurchaseBatch, plan_purchases, purchase_payloads
@@ -111,5 +113,6 @@ __all__ = [
     "resolve_mapping",
     "run_sync",
     "shape",
+    "sqlite_hash_extension",
     "validate",
 ]

@@ -34,6 +34,7 @@ closing one library's connection drops the other's POSIX locks (SQLite's documen
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 import uuid
@@ -546,33 +547,68 @@ class StateStore:
             )
 
     def rejected(self, obj: str | None = None, run_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
-        """Rows set aside by validation: of ``run_id``, else of the latest run of ``obj`` (else of any)."""
+        """Rows set aside by validation: of ``run_id``, else of the latest run of ``obj`` (else of any); the
+        first ``limit`` (see :meth:`iter_rejected` for all of them, :meth:`count_rejected` for how many)."""
+        return list(itertools.islice(self.iter_rejected(obj, run_id), max(limit, 0)))
+
+    def _rejected_run(self, conn: sa.Connection, obj: str | None, run_id: str | None) -> str | None:
+        """``run_id``, or the latest non-plan run of ``obj``; ``""`` when ``obj`` has no run (nothing to list)."""
+        if run_id is not None or obj is None:
+            return run_id
+        latest = conn.execute(
+            sa.select(runs_table.c.run_id)
+            .where(runs_table.c.object == obj, runs_table.c.mode != "plan")
+            .order_by(runs_table.c.started_at.desc())
+            .limit(1)
+        ).scalar()
+        return "" if latest is None else str(latest)
+
+    def _rejected_filter(self, obj: str | None, run_id: str | None) -> list[sa.ColumnElement[bool]]:
+        where: list[sa.ColumnElement[bool]] = []
+        if obj:
+            where.append(rejected_table.c.object == obj)
+        if run_id:
+            where.append(rejected_table.c.run_id == run_id)
+        return where
+
+    def iter_rejected(
+        self, obj: str | None = None, run_id: str | None = None, *, page_size: int = 1000
+    ) -> Iterator[dict[str, Any]]:
+        """Every row set aside in ``run_id`` (else the latest run of ``obj``), in order, read a page at a time."""
         if self._missing:
-            return []
+            return
         with self.engine.connect() as conn:
-            if run_id is None and obj is not None:
-                run_id = conn.execute(
-                    sa.select(runs_table.c.run_id)
-                    .where(runs_table.c.object == obj, runs_table.c.mode != "plan")
-                    .order_by(runs_table.c.started_at.desc())
-                    .limit(1)
-                ).scalar()
-                if run_id is None:
-                    return []
-            q = sa.select(
-                rejected_table.c.run_id,
-                rejected_table.c.object,
-                rejected_table.c.key,
-                rejected_table.c.source_ref,
-                rejected_table.c.field,
-                rejected_table.c.reason,
-                rejected_table.c.value,
-            ).order_by(rejected_table.c.id)
-            if obj:
-                q = q.where(rejected_table.c.object == obj)
-            if run_id:
-                q = q.where(rejected_table.c.run_id == run_id)
-            return [dict(r._mapping) for r in conn.execute(q.limit(limit))]
+            run_id = self._rejected_run(conn, obj, run_id)
+        if run_id == "":
+            return
+        t = rejected_table
+        columns = (t.c.run_id, t.c.object, t.c.key, t.c.source_ref, t.c.field, t.c.reason, t.c.value)
+        last = -1
+        while True:
+            q = (
+                sa.select(t.c.id, *columns)
+                .where(t.c.id > last, *self._rejected_filter(obj, run_id))
+                .order_by(t.c.id)
+                .limit(page_size)
+            )
+            with self.engine.connect() as conn:
+                page = [dict(r._mapping) for r in conn.execute(q)]
+            for row in page:
+                last = row.pop("id")
+                yield row
+            if len(page) < page_size:
+                return
+
+    def count_rejected(self, obj: str | None = None, run_id: str | None = None) -> int:
+        """How many rows :meth:`iter_rejected` yields for the same arguments."""
+        if self._missing:
+            return 0
+        with self.engine.connect() as conn:
+            run_id = self._rejected_run(conn, obj, run_id)
+            if run_id == "":
+                return 0
+            q = sa.select(sa.func.count()).select_from(rejected_table).where(*self._rejected_filter(obj, run_id))
+            return int(conn.execute(q).scalar() or 0)
 
     def pending(self, obj: str | None = None) -> list[dict[str, Any]]:
         """Rows Connectif rejected in an import (they go again next run)."""
