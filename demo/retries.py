@@ -91,16 +91,23 @@ def retried_tasks(client: _Client, dag_id: str, run_id: str) -> list[RetriedTask
             continue
         map_index = int(ti.get("map_index", -1) if ti.get("map_index") is not None else -1)
         task = RetriedTask(task=_label(ti), tries_used=tries, final_state=ti.get("state"))
-        for attempt in client.task_tries(dag_id, run_id, ti["task_id"], map_index):
-            number = int(attempt.get("try_number") or 0)
-            state = attempt.get("state")
+        # The tries Airflow kept (history + current); a try it kept no record of is still reported.
+        kept = client.task_tries(dag_id, run_id, ti["task_id"], map_index)
+        recorded = {int(t.get("try_number") or 0): t for t in kept}
+        for number in range(1, tries + 1):
+            attempt = recorded.get(number) or {}
+            state = attempt.get("state") if attempt else ("no record" if number < tries else ti.get("state"))
             if state == "success" or (number == tries and state not in ("failed", "upstream_failed")):
                 continue  # the try that worked, or the one still running
             try:
                 log = client.task_log(dag_id, run_id, ti["task_id"], number, map_index)
             except (AirflowAPIError, httpx.HTTPError) as exc:  # a missing log must not hide the retry itself
                 log = [f"(log unreadable: {exc})"]
-            reason = failure_reason(log) or f"no error in its log (state {state}: killed, or a lost heartbeat?)"
+            reason = failure_reason(log)
+            if reason is None and attempt and not attempt.get("start_date"):
+                reason = "failed before the task's code started (the executor reported it; see standalone.log)"
+            elif reason is None:
+                reason = "no error in its log (killed, or a lost heartbeat?)"
             task.failed.append(FailedTry(number, state, reason))
         out.append(task)
     return out
