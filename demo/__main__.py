@@ -314,7 +314,9 @@ def runs_since(client: AirflowClient, dag_id: str, since: datetime) -> list[dict
     return sorted(out, key=lambda r: r.get("queued_at") or "")
 
 
-def summarise(client: AirflowClient, dag_id: str, run: dict[str, Any]) -> dict[str, Any]:
+def summarise(
+    client: AirflowClient, dag_id: str, run: dict[str, Any], scheduler_log: Path | None = None
+) -> dict[str, Any]:
     summary = client.xcom(dag_id, run["dag_run_id"], "report", key="summary") or {}
     duration = None
     if run.get("start_date") and run.get("end_date"):
@@ -335,7 +337,7 @@ def summarise(client: AirflowClient, dag_id: str, run: dict[str, Any]) -> dict[s
         "duration": duration,
         "summary": summary,
         "failed": failed,
-        "retried": retried_tasks(client, dag_id, run["dag_run_id"]),
+        "retried": retried_tasks(client, dag_id, run["dag_run_id"], scheduler_log=scheduler_log),
     }
 
 
@@ -472,7 +474,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for other in runs_since(client, dag_id, since):
                     if other["state"] not in TERMINAL_RUN_STATES:
                         other = wait_for_run(client, watchdog, dag_id, other["dag_run_id"], timeout=args.run_timeout)
-                    results.append(summarise(client, dag_id, other))
+                    results.append(summarise(client, dag_id, other, airflow.log_path))
 
         say()
         say(f"First sync finished in {time.monotonic() - started:.0f}s:")

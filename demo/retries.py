@@ -8,8 +8,10 @@ did not succeed, the error its log ends with (``.../logs/{try}``), else the try'
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
@@ -17,7 +19,7 @@ import httpx
 from demo.airflow_api import AirflowAPIError
 
 #: Longest reason shown per try (the log keeps the whole traceback).
-MAX_REASON = 240
+MAX_REASON = 320
 
 
 class _Client(Protocol):
@@ -73,8 +75,41 @@ def failure_reason(entries: Iterable[Any]) -> str | None:
     reason = last_exception or last_error or last_line
     if reason is None:
         return None
-    reason = " ".join(reason.split())
-    return reason if len(reason) <= MAX_REASON else reason[: MAX_REASON - 1] + "…"
+    return _short(reason)
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "…"
+
+
+def scheduler_reason(
+    log_path: Path, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int
+) -> str | None:
+    """Why the scheduler failed a try, from ``airflow standalone``'s log, for a try whose task log is empty
+    (e.g. the task process died before running the task's code): the error line about that task instance
+    nearest to where the executor reported the try failed."""
+    key = f"dag_id='{dag_id}', task_id='{task_id}', run_id='{run_id}', try_number={try_number}, map_index={map_index}"
+    ti_text = f"<TaskInstance: {dag_id}.{task_id} {run_id}" + (f" map_index={map_index} [" if map_index >= 0 else " [")
+    event: int | None = None
+    errors: list[tuple[int, str]] = []
+    try:
+        with log_path.open(errors="replace") as fh:
+            for number, line in enumerate(fh):
+                if event is None and key in line and "state failed" in line:
+                    event = number
+                elif ti_text in line and "[error" in line:
+                    message = line.split("[error", 1)[1].lstrip(" ]").split(" [airflow.", 1)[0]
+                    message = re.sub(r"(the task instance )?<TaskInstance: [^>]*>", "the task", message)
+                    errors.append((number, _short(message)))
+    except OSError:
+        return None
+    if event is None:
+        return None
+    near = [(abs(number - event), message) for number, message in errors if abs(number - event) <= 500]
+    if not near:
+        return "the executor reported this try failed (see the scheduler in standalone.log)"
+    return "the scheduler says: " + min(near)[1]
 
 
 def _label(ti: dict[str, Any]) -> str:
@@ -82,8 +117,9 @@ def _label(ti: dict[str, Any]) -> str:
     return f"{ti['task_id']}[{index}]" if index is not None and index >= 0 else str(ti["task_id"])
 
 
-def retried_tasks(client: _Client, dag_id: str, run_id: str) -> list[RetriedTask]:
-    """Every task instance of the run that used more than one try, with why each earlier try failed."""
+def retried_tasks(client: _Client, dag_id: str, run_id: str, *, scheduler_log: Path | None = None) -> list[RetriedTask]:
+    """Every task instance of the run that used more than one try, with why each earlier try failed (from its
+    task log, else from ``scheduler_log``, the scheduler's own log, when given)."""
     out: list[RetriedTask] = []
     for ti in client.task_instances(dag_id, run_id):
         tries = int(ti.get("try_number") or 0)
@@ -104,6 +140,8 @@ def retried_tasks(client: _Client, dag_id: str, run_id: str) -> list[RetriedTask
             except (AirflowAPIError, httpx.HTTPError) as exc:  # a missing log must not hide the retry itself
                 log = [f"(log unreadable: {exc})"]
             reason = failure_reason(log)
+            if reason is None and scheduler_log is not None:
+                reason = scheduler_reason(scheduler_log, dag_id, run_id, ti["task_id"], number, map_index)
             if reason is None and attempt and not attempt.get("start_date"):
                 reason = "failed before the task's code started (the executor reported it; see standalone.log)"
             elif reason is None:

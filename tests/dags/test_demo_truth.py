@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from structlog.tracebacks import ExceptionDictTransformer
 
-from demo.retries import MAX_REASON, failure_reason
+from demo.retries import MAX_REASON, failure_reason, scheduler_reason
 from demo.watchdog import Watchdog
 
 
@@ -56,6 +56,32 @@ def test_failure_reason_falls_back_to_error_events_then_plain_lines() -> None:
     assert failure_reason([{"event": "Process exited abnormally", "level": "error"}]) == "Process exited abnormally"
     assert failure_reason(["starting", "ValueError: bad row 42", "done"]) == "ValueError: bad row 42"
     assert failure_reason([{"event": "fine", "level": "info"}, "all good"]) is None
+
+
+#: Lines of ``airflow standalone``'s log from a demo on a busy machine: a mapped import whose first try failed
+#: before its code ran (its task log is empty), as the scheduler reported it.
+STANDALONE_LOG = (
+    "scheduler  | 2026-12-06T09:07:10.259140Z [error    ] Executor LocalExecutor(parallelism=16) reported that the task instance <TaskInstance: connectif_coupons.import_codes manual__2026-12-06T09:06:02.320858+00:00 map_index=0 [queued] ti_id=01a24a9a-6681-7b53-bbf1-ed5f6466b8ea> finished with state success, but the task instance's state attribute is queued. Learn more: https://airflow.apache.org/docs/apache-airflow/stable/troubleshooting.html#task-state-changed-externally [airflow.task] loc=taskinstance.py:1878"
+    "\n"
+    "scheduler  | 2026-12-06T09:07:11.1Z [info     ] unrelated line\n"
+    "scheduler  | 2026-12-06T09:07:11.527129Z [info     ] Received executor event with state failed for task instance TaskInstanceKey(dag_id='connectif_coupons', task_id='import_codes', run_id='manual__2026-12-06T09:06:02.320858+00:00', try_number=1, map_index=0) [airflow.jobs.scheduler_job_runner.SchedulerJobRunner] loc=scheduler_job_runner.py:1347"
+    "\n"
+)
+
+
+def test_scheduler_reason_of_a_try_without_a_task_log(tmp_path: Path) -> None:
+    log = tmp_path / "standalone.log"
+    log.write_text(STANDALONE_LOG)
+    run = "manual__2026-12-06T09:06:02.320858+00:00"
+
+    reason = scheduler_reason(log, "connectif_coupons", run, "import_codes", 1, 0)
+
+    assert reason is not None
+    assert reason.startswith("the scheduler says: Executor LocalExecutor(parallelism=16) reported that the task ")
+    assert "state attribute is queued" in reason and "<TaskInstance" not in reason
+    assert scheduler_reason(log, "connectif_coupons", run, "import_codes", 2, 0) is None  # no such try
+    assert scheduler_reason(log, "connectif_coupons", run, "import_codes", 1, 1) is None  # another mapped index
+    assert scheduler_reason(tmp_path / "missing.log", "connectif_coupons", run, "import_codes", 1, 0) is None
 
 
 class Clock:
