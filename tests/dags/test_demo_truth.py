@@ -61,10 +61,18 @@ def test_failure_reason_falls_back_to_error_events_then_plain_lines() -> None:
 #: Lines of ``airflow standalone``'s log from a demo on a busy machine: a mapped import whose first try failed
 #: before its code ran (its task log is empty), as the scheduler reported it.
 STANDALONE_LOG = (
-    "scheduler  | 2026-12-06T09:07:10.259140Z [error    ] Executor LocalExecutor(parallelism=16) reported that the task instance <TaskInstance: connectif_coupons.import_codes manual__2026-12-06T09:06:02.320858+00:00 map_index=0 [queued] ti_id=01a24a9a-6681-7b53-bbf1-ed5f6466b8ea> finished with state success, but the task instance's state attribute is queued. Learn more: https://airflow.apache.org/docs/apache-airflow/stable/troubleshooting.html#task-state-changed-externally [airflow.task] loc=taskinstance.py:1878"
+    "scheduler  | 2026-12-06T09:07:10.259140Z [error    ] Executor LocalExecutor(parallelism=16) reported"
+    " that the task instance <TaskInstance: connectif_coupons.import_codes manual__2026-12-06T09:06:02.32"
+    "0858+00:00 map_index=0 [queued] ti_id=01a24a9a-6681-7b53-bbf1-ed5f6466b8ea> finished with state succ"
+    "ess, but the task instance's state attribute is queued. Learn more: https://airflow.apache.org/docs/"
+    "apache-airflow/stable/troubleshooting.html#task-state-changed-externally [airflow.task] loc=taskinst"
+    "ance.py:1878"
     "\n"
     "scheduler  | 2026-12-06T09:07:11.1Z [info     ] unrelated line\n"
-    "scheduler  | 2026-12-06T09:07:11.527129Z [info     ] Received executor event with state failed for task instance TaskInstanceKey(dag_id='connectif_coupons', task_id='import_codes', run_id='manual__2026-12-06T09:06:02.320858+00:00', try_number=1, map_index=0) [airflow.jobs.scheduler_job_runner.SchedulerJobRunner] loc=scheduler_job_runner.py:1347"
+    "scheduler  | 2026-12-06T09:07:11.527129Z [info     ] Received executor event with state failed for t"
+    "ask instance TaskInstanceKey(dag_id='connectif_coupons', task_id='import_codes', run_id='manual__202"
+    "6-12-06T09:06:02.320858+00:00', try_number=1, map_index=0) [airflow.jobs.scheduler_job_runner.Schedu"
+    "lerJobRunner] loc=scheduler_job_runner.py:1347"
     "\n"
 )
 
