@@ -67,8 +67,13 @@ def test_custom_table_description(tmp_path: Path) -> None:
     engine.dispose()
 
 
+@pytest.mark.parametrize("store_kind", ["sqlite", "postgresql"])
 def test_a_retry_counts_a_contact_deleted_by_the_failed_try_as_deleted(
-    tmp_path: Path, emulator: RunningEmulator, connectif_conn: Callable[..., str]
+    tmp_path: Path,
+    emulator: RunningEmulator,
+    connectif_conn: Callable[..., str],
+    request: pytest.FixtureRequest,
+    store_kind: str,
 ) -> None:
     """The ERP refuses the ``done_at`` write (``database is locked``) right after the third deletion: the
     first try fails with two requests done and the third contact deleted in Connectif but its request still
@@ -106,7 +111,9 @@ def test_a_retry_counts_a_contact_deleted_by_the_failed_try_as_deleted(
     def todo() -> list[tuple[int, str]]:
         return [(r.id, r.email) for r in pending_erasures(erp)]
 
-    with StateStore(f"sqlite:///{tmp_path / 'state.sqlite'}") as store:
+    sqlite_url = f"sqlite:///{tmp_path / 'state.sqlite'}"
+    state_url = sqlite_url if store_kind == "sqlite" else str(request.getfixturevalue("pg_database"))
+    with StateStore(state_url) as store:
         with pytest.raises(sa.exc.OperationalError, match="database is locked"):
             erase_contacts(todo(), delete_then_lock, store, erp, run="connectif_contact_erasure/run-1")
         other_writer.exec_driver_sql("ROLLBACK")
