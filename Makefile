@@ -11,7 +11,7 @@ EMULATOR_PORT ?= 8765
 help:
 	@echo "make test      - create the venv if missing, install everything, lint, type-check and run the tests"
 	@echo "make emulator  - run the Connectif emulator on 127.0.0.1:$(EMULATOR_PORT)"
-	@echo "make demo      - sample ERP + emulator + airflow standalone, first sync of every DAG, until Ctrl-C"
+	@echo "make demo      - embedded PostgreSQL + sample ERP + emulator + airflow standalone, first sync of every DAG, until Ctrl-C"
 	@echo "make bench-emulator - upload/import speed and requests/s of the emulator (figures in bench/README.md)"
 	@echo "make bench-provider - requests per import while waiting; shared rate-limit bucket from 4 processes"
 	@echo "make bench-sync     - sync library vs naive pandas and sqlite3 -csv on 1M/3M contacts (figures in bench/README.md)"
@@ -48,13 +48,16 @@ test: lint typecheck pytest
 emulator: install
 	$(BIN)/python -m emulator --host 127.0.0.1 --port $(EMULATOR_PORT)
 
-# The whole pipeline on this machine (sample ERP, emulator, airflow standalone) until Ctrl-C; state in .demo/.
+# The whole pipeline on this machine (embedded PostgreSQL, sample ERP, emulator, airflow standalone) until Ctrl-C;
+# state in .demo/ (the database cluster in .demo/pg, stopped on Ctrl-C and started again by the next run).
 # DEMO_ARGS passes options to demo/__main__.py, e.g. `make demo DEMO_ARGS=--fresh`; `make demo-clean` forgets it all.
 .PHONY: demo demo-clean
 demo: install
 	$(BIN)/python -m demo $(DEMO_ARGS)
 
+# A PostgreSQL server still running on .demo/pg (a demo killed with SIGKILL) is stopped before its files go.
 demo-clean:
+	@if [ -d .demo/pg ] && [ -x $(BIN)/python ]; then $(BIN)/python -m localdb.postgres stop .demo/pg; fi
 	rm -rf .demo
 
 .PHONY: bench-emulator

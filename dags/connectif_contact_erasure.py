@@ -22,7 +22,10 @@ Reads the ERP's pending erasure requests (sample ERP: table `erasure_requests`, 
 each contact from Connectif (`DELETE /contacts/email/{email}`) and writes `done_at` in the ERP **right
 after** Connectif confirmed, so a run that stops half-way resumes with exactly what is left.
 
-* An email Connectif does not know (404) **counts as done**: there is nothing left to erase.
+* An email Connectif does not know (404) **counts as done**: there is nothing left to erase. Each outcome is
+  recorded in the state store (`connectif_sync_erasures`) before `done_at`: when a try fails after deleting
+  (e.g. the ERP refused the write), the retry's 404 counts as **deleted**, and the summary counts every
+  request of the run, earlier tries included.
 * Emails are normalised like the contacts sync does (trimmed, lower-cased). A request whose email is not an
   email address is **not** marked done: it is set aside in the rejected store with its reason, for a human
   to fix in the ERP.
@@ -57,7 +60,7 @@ with DAG(
         import sqlalchemy as sa
 
         from connectif_provider.hooks.connectif import ConnectifHook
-        from connectif_sync.erasure import mark_erasures_done, pending_erasures
+        from connectif_sync.erasure import erase_contacts, pending_erasures
         from connectif_sync.mappings import FieldSpec
         from connectif_sync.shape import shape_email
         from connectif_sync.state import StateStore
@@ -90,26 +93,22 @@ with DAG(
             todo = [(r.id, emails[i]) for i, r in enumerate(pending) if i not in bad and emails[i]]
             if dry_run:
                 return {"dry_run": True, "pending": len(pending), "to_delete": len(todo), "invalid": invalid}
-            deleted = absent = 0
             hook = ConnectifHook(CONN_ID)
             with StateStore(setting("state_url")) as store:
                 run_id = store.begin_run("erasure", "erasure", None, f"{ti.dag_id}/{ti.run_id}/{ti.try_number}")
                 store.record_rejected("erasure", run_id, invalid)
-                for request_id, email in todo:
-                    if hook.delete_contact(email):
-                        deleted += 1
-                    else:
-                        absent += 1
-                    # Before the request is marked done: a run stopped in between suppresses it again.
-                    store.suppress("contacts", [email], f"erasure request id={request_id}")
-                    mark_erasures_done(engine, [request_id])
-                store.finish_run(run_id, files=[], high_water=None, report={"deleted": deleted, "absent": absent})
+                # Counted per DAG run, over all its tries: a retry counts what earlier tries deleted.
+                counts = erase_contacts(todo, hook.delete_contact, store, engine, run=f"{ti.dag_id}/{ti.run_id}")
+                report = {"deleted": counts.deleted, "absent": counts.absent}
+                store.finish_run(run_id, files=[], high_water=None, report=report)
             return {
                 "dry_run": False,
                 "pending": len(pending),
                 "to_delete": len(todo),
-                "deleted": deleted,
-                "absent": absent,
+                "deleted": counts.deleted,
+                "absent": counts.absent,
+                "deleted_by_earlier_try": counts.deleted_by_earlier_try,
+                "finished_by_earlier_tries": counts.finished_by_earlier_tries,
                 "invalid": invalid,
             }
         finally:
@@ -122,6 +121,12 @@ with DAG(
         notes = [f"request {r['source_ref']}: {r['reason']} ({r['value']!r}), left pending" for r in invalid[:10]]
         if erased.get("absent"):
             notes.append(f"{erased['absent']} emails were not in Connectif (counted as done)")
+        if erased.get("finished_by_earlier_tries"):
+            notes.append(f"{erased['finished_by_earlier_tries']} requests were finished by an earlier try of this run")
+        if erased.get("deleted_by_earlier_try"):
+            notes.append(
+                f"{erased['deleted_by_earlier_try']} contacts deleted by an earlier try (404 now) counted as deleted"
+            )
         summary = {
             "object": "contact_erasure",
             "dry_run": erased["dry_run"],

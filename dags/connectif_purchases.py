@@ -10,6 +10,7 @@ from connectif_dags.common import (
     CONN_ID,
     DEFAULT_ARGS,
     TAGS,
+    bool_setting,
     calls_estimate,
     dry_run_param,
     full_resync_param,
@@ -39,8 +40,9 @@ about 5,400 purchases an hour, shared with every other Connectif task).
 * **Invalid orders** (bad email, negative price, missing product data...) are set aside in the rejected
   store with their reason.
 
-**Params** — `trigger_purchase_event`: fire Connectif's purchase workflows (default: on for scheduled and
-manual runs, **off for backfills**, so that history does not send e-mails). `dry_run`: count what would be
+**Params** — `trigger_purchase_event`: fire Connectif's purchase workflows (left empty: the Variable
+`connectif_trigger_purchase_event` if set — `make demo` sets it to `false` — else on for scheduled and
+manual runs and **off for backfills**, so that history does not send e-mails). `dry_run`: count what would be
 sent and how long it would take at the rate limit, send nothing. `full_resync`: send the window's purchases
 again even if Connectif confirmed them (duplicates are harmless). `lookback_hours`: see above.
 """
@@ -60,7 +62,8 @@ with DAG(
             None,
             type=["null", "boolean"],
             title="Trigger purchase event",
-            description="Fire Connectif's purchase workflows. Empty: on, except for backfill runs.",
+            description="Fire Connectif's purchase workflows. Empty: the Variable connectif_trigger_purchase_event, "
+            "else on, except for backfill runs.",
         ),
         "lookback_hours": Param(
             24,
@@ -88,6 +91,8 @@ with DAG(
         start, end = run_window(context, timedelta(hours=1))
         since = start - timedelta(hours=int(params["lookback_hours"]))
         trigger = params["trigger_purchase_event"]
+        if trigger is None:  # the deployment's default: Variable connectif_trigger_purchase_event (the demo: false)
+            trigger = bool_setting("trigger_purchase_event")
         if trigger is None:
             run_type = getattr(context["dag_run"], "run_type", None)
             trigger = getattr(run_type, "value", run_type) != "backfill"  # history must not fire workflows

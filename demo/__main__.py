@@ -1,26 +1,34 @@
 """``make demo`` / ``python -m demo``: the whole pipeline on this machine, from nothing, in one command.
 
-1. generates the sample ERP (SQLite) with the sync library's generator,
-2. starts the Connectif emulator (its data kept in a SQLite file) and seeds its coupon sets and workflows,
-3. starts ``airflow standalone`` on this repo's ``dags/`` and ``plugins/``, with the ``connectif_default``
-   connection pointing at the emulator and the pools of ``pools.json``,
-4. unpauses the DAGs and triggers a first run of each (contacts and products first, since purchases need
+1. starts the project's embedded PostgreSQL (``localdb.postgres``, cluster in ``.demo/pg``) with the databases
+   ``airflow`` (Airflow's metadata), ``erp`` (the sample ERP), ``state`` (the sync state store),
+   ``warehouse`` (the exports) and ``rate_limit`` (the shared rate-limit bucket),
+2. generates the sample ERP into ``erp`` with the sync library's generator,
+3. starts the Connectif emulator (its data kept in a SQLite file) and seeds its coupon sets and workflows,
+4. starts ``airflow standalone`` (LocalExecutor) on this repo's ``dags/`` and ``plugins/``, with the
+   ``connectif_default`` connection pointing at the emulator and the pools of ``pools.json``,
+5. unpauses the DAGs and triggers a first run of each (contacts and products first, since purchases need
    their contacts and products in Connectif; exports last, so that they export what was just synced),
-5. prints a summary per DAG, the UI address and the admin password, and keeps running until Ctrl-C,
-   then stops every process it started (process groups, plus a sweep of anything left).
+   watching the scheduler, triggerer, DAG processor, emulator and database while it waits,
+6. prints a summary per DAG (with every task that needed more than one try, and why), the UI address and
+   the admin password, and keeps running until Ctrl-C, then stops every process it started (process
+   groups, a sweep of anything left, and the database server).
 
-Everything lives under ``.demo/`` (git-ignored). Run it again and it reuses that state: the second
-runs send nothing, because nothing changed. ``--fresh`` starts from an empty ``.demo/``.
+Everything lives under ``.demo/`` (git-ignored). Run it again and it reuses that state, the database
+included: the second runs send nothing, because nothing changed. ``--fresh`` starts from an empty ``.demo/``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
+import socket
 import sys
 import time
 import uuid
@@ -32,18 +40,32 @@ from typing import Any
 
 import httpx
 
-from demo.airflow_api import AirflowAPIError, AirflowClient
+from demo.airflow_api import TERMINAL_RUN_STATES, AirflowAPIError, AirflowClient
 from demo.processes import MARKER_VAR, ManagedProcess, sweep
+from demo.retries import RetriedTask, retried_tasks
 from demo.standalone import REPO, VENV_BIN, AirflowStandalone, StartupError, free_port
+from demo.watchdog import Watchdog
 from emulator.testing import EmulatorAdmin
+from localdb.postgres import LocalPostgres, PostgresError, running, start
 
 DEMO_DIR = REPO / ".demo"
+PG_DIR = DEMO_DIR / "pg"
+#: The embedded server's databases: Airflow's metadata, the sample ERP, the sync state store, the warehouse
+#: the exports load, and the shared rate-limit bucket.
+DATABASES = ("airflow", "erp", "state", "warehouse", "rate_limit")
 PHASES: tuple[tuple[str, ...], ...] = (
     ("connectif_contacts", "connectif_products"),
     ("connectif_purchases", "connectif_coupons", "connectif_contact_erasure"),
     ("connectif_exports",),
 )
 ALL_DAGS = tuple(d for phase in PHASES for d in phase)
+#: LocalExecutor slots: every DAG's first run at once (its running tasks; deferred imports hold none).
+PARALLELISM = 16
+#: The Variable the purchases DAG reads when a run leaves ``trigger_purchase_event`` empty. The demo's data is
+#: made up: its scheduled purchase runs must not fire purchase workflows (e-mails in a real account).
+TRIGGER_VARIABLE = "connectif_trigger_purchase_event"
+#: Components whose death stops the first runs from ever finishing (a dead DAG processor does not).
+FATAL_WHILE_WAITING = ("scheduler", "triggerer", "metadatabase", "api-server", "emulator", "postgresql")
 
 
 class DemoStopped(Exception):
@@ -65,22 +87,30 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--emulator-port", type=int, default=8765, help="emulator port (default 8765; busy = any free)")
     p.add_argument("--host", default="127.0.0.1", help="interface Airflow and the emulator listen on")
     p.add_argument("--run-timeout", type=float, default=1800, help="seconds to wait for each first run (1800)")
+    p.add_argument(
+        "--health-grace",
+        type=float,
+        default=90,
+        help="seconds a component may look unhealthy before the demo calls it down (default 90)",
+    )
     p.add_argument("--no-wait", action="store_true", help="exit (stopping everything) after the summary")
     return p.parse_args(argv)
 
 
 def port_or_free(host: str, wanted: int) -> int:
     """``wanted`` if nobody listens there, else a free port (the demo says which)."""
-    import socket
+    return wanted if port_is_free(host, wanted) else free_port(host)
 
+
+def port_is_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         # As servers do: connections of a previous run in TIME_WAIT must not make the port look busy.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((host, wanted))
+            sock.bind((host, port))
         except OSError:
-            return free_port(host)
-    return wanted
+            return False
+    return True
 
 
 def _rel(path: Path) -> str:
@@ -91,15 +121,51 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
+# -- the embedded PostgreSQL --------------------------------------------------------------------------------
+def previous_port(root: Path) -> int | None:
+    """The port the cluster in ``root`` last listened on (``postmaster.opts``), so that URLs stay the same."""
+    try:
+        found = re.search(r"port=(\d+)", (root / "data" / "postmaster.opts").read_text())
+    except OSError:
+        return None
+    return int(found.group(1)) if found else None
+
+
+def start_database(root: Path) -> LocalPostgres:
+    """Start (or reuse) the demo's server and create its databases; a second demo finds the first's data."""
+    before = previous_port(root)
+    port = before if before and port_is_free("127.0.0.1", before) else None
+    server = start(root, port=port)
+    for name in DATABASES:
+        server.create_database(name)
+    return server
+
+
+def stop_database_in(root: Path) -> None:
+    """Stop a server still running on ``root`` (a demo killed with SIGKILL leaves it), e.g. before --fresh."""
+    server = running(root)
+    if server is not None:
+        server.stop()
+
+
 # -- sample ERP -------------------------------------------------------------------------------------------
-def ensure_sample_erp(args: argparse.Namespace, erp_path: Path) -> dict[str, Any]:
-    """Generate the ERP once; its summary (with the order window) is kept next to it and reused."""
-    summary_path = erp_path.with_suffix(".json")
+def erp_has_tables(url: str) -> bool:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        return {"customers", "orders", "erasure_requests"} <= set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def ensure_sample_erp(args: argparse.Namespace, url: str, summary_path: Path) -> dict[str, Any]:
+    """Generate the ERP once; its summary (with the order window) is kept in ``summary_path`` and reused."""
     wanted = {"contacts": args.contacts, "products": args.products, "orders": args.orders, "seed": args.seed}
-    if erp_path.exists() and summary_path.exists():
+    if summary_path.exists() and erp_has_tables(url):
         saved: dict[str, Any] = json.loads(summary_path.read_text())
         if saved.get("request") == wanted:
-            say(f"• sample ERP: reusing {_rel(erp_path)}")
+            say("• sample ERP: reusing the database erp")
             return saved
         say("• sample ERP: sizes changed, regenerating (use --fresh to also reset Connectif and Airflow)")
     from sample_erp import generate  # test data, outside the sync library
@@ -108,7 +174,7 @@ def ensure_sample_erp(args: argparse.Namespace, erp_path: Path) -> dict[str, Any
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     started = time.monotonic()
     gen = generate(
-        f"sqlite:///{erp_path}",
+        url,
         contacts=args.contacts,
         products=args.products,
         orders=args.orders,
@@ -122,7 +188,7 @@ def ensure_sample_erp(args: argparse.Namespace, erp_path: Path) -> dict[str, Any
     say(
         f"• sample ERP: {rows['customers']} customers, {rows['products']} products, {rows['orders']} orders, "
         f"{rows['coupon_pool']} coupon codes, {rows['erasure_requests']} erasure requests "
-        f"({time.monotonic() - started:.1f}s) -> {_rel(erp_path)}"
+        f"({time.monotonic() - started:.1f}s) -> PostgreSQL database erp"
     )
     return saved
 
@@ -179,6 +245,20 @@ def seed_emulator(url: str, coupon_sets: list[str]) -> None:
 
 
 # -- runs -------------------------------------------------------------------------------------------------
+def no_purchase_workflows(client: AirflowClient) -> None:
+    """Scheduled purchase runs leave ``trigger_purchase_event`` empty: the Variable decides, off in the demo.
+
+    Set once (a value the user chose in Admin → Variables is kept)."""
+    if client.variable(TRIGGER_VARIABLE) is None:
+        client.create_variable(
+            TRIGGER_VARIABLE,
+            "false",
+            "make demo: purchase runs that leave trigger_purchase_event empty fire no purchase workflows",
+        )
+    value = client.variable(TRIGGER_VARIABLE)
+    say(f"• Variable {TRIGGER_VARIABLE} = {value} (scheduled purchase runs fire workflows only if true)")
+
+
 def trigger_phase(
     client: AirflowClient, dag_ids: Sequence[str], order_window: tuple[datetime, datetime]
 ) -> dict[str, str]:
@@ -202,6 +282,28 @@ def trigger_phase(
     return runs
 
 
+def wait_for_run(
+    client: AirflowClient, watchdog: Watchdog, dag_id: str, run_id: str, *, timeout: float, poll: float = 3.0
+) -> dict[str, Any]:
+    """Poll a run until it ends, checking on every poll that what it needs is alive; a run that cannot
+    finish (dead scheduler, triggerer, emulator, database) stops the wait at once with the reason."""
+    deadline = time.monotonic() + timeout
+    run: dict[str, Any] = {"state": "unknown (the API server did not answer)"}
+    while True:
+        # A slow answer on a busy machine is no failure; the watchdog says when the API server is really down.
+        with contextlib.suppress(httpx.TransportError):
+            run = client.run(dag_id, run_id)
+        if run["state"] in TERMINAL_RUN_STATES:
+            return run
+        fatal = {part: why for part, why in watchdog.check().items() if part in FATAL_WHILE_WAITING}
+        if fatal:
+            what = ", ".join(f"{part} ({why})" for part, why in fatal.items())
+            raise StartupError(f"{dag_id} run {run_id} cannot finish: {what} down")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{dag_id} run {run_id} still {run['state']} after {timeout:.0f}s")
+        time.sleep(poll)
+
+
 def runs_since(client: AirflowClient, dag_id: str, since: datetime) -> list[dict[str, Any]]:
     """Runs of ``dag_id`` created since the demo started: ours, and those the scheduler added on unpause."""
     out = []
@@ -212,7 +314,9 @@ def runs_since(client: AirflowClient, dag_id: str, since: datetime) -> list[dict
     return sorted(out, key=lambda r: r.get("queued_at") or "")
 
 
-def summarise(client: AirflowClient, dag_id: str, run: dict[str, Any]) -> dict[str, Any]:
+def summarise(
+    client: AirflowClient, dag_id: str, run: dict[str, Any], scheduler_log: Path | None = None
+) -> dict[str, Any]:
     summary = client.xcom(dag_id, run["dag_run_id"], "report", key="summary") or {}
     duration = None
     if run.get("start_date") and run.get("end_date"):
@@ -227,7 +331,14 @@ def summarise(client: AirflowClient, dag_id: str, run: dict[str, Any]) -> dict[s
             if ti["state"] in ("failed", "upstream_failed")
         ]
     label = dag_id if run.get("run_type") == "manual" else f"{dag_id} ({run.get('run_type')})"
-    return {"dag_id": label, "state": run["state"], "duration": duration, "summary": summary, "failed": failed}
+    return {
+        "dag_id": label,
+        "state": run["state"],
+        "duration": duration,
+        "summary": summary,
+        "failed": failed,
+        "retried": retried_tasks(client, dag_id, run["dag_run_id"], scheduler_log=scheduler_log),
+    }
 
 
 def print_summaries(rows: list[dict[str, Any]]) -> None:
@@ -249,8 +360,19 @@ def print_summaries(rows: list[dict[str, Any]]) -> None:
         if s.get("notes"):
             for note in s["notes"][:6]:
                 say(f"{'':40} · {note}")
+        if "trigger_purchase_event" in s:
+            say(f"{'':40} · purchase workflows fired: {'yes' if s['trigger_purchase_event'] else 'no'}")
+        retried: list[RetriedTask] = row.get("retried") or []
+        for task in retried:
+            say(f"{'':40} ⟳ {task.describe()}")
         if row["failed"]:
             say(f"{'':40} ✗ failed tasks: {', '.join(row['failed'])} (see their logs in the UI)")
+    retries = sum(len(row.get("retried") or []) for row in rows)
+    say()
+    if retries:
+        say(f"⟳ {retries} task(s) needed more than one try (listed above with the error of each failed try).")
+    else:
+        say("Every task succeeded at its first try.")
 
 
 # -- main -------------------------------------------------------------------------------------------------
@@ -259,6 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     marker = uuid.uuid4().hex
     procs: list[ManagedProcess] = []
     airflow: AirflowStandalone | None = None
+    database: LocalPostgres | None = None
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         raise DemoStopped(signal.Signals(signum).name)
@@ -271,9 +394,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.fresh and DEMO_DIR.exists():
             say(f"• --fresh: removing {_rel(DEMO_DIR)}/")
+            stop_database_in(PG_DIR)
             shutil.rmtree(DEMO_DIR)
         (DEMO_DIR / "logs").mkdir(parents=True, exist_ok=True)
-        erp = ensure_sample_erp(args, DEMO_DIR / "erp.sqlite")
+        if (DEMO_DIR / "erp.sqlite").exists():
+            say("• .demo/ holds an older demo on SQLite files: ignored (`make demo DEMO_ARGS=--fresh` clears it)")
+        database = start_database(PG_DIR)
+        say(
+            f"• PostgreSQL {database.url(driver='').rsplit('/', 1)[0]} (cluster {_rel(PG_DIR)}, log "
+            f"{_rel(database.log_file)}): databases {', '.join(DATABASES)}"
+        )
+        erp = ensure_sample_erp(args, database.url("erp"), DEMO_DIR / "erp.json")
         order_end = datetime.fromisoformat(erp["now"])
         order_window = (order_end - timedelta(days=1), order_end)
 
@@ -294,13 +425,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             marker=marker,
             host=args.host,
             port=air_port,
-            # The emulator imports thousands of rows a second: poll every 5 s rather than the default 15 s.
-            extra_env={"CONNECTIF_POLL_INTERVAL": "5"},
+            parallelism=PARALLELISM,
+            database_url=database.url("airflow"),
+            extra_env={
+                # The emulator imports thousands of rows a second: poll every 5 s rather than the default 15 s.
+                "CONNECTIF_POLL_INTERVAL": "5",
+                # Where the DAGs read and write (the fallbacks of the connectif_* Variables, which stay unset).
+                "CONNECTIF_SOURCE_URL": database.url("erp"),
+                "CONNECTIF_STATE_URL": database.url("state"),
+                "CONNECTIF_WAREHOUSE_URL": database.url("warehouse"),
+                "CONNECTIF_WORK_DIR": str(DEMO_DIR / "work"),
+            },
         )
         say("• Airflow: migrating the metadata DB, importing pools.json and the connectif_default connection")
         airflow.prepare(
             pools_file=REPO / "pools.json",
-            connections={"connectif_default": {"conn_type": "connectif", "host": emu_url, "password": key}},
+            connections={
+                "connectif_default": {
+                    "conn_type": "connectif",
+                    "host": emu_url,
+                    "password": key,
+                    "extra": json.dumps({"rate_limit_backend": database.url("rate_limit")}),
+                }
+            },
         )
         say("• Airflow: starting `airflow standalone` (log: .demo/airflow/standalone.log)")
         airflow.start()
@@ -308,46 +455,54 @@ def main(argv: Sequence[str] | None = None) -> int:
         client = airflow.client()
         airflow.wait_for_dags(client, ALL_DAGS)
         say(f"• Airflow is up at {airflow.url} ({time.monotonic() - started:.0f}s since start)")
+        no_purchase_workflows(client)
+        db = database
+        watchdog = Watchdog(
+            airflow.url, emulator_url=emu_url, database_alive=db.is_running, grace=args.health_grace, say=say
+        )
 
         results: list[dict[str, Any]] = []
         since = datetime.now(UTC) - timedelta(seconds=5)
         for phase in PHASES:
             runs = trigger_phase(client, phase, order_window)
             for dag_id, run_id in runs.items():
-                run = client.wait_for_run(dag_id, run_id, timeout=args.run_timeout)
+                run = wait_for_run(client, watchdog, dag_id, run_id, timeout=args.run_timeout)
                 say(f"  ■ {dag_id}: {run['state']}")
             # Unpausing may also have started a scheduled run (e.g. the purchases of the last hour): wait for
             # those too and show them, since they may have done the work before our run.
             for dag_id in phase:
                 for other in runs_since(client, dag_id, since):
-                    if other["state"] not in ("success", "failed"):
-                        other = client.wait_for_run(dag_id, other["dag_run_id"], timeout=args.run_timeout)
-                    results.append(summarise(client, dag_id, other))
+                    if other["state"] not in TERMINAL_RUN_STATES:
+                        other = wait_for_run(client, watchdog, dag_id, other["dag_run_id"], timeout=args.run_timeout)
+                    results.append(summarise(client, dag_id, other, airflow.log_path))
 
         say()
         say(f"First sync finished in {time.monotonic() - started:.0f}s:")
         print_summaries(results)
         say()
         say(f"Airflow UI:  {airflow.url}   user: admin   password: {airflow.admin_password()}")
+        say(f"REST API:    POST {airflow.url}/auth/token with that user and password, then `Authorization: Bearer`")
         say(f"Emulator:    {emu_url}   (read back what Connectif holds: {emu_url}/_emulator/contacts)")
-        say("Data:        .demo/erp.sqlite (ERP), .demo/state.sqlite (sync state, rejected rows),")
-        say("             .demo/warehouse.sqlite (exports), logs in .demo/logs and .demo/airflow/logs")
+        say(f"Data:        PostgreSQL {database.url(driver='')} (cluster {_rel(PG_DIR)}): databases")
+        say("             airflow (metadata), erp (sample ERP), state (sync state, rejected rows),")
+        say("             warehouse (exports), rate_limit (shared bucket); logs in .demo/logs and .demo/airflow/logs")
         failed = [r["dag_id"] for r in results if r["state"] != "success"]
         if args.no_wait:
             return 1 if failed else 0
         say()
-        say("Everything keeps running on its schedule. Press Ctrl-C to stop it all.")
+        say("Everything keeps running on its schedule. Press Ctrl-C to stop it all (the database server too).")
         while True:
             airflow.check_alive()
             for proc in procs:
                 if not proc.alive():
                     raise StartupError(f"{proc.name} exited; end of its log:\n{proc.log_tail()}")
-            time.sleep(2)
+            watchdog.check()  # says loudly what is down, and when it is back
+            time.sleep(5)
     except (KeyboardInterrupt, DemoStopped):
         say()
         say("Stopping...")
         return 0
-    except (StartupError, TimeoutError, AirflowAPIError) as exc:
+    except (StartupError, TimeoutError, AirflowAPIError, PostgresError, httpx.HTTPError) as exc:
         say(f"\n✗ {exc}")
         return 1
     finally:
@@ -360,6 +515,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         leftovers = sweep(marker)
         if leftovers:
             say(f"(killed {len(leftovers)} leftover process(es): {leftovers})")
+        if database is not None:
+            database.stop()
+            say(f"PostgreSQL stopped (its data stays in {_rel(PG_DIR)}; the next `make demo` starts it again).")
         say("All demo processes stopped.")
 
 

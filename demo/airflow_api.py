@@ -10,6 +10,8 @@ from typing import Any
 import httpx
 
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
+#: Tries of a GET that times out or loses its connection (writes are never sent twice).
+GET_ATTEMPTS = 3
 
 
 class AirflowAPIError(RuntimeError):
@@ -19,7 +21,7 @@ class AirflowAPIError(RuntimeError):
 class AirflowClient:
     """Talks to one Airflow API server; logs in with ``/auth/token`` and retries once on an expired token."""
 
-    def __init__(self, base_url: str, username: str, password: str, *, timeout: float = 30.0) -> None:
+    def __init__(self, base_url: str, username: str, password: str, *, timeout: float = 60.0) -> None:
         self.base_url = base_url.rstrip("/")
         self._username = username
         self._password = password
@@ -43,18 +45,29 @@ class AirflowClient:
         token: str = resp.json()["access_token"]
         return token
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        for attempt in (1, 2):
+    def _request(
+        self, method: str, path: str, *, headers_extra: dict[str, str] | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        relogged = False
+        transport_tries = 0
+        while True:
             if self._token is None:
                 self._token = self._login()
-            resp = self._http.request(
-                method, f"/api/v2{path}", headers={"Authorization": f"Bearer {self._token}"}, **kwargs
-            )
-            if resp.status_code == 401 and attempt == 1:
+            headers = {"Authorization": f"Bearer {self._token}", **(headers_extra or {})}
+            try:
+                resp = self._http.request(method, f"/api/v2{path}", headers=headers, **kwargs)
+            except httpx.TransportError:
+                # A busy machine can make the API server answer late: reads are retried, never writes.
+                transport_tries += 1
+                if method != "GET" or transport_tries >= GET_ATTEMPTS:
+                    raise
+                time.sleep(2.0 * transport_tries)
+                continue
+            if resp.status_code == 401 and not relogged:
+                relogged = True
                 self._token = None
                 continue
             return resp
-        raise AssertionError("unreachable")
 
     def _json(self, method: str, path: str, *, ok: tuple[int, ...] = (200,), **kwargs: Any) -> Any:
         resp = self._request(method, path, **kwargs)
@@ -118,6 +131,61 @@ class AirflowClient:
         result: list[dict[str, Any]] = self._json(
             "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000}
         )["task_instances"]
+        return result
+
+    def task_tries(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> list[dict[str, Any]]:
+        """Every try of one task instance (the current one and those kept in its history), oldest first."""
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"
+        path += f"/{map_index}/tries" if map_index >= 0 else "/tries"
+        result: list[dict[str, Any]] = self._json("GET", path)["task_instances"]
+        return sorted(result, key=lambda t: t.get("try_number") or 0)
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1) -> list[Any]:
+        """The log of one try as Airflow's structured entries (dicts with ``event``, ``level``...) or lines."""
+        resp = self._request(
+            "GET",
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+            params={"full_content": "true", "map_index": map_index},
+            headers_extra={"Accept": "application/json"},
+        )
+        if resp.status_code == 404:
+            return []
+        if resp.status_code != 200:
+            raise AirflowAPIError(f"log of {dag_id}/{run_id}/{task_id} try {try_number}: HTTP {resp.status_code}")
+        content = resp.json().get("content")
+        return list(content) if isinstance(content, list) else [] if content is None else str(content).splitlines()
+
+    def variable(self, key: str) -> str | None:
+        resp = self._request("GET", f"/variables/{key}")
+        if resp.status_code == 404:
+            return None
+        if resp.status_code != 200:
+            raise AirflowAPIError(f"GET /api/v2/variables/{key}: HTTP {resp.status_code} {resp.text[:300]}")
+        value: str = resp.json()["value"]
+        return value
+
+    def create_variable(self, key: str, value: str, description: str | None = None) -> None:
+        self._json("POST", "/variables", ok=(200, 201), json={"key": key, "value": value, "description": description})
+
+    def create_backfill(
+        self,
+        dag_id: str,
+        from_date: datetime,
+        to_date: datetime,
+        *,
+        max_active_runs: int | None = None,
+        conf: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """``POST /api/v2/backfills`` (what the UI's Trigger → Backfill form posts)."""
+        body: dict[str, Any] = {
+            "dag_id": dag_id,
+            "from_date": from_date.isoformat(),
+            "to_date": to_date.isoformat(),
+            "dag_run_conf": conf or {},
+        }
+        if max_active_runs is not None:
+            body["max_active_runs"] = max_active_runs
+        result: dict[str, Any] = self._json("POST", "/backfills", ok=(200, 201), json=body)
         return result
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:

@@ -165,6 +165,12 @@ class LocalPostgres:
         _run([str(bin_dir() / "pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "-t", "60", "stop"], user)
 
 
+def running(root: Path) -> LocalPostgres | None:
+    """The server running on the cluster in ``root``, or ``None`` (e.g. to stop it before deleting ``root``)."""
+    port = _running_port(root.resolve() / "data")
+    return None if port is None else LocalPostgres(root.resolve(), port)
+
+
 def start(
     root: Path,
     *,

@@ -37,6 +37,8 @@ DEFAULTS: dict[str, str] = {
     "warehouse_url": f"sqlite:///{DEMO_DIR / 'warehouse.sqlite'}",
     "work_dir": str(DEMO_DIR / "work"),
     "mappings_dir": "",
+    # Purchase runs that leave the param empty: "true"/"false", or empty for "on, except in backfills".
+    "trigger_purchase_event": "",
 }
 
 DEFAULT_ARGS: dict[str, Any] = {
@@ -60,6 +62,18 @@ def setting(name: str) -> str:
     if value in (None, ""):
         value = os.environ.get(f"CONNECTIF_{name.upper()}") or DEFAULTS[name]
     return str(value)
+
+
+def bool_setting(name: str) -> bool | None:
+    """A yes/no setting; ``None`` when it is empty (the caller's own default applies)."""
+    value = setting(name).strip().lower()
+    if value == "":
+        return None
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"the Variable connectif_{name} is {value!r}: use true, false, or leave it empty")
 
 
 def mapping_for(obj: str) -> str | None:

@@ -33,6 +33,7 @@ State store (SQLAlchemy URL; default ``sqlite:///connectif_sync_state.db``, Post
         store.pending()). Raises ValueError if status != "finished" (then nothing is committed).
     store.confirm_file(csv_path, failed_lines: Iterable[int] | Mapping[int, str] = ()) -> same dict
     store.rejected(obj=None, run_id=None, limit=1000) -> list[dict]   # validation rejects, latest run
+    store.iter_rejected(obj=None, run_id=None) -> Iterator[dict]; store.count_rejected(obj=None, run_id=None)
     store.suppress(obj, keys, reason) / unsuppress(obj, keys) / suppressed(obj=None)  # never sent again
         rows: {"run_id", "object", "key", "source_ref", "field", "reason", "value"}
     store.pending(obj=None) -> list[dict]        # rows Connectif rejected: {"object","key","line","reason",...}
@@ -60,6 +61,7 @@ Mappings and building blocks::
     extract(source_url, mapping, *, since=None, window=None, chunk_rows=32_768, readers=2) -> Iterator[DataFrame]
     shape(table, mapping) -> ShapedChunk;  validate(shaped, mapping, KeySet()) -> Validated
     ChunkWriter(out_dir, obj, columns, max_bytes=...) ; DEFAULT_MAX_FILE_BYTES (just under 50 MB)
+    sqlite_hash_extension() -> str | None   # path of the built SQLite source-hash extension, or None
 
 The sample ERP the demo, the tests and the benchmarks read is test data, not part of this library: the
 top-level package :mod:`sample_erp` (``connectif-sync sample-erp`` fills one).
@@ -70,7 +72,7 @@ Command line: ``connectif-sync`` / ``python -m connectif_sync`` (see :mod:`conne
 from __future__ import annotations
 
 from connectif_sync.chunk import DEFAULT_MAX_FILE_BYTES, ChunkFile, ChunkWriter
-from connectif_sync.extract import Window, extract, extract_arrow
+from connectif_sync.extract import Window, extract, extract_arrow, sqlite_hash_extension
 from connectif_sync.mappings import MAPPINGS_DIR, Mapping, MappingError, load_mapping, resolve_mapping
 from connectif_sync.pipeline import SyncReport, SyncResult, run_sync
 from connectif_sync.planning import plan_sync
@@ -104,5 +106,6 @@ __all__ = [
     "resolve_mapping",
     "run_sync",
     "shape",
+    "sqlite_hash_extension",
     "validate",
 ]

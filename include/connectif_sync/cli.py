@@ -6,7 +6,7 @@
     connectif-sync plan    --object OBJ --source URL [--state URL] [--mapping FILE] [--incremental]
     connectif-sync extract --object OBJ --source URL --out DIR [--state URL] [--mapping FILE]
     connectif-sync confirm --state URL FILE.csv [--failed-lines 3,17]
-    connectif-sync rejected --object OBJ [--state URL] [--limit N]
+    connectif-sync rejected --object OBJ [--state URL] [--run-id RUN] [--limit N]
     connectif-sync suppressed [--object OBJ] [--state URL]
     connectif-sync suppress --object OBJ --reason TEXT KEY...   /   unsuppress --object OBJ KEY...
 
@@ -18,8 +18,10 @@ arguments or an invalid mapping (the message names the file, entry and fix), 1 f
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
+import textwrap
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -103,10 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "suppress":
             p.add_argument("--reason", required=True, help="why, e.g. 'erasure request 42 of 2026-11-20'")
 
-    p = sub.add_parser("rejected", help="rows set aside by validation in the latest run")
+    p = sub.add_parser("rejected", help="rows set aside by validation in the latest run (all of them)")
     p.add_argument("--object", required=True, choices=OBJECTS)
     p.add_argument("--state", default=DEFAULT_STATE_URL)
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--run-id", help="the run to list (default: the object's latest run)")
+    p.add_argument(
+        "--limit",
+        type=_positive,
+        default=None,
+        help="print at most N rows (default: all); says on stderr how many were left out",
+    )
     return parser
 
 
@@ -158,6 +166,36 @@ def _purchases(args: argparse.Namespace, dry_run: bool) -> dict[str, Any]:
     return {"report": report, "files": files}
 
 
+def _positive(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {n} (leave --limit out to list every row)")
+    return n
+
+
+def _print_rejected(args: argparse.Namespace) -> None:
+    """A JSON array of every rejected row (read a page at a time), or the first ``--limit``, saying so."""
+    with StateStore(args.state, readonly=True) as store:
+        total = store.count_rejected(args.object, args.run_id)
+        rows = store.iter_rejected(args.object, args.run_id)
+        if args.limit is not None:
+            rows = itertools.islice(rows, args.limit)
+        out = sys.stdout
+        out.write("[")
+        printed = 0
+        for row in rows:
+            out.write(",\n" if printed else "\n")
+            out.write(textwrap.indent(json.dumps(row, indent=2, ensure_ascii=False), "  "))
+            printed += 1
+        out.write("\n]\n" if printed else "]\n")
+    if printed < total:
+        print(
+            f"connectif-sync: showing {printed} of {total} rejected rows (--limit {args.limit}); "
+            "leave out --limit to list them all",
+            file=sys.stderr,
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -200,8 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 else:
                     print(json.dumps({"unsuppressed": store.unsuppress(args.object, keys)}))
         elif args.command == "rejected":
-            with StateStore(args.state, readonly=True) as store:
-                print(json.dumps(store.rejected(args.object, limit=args.limit), indent=2, ensure_ascii=False))
+            _print_rejected(args)
     except MappingError as exc:
         print(f"connectif-sync: {exc}", file=sys.stderr)
         return 2

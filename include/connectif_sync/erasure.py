@@ -3,16 +3,23 @@
 A request is done once Connectif no longer has the contact (deleted now, or already absent: a 404 on
 delete counts as done). ``done_at`` is written per request right after Connectif confirmed, so a run that
 stops half-way resumes with exactly the requests still pending.
+
+:func:`erase_contacts` does the whole sequence per request: delete in Connectif, record the outcome in the
+state store, suppress the email, mark the request done. A try that fails after the deletion (e.g. the ERP
+refused the ``done_at`` write) leaves the request pending; the retry's delete then answers 404, and the
+outcome recorded by the earlier try makes it count as deleted, not as "not in Connectif".
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+
+from connectif_sync.state import StateStore
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,52 @@ def mark_erasures_done(
             )
             changed += result.rowcount or 0
     return changed
+
+
+@dataclass(frozen=True)
+class ErasureCounts:
+    """What a job run (all its tries) erased: ``deleted`` and ``absent`` count every request the run finished,
+    earlier tries included; ``this_try`` is how many this call handled, ``deleted_by_earlier_try`` how many of
+    those answered 404 because an earlier try had deleted the contact."""
+
+    deleted: int
+    absent: int
+    this_try: int
+    deleted_by_earlier_try: int
+
+    @property
+    def finished_by_earlier_tries(self) -> int:
+        return max(0, self.deleted + self.absent - self.this_try)
+
+
+def erase_contacts(
+    todo: Sequence[tuple[int, str]],
+    delete: Callable[[str], bool],
+    store: StateStore,
+    engine: Engine,
+    *,
+    run: str,
+    table: ErasureTable = ErasureTable(),
+) -> ErasureCounts:
+    """Erase each ``(request id, normalised email)``: ``delete(email)`` in Connectif (True: deleted, False:
+    404), then the outcome goes to the state store under ``run`` (the job run, the same for all its tries), the
+    email on the suppression list, and ``done_at`` into the ERP, in that order, one request at a time."""
+    by_earlier = 0
+    for request_id, email in todo:
+        found = delete(email)
+        kept = store.record_erasure(str(request_id), email, "deleted" if found else "absent", run)
+        if kept == "deleted" and not found:
+            by_earlier += 1
+        # Before the request is marked done: a run stopped in between suppresses it again.
+        store.suppress("contacts", [email], f"erasure request id={request_id}")
+        mark_erasures_done(engine, [request_id], table=table)
+    totals = store.erasure_counts(run)
+    return ErasureCounts(
+        deleted=totals.get("deleted", 0),
+        absent=totals.get("absent", 0),
+        this_try=len(todo),
+        deleted_by_earlier_try=by_earlier,
+    )
 
 
 def _as_datetime(value: object) -> datetime | None:

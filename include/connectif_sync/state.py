@@ -18,6 +18,9 @@ deployments. Tables (all prefixed ``connectif_sync_``):
 ``suppressed`` keys that must never be sent again whatever the source says, with the reason: a contact
                erased at its owner's request (the erasure DAG adds it). Syncs set such rows aside (reason
                ``suppressed: ...``), full resyncs included, until :meth:`StateStore.unsuppress`.
+``erasures``   the outcome of each erasure request Connectif answered (``deleted``, or ``absent``: a 404), and
+               the job run (all its tries) that finished it: a retry whose delete answers 404 because an
+               earlier try deleted the contact still counts it as deleted.
 ``snapshots``  (SQLite only) a copy of one object's ``state`` hashes as one sorted binary array, rewritten in the
                same transaction as every ``state`` write: a full-scan diff reads one value instead of
                3 x 1,000,000 integers through ``sqlite3`` (about 3 s, the dominant cost of a second run).
@@ -31,6 +34,7 @@ closing one library's connection drops the other's POSIX locks (SQLite's documen
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 import uuid
@@ -148,6 +152,20 @@ purchases_table = sa.Table(
     sa.Column("detail", sa.Text),
     sa.Column("updated_at", sa.DateTime, nullable=False),
 )
+
+erasures_table = sa.Table(
+    "connectif_sync_erasures",
+    metadata,
+    sa.Column("request_id", sa.String(200), primary_key=True),
+    sa.Column("email", sa.String(1000), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("run", sa.String(250), nullable=False),
+    sa.Column("recorded_at", sa.DateTime, nullable=False),
+    sa.Index("ix_connectif_sync_erasures_run", "run"),
+)
+
+ERASURE_OUTCOMES = ("deleted", "absent")
+"""``deleted``: Connectif had the contact and deleted it; ``absent``: it answered 404 (nothing to erase)."""
 
 PURCHASE_DONE = ("confirmed", "duplicate")
 """Purchase statuses that mean Connectif has it: never send again."""
@@ -529,33 +547,68 @@ class StateStore:
             )
 
     def rejected(self, obj: str | None = None, run_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
-        """Rows set aside by validation: of ``run_id``, else of the latest run of ``obj`` (else of any)."""
+        """Rows set aside by validation: of ``run_id``, else of the latest run of ``obj`` (else of any); the
+        first ``limit`` (see :meth:`iter_rejected` for all of them, :meth:`count_rejected` for how many)."""
+        return list(itertools.islice(self.iter_rejected(obj, run_id), max(limit, 0)))
+
+    def _rejected_run(self, conn: sa.Connection, obj: str | None, run_id: str | None) -> str | None:
+        """``run_id``, or the latest non-plan run of ``obj``; ``""`` when ``obj`` has no run (nothing to list)."""
+        if run_id is not None or obj is None:
+            return run_id
+        latest = conn.execute(
+            sa.select(runs_table.c.run_id)
+            .where(runs_table.c.object == obj, runs_table.c.mode != "plan")
+            .order_by(runs_table.c.started_at.desc())
+            .limit(1)
+        ).scalar()
+        return "" if latest is None else str(latest)
+
+    def _rejected_filter(self, obj: str | None, run_id: str | None) -> list[sa.ColumnElement[bool]]:
+        where: list[sa.ColumnElement[bool]] = []
+        if obj:
+            where.append(rejected_table.c.object == obj)
+        if run_id:
+            where.append(rejected_table.c.run_id == run_id)
+        return where
+
+    def iter_rejected(
+        self, obj: str | None = None, run_id: str | None = None, *, page_size: int = 1000
+    ) -> Iterator[dict[str, Any]]:
+        """Every row set aside in ``run_id`` (else the latest run of ``obj``), in order, read a page at a time."""
         if self._missing:
-            return []
+            return
         with self.engine.connect() as conn:
-            if run_id is None and obj is not None:
-                run_id = conn.execute(
-                    sa.select(runs_table.c.run_id)
-                    .where(runs_table.c.object == obj, runs_table.c.mode != "plan")
-                    .order_by(runs_table.c.started_at.desc())
-                    .limit(1)
-                ).scalar()
-                if run_id is None:
-                    return []
-            q = sa.select(
-                rejected_table.c.run_id,
-                rejected_table.c.object,
-                rejected_table.c.key,
-                rejected_table.c.source_ref,
-                rejected_table.c.field,
-                rejected_table.c.reason,
-                rejected_table.c.value,
-            ).order_by(rejected_table.c.id)
-            if obj:
-                q = q.where(rejected_table.c.object == obj)
-            if run_id:
-                q = q.where(rejected_table.c.run_id == run_id)
-            return [dict(r._mapping) for r in conn.execute(q.limit(limit))]
+            run_id = self._rejected_run(conn, obj, run_id)
+        if run_id == "":
+            return
+        t = rejected_table
+        columns = (t.c.run_id, t.c.object, t.c.key, t.c.source_ref, t.c.field, t.c.reason, t.c.value)
+        last = -1
+        while True:
+            q = (
+                sa.select(t.c.id, *columns)
+                .where(t.c.id > last, *self._rejected_filter(obj, run_id))
+                .order_by(t.c.id)
+                .limit(page_size)
+            )
+            with self.engine.connect() as conn:
+                page = [dict(r._mapping) for r in conn.execute(q)]
+            for row in page:
+                last = row.pop("id")
+                yield row
+            if len(page) < page_size:
+                return
+
+    def count_rejected(self, obj: str | None = None, run_id: str | None = None) -> int:
+        """How many rows :meth:`iter_rejected` yields for the same arguments."""
+        if self._missing:
+            return 0
+        with self.engine.connect() as conn:
+            run_id = self._rejected_run(conn, obj, run_id)
+            if run_id == "":
+                return 0
+            q = sa.select(sa.func.count()).select_from(rejected_table).where(*self._rejected_filter(obj, run_id))
+            return int(conn.execute(q).scalar() or 0)
 
     def pending(self, obj: str | None = None) -> list[dict[str, Any]]:
         """Rows Connectif rejected in an import (they go again next run)."""
@@ -859,6 +912,35 @@ class StateStore:
         with self.engine.connect() as conn:
             for r in conn.execute(sa.select(purchases_table).order_by(purchases_table.c.purchase_id)):
                 yield dict(r._mapping)
+
+    # ------------------------------------------------------------------------------------- erasures
+
+    def record_erasure(self, request_id: str, email: str, outcome: str, run: str) -> str:
+        """Record how Connectif answered the deletion of one request's contact, for job run ``run``; returns
+        the outcome kept. ``absent`` after an earlier ``deleted`` of the same request and email stays
+        ``deleted``: the 404 is the earlier try's own deletion, not a contact Connectif never had."""
+        self._write()
+        if outcome not in ERASURE_OUTCOMES:
+            raise ValueError(f"outcome must be one of {ERASURE_OUTCOMES}, got {outcome!r}")
+        t = erasures_table
+        with self.engine.begin() as conn:
+            earlier = conn.execute(sa.select(t.c.email, t.c.outcome).where(t.c.request_id == request_id)).first()
+            if earlier is not None and earlier.email == email and earlier.outcome == "deleted":
+                outcome = "deleted"
+            conn.execute(t.delete().where(t.c.request_id == request_id))
+            conn.execute(
+                t.insert().values(request_id=request_id, email=email, outcome=outcome, run=run, recorded_at=_now())
+            )
+        return outcome
+
+    def erasure_counts(self, run: str) -> dict[str, int]:
+        """Requests finished by job run ``run`` (all its tries), per outcome."""
+        if self._missing:
+            return {}
+        t = erasures_table
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t.c.outcome, sa.func.count()).where(t.c.run == run).group_by(t.c.outcome))
+            return {str(outcome): int(n) for outcome, n in rows}
 
 
 _HASHES_SQL = "SELECT key_hash, row_hash, COALESCE(source_hash, 0) FROM connectif_sync_state WHERE object = ?"

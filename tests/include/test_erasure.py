@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from connectif_sync.erasure import ErasureTable, mark_erasures_done, pending_erasures
+from emulator.testing import RunningEmulator
 
 
 @pytest.fixture
@@ -64,3 +65,74 @@ def test_custom_table_description(tmp_path: Path) -> None:
     assert mark_erasures_done(engine, [9], table=table) == 1
     assert pending_erasures(engine, table=table) == []
     engine.dispose()
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite", "postgresql"])
+def test_a_retry_counts_a_contact_deleted_by_the_failed_try_as_deleted(
+    tmp_path: Path,
+    emulator: RunningEmulator,
+    connectif_conn: Callable[..., str],
+    request: pytest.FixtureRequest,
+    store_kind: str,
+) -> None:
+    """The ERP refuses the ``done_at`` write (``database is locked``) right after the third deletion: the
+    first try fails with two requests done and the third contact deleted in Connectif but its request still
+    pending. The retry's delete of that contact answers 404; it must count as deleted, not as absent, and
+    the run's counts must include what the first try finished."""
+    from connectif_provider.hooks.connectif import ConnectifHook
+    from connectif_sync.erasure import erase_contacts
+    from connectif_sync.state import StateStore
+
+    url = f"sqlite:///{tmp_path / 'erp.sqlite'}"
+    setup = sa.create_engine(url)
+    with setup.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE erasure_requests (id INTEGER PRIMARY KEY, email VARCHAR(400), "
+                             "requested_at DATETIME NOT NULL, done_at DATETIME, note VARCHAR(200))"))  # fmt: skip
+        for i in range(1, 6):
+            email = f"person{i}@example.com" if i < 5 else "nobody@example.com"
+            conn.execute(
+                sa.text("INSERT INTO erasure_requests VALUES (:i, :e, :r, NULL, 'x')"),
+                {"i": i, "e": email, "r": f"2026-01-0{i} 00:00:00"},
+            )
+    setup.dispose()
+    emulator.admin.seed_contacts([{"_email": f"person{i}@example.com"} for i in range(1, 5)])
+    hook = ConnectifHook(connectif_conn(emulator.base_url, emulator.api_key, rate_limit_per_minute=100_000))
+    erp = sa.create_engine(url, connect_args={"timeout": 0.2})
+    other_writer = sa.create_engine(url).connect()
+    deleted_in_first_try: list[str] = []
+
+    def delete_then_lock(email: str) -> bool:
+        found = hook.delete_contact(email)
+        deleted_in_first_try.append(email)
+        if len(deleted_in_first_try) == 3:  # another writer takes the ERP's write lock
+            other_writer.exec_driver_sql("BEGIN IMMEDIATE")
+        return found
+
+    def todo() -> list[tuple[int, str]]:
+        return [(r.id, r.email) for r in pending_erasures(erp)]
+
+    sqlite_url = f"sqlite:///{tmp_path / 'state.sqlite'}"
+    state_url = sqlite_url if store_kind == "sqlite" else str(request.getfixturevalue("pg_database"))
+    with StateStore(state_url) as store:
+        with pytest.raises(sa.exc.OperationalError, match="database is locked"):
+            erase_contacts(todo(), delete_then_lock, store, erp, run="connectif_contact_erasure/run-1")
+        other_writer.exec_driver_sql("ROLLBACK")
+        other_writer.close()
+        assert [i for i, _ in todo()] == [3, 4, 5]
+        assert "person3@example.com" not in {c["_email"] for c in emulator.admin.contacts()}
+
+        counts = erase_contacts(todo(), hook.delete_contact, store, erp, run="connectif_contact_erasure/run-1")
+
+        assert (counts.deleted, counts.absent) == (4, 1)  # person1-4 deleted, nobody@ was never there
+        assert counts.deleted_by_earlier_try == 1 and counts.this_try == 3
+        assert counts.finished_by_earlier_tries == 2
+        assert todo() == []
+        assert emulator.admin.contacts() == []
+        assert {s["key"] for s in store.suppressed("contacts")} == {
+            *(f"person{i}@example.com" for i in range(1, 5)),
+            "nobody@example.com",
+        }
+        # Another run's 404 on a contact it never deleted stays "absent".
+        again = erase_contacts([(9, "ghost@example.com")], hook.delete_contact, store, erp, run="other-run")
+        assert (again.deleted, again.absent, again.deleted_by_earlier_try) == (0, 1, 0)
+    erp.dispose()
