@@ -56,7 +56,11 @@ def test_upload_stores_id_then_defers() -> None:
         _op().execute({"task_state_store": store})
     create.assert_called_once()
     assert create.call_args.args == ("/data/chunk-0001.csv", "contacts")
-    assert store.data["connectif_import"] == {"import_id": "i1", "file_path": "/data/chunk-0001.csv", "file": None}
+    saved = store.data["connectif_import"]
+    assert {k: saved[k] for k in ("import_id", "file_path", "file")} == {
+        "import_id": "i1", "file_path": "/data/chunk-0001.csv", "file": None,
+    }
+    assert saved["upload_started"] > 0  # the intent, recorded before the upload
     trigger = info.value.trigger
     assert isinstance(trigger, ConnectifImportTrigger) and trigger.import_ids == ["i1"]
     assert info.value.method_name == "execute_complete"
@@ -165,6 +169,7 @@ def test_complete_downloads_error_report() -> None:
         "success": 2,
         "errors": 2,
         "rejected_rows": report,
+        "report_complete": True,
         "file_path": "/data/chunk-0001.csv",
     }
 
@@ -172,14 +177,15 @@ def test_complete_downloads_error_report() -> None:
 def test_row_error_threshold_fails_without_retry() -> None:
     done = _imp("finished", success=2, errors=2, errorReportFileUrl="https://x/report.csv")
     ti = mock.Mock()
+    report = [{"line": 1, "field": "_email", "error": "invalid"}, {"line": 3, "field": "_points", "error": "nan"}]
     with (
-        mock.patch(f"{HOOK}.download_error_report", return_value=[]),
+        mock.patch(f"{HOOK}.download_error_report", return_value=report),
         pytest.raises(ConnectifRowErrorsExceededError, match="rejected 2 of 4") as info,
     ):
         _op(max_row_error_ratio=0.25).execute_complete({"ti": ti}, {"status": "success", "imports": [done]})
     assert isinstance(info.value, AirflowFailException)
     ti.xcom_push.assert_called_once()
-    with mock.patch(f"{HOOK}.download_error_report", return_value=[]):
+    with mock.patch(f"{HOOK}.download_error_report", return_value=report):
         assert _op(max_row_errors=2).execute_complete({}, {"status": "success", "imports": [done]})["errors"] == 2
 
 
