@@ -76,6 +76,13 @@ def mapping_for(obj: str) -> str | None:
     return str(path)
 
 
+def upload_ledger() -> Any:
+    """The state store, as the import operator's record of uploads (no duplicate import across runs)."""
+    from connectif_sync.state import StateStore
+
+    return StateStore(setting("state_url"))
+
+
 def dry_run_param() -> Param:
     return Param(
         False,

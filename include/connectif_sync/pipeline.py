@@ -50,9 +50,9 @@ from connectif_sync.extract import (
 )
 from connectif_sync.hashing import as_signed, hash_columns, hash_csv_rows, hash_strings, mix64
 from connectif_sync.mappings import Mapping, resolve_mapping
-from connectif_sync.shape import ShapedChunk, shape, to_text
+from connectif_sync.shape import BAD_UTF8_REASON, ShapedChunk, repair_utf8, shape, to_text
 from connectif_sync.state import StateIndex, StateStore
-from connectif_sync.validate import KeySet, source_refs, validate
+from connectif_sync.validate import MAX_VALUE_CHARS, KeySet, source_refs, state_keys, validate
 
 DEFAULT_LOOKBACK = timedelta(hours=1)
 DELETED_SAMPLE = 1000  # deleted keys listed by name in a result (the count is always exact)
@@ -201,6 +201,9 @@ def run_sync(
             prepared = prefetch(prepare(t) for t in chunks)
         for prep in prepared:
             report.extracted += prep.rows
+            if prep.rejected:  # values that are not UTF-8: set aside before hashing and shaping
+                report.invalid += prep.invalid
+                rejected.add(prep.rejected)
             if prep.high is not None:
                 high = prep.high if high is None or prep.high > high else high
             if len(prep.known_at):
@@ -389,6 +392,8 @@ class _Prepared:
     known_at: np.ndarray  # positions in the state index of the rows unchanged by source hash
     src: np.ndarray  # source hash of each row of ``shaped``
     shaped: ShapedChunk | None  # the other rows, shaped (their source table is ``shaped.source``)
+    rejected: list[dict[str, Any]] = field(default_factory=list)  # rows set aside before shaping
+    invalid: int = 0  # how many rows ``rejected`` names
 
 
 def _high(table: pa.Table, mapping: Mapping) -> str | None:
@@ -409,16 +414,22 @@ def _prepare(
     rows: int | None = None,
 ) -> _Prepared:
     """Hash the source rows of ``table``, set aside those whose source hash ``index`` has (when given), shape
-    the rest. ``high``, ``known_at`` and ``rows`` add what a probe already found (see :func:`_probe`)."""
+    the rest. ``high``, ``known_at`` and ``rows`` add what a probe already found (see :func:`_probe`).
+
+    Values that are not UTF-8 are found first (:func:`_bad_text`): their rows are set aside, the others go on.
+    """
+    rows = table.num_rows if rows is None else rows
+    table, rejected, invalid = _bad_text(table, mapping)
     src = as_signed(source_hashes(table, mapping, fingerprint))
     high = _max_text(high, _high(table, mapping))
-    rows = table.num_rows if rows is None else rows
     at_before = known_at if known_at is not None else np.zeros(0, np.int64)
     if index is None:
-        return _Prepared(rows, high, at_before, src, shape(table, mapping) if table.num_rows else None)
+        shaped = shape(table, mapping) if table.num_rows else None
+        return _Prepared(rows, high, at_before, src, shaped, rejected, invalid)
     known, at = index.find_sources(src)
     if not known.any():
-        return _Prepared(rows, high, at_before, src, shape(table, mapping) if table.num_rows else None)
+        shaped = shape(table, mapping) if table.num_rows else None
+        return _Prepared(rows, high, at_before, src, shaped, rejected, invalid)
     rest = table.filter(pa.array(~known))
     return _Prepared(
         rows,
@@ -426,7 +437,45 @@ def _prepare(
         np.concatenate([at_before, at[known]]),
         src[~known],
         shape(rest, mapping) if rest.num_rows else None,
+        rejected,
+        invalid,
     )
+
+
+def _bad_text(table: pa.Table, mapping: Mapping) -> tuple[pa.Table, list[dict[str, Any]], int]:
+    """Set aside the rows holding a value that is not UTF-8 (:func:`~connectif_sync.shape.repair_utf8`).
+
+    Such a value would make Connectif refuse the whole file (or crash the shaping), so its row is rejected
+    with its key, source row, field and the bytes as found; a field declared ``on_invalid: empty`` is sent
+    empty instead. Returns the other rows, the rejected entries and how many rows they are.
+    """
+    table, bad = repair_utf8(table, mapping.source_columns())
+    if not bad:
+        return table, [], 0
+    drop = np.zeros(table.num_rows, dtype=bool)
+    problems: list[tuple[np.ndarray, str, list[bytes]]] = []
+    for column, (mask, values) in bad.items():
+        fields = [n for n, f in mapping.fields.items() if column in (f.column, f.country_column)]
+        if fields and all(mapping.fields[n].on_invalid == "empty" for n in fields):
+            continue  # the value is empty now, the row goes on
+        drop |= mask
+        problems.append((mask, fields[0] if fields else column, values))
+    if not drop.any():
+        return table, [], 0
+    at = np.flatnonzero(drop)
+    sub = table.take(pa.array(at))
+    keys = state_keys(mapping, shape(sub, mapping, {mapping.key: mapping.fields[mapping.key]})).to_pylist()
+    where = dict(zip(at.tolist(), range(len(at)), strict=True))
+    refs = source_refs(mapping, sub, np.arange(len(at)))
+    out: list[dict[str, Any]] = []
+    for mask, name, values in problems:
+        for row, raw in zip(np.flatnonzero(mask).tolist(), values, strict=True):
+            text = raw.decode("utf-8", "backslashreplace")
+            text = text if len(text) <= MAX_VALUE_CHARS else text[:MAX_VALUE_CHARS] + "..."
+            i = where[row]
+            key = keys[i] if keys[i] is not None else (text if name == mapping.key else None)
+            out.append({"key": key, "source_ref": refs[i], "field": name, "reason": BAD_UTF8_REASON, "value": text})
+    return table.filter(pa.array(~drop)), out, int(drop.sum())
 
 
 def _max_text(a: str | None, b: str | None) -> str | None:
