@@ -49,7 +49,7 @@ from connectif_sync.extract import (
     sqlite_hash_extension,
 )
 from connectif_sync.hashing import as_signed, hash_columns, hash_csv_rows, hash_strings, mix64
-from connectif_sync.mappings import Mapping, resolve_mapping
+from connectif_sync.mappings import Mapping, check_source_columns, resolve_mapping
 from connectif_sync.shape import BAD_UTF8_REASON, ShapedChunk, repair_utf8, shape, to_text
 from connectif_sync.state import StateIndex, StateStore
 from connectif_sync.validate import MAX_VALUE_CHARS, KeySet, source_refs, state_keys, validate
@@ -166,6 +166,7 @@ def run_sync(
     if out_dir is None and not dry_run:
         raise ValueError("run_sync needs out_dir for the chunk files (or dry_run=True)")
     m = resolve_mapping(obj, mapping)
+    check_source_columns(m, source_url)
     store = StateStore(state_url, readonly=dry_run)
     try:
         since = store.next_since(obj, lookback) if incremental and m.updated_at else None
@@ -280,11 +281,16 @@ def run_sync(
                 part = pc.cast(table_rest.column(m.partition_by).combine_chunks().take(positions), pa.string())
                 for value in pc.unique(part).to_pylist():
                     sel = pc.equal(part, value) if value is not None else pc.is_null(part)
-                    big = writer.write(data.filter(sel), manifest.filter(sel), value, sizes[_mask(sel)])
-                    _reject_oversize(big, manifest.filter(sel), report, rejected, m, max_file_bytes)
+                    picked = _mask(sel)
+                    big = writer.write(data.filter(sel), manifest.filter(sel), value, sizes[picked])
+                    if big.any():
+                        where = _Where(data.filter(sel), checked.positions[send][picked], table_rest, sizes[picked])
+                        _reject_oversize(big, manifest.filter(sel), where, report, rejected, m, max_file_bytes)
             else:
                 big = writer.write(data, manifest, sizes=sizes)
-                _reject_oversize(big, manifest, report, rejected, m, max_file_bytes)
+                if big.any():
+                    where = _Where(data, checked.positions[send], table_rest, sizes)
+                    _reject_oversize(big, manifest, where, report, rejected, m, max_file_bytes)
         files = writer.close()
         deleted_keys: list[str] = []
         if index is not None:
@@ -577,26 +583,53 @@ def _mask(sel: pa.Array) -> np.ndarray:
     return np.asarray(pc.fill_null(sel, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
+@dataclass
+class _Where:
+    """Where the rows given to the chunk writer come from: their output values, their positions in the
+    source chunk, that chunk, and their CSV sizes (to say which row and field made a row too large)."""
+
+    data: pa.Table
+    positions: np.ndarray
+    source: pa.Table
+    sizes: np.ndarray
+
+
 def _reject_oversize(
     mask: np.ndarray,
     manifest: pa.Table,
+    where: _Where,
     report: SyncReport,
     rejected: _Rejects,
     mapping: Mapping,
     max_bytes: int,
 ) -> None:
+    """Set aside rows too large for any file, naming their source row and their largest field."""
     if not mask.any():
         return
-    keys = manifest.column("key").take(pa.array(np.flatnonzero(mask))).to_pylist()
+    rows = np.flatnonzero(mask)
+    keys = manifest.column("key").take(pa.array(rows)).to_pylist()
+    refs = source_refs(mapping, where.source, where.positions[rows])
+    picked = where.data.take(pa.array(rows))
+    names = list(picked.column_names)
+    lengths = np.stack(
+        [
+            np.asarray(pc.fill_null(pc.binary_length(picked.column(c)), 0).to_numpy(zero_copy_only=False), np.int64)
+            for c in names
+        ],
+        axis=1,
+    )
     report.oversize += len(keys)
-    for k in keys:
+    for i, (k, ref) in enumerate(zip(keys, refs, strict=True)):
+        largest = int(np.argmax(lengths[i]))
         rejected.append(
             {
                 "key": k,
-                "source_ref": None,
-                "field": mapping.key,
-                "reason": f"row larger than a whole file may be ({max_bytes} bytes with the header)",
-                "value": None,
+                "source_ref": ref,
+                "field": names[largest],
+                "reason": f"row larger than a whole import file may be ({max_bytes} bytes with the header): "
+                "shorten this field in the source",
+                "value": f"the row takes {int(where.sizes[rows[i]])} bytes in the CSV, this field "
+                f"{int(lengths[i, largest])}",
             }
         )
 

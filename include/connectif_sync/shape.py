@@ -6,8 +6,9 @@ decides what a bad value costs (the row, or just the field when ``on_invalid: em
 
 Rules per type:
 
-``string``    text as is (empty -> empty); ``max_length`` in characters.
-``email``     trimmed, lower-cased; must look like ``local@domain.tld``. Values the fast pattern rejects
+``string``    text as is (empty -> empty); ``max_length`` in characters. Identifier fields (``productId``,
+              ``purchaseId``, ``code``, ``_externalId``) are trimmed of surrounding spaces.
+``email``     trimmed, lower-cased, Unicode NFC; must look like ``local@domain.tld``. Values the fast pattern rejects
               are checked again with ``email-validator`` (internationalised addresses), so nothing valid
               is lost to the pattern.
 ``phone``     international format without spaces, ``+<country code><number>``: spaces, dashes, dots and
@@ -242,8 +243,18 @@ def _lower(s: pa.Array) -> pa.Array:
     return low
 
 
+def _nfc(s: pa.Array) -> pa.Array:
+    """Unicode NFC (composed form), computed only for the values that are not ASCII."""
+    other = pc.fill_null(pc.invert(pc.string_is_ascii(s)), False)
+    if not pc.any(other).as_py():
+        return s
+    return pc.replace_with_mask(s, other, pc.utf8_normalize(s.filter(other), "NFC"))
+
+
 def shape_email(spec: FieldSpec, values: pa.Array) -> tuple[pa.Array, list[Problem]]:
-    s = _empty_to_null(_lower(pc.utf8_trim_whitespace(to_text(values))))
+    # NFC: the same address typed in two Unicode forms (é composed, or e + combining accent) is one
+    # contact; Connectif compares the text as given, so it would make two.
+    s = _empty_to_null(_nfc(_lower(pc.utf8_trim_whitespace(to_text(values)))))
     bad = _mask(pc.and_(pc.is_valid(s), pc.invert(pc.match_substring_regex(s, EMAIL_PATTERN))))
     if bad.any():
         # Only plausible addresses (one inner @, no spaces) get the slower, complete check.
@@ -506,9 +517,16 @@ def shape_enum(spec: FieldSpec, values: pa.Array) -> tuple[pa.Array, list[Proble
     return s, problems
 
 
+#: Identifier fields whose surrounding spaces are dropped: ``" DUP-SKU "`` and ``"DUP-SKU"`` are one product
+#: to the people who typed them, but two to Connectif, which compares ids as given.
+TRIMMED_IDS = frozenset({"productId", "purchaseId", "code", "_externalId"})
+
+
 def shape_field(spec: FieldSpec, table: pa.Table) -> tuple[pa.Array, list[Problem]]:
     """Shape one field from its source column(s) in ``table``."""
     values = _arr(table.column(spec.column))
+    if spec.type == "string" and spec.name in TRIMMED_IDS:
+        values = pc.utf8_trim_whitespace(to_text(values))
     if spec.type == "phone":
         countries = _arr(table.column(spec.country_column)) if spec.country_column else None
         return shape_phone(spec, values, countries)
