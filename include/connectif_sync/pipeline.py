@@ -476,7 +476,7 @@ def _bad_text(table: pa.Table, mapping: Mapping) -> tuple[pa.Table, list[dict[st
     out: list[dict[str, Any]] = []
     for mask, name, values in problems:
         for row, raw in zip(np.flatnonzero(mask).tolist(), values, strict=True):
-            text = raw.decode("utf-8", "backslashreplace")
+            text = raw.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")  # bytes as found, visibly
             text = text if len(text) <= MAX_VALUE_CHARS else text[:MAX_VALUE_CHARS] + "..."
             i = where[row]
             key = keys[i] if keys[i] is not None else (text if name == mapping.key else None)

@@ -181,6 +181,11 @@ PURCHASE_DONE = ("confirmed", "duplicate")
 """Purchase statuses that mean Connectif has it: never send again."""
 
 
+def _no_nul(value: Any) -> Any:
+    """PostgreSQL text cannot hold NUL characters: a rejected value shows them as ``\\x00`` instead."""
+    return value.replace("\x00", "\\x00") if isinstance(value, str) else value
+
+
 def file_digest(path: str | Path) -> str:
     """SHA-256 of a file's bytes: two chunk files with the same digest hold the same rows in the same lines."""
     import hashlib
@@ -581,11 +586,11 @@ class StateStore:
                     {
                         "run_id": run_id,
                         "object": obj,
-                        "key": r.get("key"),
-                        "source_ref": r.get("source_ref"),
+                        "key": _no_nul(r.get("key")),
+                        "source_ref": _no_nul(r.get("source_ref")),
                         "field": r.get("field"),
                         "reason": r["reason"],
-                        "value": r.get("value"),
+                        "value": _no_nul(r.get("value")),
                         "recorded_at": now,
                     }
                     for r in rows
