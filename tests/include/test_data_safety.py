@@ -328,3 +328,146 @@ def test_a_mapped_column_missing_from_the_table_is_a_mapping_error(erp: str, tmp
     text = str(info.value)
     assert str(mine) in text and "fields._surname.column" in text and "'surname'" in text
     assert "last_name" in text and "Fix:" in text
+
+
+# ------------------------------------------------------------------------------------------- case 6
+
+KILLABLE_IMPORT = """
+import json, sys
+from pathlib import Path
+
+from connectif_provider.operators.connectif import ConnectifImportOperator
+from connectif_sync.state import StateStore
+
+
+class FileStore:
+    '''task_state_store kept in a JSON file, so that it outlives this process as Airflow's does.'''
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def get(self, key, default=None):
+        return (json.loads(self.path.read_text()) if self.path.exists() else {}).get(key, default)
+
+    def set(self, key, value, **_):
+        data = json.loads(self.path.read_text()) if self.path.exists() else {}
+        data[key] = value
+        self.path.write_text(json.dumps(data))
+
+
+file_path, store_path, conn_id, obj, ledger = sys.argv[1:6]
+ConnectifImportOperator(
+    task_id="import_file", file_path=file_path, import_type=obj, override_existing=True,
+    connectif_conn_id=conn_id, poll_interval=0.2, deferrable=False,
+    upload_ledger=(lambda: StateStore(ledger)) if ledger != "-" else None,
+).execute({"task_state_store": FileStore(store_path)})
+"""
+
+
+def killed_while_waiting_for_the_answer(
+    emulator: RunningEmulator, tmp_path: Path, conn_id: str, file_path: str, ledger: str | None
+) -> Path:
+    """Upload ``file_path`` from a worker process that is killed while Connectif holds the answer back
+    (the import exists, the worker never learns its id). Returns the file of its task_state_store."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+
+    repo = Path(__file__).resolve().parents[2]
+    script = tmp_path / "killable_import.py"
+    script.write_text(KILLABLE_IMPORT)
+    store = tmp_path / f"task_state_store_{time.monotonic_ns()}.json"
+    before = len(emulator.admin.imports())
+    emulator.admin.faults(hold_import_answers=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(repo / p) for p in ("plugins", "include", "."))}
+    proc = subprocess.Popen(
+        [sys.executable, str(script), file_path, str(store), conn_id, "contacts", ledger or "-"], env=env
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while len(emulator.admin.imports()) == before:
+            assert proc.poll() is None, "the worker ended before it was killed"
+            assert time.monotonic() < deadline, "the held upload never created an import"
+            time.sleep(0.2)
+        intent = json.loads(store.read_text())["connectif_import"]
+        assert intent["upload_started"] and "import_id" not in intent  # recorded before, never completed
+    finally:
+        proc.kill()
+        proc.wait()
+        emulator.admin.faults()
+    return store
+
+
+def test_a_retry_after_a_kill_mid_answer_reattaches_without_uploading(
+    erp: str, state_url: str, tmp_path: Path, conn_id: str, emulator: RunningEmulator
+) -> None:
+    import json
+
+    result = run_sync("contacts", erp, tmp_path / "out", state_url=state_url)
+    (path,) = [f.path for f in result.files]
+    saved = killed_while_waiting_for_the_answer(emulator, tmp_path, conn_id, path, None)
+    (created,) = emulator.admin.imports()
+
+    # Airflow retries the task: same task_state_store, a new process, no upload ledger needed.
+    summary = operator(conn_id, path, "contacts").execute(
+        {"task_state_store": DictStore(json.loads(saved.read_text()))}
+    )
+
+    assert summary["import_id"] == created["id"]
+    assert len(emulator.admin.imports()) == 1
+    with StateStore(state_url) as store:
+        assert store.confirm_import(summary)["confirmed"] == CONTACTS
+    assert len(emulator.admin.contacts()) == CONTACTS
+
+
+def test_a_new_run_reattaches_to_the_import_an_earlier_killed_run_made(
+    erp: str, state_url: str, tmp_path: Path, conn_id: str, emulator: RunningEmulator
+) -> None:
+    first = run_sync("contacts", erp, tmp_path / "run1", state_url=state_url)
+    killed_while_waiting_for_the_answer(emulator, tmp_path, conn_id, first.files[0].path, state_url)
+
+    # The whole run is started again: a new extract supersedes the unconfirmed file, writes the same rows.
+    result, summaries, outcomes = sync("contacts", erp, state_url, tmp_path / "run2", conn_id)
+
+    assert result.report.sent == CONTACTS
+    (created,) = emulator.admin.imports()
+    assert [s["import_id"] for s in summaries] == [created["id"]]
+    assert outcomes[0]["confirmed"] == CONTACTS
+    result, summaries, _ = sync("contacts", erp, state_url, tmp_path / "run3", conn_id)
+    assert result.report.sent == 0 and summaries == [] and len(emulator.admin.imports()) == 1
+
+
+def test_a_new_run_reattaches_to_a_known_import_whose_rows_were_never_confirmed(
+    erp: str, state_url: str, tmp_path: Path, conn_id: str, emulator: RunningEmulator
+) -> None:
+    first = run_sync("contacts", erp, tmp_path / "run1", state_url=state_url)
+    done = operator(conn_id, first.files[0].path, "contacts", state_url).execute({"task_state_store": DictStore()})
+    # ... and the run died before its report task confirmed anything.
+
+    _, summaries, outcomes = sync("contacts", erp, state_url, tmp_path / "run2", conn_id)
+
+    assert [s["import_id"] for s in summaries] == [done["import_id"]]
+    assert len(emulator.admin.imports()) == 1 and outcomes[0]["confirmed"] == CONTACTS
+
+
+def test_no_reattachment_past_a_later_upload_of_the_same_rows(
+    erp: str, state_url: str, tmp_path: Path, conn_id: str, emulator: RunningEmulator
+) -> None:
+    """Run 1 uploads A (unconfirmed), run 2 uploads A' (one row changed, unconfirmed), the row is changed
+    back: run 3's file equals run 1's, but re-attaching to run 1's import would confirm A while Connectif
+    holds A'. It must upload again."""
+    first = run_sync("contacts", erp, tmp_path / "run1", state_url=state_url)
+    operator(conn_id, first.files[0].path, "contacts", state_url).execute({"task_state_store": DictStore()})
+    (name,) = [r["first_name"] for r in erp_rows(erp, "SELECT first_name FROM customers WHERE id = 1")]
+    sql(erp, "UPDATE customers SET first_name = 'Changed' WHERE id = 1")
+    second = run_sync("contacts", erp, tmp_path / "run2", state_url=state_url)
+    operator(conn_id, second.files[0].path, "contacts", state_url).execute({"task_state_store": DictStore()})
+    sql(erp, "UPDATE customers SET first_name = ? WHERE id = 1", name)
+
+    _, _, outcomes = sync("contacts", erp, state_url, tmp_path / "run3", conn_id)
+
+    assert len(emulator.admin.imports()) == 3 and outcomes[0]["confirmed"] == CONTACTS
+    (email,) = [r["email"].strip().lower() for r in erp_rows(erp, "SELECT email FROM customers WHERE id = 1")]
+    assert {c["_email"]: c for c in emulator.admin.contacts()}[email]["_name"] == name
