@@ -470,6 +470,8 @@ class ConnectifImportOperator(_ConnectifQueuedWorkOperator):
                 whose = f"an earlier run ({earlier['path']})"
                 if earlier.get("import_id"):
                     found = self._usable(hook, str(earlier["import_id"]), whose)
+                    if found is not None and not self._same_kind(found):
+                        found = None  # same bytes, other import (e.g. the same codes for another coupon set)
                 else:
                     found = self._search(hook, ledger, started, rows, whose)
         if found is None or started is None:
@@ -482,6 +484,13 @@ class ConnectifImportOperator(_ConnectifQueuedWorkOperator):
         if ledger is not None:
             ledger.record_upload(path, started_at=started, rows=rows, import_id=import_id)
         return found
+
+    def _same_kind(self, resource: dict[str, Any]) -> bool:
+        """Whether an import has this task's type and options (those the resource shows)."""
+        if resource.get("type") not in (None, self.import_type):
+            return False
+        opts = resource.get("options") or {}
+        return all(str(opts.get(k)).lower() == str(v).lower() for k, v in self._options().items() if k in opts)
 
     def _search(
         self, hook: ConnectifHook, ledger: Any, started: float, rows: int | None, whose: str
