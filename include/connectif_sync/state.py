@@ -964,9 +964,10 @@ class StateStore:
             conn.execute(uploads_table.delete().where(uploads_table.c.updated_at < now - KEEP_UPLOADS))
 
     def earlier_upload(self, csv_path: str | Path) -> dict[str, Any] | None:
-        """The latest unconfirmed upload of another file with exactly this file's content, if re-attaching to
-        it is safe: no other run uploaded rows of this object after it (they could have overwritten its rows
-        in Connectif). ``{"path", "import_id" (None when its answer never came), "started_at", "rows"}``."""
+        """The latest unconfirmed upload of a file with exactly this file's content (this very file included:
+        a task whose ``task_state_store`` was lost), if re-attaching to it is safe: no other run uploaded rows
+        of this object after it (they could have overwritten its rows in Connectif).
+        ``{"path", "import_id" (None when its answer never came), "started_at", "rows"}``."""
         if self._missing:
             return None
         path = str(Path(csv_path).resolve())
@@ -976,7 +977,7 @@ class StateStore:
             mine = conn.execute(sa.select(files_table.c.run_id).where(files_table.c.path == path)).scalar()
             earlier = conn.execute(
                 sa.select(u)
-                .where(u.c.content_hash == digest, u.c.path != path, u.c.status != "confirmed")
+                .where(u.c.content_hash == digest, u.c.status != "confirmed")
                 .order_by(u.c.started_at.desc())
                 .limit(1)
             ).first()

@@ -471,3 +471,15 @@ def test_no_reattachment_past_a_later_upload_of_the_same_rows(
     assert len(emulator.admin.imports()) == 3 and outcomes[0]["confirmed"] == CONTACTS
     (email,) = [r["email"].strip().lower() for r in erp_rows(erp, "SELECT email FROM customers WHERE id = 1")]
     assert {c["_email"]: c for c in emulator.admin.contacts()}[email]["_name"] == name
+
+
+def test_a_retry_without_its_task_state_store_reattaches_through_the_ledger(
+    erp: str, state_url: str, tmp_path: Path, conn_id: str, emulator: RunningEmulator
+) -> None:
+    result = run_sync("contacts", erp, tmp_path / "out", state_url=state_url)
+    path = result.files[0].path
+    first = operator(conn_id, path, "contacts", state_url).execute({"task_state_store": DictStore()})
+
+    again = operator(conn_id, path, "contacts", state_url).execute({"task_state_store": DictStore()})
+
+    assert again["import_id"] == first["import_id"] and len(emulator.admin.imports()) == 1
