@@ -483,3 +483,19 @@ def test_a_retry_without_its_task_state_store_reattaches_through_the_ledger(
     again = operator(conn_id, path, "contacts", state_url).execute({"task_state_store": DictStore()})
 
     assert again["import_id"] == first["import_id"] and len(emulator.admin.imports()) == 1
+
+
+def test_invalid_utf8_found_by_a_probed_full_scan(
+    erp: str, state_url: str, tmp_path: Path, conn_id: str, emulator: RunningEmulator
+) -> None:
+    """A second full scan of a SQLite table reads most rows' source hash only (the probe); a row broken
+    since is read in full and set aside like in any other run."""
+    sync("contacts", erp, state_url, tmp_path / "out1", conn_id)
+    sql(erp, "UPDATE customers SET first_name = CAST(x'41ff' AS TEXT) WHERE id = 3")
+    sql(erp, "UPDATE customers SET last_name = x'4a6fff00' WHERE id = 30")
+
+    result, summaries, _ = sync("contacts", erp, state_url, tmp_path / "out2", conn_id)
+
+    assert result.report.invalid == 2 and result.report.unchanged == CONTACTS - 2 and result.report.sent == 0
+    assert {r["source_ref"] for r in rejected(state_url, "contacts")} == {"id=3", "id=30"}
+    assert summaries == []
