@@ -20,6 +20,7 @@ from connectif_provider.operators.connectif import ConnectifImportOperator
 from connectif_sync.erp import generate
 from connectif_sync.mappings import MappingError
 from connectif_sync.pipeline import SyncResult, run_sync
+from connectif_sync.purchases import PurchaseBatch
 from connectif_sync.shape import BAD_UTF8_REASON, TOO_LARGE_REASON
 from connectif_sync.state import StateStore
 from emulator.testing import RunningEmulator
@@ -499,3 +500,20 @@ def test_invalid_utf8_found_by_a_probed_full_scan(
     assert result.report.invalid == 2 and result.report.unchanged == CONTACTS - 2 and result.report.sent == 0
     assert {r["source_ref"] for r in rejected(state_url, "contacts")} == {"id=3", "id=30"}
     assert summaries == []
+
+
+def test_purchases_with_bytes_that_are_not_utf8_are_set_aside(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'shop.sqlite'}"
+    generate(url, contacts=30, products=8, orders=20, coupons=0, coupon_sets=1, dirty_rate=0, seed=3, order_days=3650)
+    (broken,) = erp_rows(url, "SELECT id, order_number FROM orders WHERE status = 'paid' ORDER BY id LIMIT 1")
+    sql(url, "UPDATE orders SET payment_method = x'4aff' WHERE id = ?", broken["id"])
+    paid = {r["order_number"] for r in erp_rows(url, "SELECT order_number FROM orders WHERE status = 'paid'")}
+
+    batch = PurchaseBatch(url, None, None, state_url=f"sqlite:///{tmp_path / 's.db'}")
+    sent = {p["purchaseId"] for p in batch}
+
+    assert sent == paid - {broken["order_number"]}
+    assert batch.rejected  # one entry per line of the order
+    assert {(r["key"], r["field"], r["reason"]) for r in batch.rejected} == {
+        (broken["order_number"], "paymentMethod", BAD_UTF8_REASON)
+    }
