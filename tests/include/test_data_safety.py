@@ -517,3 +517,18 @@ def test_purchases_with_bytes_that_are_not_utf8_are_set_aside(tmp_path: Path) ->
     assert {(r["key"], r["field"], r["reason"]) for r in batch.rejected} == {
         (broken["order_number"], "paymentMethod", BAD_UTF8_REASON)
     }
+
+
+def test_sqlite_store_of_an_earlier_version_gains_the_new_columns(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    with StateStore(url):
+        pass
+    sql(url, "ALTER TABLE connectif_sync_files DROP COLUMN unconfirmed_reason")
+    sql(url, "DROP TABLE connectif_sync_uploads")
+    sql(url, "INSERT INTO connectif_sync_state VALUES ('contacts', 'kept@example.com', 1, 2, NULL, NULL, '2026-01-01')")
+
+    with StateStore(url) as store:
+        assert store.confirmed("contacts") == {"kept@example.com": 2}
+        assert store.files("contacts") == [] and store.uploads() == []
+    with sqlite3.connect(tmp_path / "old.sqlite") as conn:
+        assert "unconfirmed_reason" in {r[1] for r in conn.execute("PRAGMA table_info(connectif_sync_files)")}
