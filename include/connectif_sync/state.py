@@ -214,7 +214,9 @@ def _unproven(result: AbcMapping[str, Any], failed: AbcMapping[int, str], rows: 
     total, errors = result.get("total"), result.get("errors")
     if total is not None and int(total) != rows:
         return f"import {import_id} counted {total} rows, the file has {rows}: it is not this file's import"
-    if errors is not None and len(failed) < int(errors):
+    success = result.get("success")
+    per_field = success is not None and len(failed) > 0 and int(success) + len(failed) == rows
+    if errors is not None and len(failed) < int(errors) and not per_field:
         return (
             f"import {import_id} failed {errors} rows but its error report names {len(failed)}: "
             "the rows it does not name cannot be told apart"

@@ -357,3 +357,40 @@ def test_non_deferrable_import_times_out_with_the_last_status() -> None:
         pytest.raises(ConnectifTimeoutError, match="still queued"),
     ):
         op.execute({"task_state_store": DictStore()})
+
+
+def test_missing_error_report_is_fetched_again_before_giving_up() -> None:
+    done = _imp("finished", success=2, errors=2)  # no errorReportFileUrl in the event
+    fresh = _imp("finished", success=2, errors=2, errorReportFileUrl="https://x/report.csv")
+    report = [{"line": 1, "field": "_email", "error": "invalid"}, {"line": 3, "field": "_points", "error": "nan"}]
+    with (
+        mock.patch(f"{HOOK}.get_import", return_value=fresh) as get,
+        mock.patch(f"{HOOK}.download_error_report", return_value=report),
+        mock.patch("connectif_provider.operators.connectif.time.sleep"),
+    ):
+        summary = _op().execute_complete({}, {"status": "success", "imports": [done]})
+    get.assert_called_once_with("i1")
+    assert summary["report_complete"] is True and summary["rejected_rows"] == report
+
+
+def test_short_error_report_is_reported_incomplete() -> None:
+    done = _imp("finished", success=1, errors=3, errorReportFileUrl="https://x/report.csv")
+    short = [{"line": 1, "field": "_email", "error": "invalid"}, {"line": 1, "field": "_name", "error": "long"}]
+    with (
+        mock.patch(f"{HOOK}.get_import", return_value=done),
+        mock.patch(f"{HOOK}.download_error_report", return_value=short) as download,
+        mock.patch("connectif_provider.operators.connectif.time.sleep"),
+    ):
+        summary = _op().execute_complete({}, {"status": "success", "imports": [done]})
+    assert download.call_count == 3  # read again twice
+    assert summary["report_complete"] is False
+
+
+def test_errors_counted_per_field_are_accounted_for_by_success_and_lines() -> None:
+    # 4 rows: 2 imported, 2 failed lines; should Connectif count 3 errors (one line failing on two fields),
+    # the report still accounts for every row.
+    done = _imp("finished", success=2, errors=3, errorReportFileUrl="https://x/report.csv")
+    report = [{"line": 1, "field": "_email", "error": "x"}, {"line": 1, "field": "_name", "error": "y"},
+              {"line": 3, "field": "_points", "error": "z"}]  # fmt: skip
+    with mock.patch(f"{HOOK}.download_error_report", return_value=report):
+        assert _op().execute_complete({}, {"status": "success", "imports": [done]})["report_complete"] is True

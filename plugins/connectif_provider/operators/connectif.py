@@ -84,6 +84,13 @@ def report_lines(rejected_rows: list[dict[str, Any]]) -> set[int]:
     return out
 
 
+def report_accounts_for_all(resource: dict[str, Any], listed: int) -> bool:
+    """Whether an error report naming ``listed`` distinct lines accounts for every failed row: as many lines
+    as ``errors``, or (should Connectif count errors per field) the lines plus ``success`` make ``total``."""
+    errors, success, total = (int(resource.get(k) or 0) for k in ("errors", "success", "total"))
+    return listed >= errors or (listed > 0 and success + listed == total)
+
+
 def import_summary(
     resource: dict[str, Any], rejected_rows: list[dict[str, Any]], file_path: str, *, report_complete: bool = True
 ) -> dict[str, Any]:
@@ -556,7 +563,7 @@ class ConnectifImportOperator(_ConnectifQueuedWorkOperator):
             if url:
                 rejected = hook.download_error_report(str(url), import_id=import_id)
             listed = len(report_lines(rejected))
-            if listed >= errors:
+            if report_accounts_for_all(resource, listed):
                 return rejected, True
             self.log.warning(
                 "Import %s has %d failed rows but its error report %s (attempt %d of %d)",
