@@ -52,3 +52,16 @@ def test_a_missing_error_report_confirms_nothing_and_says_so(dag_sandbox: DagSan
     assert state == "success", summary
     assert summary["sent"] > 0 and summary["unconfirmed"] == 0 and summary["rejected_by_connectif"] == 1
     assert len(dag_sandbox.emulator.admin.imports()) == 1  # re-attached to the first run's import
+
+
+@pytest.mark.parametrize(("dag_id", "failing"), [("connectif_purchases", "send"), ("connectif_coupons", "plan")])
+def test_other_reports_publish_a_summary_when_their_work_failed(
+    dag_id: str, failing: str, dag_sandbox: DagSandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW_VAR_CONNECTIF_MAPPINGS_DIR", str(tmp_path / "no-such-folder"))  # the task fails
+
+    state, summary = dag_sandbox.run(dag_id)
+
+    assert state == "failed"
+    assert summary["failed"] == failing and summary["sent"] == 0
+    assert f"{failing} failed" in summary["notes"][0]
