@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.sdk import DAG, CronTriggerTimetable, get_current_context, task
+from airflow.sdk import DAG, CronTriggerTimetable, TriggerRule, get_current_context, task
 from connectif_dags.common import (
     CONN_ID,
     DEFAULT_ARGS,
@@ -13,6 +13,7 @@ from connectif_dags.common import (
     dry_run_param,
     publish_summary,
     setting,
+    upstream_result,
 )
 
 DOC = """
@@ -114,9 +115,10 @@ with DAG(
         finally:
             engine.dispose()
 
-    @task
-    def report(erased: dict[str, Any]) -> dict[str, Any]:
-        """Publish the run summary."""
+    @task(trigger_rule=TriggerRule.ALL_DONE)
+    def report() -> dict[str, Any]:
+        """Publish the run summary (also when ``erase`` failed: then it says so, and fails)."""
+        erased = upstream_result(get_current_context(), "contact_erasure", "erase")
         invalid = erased["invalid"]
         notes = [f"request {r['source_ref']}: {r['reason']} ({r['value']!r}), left pending" for r in invalid[:10]]
         if erased.get("absent"):
@@ -142,4 +144,4 @@ with DAG(
         }
         return publish_summary(get_current_context(), summary)
 
-    report(erase())
+    erase() >> report()

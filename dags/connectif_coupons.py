@@ -17,6 +17,7 @@ from connectif_dags.common import (
     remove_run_dir,
     run_dir,
     setting,
+    upload_ledger,
 )
 
 from connectif_provider.operators.connectif import ConnectifImportOperator
@@ -149,11 +150,13 @@ with DAG(
         connectif_conn_id=CONN_ID,
         poll_interval=POLL_INTERVAL,
         pool=IMPORTS_POOL,
+        upload_ledger=upload_ledger,  # a later run re-attaches to an earlier run's unconfirmed import
     ).expand_kwargs(planned)
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
-    def report(files: list[dict[str, Any]]) -> dict[str, Any]:
-        """Mark the codes Connectif confirmed as used in the ERP, and publish the summary."""
+    def report() -> dict[str, Any]:
+        """Mark the codes Connectif confirmed as used in the ERP, and publish the summary (always, even when
+        a task before failed)."""
         import csv
 
         import sqlalchemy as sa
@@ -164,11 +167,16 @@ with DAG(
 
         context = get_current_context()
         ti = context["ti"]
+        files = ti.xcom_pull(task_ids="plan")
         info = ti.xcom_pull(task_ids="plan", key="plan")
+        if not isinstance(info, dict) or files is None:  # plan failed: nothing was sent
+            publish_summary(context, {"object": "coupons", "failed": "plan", "sent": 0, "imports": 0,
+                                      "notes": ["plan failed: nothing was sent; its log says why"]})  # fmt: skip
+            raise AirflowFailException("coupons: plan failed, nothing was sent (see the plan task's log)")
         rep = info.get("report") or {}
         summaries = import_summaries(ti, "import_codes", len(files))
         used: dict[str, int] = {}
-        connectif_rejected = 0
+        connectif_rejected = unconfirmed = 0
         notes = [f"refill {n['coupon_set_id']} ({n['name']}): {n['available']} available, wants {n['wanted']}"
                  for n in info["needs"]]  # fmt: skip
         notes += info.get("rejected", [])
@@ -177,7 +185,11 @@ with DAG(
             try:
                 with StateStore(setting("state_url")) as store:
                     for s in summaries:
-                        store.confirm_import(s)
+                        if store.confirm_import(s).get("unconfirmed"):  # no proof of which codes arrived
+                            unconfirmed += 1
+                            notes.append(f"{s['file_path']}: import {s['import_id']} has no complete error "
+                                         "report; its codes stay unused in the ERP and go again next run")  # fmt: skip
+                            continue
                         with open(s["file_path"], newline="", encoding="utf-8") as fh:
                             codes = [row["code"] for row in csv.DictReader(fh)]
                         failed = {int(r["line"]) for r in s.get("rejected_rows") or []}
@@ -207,6 +219,11 @@ with DAG(
                 "notes": notes,
             },
         )
+        if unconfirmed:
+            raise AirflowFailException(
+                f"{unconfirmed} coupon imports finished without a complete error report: their codes stay unused "
+                "in the ERP and are picked again by the next run"
+            )
         if len(summaries) < len(files):
             raise AirflowFailException(
                 f"{len(files) - len(summaries)} of {len(files)} coupon imports did not finish; their codes stay "
@@ -216,5 +233,5 @@ with DAG(
             remove_run_dir(context)
         return summary
 
-    reported = report(planned)
-    imports >> reported
+    reported = report()
+    [planned, imports] >> reported

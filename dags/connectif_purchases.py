@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow.sdk import DAG, CronDataIntervalTimetable, Param, get_current_context, task
+from airflow.sdk import DAG, CronDataIntervalTimetable, Param, TriggerRule, get_current_context, task
 from connectif_dags.common import (
     CONN_ID,
     DEFAULT_ARGS,
@@ -18,6 +18,7 @@ from connectif_dags.common import (
     publish_summary,
     run_window,
     setting,
+    upstream_result,
 )
 
 DOC = """
@@ -116,9 +117,10 @@ with DAG(
             "trigger_purchase_event": trigger,
         }
 
-    @task
-    def report(sent: dict[str, Any]) -> dict[str, Any]:
-        """Publish the run summary."""
+    @task(trigger_rule=TriggerRule.ALL_DONE)
+    def report() -> dict[str, Any]:
+        """Publish the run summary (also when ``send`` failed: then it says so, and fails)."""
+        sent = upstream_result(get_current_context(), "purchases", "send")
         rep = sent["report"]
         counts = sent.get("counts") or {}
         notes = [f"{reason}: {n}" for reason, n in sorted(rep.get("rejected_by_reason", {}).items())]
@@ -151,4 +153,4 @@ with DAG(
         }
         return publish_summary(get_current_context(), summary)
 
-    report(send())
+    send() >> report()

@@ -38,7 +38,8 @@ def queued_statuses(state: EmulatorState) -> list[str]:
 def render_import(state: EmulatorState, job: dict[str, Any], base_url: str) -> dict[str, Any]:
     """The Import resource; a finished/errored import with failed rows gets a fresh pre-signed report URL."""
     data = drop_none(dict(job))
-    if job["status"] in ("finished", "error") and job.get("errors", 0) > 0:
+    missing = state.faults.error_report == "missing"
+    if job["status"] in ("finished", "error") and job.get("errors", 0) > 0 and not missing:
         data["errorReportFileUrl"] = state.presign(base_url, "imports", job["id"], "error-report.csv")
     return data
 
@@ -223,8 +224,13 @@ async def download_report(request: Request, import_id: str, file_name: str) -> R
     _check_link(request, "imports", import_id)
     if state.store.get_job("imports", import_id) is None:
         raise ApiError(404, f"Import {import_id} no longer exists")
+    rows = state.store.import_errors(import_id)
+    if state.faults.error_report == "short":  # fault: the last failed line is left out
+        listed = list(rows)
+        last = listed[-1][0] if listed else None
+        rows = iter([r for r in listed if r[0] != last])
     return StreamingResponse(
-        _report_lines(state.store.import_errors(import_id)),
+        _report_lines(rows),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{file_name}"'},
     )

@@ -78,6 +78,11 @@ class Gate:
                 await self._process(scope, receive, _swallow)
             await _drop(raw_send)
             return
+        if faults.hold_import_answers and scope.get("method") == "POST" and path_of(scope) in IMPORT_PATHS:
+            state.stats.fault("held")
+            await self._process(scope, receive, _swallow)  # the import is created; its answer never leaves
+            await _until_disconnect(receive)
+            return
         if state.roll(faults.error_rate):
             state.stats.fault("error")
             status = faults.error_status
@@ -131,6 +136,21 @@ def _with_headers(send: Send, _decision: Decision, extra: dict[str, str]) -> Sen
 
 async def _swallow(_message: Message) -> None:
     return None
+
+
+IMPORT_PATHS = ("/imports", "/imports/")
+
+
+def path_of(scope: Scope) -> str:
+    return str(scope.get("path", ""))
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    """Wait until the client closes the connection (its body was read already)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
 
 
 async def _drop(send: Send) -> None:

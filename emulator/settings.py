@@ -7,6 +7,8 @@ time through ``PATCH /_emulator/settings`` and ``PUT /_emulator/faults``.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 #: 50 MB read strictly as 50,000,000 bytes: a client that stays below it is safe whichever way
@@ -68,6 +70,16 @@ class Faults(BaseModel):
     storm_seconds: float = Field(default=0.0, ge=0, description="answer every API request with 429 for this long")
     fail_next_imports: int = Field(default=0, ge=0, description="the next N imports to start end in status error")
     import_error_rate: float = Field(default=0.0, ge=0, le=1, description="share of imports that end in status error")
+    error_report: Literal["complete", "missing", "short"] = Field(
+        default="complete",
+        description="error report of an import with row errors: complete; missing (no errorReportFileUrl); "
+        "short (the last failed line is left out of the report)",
+    )
+    hold_import_answers: bool = Field(
+        default=False,
+        description="create imports, but hold the answer to POST /imports back until the client is gone "
+        "(a worker killed, or timed out, while waiting for the upload's answer)",
+    )
     seed: int | None = Field(default=None, description="seed of the fault dice, for reproducible runs")
 
 

@@ -29,6 +29,7 @@ from connectif_dags.common import (
     remove_run_dir,
     run_dir,
     setting,
+    upload_ledger,
 )
 from connectif_provider.operators.connectif import ConnectifImportOperator
 
@@ -86,19 +87,35 @@ def bulk_sync_dag(obj: str, *, schedule: str, doc_md: str, description: str) -> 
             connectif_conn_id=CONN_ID,
             poll_interval=POLL_INTERVAL,
             pool=IMPORTS_POOL,
+            upload_ledger=upload_ledger,  # a later run re-attaches to an earlier run's unconfirmed import
         ).expand(file_path=extracted)
 
         @task(trigger_rule=TriggerRule.ALL_DONE)
-        def report(files: list[str]) -> Any:
-            """Commit what Connectif confirmed, publish the summary; fail if an import did not finish."""
+        def report() -> Any:
+            """Commit what Connectif confirmed, publish the summary (always, even when a task before failed);
+            fail if an import did not finish or could not be confirmed."""
             from connectif_sync.state import StateStore
 
             context = get_current_context()
             ti = context["ti"]
             extracted = ti.xcom_pull(task_ids="extract", key="report")
+            files = ti.xcom_pull(task_ids="extract")
+            if not isinstance(extracted, dict) or files is None:  # extract failed: nothing was sent
+                publish_summary(
+                    context,
+                    {
+                        "object": obj,
+                        "failed": "extract",
+                        "sent": 0,
+                        "imports": 0,
+                        "notes": ["extract failed: nothing was sent; its log says why (the run's rows go next run)"],
+                    },
+                )
+                raise AirflowFailException(f"{obj}: extract failed, nothing was sent (see the extract task's log)")
             extract_report, deleted_keys, dry_run = extracted["report"], extracted["deleted_keys"], extracted["dry_run"]
             summaries = import_summaries(ti, "import_file", len(files))
-            confirmed = failed_rows = 0
+            confirmed = failed_rows = unconfirmed_rows = 0
+            unconfirmed: list[str] = []
             rejected_reasons: dict[str, int] = {}
             if not dry_run:
                 with StateStore(setting("state_url")) as store:
@@ -106,6 +123,10 @@ def bulk_sync_dag(obj: str, *, schedule: str, doc_md: str, description: str) -> 
                         outcome = store.confirm_import(s)
                         confirmed += outcome["confirmed"]
                         failed_rows += outcome["failed"]
+                        if outcome.get("unconfirmed"):
+                            unconfirmed_rows += outcome["unconfirmed"]
+                            unconfirmed.append(outcome["reason"])
+                            continue
                         for row in s.get("rejected_rows") or []:
                             reason = f"Connectif: {row.get('field') or ''} {row.get('error') or ''}".strip()
                             rejected_reasons[reason] = rejected_reasons.get(reason, 0) + 1
@@ -113,6 +134,7 @@ def bulk_sync_dag(obj: str, *, schedule: str, doc_md: str, description: str) -> 
             unfinished = len(files) - len(summaries)
             notes = [f"{reason}: {n}" for reason, n in sorted(rep.get("rejected_by_reason", {}).items())]
             notes += [f"{reason}: {n}" for reason, n in sorted(rejected_reasons.items())]
+            notes += [f"not confirmed, sent again next run: {why}" for why in unconfirmed]
             if rep.get("deleted"):
                 notes.append(
                     f"{rep['deleted']} keys confirmed earlier are gone from the source, e.g. {deleted_keys[:5]}"
@@ -143,6 +165,7 @@ def bulk_sync_dag(obj: str, *, schedule: str, doc_md: str, description: str) -> 
                     + rep.get("suppressed", 0)
                     + failed_rows,
                     "rejected_by_connectif": failed_rows,
+                    "unconfirmed": unconfirmed_rows,
                     "imports": len(summaries),
                     "api_requests": rep.get("api_requests"),
                     "notes": notes,
@@ -152,6 +175,11 @@ def bulk_sync_dag(obj: str, *, schedule: str, doc_md: str, description: str) -> 
                 raise AirflowFailException(
                     f"{unfinished} of {len(files)} {obj} imports did not finish (see the failed import_file "
                     "tasks); confirmed rows are committed, the others will be sent again by the next run"
+                )
+            if unconfirmed:
+                raise AirflowFailException(
+                    f"{len(unconfirmed)} {obj} imports finished without an answer that proves which rows Connectif "
+                    f"took ({unconfirmed[0]}); their {unconfirmed_rows} rows stay pending and go again next run"
                 )
             if not dry_run:
                 remove_run_dir(context)
@@ -163,7 +191,7 @@ def bulk_sync_dag(obj: str, *, schedule: str, doc_md: str, description: str) -> 
             if summary.get("dry_run"):
                 raise AirflowSkipException("dry run: Connectif was not changed, no Asset event")
 
-        reported = report(extracted)
-        imports >> reported
+        reported = report()
+        [extracted, imports] >> reported
         publish(reported)
     return dag

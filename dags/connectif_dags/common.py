@@ -90,6 +90,13 @@ def mapping_for(obj: str) -> str | None:
     return str(path)
 
 
+def upload_ledger() -> Any:
+    """The state store, as the import operator's record of uploads (no duplicate import across runs)."""
+    from connectif_sync.state import StateStore
+
+    return StateStore(setting("state_url"))
+
+
 def dry_run_param() -> Param:
     return Param(
         False,
@@ -171,6 +178,20 @@ def import_summaries(ti: Any, task_id: str, count: int) -> list[dict[str, Any]]:
     if isinstance(pulled, dict):
         pulled = [pulled]
     return [dict(s) for s in pulled if s]
+
+
+def upstream_result(context: Any, obj: str, task_id: str, key: str | None = None) -> Any:
+    """What ``task_id`` returned (or pushed under ``key``); when it failed and left nothing, publish a summary
+    that says so and fail: a ``report`` task runs whatever happened before it (trigger rule ``all_done``)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    ti = context["ti"]
+    value = ti.xcom_pull(task_ids=task_id, key=key) if key else ti.xcom_pull(task_ids=task_id)
+    if value is not None:
+        return value
+    note = f"{task_id} failed: nothing more was sent; its log says why (the next run takes the rows again)"
+    publish_summary(context, {"object": obj, "failed": task_id, "sent": 0, "imports": 0, "notes": [note]})
+    raise AirflowFailException(f"{obj}: {task_id} failed (see its log); the summary says what was done")
 
 
 def publish_summary(context: Any, summary: dict[str, Any]) -> dict[str, Any]:

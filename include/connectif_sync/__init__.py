@@ -30,8 +30,15 @@ State store (SQLAlchemy URL; default ``sqlite:///connectif_sync_state.db``, Post
         ``result`` = the Connectif import operator's return value {"import_id", "status", "total",
         "success", "errors", "rejected_rows": [{"line", "field", "error"}], "file_path"}: commits every row
         of file_path except the rejected lines (they stay pending, go again next run, and are listed by
-        store.pending()). Raises ValueError if status != "finished" (then nothing is committed).
+        store.pending()). Raises ValueError if status != "finished" (then nothing is committed). An answer
+        that does not prove which rows arrived ("report_complete": false, fewer report lines than "errors",
+        a "total" other than the file's rows) commits nothing: {"object", "path", "confirmed": 0, "failed": 0,
+        "unconfirmed": rows, "reason"}, and the file stays pending.
     store.confirm_file(csv_path, failed_lines: Iterable[int] | Mapping[int, str] = ()) -> same dict
+    store.record_upload(csv_path, *, started_at, rows=None, import_id=None)   # before and after an upload
+    store.earlier_upload(csv_path) -> {"path", "import_id", "started_at", "rows"} | None   # safe re-attach
+    store.claimed_imports() -> set[str]; store.uploads(obj=None) -> list[dict]
+        (the import operator's ``upload_ledger``: no second import of the same rows across tries and runs)
     store.rejected(obj=None, run_id=None, limit=1000) -> list[dict]   # validation rejects, latest run
     store.iter_rejected(obj=None, run_id=None) -> Iterator[dict]; store.count_rejected(obj=None, run_id=None)
     store.suppress(obj, keys, reason) / unsuppress(obj, keys) / suppressed(obj=None)  # never sent again

@@ -414,6 +414,56 @@ def parse_mapping(raw: Any, path: Path) -> Mapping:
     )
 
 
+def check_source_columns(mapping: Mapping, source_url: str) -> None:
+    """Raise a :class:`MappingError` naming the mapping file, the entry and the fix for every column the
+    mapping reads that its source does not have (instead of the database's "no such column" mid-run)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(source_url)
+    try:
+        with engine.connect() as conn:
+            if mapping.table:
+                schema, _, name = mapping.table.rpartition(".")
+                inspector = sa.inspect(conn)
+                if not inspector.has_table(name, schema=schema or None):
+                    raise MappingError(
+                        [f"{mapping.path}: source.table: {mapping.table!r} is not a table of the source database. "
+                         "Fix: write the name of an existing table (or view), or use source.sql"]
+                    )  # fmt: skip
+                have = [c["name"] for c in inspector.get_columns(name, schema=schema or None)]
+            elif mapping.sql:
+                query = sa.text(f"SELECT * FROM ({mapping.sql}) AS mapping_check WHERE 1 = 0")
+                try:
+                    have = list(conn.execute(query).keys())
+                except sa.exc.DBAPIError:  # e.g. SQL Server refuses ORDER BY in a subquery: the read will tell
+                    return
+            else:
+                return
+    finally:
+        engine.dispose()
+    known = {c.lower() for c in have}
+    problems: list[str] = []
+    where: dict[str, str] = {}
+    for name, spec in [*mapping.fields.items(), *mapping.line_fields.items()]:
+        where.setdefault(spec.column, f"fields.{name}.column")
+        if spec.country_column:
+            where.setdefault(spec.country_column, f"fields.{name}.country_column")
+    for attr in ("updated_at", "date_column", "partition_by"):
+        value = getattr(mapping, attr)
+        if value:
+            where.setdefault(value, attr)
+    for c in mapping.order_by:
+        where.setdefault(c, "order_by")
+    for column, entry in where.items():
+        if column.lower() not in known:
+            problems.append(
+                f"{mapping.path}: {entry}: column {column!r} is not in the source "
+                f"({mapping.table or 'source.sql'}: {', '.join(have)}). Fix: name one of these columns"
+            )
+    if problems:
+        raise MappingError(problems)
+
+
 def default_mapping_path(obj: str) -> Path:
     """The shipped mapping of ``obj`` for the sample ERP."""
     if obj not in OBJECTS:

@@ -49,10 +49,10 @@ from connectif_sync.extract import (
     sqlite_hash_extension,
 )
 from connectif_sync.hashing import as_signed, hash_columns, hash_csv_rows, hash_strings, mix64
-from connectif_sync.mappings import Mapping, resolve_mapping
-from connectif_sync.shape import ShapedChunk, shape, to_text
+from connectif_sync.mappings import Mapping, check_source_columns, resolve_mapping
+from connectif_sync.shape import BAD_UTF8_REASON, ShapedChunk, repair_utf8, shape, to_text
 from connectif_sync.state import StateIndex, StateStore
-from connectif_sync.validate import KeySet, source_refs, validate
+from connectif_sync.validate import MAX_VALUE_CHARS, KeySet, source_refs, state_keys, validate
 
 DEFAULT_LOOKBACK = timedelta(hours=1)
 DELETED_SAMPLE = 1000  # deleted keys listed by name in a result (the count is always exact)
@@ -166,6 +166,7 @@ def run_sync(
     if out_dir is None and not dry_run:
         raise ValueError("run_sync needs out_dir for the chunk files (or dry_run=True)")
     m = resolve_mapping(obj, mapping)
+    check_source_columns(m, source_url)
     store = StateStore(state_url, readonly=dry_run)
     try:
         since = store.next_since(obj, lookback) if incremental and m.updated_at else None
@@ -201,6 +202,9 @@ def run_sync(
             prepared = prefetch(prepare(t) for t in chunks)
         for prep in prepared:
             report.extracted += prep.rows
+            if prep.rejected:  # values that are not UTF-8: set aside before hashing and shaping
+                report.invalid += prep.invalid
+                rejected.add(prep.rejected)
             if prep.high is not None:
                 high = prep.high if high is None or prep.high > high else high
             if len(prep.known_at):
@@ -277,11 +281,16 @@ def run_sync(
                 part = pc.cast(table_rest.column(m.partition_by).combine_chunks().take(positions), pa.string())
                 for value in pc.unique(part).to_pylist():
                     sel = pc.equal(part, value) if value is not None else pc.is_null(part)
-                    big = writer.write(data.filter(sel), manifest.filter(sel), value, sizes[_mask(sel)])
-                    _reject_oversize(big, manifest.filter(sel), report, rejected, m, max_file_bytes)
+                    picked = _mask(sel)
+                    big = writer.write(data.filter(sel), manifest.filter(sel), value, sizes[picked])
+                    if big.any():
+                        where = _Where(data.filter(sel), checked.positions[send][picked], table_rest, sizes[picked])
+                        _reject_oversize(big, manifest.filter(sel), where, report, rejected, m, max_file_bytes)
             else:
                 big = writer.write(data, manifest, sizes=sizes)
-                _reject_oversize(big, manifest, report, rejected, m, max_file_bytes)
+                if big.any():
+                    where = _Where(data, checked.positions[send], table_rest, sizes)
+                    _reject_oversize(big, manifest, where, report, rejected, m, max_file_bytes)
         files = writer.close()
         deleted_keys: list[str] = []
         if index is not None:
@@ -389,6 +398,8 @@ class _Prepared:
     known_at: np.ndarray  # positions in the state index of the rows unchanged by source hash
     src: np.ndarray  # source hash of each row of ``shaped``
     shaped: ShapedChunk | None  # the other rows, shaped (their source table is ``shaped.source``)
+    rejected: list[dict[str, Any]] = field(default_factory=list)  # rows set aside before shaping
+    invalid: int = 0  # how many rows ``rejected`` names
 
 
 def _high(table: pa.Table, mapping: Mapping) -> str | None:
@@ -409,16 +420,22 @@ def _prepare(
     rows: int | None = None,
 ) -> _Prepared:
     """Hash the source rows of ``table``, set aside those whose source hash ``index`` has (when given), shape
-    the rest. ``high``, ``known_at`` and ``rows`` add what a probe already found (see :func:`_probe`)."""
+    the rest. ``high``, ``known_at`` and ``rows`` add what a probe already found (see :func:`_probe`).
+
+    Values that are not UTF-8 are found first (:func:`_bad_text`): their rows are set aside, the others go on.
+    """
+    rows = table.num_rows if rows is None else rows
+    table, rejected, invalid = _bad_text(table, mapping)
     src = as_signed(source_hashes(table, mapping, fingerprint))
     high = _max_text(high, _high(table, mapping))
-    rows = table.num_rows if rows is None else rows
     at_before = known_at if known_at is not None else np.zeros(0, np.int64)
     if index is None:
-        return _Prepared(rows, high, at_before, src, shape(table, mapping) if table.num_rows else None)
+        shaped = shape(table, mapping) if table.num_rows else None
+        return _Prepared(rows, high, at_before, src, shaped, rejected, invalid)
     known, at = index.find_sources(src)
     if not known.any():
-        return _Prepared(rows, high, at_before, src, shape(table, mapping) if table.num_rows else None)
+        shaped = shape(table, mapping) if table.num_rows else None
+        return _Prepared(rows, high, at_before, src, shaped, rejected, invalid)
     rest = table.filter(pa.array(~known))
     return _Prepared(
         rows,
@@ -426,7 +443,45 @@ def _prepare(
         np.concatenate([at_before, at[known]]),
         src[~known],
         shape(rest, mapping) if rest.num_rows else None,
+        rejected,
+        invalid,
     )
+
+
+def _bad_text(table: pa.Table, mapping: Mapping) -> tuple[pa.Table, list[dict[str, Any]], int]:
+    """Set aside the rows holding a value that is not UTF-8 (:func:`~connectif_sync.shape.repair_utf8`).
+
+    Such a value would make Connectif refuse the whole file (or crash the shaping), so its row is rejected
+    with its key, source row, field and the bytes as found; a field declared ``on_invalid: empty`` is sent
+    empty instead. Returns the other rows, the rejected entries and how many rows they are.
+    """
+    table, bad = repair_utf8(table, mapping.source_columns())
+    if not bad:
+        return table, [], 0
+    drop = np.zeros(table.num_rows, dtype=bool)
+    problems: list[tuple[np.ndarray, str, list[bytes]]] = []
+    for column, (mask, values) in bad.items():
+        fields = [n for n, f in mapping.fields.items() if column in (f.column, f.country_column)]
+        if fields and all(mapping.fields[n].on_invalid == "empty" for n in fields):
+            continue  # the value is empty now, the row goes on
+        drop |= mask
+        problems.append((mask, fields[0] if fields else column, values))
+    if not drop.any():
+        return table, [], 0
+    at = np.flatnonzero(drop)
+    sub = table.take(pa.array(at))
+    keys = state_keys(mapping, shape(sub, mapping, {mapping.key: mapping.fields[mapping.key]})).to_pylist()
+    where = dict(zip(at.tolist(), range(len(at)), strict=True))
+    refs = source_refs(mapping, sub, np.arange(len(at)))
+    out: list[dict[str, Any]] = []
+    for mask, name, values in problems:
+        for row, raw in zip(np.flatnonzero(mask).tolist(), values, strict=True):
+            text = raw.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")  # bytes as found, visibly
+            text = text if len(text) <= MAX_VALUE_CHARS else text[:MAX_VALUE_CHARS] + "..."
+            i = where[row]
+            key = keys[i] if keys[i] is not None else (text if name == mapping.key else None)
+            out.append({"key": key, "source_ref": refs[i], "field": name, "reason": BAD_UTF8_REASON, "value": text})
+    return table.filter(pa.array(~drop)), out, int(drop.sum())
 
 
 def _max_text(a: str | None, b: str | None) -> str | None:
@@ -528,26 +583,53 @@ def _mask(sel: pa.Array) -> np.ndarray:
     return np.asarray(pc.fill_null(sel, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
+@dataclass
+class _Where:
+    """Where the rows given to the chunk writer come from: their output values, their positions in the
+    source chunk, that chunk, and their CSV sizes (to say which row and field made a row too large)."""
+
+    data: pa.Table
+    positions: np.ndarray
+    source: pa.Table
+    sizes: np.ndarray
+
+
 def _reject_oversize(
     mask: np.ndarray,
     manifest: pa.Table,
+    where: _Where,
     report: SyncReport,
     rejected: _Rejects,
     mapping: Mapping,
     max_bytes: int,
 ) -> None:
+    """Set aside rows too large for any file, naming their source row and their largest field."""
     if not mask.any():
         return
-    keys = manifest.column("key").take(pa.array(np.flatnonzero(mask))).to_pylist()
+    rows = np.flatnonzero(mask)
+    keys = manifest.column("key").take(pa.array(rows)).to_pylist()
+    refs = source_refs(mapping, where.source, where.positions[rows])
+    picked = where.data.take(pa.array(rows))
+    names = list(picked.column_names)
+    lengths = np.stack(
+        [
+            np.asarray(pc.fill_null(pc.binary_length(picked.column(c)), 0).to_numpy(zero_copy_only=False), np.int64)
+            for c in names
+        ],
+        axis=1,
+    )
     report.oversize += len(keys)
-    for k in keys:
+    for i, (k, ref) in enumerate(zip(keys, refs, strict=True)):
+        largest = int(np.argmax(lengths[i]))
         rejected.append(
             {
                 "key": k,
-                "source_ref": None,
-                "field": mapping.key,
-                "reason": f"row larger than a whole file may be ({max_bytes} bytes with the header)",
-                "value": None,
+                "source_ref": ref,
+                "field": names[largest],
+                "reason": f"row larger than a whole import file may be ({max_bytes} bytes with the header): "
+                "shorten this field in the source",
+                "value": f"the row takes {int(where.sizes[rows[i]])} bytes in the CSV, this field "
+                f"{int(lengths[i, largest])}",
             }
         )
 

@@ -21,9 +21,9 @@ import numpy as np
 import pyarrow as pa
 
 from connectif_sync.extract import DEFAULT_CHUNK_ROWS, Window, extract_arrow
-from connectif_sync.mappings import Mapping, resolve_mapping
+from connectif_sync.mappings import Mapping, check_source_columns, resolve_mapping
 from connectif_sync.pipeline import REQUESTS_PER_MINUTE, SyncReport, parse_when
-from connectif_sync.shape import ShapedChunk, shape
+from connectif_sync.shape import BAD_UTF8_REASON, ShapedChunk, repair_utf8, shape
 from connectif_sync.state import StateStore
 from connectif_sync.validate import source_ref
 
@@ -55,6 +55,16 @@ def _bad_rows(chunk: ShapedChunk, fields: dict[str, Any], prefix: str) -> list[t
             empty = np.asarray(chunk.columns[name].is_null().to_numpy(zero_copy_only=False), dtype=bool)
             if empty.any():
                 out.append((empty, prefix + name, "required field is empty"))
+    return out
+
+
+def _bad_text_rows(bad: dict[str, tuple[np.ndarray, list[bytes]]], m: Mapping) -> list[tuple[np.ndarray, str, str]]:
+    """Rows holding a value that is not UTF-8 (see :func:`connectif_sync.shape.repair_utf8`): rejected."""
+    out = []
+    for column, (mask, _values) in bad.items():
+        heads = [n for n, f in m.fields.items() if column in (f.column, f.country_column)]
+        lines = [f"products[].{n}" for n, f in m.line_fields.items() if column in (f.column, f.country_column)]
+        out.append((mask, (heads + lines + [column])[0], BAD_UTF8_REASON))
     return out
 
 
@@ -93,6 +103,7 @@ class PurchaseBatch:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         started = time.perf_counter()
         m = self.mapping
+        check_source_columns(m, self.source_url)
         store = StateStore(self.state_url, readonly=self.dry_run)
         try:
             if not self.dry_run:
@@ -104,9 +115,11 @@ class PurchaseBatch:
                 self.source_url, m, window=self.window, chunk_rows=self.chunk_rows, path=self.extract_path
             ):
                 self.report.extracted += table.num_rows
+                table, bad_text = repair_utf8(table, m.source_columns())  # bytes that are not UTF-8: the row's
                 head = shape(table, m)
                 lines = shape(table, m, m.line_fields)
                 problems = _bad_rows(head, m.fields, "") + _bad_rows(lines, m.line_fields, "products[].")
+                problems += _bad_text_rows(bad_text, m)
                 per_row: dict[int, list[tuple[str, str]]] = {}
                 for mask, fname, reason in problems:
                     for i in np.flatnonzero(mask).tolist():

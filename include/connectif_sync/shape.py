@@ -6,8 +6,9 @@ decides what a bad value costs (the row, or just the field when ``on_invalid: em
 
 Rules per type:
 
-``string``    text as is (empty -> empty); ``max_length`` in characters.
-``email``     trimmed, lower-cased; must look like ``local@domain.tld``. Values the fast pattern rejects
+``string``    text as is (empty -> empty); ``max_length`` in characters. Identifier fields (``productId``,
+              ``purchaseId``, ``code``, ``_externalId``) are trimmed of surrounding spaces.
+``email``     trimmed, lower-cased, Unicode NFC; must look like ``local@domain.tld``. Values the fast pattern rejects
               are checked again with ``email-validator`` (internationalised addresses), so nothing valid
               is lost to the pattern.
 ``phone``     international format without spaces, ``+<country code><number>``: spaces, dashes, dots and
@@ -101,6 +102,58 @@ def to_text(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     return pc.cast(values, pa.string())
 
 
+#: Why a value with bytes that are not UTF-8 is set aside (Connectif refuses a file with one such byte whole).
+BAD_UTF8_REASON = (
+    "not valid UTF-8 text (Connectif refuses the whole file for one such value): fix the encoding of this value "
+    "in the source, e.g. re-save it as UTF-8"
+)
+
+
+def repair_utf8(table: pa.Table, columns: list[str]) -> tuple[pa.Table, dict[str, tuple[np.ndarray, list[bytes]]]]:
+    """Find the values of ``columns`` that are not valid UTF-8 (a TEXT cell with stray bytes, a BLOB of
+    other bytes), so that one of them can cost its row rather than the run or the whole file.
+
+    Returns the table with those values null and every text or binary column of ``columns`` as strings
+    (valid BLOBs become their text, as :func:`to_text` renders them), and per affected column the mask of
+    the bad values and their bytes. Valid columns cost one validation pass and no copy.
+    """
+    bad: dict[str, tuple[np.ndarray, list[bytes]]] = {}
+    for name in columns:
+        if name not in table.column_names:
+            continue
+        col = _arr(table.column(name))
+        t = col.type
+        if pa.types.is_string(t) or pa.types.is_large_string(t):
+            try:
+                col.validate(full=True)
+                continue
+            except pa.ArrowInvalid:
+                raw = col.cast(pa.large_binary() if pa.types.is_large_string(t) else pa.binary())
+        elif pa.types.is_binary(t) or pa.types.is_large_binary(t):
+            raw = col
+            try:
+                table = table.set_column(table.column_names.index(name), name, pc.cast(col, pa.string()))
+                continue
+            except pa.ArrowInvalid:
+                pass
+        else:
+            continue
+        values = raw.to_pylist()
+        mask = np.array([v is not None and not _is_utf8(v) for v in values], dtype=bool)
+        clean = pc.if_else(pa.array(mask), pa.scalar(None, raw.type), raw)
+        table = table.set_column(table.column_names.index(name), name, pc.cast(clean, pa.string()))
+        bad[name] = (mask, [v for v, m in zip(values, mask.tolist(), strict=True) if m])
+    return table, bad
+
+
+def _is_utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _empty_to_null(s: pa.Array) -> pa.Array:
     return pc.if_else(pc.equal(s, ""), pa.scalar(None, pa.string()), s)
 
@@ -131,10 +184,22 @@ def _number(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
     return num, _invalid(num, s)
 
 
+#: Numbers are sent as 64-bit integers at most: beyond, a float64 cast wraps around (1e19 became
+#: -9223372036854775808), so such values are set aside instead (2**63 is exact as a float).
+INT64_LIMIT = 2.0**63
+TOO_LARGE_REASON = "beyond the 64-bit integer range (-9223372036854775808 to 9223372036854775807)"
+
+
+def _too_large(num: pa.Array) -> np.ndarray:
+    """Finite values outside the int64 range."""
+    return _mask(pc.or_(pc.greater_equal(num, INT64_LIMIT), pc.less(num, -INT64_LIMIT)))
+
+
 def _format_float(num: pa.Array) -> pa.Array:
+    """Plain decimal text (whole values without ``.0``); values must be within the int64 range."""
     rounded = pc.round(num, 6)
     whole = pc.equal(rounded, pc.floor(rounded))
-    as_int = pc.cast(pc.if_else(whole, rounded, pa.scalar(None, pa.float64())), pa.int64(), safe=False)
+    as_int = pc.cast(pc.if_else(whole, rounded, pa.scalar(None, pa.float64())), pa.int64())
     return pc.if_else(whole, pc.cast(as_int, pa.string()), pc.cast(rounded, pa.string()))
 
 
@@ -178,8 +243,18 @@ def _lower(s: pa.Array) -> pa.Array:
     return low
 
 
+def _nfc(s: pa.Array) -> pa.Array:
+    """Unicode NFC (composed form), computed only for the values that are not ASCII."""
+    other = pc.fill_null(pc.invert(pc.string_is_ascii(s)), False)
+    if not pc.any(other).as_py():
+        return s
+    return pc.replace_with_mask(s, other, pc.utf8_normalize(s.filter(other), "NFC"))
+
+
 def shape_email(spec: FieldSpec, values: pa.Array) -> tuple[pa.Array, list[Problem]]:
-    s = _empty_to_null(_lower(pc.utf8_trim_whitespace(to_text(values))))
+    # NFC: the same address typed in two Unicode forms (é composed, or e + combining accent) is one
+    # contact; Connectif compares the text as given, so it would make two.
+    s = _empty_to_null(_nfc(_lower(pc.utf8_trim_whitespace(to_text(values)))))
     bad = _mask(pc.and_(pc.is_valid(s), pc.invert(pc.match_substring_regex(s, EMAIL_PATTERN))))
     if bad.any():
         # Only plausible addresses (one inner @, no spaces) get the slower, complete check.
@@ -295,6 +370,23 @@ def shape_datetime(spec: FieldSpec, values: pa.Array) -> tuple[pa.Array, list[Pr
     return out, [Problem(spec.name, bad, "not a date-time (expected ISO 8601, e.g. 2024-05-01T10:00:00Z)")]
 
 
+def _exact_integers(values: pa.Array, text: pa.Array, big: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+    """Plain integer text (``-12``, ``007``) read exactly, not through a float64 (which rounds beyond 2**53
+    and made 9223372036854775807 look out of range): returns the text and the out-of-range mask, fixed."""
+    s = pc.utf8_trim_whitespace(pc.cast(values, pa.string()))
+    plain = _mask(pc.match_substring_regex(s, r"^[+-]?[0-9]+$"))
+    if not plain.any():
+        return text, big
+    big = big.copy()
+    idx = np.flatnonzero(plain)
+    exact: list[str | None] = []
+    for i, v in zip(idx.tolist(), s.take(pa.array(idx)).to_pylist(), strict=True):
+        n = int(v)
+        big[i] = not -(2**63) <= n < 2**63
+        exact.append(None if big[i] else str(n))
+    return pc.replace_with_mask(text, pa.array(plain), pa.array(exact, pa.string())), big
+
+
 def shape_integer(spec: FieldSpec, values: pa.Array) -> tuple[pa.Array, list[Problem]]:
     if pa.types.is_string(values.type):
         try:  # fast path: every value is a plain integer (leading zeros and signs are fine)
@@ -306,16 +398,32 @@ def shape_integer(spec: FieldSpec, values: pa.Array) -> tuple[pa.Array, list[Pro
         return pc.cast(values, pa.string()), _range(spec, values)
     num, bad = _number(values)
     frac = _mask(pc.not_equal(num, pc.floor(num)))
-    ints = pc.cast(pc.if_else(pc.is_finite(num), num, pa.scalar(None, pa.float64())), pa.int64(), safe=False)
-    out = pc.if_else(pa.array(frac | bad), pa.scalar(None, pa.string()), pc.cast(ints, pa.string()))
-    return out, [Problem(spec.name, bad | frac, "not an integer"), *_range(spec, num)]
+    big = _too_large(num) & ~frac
+    usable = pc.and_(pc.is_finite(num), pa.array(~(big | frac)))
+    ints = pc.cast(pc.if_else(usable, num, pa.scalar(None, pa.float64())), pa.int64())
+    text = pc.cast(ints, pa.string())
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        text, big = _exact_integers(values, text, big)
+    out = pc.if_else(pa.array(frac | bad | big), pa.scalar(None, pa.string()), text)
+    return out, [
+        Problem(spec.name, bad | frac, "not an integer"),
+        Problem(spec.name, big, TOO_LARGE_REASON),
+        *_range(spec, pc.if_else(pa.array(big), pa.scalar(None, pa.float64()), num)),
+    ]
 
 
 def shape_decimal(spec: FieldSpec, values: pa.Array) -> tuple[pa.Array, list[Problem]]:
     num, bad = _number(values)
     num = pc.if_else(pc.is_finite(num), num, pa.scalar(None, pa.float64()))
     bad |= _invalid(num, values)
-    return _format_float(num), [Problem(spec.name, bad, "not a number"), *_range(spec, num)]
+    big = _too_large(num)
+    if big.any():
+        num = pc.if_else(pa.array(big), pa.scalar(None, pa.float64()), num)
+    return _format_float(num), [
+        Problem(spec.name, bad, "not a number"),
+        Problem(spec.name, big, TOO_LARGE_REASON),
+        *_range(spec, num),
+    ]
 
 
 def shape_boolean(spec: FieldSpec, values: pa.Array) -> tuple[pa.Array, list[Problem]]:
@@ -409,9 +517,16 @@ def shape_enum(spec: FieldSpec, values: pa.Array) -> tuple[pa.Array, list[Proble
     return s, problems
 
 
+#: Identifier fields whose surrounding spaces are dropped: ``" DUP-SKU "`` and ``"DUP-SKU"`` are one product
+#: to the people who typed them, but two to Connectif, which compares ids as given.
+TRIMMED_IDS = frozenset({"productId", "purchaseId", "code", "_externalId"})
+
+
 def shape_field(spec: FieldSpec, table: pa.Table) -> tuple[pa.Array, list[Problem]]:
     """Shape one field from its source column(s) in ``table``."""
     values = _arr(table.column(spec.column))
+    if spec.type == "string" and spec.name in TRIMMED_IDS:
+        values = pc.utf8_trim_whitespace(to_text(values))
     if spec.type == "phone":
         countries = _arr(table.column(spec.country_column)) if spec.country_column else None
         return shape_phone(spec, values, countries)

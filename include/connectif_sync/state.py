@@ -25,6 +25,10 @@ deployments. Tables (all prefixed ``connectif_sync_``):
                same transaction as every ``state`` write: a full-scan diff reads one value instead of
                3 x 1,000,000 integers through ``sqlite3`` (about 3 s, the dominant cost of a second run).
                ``state`` stays the truth: a missing snapshot is rebuilt from it.
+``uploads``    every upload of a chunk file to Connectif (content hash, start, import id once known), written
+               *before* the upload starts: a retry, or a later run that wrote a file of the same content,
+               re-attaches to the import an earlier try made instead of importing the same rows again
+               (:meth:`StateStore.earlier_upload`).
 
 Bulk paths: on PostgreSQL, ADBC (COPY) reads a million hashes or stages a million confirmed rows in about a
 second. On SQLite the store deliberately uses only Python's ``sqlite3`` (through SQLAlchemy): two SQLite
@@ -59,11 +63,16 @@ _LOOKUP_BATCH = 500
 
 metadata = sa.MetaData()
 
+#: Keys, paths and source references: unbounded text. A key is whatever the source holds (a 1,227-character
+#: email is one), and a bound on it crashed a run on PostgreSQL (``varchar(1000)``); stores created before
+#: are widened by :func:`_migrate`. Other databases keep ``VARCHAR(1000)``, which SQLite does not enforce.
+_TEXT_KEY = sa.String(1000).with_variant(sa.Text(), "postgresql")
+
 state_table = sa.Table(
     "connectif_sync_state",
     metadata,
     sa.Column("object", sa.String(32), primary_key=True),
-    sa.Column("key", sa.String(1000), primary_key=True),
+    sa.Column("key", _TEXT_KEY, primary_key=True),
     sa.Column("key_hash", sa.BigInteger, nullable=False),
     sa.Column("row_hash", sa.BigInteger, nullable=False),
     sa.Column("source_hash", sa.BigInteger),
@@ -76,7 +85,7 @@ state_table = sa.Table(
 files_table = sa.Table(
     "connectif_sync_files",
     metadata,
-    sa.Column("path", sa.String(1000), primary_key=True),
+    sa.Column("path", _TEXT_KEY, primary_key=True),
     sa.Column("object", sa.String(32), nullable=False),
     sa.Column("run_id", sa.String(250), nullable=False),
     sa.Column("partition", sa.String(200)),
@@ -88,13 +97,15 @@ files_table = sa.Table(
     sa.Column("confirmed_at", sa.DateTime),
     sa.Column("confirmed_rows", sa.Integer),
     sa.Column("failed_rows", sa.Integer),
+    # Why a finished import could not confirm this file (e.g. its error report was missing); added by migration.
+    sa.Column("unconfirmed_reason", sa.Text),
 )
 pending_table = sa.Table(
     "connectif_sync_pending",
     metadata,
     sa.Column("object", sa.String(32), primary_key=True),
-    sa.Column("key", sa.String(1000), primary_key=True),
-    sa.Column("path", sa.String(1000)),
+    sa.Column("key", _TEXT_KEY, primary_key=True),
+    sa.Column("path", _TEXT_KEY),
     sa.Column("line", sa.Integer),
     sa.Column("reason", sa.Text),
     sa.Column("source_updated_at", sa.String(32)),
@@ -106,8 +117,8 @@ rejected_table = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("run_id", sa.String(250), nullable=False),
     sa.Column("object", sa.String(32), nullable=False),
-    sa.Column("key", sa.String(1000)),
-    sa.Column("source_ref", sa.String(1000)),
+    sa.Column("key", _TEXT_KEY),
+    sa.Column("source_ref", _TEXT_KEY),
     sa.Column("field", sa.String(200)),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("value", sa.Text),
@@ -139,7 +150,7 @@ suppressed_table = sa.Table(
     "connectif_sync_suppressed",
     metadata,
     sa.Column("object", sa.String(32), primary_key=True),
-    sa.Column("key", sa.String(1000), primary_key=True),
+    sa.Column("key", _TEXT_KEY, primary_key=True),
     sa.Column("key_hash", sa.BigInteger, nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("suppressed_at", sa.DateTime, nullable=False),
@@ -157,7 +168,7 @@ erasures_table = sa.Table(
     "connectif_sync_erasures",
     metadata,
     sa.Column("request_id", sa.String(200), primary_key=True),
-    sa.Column("email", sa.String(1000), nullable=False),
+    sa.Column("email", _TEXT_KEY, nullable=False),
     sa.Column("outcome", sa.String(16), nullable=False),
     sa.Column("run", sa.String(250), nullable=False),
     sa.Column("recorded_at", sa.DateTime, nullable=False),
@@ -167,8 +178,68 @@ erasures_table = sa.Table(
 ERASURE_OUTCOMES = ("deleted", "absent")
 """``deleted``: Connectif had the contact and deleted it; ``absent``: it answered 404 (nothing to erase)."""
 
+uploads_table = sa.Table(
+    "connectif_sync_uploads",
+    metadata,
+    sa.Column("path", _TEXT_KEY, primary_key=True),
+    sa.Column("object", sa.String(32)),
+    sa.Column("run_id", sa.String(250)),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("rows", sa.Integer),
+    sa.Column("import_id", sa.String(64)),
+    sa.Column("started_at", sa.Float, nullable=False),  # epoch seconds of the upload's start
+    sa.Column("status", sa.String(16), nullable=False),  # uploading | imported | confirmed
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.Index("ix_connectif_sync_uploads_content", "content_hash"),
+)
+KEEP_UPLOADS = timedelta(days=30)
+"""Upload records older than this are forgotten (an import that old is never re-attached to)."""
+
 PURCHASE_DONE = ("confirmed", "duplicate")
 """Purchase statuses that mean Connectif has it: never send again."""
+
+
+def _no_nul(value: Any) -> Any:
+    """PostgreSQL text cannot hold NUL characters: a rejected value shows them as ``\\x00`` instead."""
+    return value.replace("\x00", "\\x00") if isinstance(value, str) else value
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes: two chunk files with the same digest hold the same rows in the same lines."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def csv_rows(csv_path: str | Path) -> int:
+    """Data lines of a chunk file, from its manifest."""
+    return int(read_manifest(csv_path)[1].num_rows)
+
+
+def _unproven(result: AbcMapping[str, Any], failed: AbcMapping[int, str], rows: int) -> str | None:
+    """Why an import's answer does not prove which rows of its file Connectif took (None when it does).
+
+    Every row must be accounted for: ``total`` is the file's row count, and the error report names as many
+    distinct lines as ``errors`` counts (a missing or short report would otherwise confirm rejected rows).
+    """
+    import_id = result.get("import_id")
+    if result.get("report_complete") is False:
+        return f"import {import_id}: its error report is missing or incomplete"
+    total, errors = result.get("total"), result.get("errors")
+    if total is not None and int(total) != rows:
+        return f"import {import_id} counted {total} rows, the file has {rows}: it is not this file's import"
+    success = result.get("success")
+    per_field = success is not None and len(failed) > 0 and int(success) + len(failed) == rows
+    if errors is not None and len(failed) < int(errors) and not per_field:
+        return (
+            f"import {import_id} failed {errors} rows but its error report names {len(failed)}: "
+            "the rows it does not name cannot be told apart"
+        )
+    return None
 
 
 def _now() -> datetime:
@@ -535,11 +606,11 @@ class StateStore:
                     {
                         "run_id": run_id,
                         "object": obj,
-                        "key": r.get("key"),
-                        "source_ref": r.get("source_ref"),
+                        "key": _no_nul(r.get("key")),
+                        "source_ref": _no_nul(r.get("source_ref")),
                         "field": r.get("field"),
                         "reason": r["reason"],
-                        "value": r.get("value"),
+                        "value": _no_nul(r.get("value")),
                         "recorded_at": now,
                     }
                     for r in rows
@@ -634,7 +705,11 @@ class StateStore:
     # -------------------------------------------------------------------------------- confirmation
 
     def confirm_file(
-        self, csv_path: str | Path, failed_lines: Iterable[int] | AbcMapping[int, str] = ()
+        self,
+        csv_path: str | Path,
+        failed_lines: Iterable[int] | AbcMapping[int, str] = (),
+        *,
+        import_id: str | None = None,
     ) -> dict[str, Any]:
         """Commit every row of a chunk file that Connectif imported, except ``failed_lines``.
 
@@ -694,6 +769,7 @@ class StateStore:
                 .where(files_table.c.path == resolved)
                 .values(status="confirmed", confirmed_at=now, confirmed_rows=ok.num_rows, failed_rows=bad.num_rows)
             )
+            self._uploads_confirmed(conn, resolved, import_id)
         return {"object": obj, "path": str(csv_path), "confirmed": ok.num_rows, "failed": bad.num_rows}
 
     def confirm_import(self, result: AbcMapping[str, Any]) -> dict[str, Any]:
@@ -707,10 +783,37 @@ class StateStore:
             raise ValueError(f"import {result.get('import_id')} ended {status!r}: nothing can be confirmed")
         failed: dict[int, str] = {}
         for r in result.get("rejected_rows") or []:
-            line = int(r["line"])
+            try:
+                line = int(r["line"])
+            except (TypeError, ValueError):
+                continue  # not a data line: cannot be matched to a row (the count check below decides)
             text = f"{r.get('field') or ''}: {r.get('error') or 'rejected'}".strip(": ")
             failed[line] = f"{failed[line]}; {text}" if line in failed else text
-        return self.confirm_file(result["file_path"], failed)
+        why = _unproven(result, failed, csv_rows(result["file_path"]))
+        if why is not None:
+            return self.keep_pending(result["file_path"], why)
+        return self.confirm_file(result["file_path"], failed, import_id=str(result.get("import_id") or "") or None)
+
+    def keep_pending(self, csv_path: str | Path, reason: str) -> dict[str, Any]:
+        """Confirm nothing of a file whose import's answer does not prove which rows Connectif took: the file
+        stays ``pending`` (its rows go again next run, and it holds the watermark back), with ``reason``."""
+        self._write()
+        header, manifest = read_manifest(csv_path)
+        resolved = str(Path(csv_path).resolve())
+        with self.engine.begin() as conn:
+            conn.execute(
+                files_table.update()
+                .where(files_table.c.path == resolved, files_table.c.status == "pending")
+                .values(unconfirmed_reason=reason)
+            )
+        return {
+            "object": header.get("object"),
+            "path": str(csv_path),
+            "confirmed": 0,
+            "failed": 0,
+            "unconfirmed": manifest.num_rows,
+            "reason": reason,
+        }
 
     def _upsert_state(self, obj: str, rows: pa.Table, now: datetime) -> None:
         if rows.num_rows == 0:
@@ -875,6 +978,105 @@ class StateStore:
         except sa.exc.OperationalError:  # a store created before suppression, opened read-only
             return {}
 
+    # -------------------------------------------------------------------------------------- uploads
+
+    def record_upload(
+        self, csv_path: str | Path, *, started_at: float, rows: int | None = None, import_id: str | None = None
+    ) -> None:
+        """Record an upload of a chunk file: before it starts (``import_id`` None), then with the import's id.
+
+        The record outlives the task and the run: :meth:`earlier_upload` finds it again for a retry, or for a
+        later run whose file has the same content.
+        """
+        self._write()
+        path = str(Path(csv_path).resolve())
+        digest = file_digest(path)
+        now = _now()
+        with self.engine.begin() as conn:
+            owner = conn.execute(
+                sa.select(files_table.c.object, files_table.c.run_id).where(files_table.c.path == path)
+            ).first()
+            obj = owner.object if owner is not None else None
+            if obj is None:
+                try:
+                    obj = read_manifest(path)[0].get("object")
+                except (OSError, ValueError):
+                    obj = None
+            conn.execute(uploads_table.delete().where(uploads_table.c.path == path))
+            conn.execute(
+                uploads_table.insert().values(
+                    path=path,
+                    object=obj,
+                    run_id=owner.run_id if owner is not None else None,
+                    content_hash=digest,
+                    rows=rows,
+                    import_id=import_id,
+                    started_at=float(started_at),
+                    status="imported" if import_id else "uploading",
+                    updated_at=now,
+                )
+            )
+            conn.execute(uploads_table.delete().where(uploads_table.c.updated_at < now - KEEP_UPLOADS))
+
+    def earlier_upload(self, csv_path: str | Path) -> dict[str, Any] | None:
+        """The latest unconfirmed upload of a file with exactly this file's content (this very file included:
+        a task whose ``task_state_store`` was lost), if re-attaching to it is safe: no other run uploaded rows
+        of this object after it (they could have overwritten its rows in Connectif).
+        ``{"path", "import_id" (None when its answer never came), "started_at", "rows"}``."""
+        if self._missing:
+            return None
+        path = str(Path(csv_path).resolve())
+        digest = file_digest(path)
+        u = uploads_table
+        with self.engine.connect() as conn:
+            mine = conn.execute(sa.select(files_table.c.run_id).where(files_table.c.path == path)).scalar()
+            earlier = conn.execute(
+                sa.select(u)
+                .where(u.c.content_hash == digest, u.c.status != "confirmed")
+                .order_by(u.c.started_at.desc())
+                .limit(1)
+            ).first()
+            if earlier is None:
+                return None
+            later = sa.select(u.c.path).where(u.c.started_at > earlier.started_at, u.c.path != path)
+            if earlier.object is not None:
+                later = later.where(u.c.object == earlier.object)
+            for run in (earlier.run_id, mine):
+                if run is not None:
+                    later = later.where(sa.or_(u.c.run_id.is_(None), u.c.run_id != run))
+            if conn.execute(later.limit(1)).first() is not None:
+                return None
+        return {
+            "path": earlier.path,
+            "import_id": earlier.import_id,
+            "started_at": float(earlier.started_at),
+            "rows": earlier.rows,
+        }
+
+    def claimed_imports(self) -> set[str]:
+        """Import ids some upload record already holds (never to be claimed for another file)."""
+        if self._missing:
+            return set()
+        with self.engine.connect() as conn:
+            q = sa.select(uploads_table.c.import_id).where(uploads_table.c.import_id.is_not(None))
+            return {str(r[0]) for r in conn.execute(q)}
+
+    def uploads(self, obj: str | None = None) -> list[dict[str, Any]]:
+        """The upload records (of ``obj``, or all), oldest first."""
+        if self._missing:
+            return []
+        q = sa.select(uploads_table).order_by(uploads_table.c.started_at)
+        if obj:
+            q = q.where(uploads_table.c.object == obj)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def _uploads_confirmed(self, conn: sa.Connection, path: str, import_id: str | None) -> None:
+        cond = uploads_table.c.path == path
+        if import_id:
+            cond = sa.or_(cond, uploads_table.c.import_id == import_id)
+        conn.execute(uploads_table.update().where(cond).values(status="confirmed", updated_at=_now()))
+
     # ------------------------------------------------------------------------------------ purchases
 
     def purchases_done(self, purchase_ids: Iterable[str]) -> set[str]:
@@ -1024,12 +1226,45 @@ def _create_tables(engine: sa.Engine, attempts: int = 3) -> None:
                 if engine.dialect.name == "postgresql":
                     conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CREATE_LOCK})
                 metadata.create_all(conn)
+                _migrate(conn)
             return
         except (sa.exc.IntegrityError, sa.exc.ProgrammingError, sa.exc.OperationalError) as exc:
             # IntegrityError: the pg_type/pg_class unique index of a concurrently created table.
-            concurrent = isinstance(exc, sa.exc.IntegrityError) or "already exists" in str(exc).lower()
+            text = str(exc).lower()
+            concurrent = isinstance(exc, sa.exc.IntegrityError) or any(
+                m in text for m in ("already exists", "duplicate column")
+            )
             if not concurrent or attempt == attempts - 1:
                 raise
+
+
+def _migrate(conn: sa.Connection) -> None:
+    """Bring a store created by an earlier version up to this schema, in place and keeping every row.
+
+    * Columns added since (all nullable) are added with ``ALTER TABLE ... ADD COLUMN``.
+    * PostgreSQL: key, path and source-reference columns that are still ``varchar(n)`` become ``text``. The
+      two types share their storage, so PostgreSQL changes the catalogue only (no table rewrite), and the
+      primary keys and indexes stay valid.
+    Runs under the creation lock of :func:`_create_tables` (PostgreSQL) or in its transaction (SQLite).
+    """
+    inspector = sa.inspect(conn)
+    for table in metadata.sorted_tables:
+        existing = {c["name"]: c for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in existing:
+                continue
+            if not column.nullable:
+                continue  # every version had its required columns: a table without one is not ours to change
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
+        if conn.dialect.name != "postgresql":
+            continue
+        for column in table.columns:
+            found = existing.get(column.name)
+            if found is None or column.type.compile(dialect=conn.dialect) != "TEXT":
+                continue
+            if isinstance(found["type"], sa.String) and getattr(found["type"], "length", None) is not None:
+                conn.exec_driver_sql(f'ALTER TABLE {table.name} ALTER COLUMN "{column.name}" TYPE text')
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

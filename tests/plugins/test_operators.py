@@ -56,7 +56,11 @@ def test_upload_stores_id_then_defers() -> None:
         _op().execute({"task_state_store": store})
     create.assert_called_once()
     assert create.call_args.args == ("/data/chunk-0001.csv", "contacts")
-    assert store.data["connectif_import"] == {"import_id": "i1", "file_path": "/data/chunk-0001.csv", "file": None}
+    saved = store.data["connectif_import"]
+    assert {k: saved[k] for k in ("import_id", "file_path", "file")} == {
+        "import_id": "i1", "file_path": "/data/chunk-0001.csv", "file": None,
+    }
+    assert saved["upload_started"] > 0  # the intent, recorded before the upload
     trigger = info.value.trigger
     assert isinstance(trigger, ConnectifImportTrigger) and trigger.import_ids == ["i1"]
     assert info.value.method_name == "execute_complete"
@@ -165,6 +169,7 @@ def test_complete_downloads_error_report() -> None:
         "success": 2,
         "errors": 2,
         "rejected_rows": report,
+        "report_complete": True,
         "file_path": "/data/chunk-0001.csv",
     }
 
@@ -172,14 +177,15 @@ def test_complete_downloads_error_report() -> None:
 def test_row_error_threshold_fails_without_retry() -> None:
     done = _imp("finished", success=2, errors=2, errorReportFileUrl="https://x/report.csv")
     ti = mock.Mock()
+    report = [{"line": 1, "field": "_email", "error": "invalid"}, {"line": 3, "field": "_points", "error": "nan"}]
     with (
-        mock.patch(f"{HOOK}.download_error_report", return_value=[]),
+        mock.patch(f"{HOOK}.download_error_report", return_value=report),
         pytest.raises(ConnectifRowErrorsExceededError, match="rejected 2 of 4") as info,
     ):
         _op(max_row_error_ratio=0.25).execute_complete({"ti": ti}, {"status": "success", "imports": [done]})
     assert isinstance(info.value, AirflowFailException)
     ti.xcom_push.assert_called_once()
-    with mock.patch(f"{HOOK}.download_error_report", return_value=[]):
+    with mock.patch(f"{HOOK}.download_error_report", return_value=report):
         assert _op(max_row_errors=2).execute_complete({}, {"status": "success", "imports": [done]})["errors"] == 2
 
 
@@ -351,3 +357,40 @@ def test_non_deferrable_import_times_out_with_the_last_status() -> None:
         pytest.raises(ConnectifTimeoutError, match="still queued"),
     ):
         op.execute({"task_state_store": DictStore()})
+
+
+def test_missing_error_report_is_fetched_again_before_giving_up() -> None:
+    done = _imp("finished", success=2, errors=2)  # no errorReportFileUrl in the event
+    fresh = _imp("finished", success=2, errors=2, errorReportFileUrl="https://x/report.csv")
+    report = [{"line": 1, "field": "_email", "error": "invalid"}, {"line": 3, "field": "_points", "error": "nan"}]
+    with (
+        mock.patch(f"{HOOK}.get_import", return_value=fresh) as get,
+        mock.patch(f"{HOOK}.download_error_report", return_value=report),
+        mock.patch("connectif_provider.operators.connectif.time.sleep"),
+    ):
+        summary = _op().execute_complete({}, {"status": "success", "imports": [done]})
+    get.assert_called_once_with("i1")
+    assert summary["report_complete"] is True and summary["rejected_rows"] == report
+
+
+def test_short_error_report_is_reported_incomplete() -> None:
+    done = _imp("finished", success=1, errors=3, errorReportFileUrl="https://x/report.csv")
+    short = [{"line": 1, "field": "_email", "error": "invalid"}, {"line": 1, "field": "_name", "error": "long"}]
+    with (
+        mock.patch(f"{HOOK}.get_import", return_value=done),
+        mock.patch(f"{HOOK}.download_error_report", return_value=short) as download,
+        mock.patch("connectif_provider.operators.connectif.time.sleep"),
+    ):
+        summary = _op().execute_complete({}, {"status": "success", "imports": [done]})
+    assert download.call_count == 3  # read again twice
+    assert summary["report_complete"] is False
+
+
+def test_errors_counted_per_field_are_accounted_for_by_success_and_lines() -> None:
+    # 4 rows: 2 imported, 2 failed lines; should Connectif count 3 errors (one line failing on two fields),
+    # the report still accounts for every row.
+    done = _imp("finished", success=2, errors=3, errorReportFileUrl="https://x/report.csv")
+    report = [{"line": 1, "field": "_email", "error": "x"}, {"line": 1, "field": "_name", "error": "y"},
+              {"line": 3, "field": "_points", "error": "z"}]  # fmt: skip
+    with mock.patch(f"{HOOK}.download_error_report", return_value=report):
+        assert _op().execute_complete({}, {"status": "success", "imports": [done]})["report_complete"] is True

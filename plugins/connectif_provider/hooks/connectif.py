@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -730,9 +730,16 @@ class ConnectifHook(BaseHook):
             return True
 
     def find_created_import(
-        self, import_type: ImportType, options: dict[str, Any], rows: int | None, *, since: float
+        self,
+        import_type: ImportType,
+        options: dict[str, Any],
+        rows: int | None,
+        *,
+        since: float,
+        exclude: Collection[str] = (),
     ) -> dict[str, Any] | None:
-        """The import (newest first) that matches an upload started at ``since``, not yet claimed."""
+        """The import (oldest first) that matches an upload started at ``since``, not yet claimed by this
+        process nor in ``exclude`` (ids other uploads are known to own)."""
         horizon = since - _UNKNOWN_OUTCOME_SKEW_SECONDS
         candidates: list[dict[str, Any]] = []
         for item in self._paginate("/imports", params={"limit": 100}):
@@ -746,6 +753,8 @@ class ConnectifHook(BaseHook):
                 continue
             total = item.get("total")
             if rows is not None and total is not None and int(total) != rows:
+                continue
+            if str(item.get("id")) in exclude:
                 continue
             candidates.append(item)
         for item in sorted(candidates, key=lambda i: str(i.get("createdAt", ""))):

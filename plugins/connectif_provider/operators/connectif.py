@@ -23,7 +23,7 @@ from connectif_provider.exceptions import (
     ConnectifRowErrorsExceededError,
     ConnectifTimeoutError,
 )
-from connectif_provider.hooks.connectif import ConnectifHook
+from connectif_provider.hooks.connectif import ConnectifHook, count_csv_rows
 from connectif_provider.models import (
     MAX_EXPORT_RANGE_DAYS,
     MAX_QUEUED_EXPORTS,
@@ -67,8 +67,38 @@ def _fingerprint(path: str) -> dict[str, int] | None:
     return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def import_summary(resource: dict[str, Any], rejected_rows: list[dict[str, Any]], file_path: str) -> dict[str, Any]:
-    """The operator's XCom: what the sync library needs to commit confirmed rows and keep failed ones."""
+#: Reads of an import's error report before a short or missing one is given up on.
+REPORT_ATTEMPTS = 3
+#: Seconds before the second read (the third waits twice as long); capped by the task's poll_interval.
+REPORT_RETRY_DELAY = 5.0
+
+
+def report_lines(rejected_rows: list[dict[str, Any]]) -> set[int]:
+    """The distinct data lines an error report names (a line may fail on several fields)."""
+    out: set[int] = set()
+    for row in rejected_rows:
+        try:
+            out.add(int(row.get("line")))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def report_accounts_for_all(resource: dict[str, Any], listed: int) -> bool:
+    """Whether an error report naming ``listed`` distinct lines accounts for every failed row: as many lines
+    as ``errors``, or (should Connectif count errors per field) the lines plus ``success`` make ``total``."""
+    errors, success, total = (int(resource.get(k) or 0) for k in ("errors", "success", "total"))
+    return listed >= errors or (listed > 0 and success + listed == total)
+
+
+def import_summary(
+    resource: dict[str, Any], rejected_rows: list[dict[str, Any]], file_path: str, *, report_complete: bool = True
+) -> dict[str, Any]:
+    """The operator's XCom: what the sync library needs to commit confirmed rows and keep failed ones.
+
+    ``report_complete`` is False when the error report (missing, or short) does not name every failed row:
+    then nothing of the file may be confirmed.
+    """
     return {
         "import_id": str(resource.get("id")),
         "status": str(resource.get("status")),
@@ -76,6 +106,7 @@ def import_summary(resource: dict[str, Any], rejected_rows: list[dict[str, Any]]
         "success": int(resource.get("success") or 0),
         "errors": int(resource.get("errors") or 0),
         "rejected_rows": rejected_rows,
+        "report_complete": report_complete,
         "file_path": file_path,
     }
 
@@ -237,8 +268,13 @@ class ConnectifImportOperator(_ConnectifQueuedWorkOperator):
     """
     Upload one CSV file as a Connectif import and wait (deferred) until Connectif has processed it.
 
-    The import id is stored in ``task_state_store`` before the task defers, so a retried task re-attaches
-    to its import instead of uploading the file again. A full import queue (E0401) is waited out in the
+    No duplicate import, whichever process dies and wherever: the intent (file, size, row count, upload
+    start) is stored in ``task_state_store`` *before* the upload, and the import id as soon as it is known.
+    A retry re-attaches to that import; a retry whose earlier try died waiting for the upload's answer
+    finds the import it created in the account's import list (same type, options and row count, created
+    since the upload started) before uploading again. With ``upload_ledger``, the same holds across runs:
+    a later run's file of identical content re-attaches to the unconfirmed import an earlier run made.
+    A full import queue (E0401) is waited out in the
     triggerer. On completion the error report is downloaded and the task returns (and pushes to XCom)
     ``{"import_id", "status", "total", "success", "errors", "rejected_rows": [{"line", "field", "error"}],
     "file_path"}``, ``line`` being the 1-based data row of the file.
@@ -255,6 +291,10 @@ class ConnectifImportOperator(_ConnectifQueuedWorkOperator):
     :param deferrable: wait in the triggerer (default) instead of sleeping on a worker.
     :param max_row_errors: fail the task when more rows than this were rejected (None: never).
     :param max_row_error_ratio: fail the task when rejected/total exceeds this ratio (None: never).
+    :param upload_ledger: a callable returning a store of uploads that outlives runs, with
+        ``record_upload(path, *, started_at, rows, import_id=None)``, ``earlier_upload(path)`` and
+        ``claimed_imports()`` (e.g. ``connectif_sync.state.StateStore``); closed after use when it has
+        ``close()``. None: re-attachment within the task's own tries only.
     """
 
     template_fields: Sequence[str] = ("file_path", "import_type", "coupon_set_id", "delimiter")
@@ -277,6 +317,7 @@ class ConnectifImportOperator(_ConnectifQueuedWorkOperator):
         deferrable: bool = True,
         max_row_errors: int | None = None,
         max_row_error_ratio: float | None = None,
+        upload_ledger: Callable[[], Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -295,6 +336,7 @@ class ConnectifImportOperator(_ConnectifQueuedWorkOperator):
         self.coupon_set_id = coupon_set_id
         self.max_row_errors = max_row_errors
         self.max_row_error_ratio = max_row_error_ratio
+        self.upload_ledger = upload_ledger
 
     queue_kind = "imports"
     queue_limit = MAX_QUEUED_IMPORTS
@@ -314,7 +356,16 @@ class ConnectifImportOperator(_ConnectifQueuedWorkOperator):
     def _run(self, context: Context, deadline: float) -> Any:
         hook = self.hook
         store = _state_store(context)
-        resource = self._reattach(hook, store)
+        ledger = self.upload_ledger() if self.upload_ledger is not None else None
+        try:
+            return self._run_with(context, deadline, hook, store, ledger)
+        finally:
+            close = getattr(ledger, "close", None)
+            if callable(close):
+                close()
+
+    def _run_with(self, context: Context, deadline: float, hook: ConnectifHook, store: Any, ledger: Any) -> Any:
+        resource = self._reattach(hook, store) or self._reconcile(hook, store, ledger)
         if resource is not None:
             status = parse_import_status(resource.get("status"))
             if status is ImportStatus.FINISHED:
@@ -322,10 +373,19 @@ class ConnectifImportOperator(_ConnectifQueuedWorkOperator):
                 return self._complete(context, resource)
             self.log.info("Re-attaching to import %s (%s) of %s", resource["id"], status.value, self.file_path)
             return self._wait(context, str(resource["id"]), deadline)
+        path = str(self.file_path)
         while True:
+            # The intent goes first, where a retry and a later run will look: should this process die before
+            # the upload's answer arrives, they find the import in the account's list instead of uploading again.
+            started = time.time()
+            rows = count_csv_rows(Path(path), self.delimiter) if Path(path).is_file() else None
+            intent = {"file_path": path, "file": _fingerprint(path), "upload_started": started, "rows": rows}
+            self._remember(store, intent)
+            if ledger is not None:
+                ledger.record_upload(path, started_at=started, rows=rows)
             try:
                 created = hook.create_import(
-                    self.file_path,
+                    path,
                     self.import_type,
                     delimiter=self.delimiter,
                     override_existing=self.override_existing,
@@ -334,35 +394,128 @@ class ConnectifImportOperator(_ConnectifQueuedWorkOperator):
                 )
                 break
             except ConnectifImportQueueFullError:
+                self._forget_intent(store, path)  # a definite "no": nothing to reconcile later
                 self._await_queue_slot(hook, deadline)
+            except ConnectifError as exc:
+                if exc.status is not None and 400 <= exc.status < 500 and exc.status not in (408, 429):
+                    self._forget_intent(store, path)
+                raise
         import_id = str(created["id"])
-        self._remember(
-            store, {"import_id": import_id, "file_path": str(self.file_path), "file": _fingerprint(self.file_path)}
-        )
-        self.log.info("Uploaded %s as import %s (%s rows)", self.file_path, import_id, created.get("total"))
+        self._remember(store, {**intent, "import_id": import_id})
+        if ledger is not None:
+            ledger.record_upload(path, started_at=started, rows=rows, import_id=import_id)
+        self.log.info("Uploaded %s as import %s (%s rows)", path, import_id, created.get("total"))
         return self._wait(context, import_id, deadline)
+
+    def _forget_intent(self, store: Any, path: str) -> None:
+        self._remember(store, {"file_path": path, "file": _fingerprint(path)})
+
+    def _options(self) -> dict[str, Any]:
+        """The import options as the Import resource shows them (to recognise this task's import)."""
+        options: dict[str, Any] = {
+            "delimiter": self.delimiter,
+            "overrideExisting": self.override_existing,
+            "updateOnlyEmptyFields": self.update_only_empty_fields,
+        }
+        if self.coupon_set_id:
+            options["couponSetId"] = self.coupon_set_id
+        return options
 
     def _reattach(self, hook: ConnectifHook, store: Any) -> dict[str, Any] | None:
         """The import of an earlier try of this task for the same file, unless it failed or vanished."""
         saved = self._recall(store)
-        if not isinstance(saved, dict) or saved.get("file_path") != str(self.file_path):
+        if not self._same_file(saved) or not saved.get("import_id"):
             return None
+        return self._usable(hook, str(saved["import_id"]), "an earlier try")
+
+    def _same_file(self, saved: Any) -> bool:
+        """Whether ``saved`` (from task_state_store) is about this very file, unchanged since."""
+        if not isinstance(saved, dict) or saved.get("file_path") != str(self.file_path):
+            return False
         current = _fingerprint(self.file_path)
         if current is not None and saved.get("file") not in (None, current):
             # The file was written again (the task was cleared with its upstream): its rows must be sent, not
             # the old import's summary returned.
-            self.log.info("%s changed since import %s; uploading it again", self.file_path, saved["import_id"])
-            return None
+            self.log.info("%s changed since the earlier try; uploading it again", self.file_path)
+            return False
+        return True
+
+    def _usable(self, hook: ConnectifHook, import_id: str, whose: str) -> dict[str, Any] | None:
+        """The import ``import_id`` unless it failed, was cancelled or no longer exists."""
         try:
-            resource = hook.get_import(str(saved["import_id"]))
+            resource = hook.get_import(import_id)
         except ConnectifNotFoundError:
-            self.log.warning("Import %s of an earlier try no longer exists; uploading again", saved["import_id"])
+            self.log.warning("Import %s of %s no longer exists; uploading again", import_id, whose)
             return None
         status = parse_import_status(resource.get("status"))
         if status in (ImportStatus.ERROR, ImportStatus.CANCELLED):
-            self.log.warning("Import %s of an earlier try ended %s; uploading again", resource["id"], status.value)
+            self.log.warning("Import %s of %s ended %s; uploading again", import_id, whose, status.value)
             return None
         return resource
+
+    def _reconcile(self, hook: ConnectifHook, store: Any, ledger: Any) -> dict[str, Any] | None:
+        """Before uploading: the import an earlier upload of this file's content created, if there is one.
+
+        * This task's earlier try recorded its intent but no import id (it died waiting for the upload's
+          answer): the account's import list is searched for the import that upload created.
+        * ``upload_ledger`` knows an unconfirmed upload of the same content by an earlier run (its file was
+          superseded by this run's identical one): re-attach to its import, or search the list as above.
+        Whatever is found is recorded at once, like a fresh upload.
+        """
+        path = str(self.file_path)
+        found: dict[str, Any] | None = None
+        started: float | None = None
+        rows: int | None = None
+        saved = self._recall(store)
+        if self._same_file(saved) and saved.get("upload_started") and not saved.get("import_id"):
+            started, rows = float(saved["upload_started"]), saved.get("rows")
+            found = self._search(hook, ledger, started, rows, "an earlier try")
+        if found is None and ledger is not None:
+            earlier = ledger.earlier_upload(path)
+            if earlier is not None:
+                started, rows = float(earlier["started_at"]), earlier.get("rows")
+                whose = f"an earlier run ({earlier['path']})"
+                if earlier.get("import_id"):
+                    found = self._usable(hook, str(earlier["import_id"]), whose)
+                    if found is not None and not self._same_kind(found):
+                        found = None  # same bytes, other import (e.g. the same codes for another coupon set)
+                else:
+                    found = self._search(hook, ledger, started, rows, whose)
+        if found is None or started is None:
+            return None
+        import_id = str(found["id"])
+        self._remember(
+            store, {"file_path": path, "file": _fingerprint(path), "upload_started": started, "rows": rows,
+                    "import_id": import_id},
+        )  # fmt: skip
+        if ledger is not None:
+            ledger.record_upload(path, started_at=started, rows=rows, import_id=import_id)
+        return found
+
+    def _same_kind(self, resource: dict[str, Any]) -> bool:
+        """Whether an import has this task's type and options (those the resource shows)."""
+        if resource.get("type") not in (None, self.import_type):
+            return False
+        opts = resource.get("options") or {}
+        return all(str(opts.get(k)).lower() == str(v).lower() for k, v in self._options().items() if k in opts)
+
+    def _search(
+        self, hook: ConnectifHook, ledger: Any, started: float, rows: int | None, whose: str
+    ) -> dict[str, Any] | None:
+        """The account's import an upload started at ``started`` created (type, options, rows), if any."""
+        exclude = ledger.claimed_imports() if ledger is not None else set()
+        found = hook.find_created_import(
+            ImportType(self.import_type), self._options(), rows, since=started, exclude=exclude
+        )
+        if found is None:
+            self.log.info("The upload of %s by %s created no import; uploading", self.file_path, whose)
+            return None
+        self.log.info("The upload of %s by %s had created import %s", self.file_path, whose, found.get("id"))
+        status = parse_import_status(found.get("status"))
+        if status in (ImportStatus.ERROR, ImportStatus.CANCELLED):
+            self.log.warning("Import %s ended %s; uploading again", found.get("id"), status.value)
+            return None
+        return found
 
     def _wait(self, context: Context, import_id: str, deadline: float) -> Any:
         trigger = ConnectifImportTrigger(import_ids=[import_id], **self._trigger_kwargs(deadline))
@@ -388,20 +541,45 @@ class ConnectifImportOperator(_ConnectifQueuedWorkOperator):
 
         return self._wait_sync(check, deadline, max_interval)
 
-    def _complete(self, context: Context, resource: dict[str, Any]) -> dict[str, Any]:
+    def _error_report(self, resource: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
+        """The rows of the import's error report, and whether it names every failed row.
+
+        ``errors`` counts the failed rows; the report must list that many distinct lines. A report that is
+        missing or lists fewer is read again (a fresh GET of the import mints a fresh link) a few times;
+        if it stays short the summary says so (``report_complete: False``) and the rows of the file must
+        not be confirmed: Connectif's answer does not prove which of them it took.
+        """
         hook = self.hook
+        import_id = str(resource.get("id"))
         errors = int(resource.get("errors") or 0)
         rejected: list[dict[str, Any]] = []
-        if errors:
+        if not errors:
+            return rejected, True
+        for attempt in range(REPORT_ATTEMPTS):
+            if attempt:
+                time.sleep(min(self.poll_interval, REPORT_RETRY_DELAY) * attempt)
+                resource = hook.get_import(import_id)
             url = resource.get("errorReportFileUrl")
             if url:
-                rejected = hook.download_error_report(str(url), import_id=str(resource.get("id")))
-            else:
-                self.log.warning("Import %s has %d row errors but no error report URL", resource.get("id"), errors)
-            if len(rejected) != errors:
-                self.log.warning("Import %s reports %d errors, its report lists %d", resource.get("id"), errors,
-                                 len(rejected))
-        summary = import_summary(resource, rejected, str(self.file_path))
+                rejected = hook.download_error_report(str(url), import_id=import_id)
+            listed = len(report_lines(rejected))
+            if report_accounts_for_all(resource, listed):
+                return rejected, True
+            self.log.warning(
+                "Import %s has %d failed rows but its error report %s (attempt %d of %d)",
+                import_id, errors, f"lists {listed}" if url else "is missing (no errorReportFileUrl)",
+                attempt + 1, REPORT_ATTEMPTS,
+            )  # fmt: skip
+        self.log.error(
+            "Import %s: no complete error report after %d reads; its rows cannot be confirmed and will be sent "
+            "again by the next run", import_id, REPORT_ATTEMPTS,
+        )  # fmt: skip
+        return rejected, False
+
+    def _complete(self, context: Context, resource: dict[str, Any]) -> dict[str, Any]:
+        errors = int(resource.get("errors") or 0)
+        rejected, complete = self._error_report(resource)
+        summary = import_summary(resource, rejected, str(self.file_path), report_complete=complete)
         self.log.info(
             "Import %s finished: %d of %d rows imported, %d rejected",
             summary["import_id"], summary["success"], summary["total"], summary["errors"],
