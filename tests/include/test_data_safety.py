@@ -17,13 +17,13 @@ import pytest
 import sqlalchemy as sa
 
 from connectif_provider.operators.connectif import ConnectifImportOperator
-from connectif_sync.erp import generate
 from connectif_sync.mappings import MappingError
 from connectif_sync.pipeline import SyncResult, run_sync
 from connectif_sync.purchases import PurchaseBatch
 from connectif_sync.shape import BAD_UTF8_REASON, TOO_LARGE_REASON
 from connectif_sync.state import StateStore
 from emulator.testing import RunningEmulator
+from sample_erp import generate
 from tests.fixtures.provider import DictStore
 
 CONTACTS = 40
