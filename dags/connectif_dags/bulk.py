@@ -15,6 +15,14 @@ from typing import Any
 from airflow.sdk import DAG, Asset, CronTriggerTimetable, TriggerRule, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from connectif_dags.alerting import (
+    GuardrailApprovalOperator,
+    approval_decision,
+    dag_alerting,
+    guardrail_thresholds,
+    publish_verdict,
+    report_anomalies,
+)
 from connectif_dags.common import (
     CONN_ID,
     DEFAULT_ARGS,
@@ -30,14 +38,6 @@ from connectif_dags.common import (
     remove_run_dir,
     run_dir,
     setting,
-)
-from connectif_dags.alerting import (
-    GuardrailApprovalOperator,
-    approval_decision,
-    dag_alerting,
-    guardrail_thresholds,
-    publish_verdict,
-    report_anomalies,
 )
 from connectif_provider import metrics
 from connectif_provider.operators.connectif import ConnectifImportOperator

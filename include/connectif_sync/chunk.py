@@ -7,9 +7,10 @@ each present value, plus the commas and the newline. That lets the writer cut fi
 limit without rendering twice; tests compare the computed sizes with the files on disk.
 
 Each ``<name>.csv`` gets a companion ``<name>.csv.manifest`` (an Arrow IPC file, fast to write and read:
-columns ``line,key,key_hash,row_hash,updated_at,source_hash,empty_mask``, ``line`` being the 1-based data line of the CSV as in
-Connectif's error report; the schema metadata names the object and partition). The state store reads it
-in :meth:`~connectif_sync.state.StateStore.confirm_file` to commit exactly the rows Connectif confirmed.
+columns ``line,key,key_hash,row_hash,updated_at,source_hash,empty_mask``, ``line`` being the 1-based data
+line of the CSV as in Connectif's error report; the schema metadata names the object and partition). The
+state store reads it in :meth:`~connectif_sync.state.StateStore.confirm_file` to commit exactly the rows
+Connectif confirmed.
 """
 
 from __future__ import annotations

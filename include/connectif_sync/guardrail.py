@@ -283,9 +283,14 @@ def evaluate(
             for s in (changes.sample if changes is not None else [])[:SAMPLE]
         ]
         findings.append(
-            Finding(Rule.CHANGED_SHARE, pct > t.changed_pct, pct, t.changed_pct,
-                    f"{changed} of {confirmed} confirmed rows would change ({pct}%, threshold {t.changed_pct}%)",
-                    sample)  # fmt: skip
+            Finding(
+                Rule.CHANGED_SHARE,
+                pct > t.changed_pct,
+                pct,
+                t.changed_pct,
+                f"{changed} of {confirmed} confirmed rows would change ({pct}%, threshold {t.changed_pct}%)",
+                sample,
+            )
         )
         if changes is not None and len(changes):
             findings.append(_emptied(obj, changes, store, confirmed, t))
@@ -293,11 +298,18 @@ def evaluate(
             gone = int(report.get("deleted") or 0)
             pct = _pct(gone, confirmed)
             findings.append(
-                Finding(Rule.DISAPPEARED_KEYS, pct > t.disappeared_pct, pct, t.disappeared_pct,
-                        f"{gone} of {confirmed} confirmed keys are gone from the source ({pct}%, threshold "
-                        f"{t.disappeared_pct}%)",
-                        [{"key": k, "field": "(row)", "before": "confirmed", "after": "gone"}
-                         for k in (deleted_keys or [])[:SAMPLE]])  # fmt: skip
+                Finding(
+                    Rule.DISAPPEARED_KEYS,
+                    pct > t.disappeared_pct,
+                    pct,
+                    t.disappeared_pct,
+                    f"{gone} of {confirmed} confirmed keys are gone from the source ({pct}%, threshold "
+                    f"{t.disappeared_pct}%)",
+                    [
+                        {"key": k, "field": "(row)", "before": "confirmed", "after": "gone"}
+                        for k in (deleted_keys or [])[:SAMPLE]
+                    ],
+                )
             )
     history = comparable_history(store, obj, mode, report.get("run_id"), t.history_runs)
     if len(history) >= max(1, t.min_history):
@@ -306,9 +318,14 @@ def evaluate(
         drop = _pct(median - extracted, median) if median > 0 else 0.0
         counts["median_extracted"] = median
         findings.append(
-            Finding(Rule.VOLUME_DROP, drop > t.volume_drop_pct, drop, t.volume_drop_pct,
-                    f"{extracted} rows extracted against a median of {median:g} over the last {len(history)} runs "
-                    f"({max(drop, 0.0)}% fewer, threshold {t.volume_drop_pct}%)")  # fmt: skip
+            Finding(
+                Rule.VOLUME_DROP,
+                drop > t.volume_drop_pct,
+                drop,
+                t.volume_drop_pct,
+                f"{extracted} rows extracted against a median of {median:g} over the last {len(history)} runs "
+                f"({max(drop, 0.0)}% fewer, threshold {t.volume_drop_pct}%)",
+            )
         )
         share = rejected_share(report)
         base = statistics.median(rejected_share(h) for h in history)
@@ -316,9 +333,14 @@ def evaluate(
         counts["rejected_share_pct"] = share
         counts["median_rejected_share_pct"] = base
         findings.append(
-            Finding(Rule.REJECTED_JUMP, jump > t.rejected_jump_pct, jump, t.rejected_jump_pct,
-                    f"{share}% of extracted rows rejected against a median of {base}% "
-                    f"({jump:+} points, threshold +{t.rejected_jump_pct})")  # fmt: skip
+            Finding(
+                Rule.REJECTED_JUMP,
+                jump > t.rejected_jump_pct,
+                jump,
+                t.rejected_jump_pct,
+                f"{share}% of extracted rows rejected against a median of {base}% "
+                f"({jump:+} points, threshold +{t.rejected_jump_pct})",
+            )
         )
     if t.max_rows is not None:
         findings.append(count_finding(int(report.get("sent") or 0), t.max_rows, "rows"))

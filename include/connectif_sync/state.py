@@ -749,7 +749,9 @@ class StateStore:
                     index_elements=[state_table.c.object, state_table.c.key],
                     set_={
                         c: stmt.excluded[c]
-                        for c in ("key_hash", "row_hash", "source_hash", "source_updated_at", "confirmed_at", "empty_mask")
+                        for c in (
+                            "key_hash", "row_hash", "source_hash", "source_updated_at", "confirmed_at", "empty_mask"
+                        )
                     },
                 )
                 conn.execute(stmt, records)

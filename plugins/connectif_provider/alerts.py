@@ -40,7 +40,7 @@ def variable(name: str, default: str | None = None) -> str | None:
         from airflow.sdk import Variable
 
         value = Variable.get(name, default=None)
-    except Exception:  # noqa: BLE001 - no Airflow context (a plain script): the environment decides
+    except Exception:
         log.debug("Variable %s not readable here", name, exc_info=True)
     if value in (None, ""):
         value = os.environ.get(name.upper())
@@ -73,8 +73,7 @@ def notifiers() -> list[Any]:
                 raise ValueError("not a list")
         except ValueError as exc:
             raise ValueError(
-                f"Variable connectif_alert_notifiers must be a JSON list of {{\"class\": ..., \"kwargs\": {{...}}}} "
-                f"({exc})"
+                f'Variable connectif_alert_notifiers must be a JSON list of {{"class": ..., "kwargs": {{...}}}} ({exc})'
             ) from exc
         for spec in specs:
             cls = import_string(spec["class"])
@@ -95,7 +94,7 @@ def send(alert: Any, context: Mapping[str, Any] | None = None) -> int:
         try:
             notifier(ctx)
             sent += 1
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("notifier %s could not send the alert %r", type(notifier).__name__, alert.subject)
     metrics.alert(str(alert.kind), alert.transition)
     return sent
@@ -111,7 +110,7 @@ def run_url(dag_id: str, run_id: str | None) -> str | None:
         from airflow.providers.common.compat.sdk import conf
 
         base = conf.get("api", "base_url", fallback=None)
-    except Exception:  # noqa: BLE001
+    except Exception:
         base = None
     if not base or not run_id:
         return None

@@ -44,7 +44,7 @@ def incr(stat: str, count: int = 1, *, tags: dict[str, str] | None = None, per: 
         stats.incr(stat, count, tags=tags or {})
         if per:
             stats.incr(f"{stat}.{_safe(per)}", count, tags=tags or {})
-    except Exception:  # noqa: BLE001 - metrics must never fail a sync
+    except Exception:
         log.warning("could not emit metric %s", stat, exc_info=True)
 
 
@@ -69,7 +69,7 @@ def rate_limit_wait(seconds: float | None) -> None:
         return
     try:
         _stats().timing(RATE_LIMIT_WAIT, seconds * 1000.0, tags={})
-    except Exception:  # noqa: BLE001
+    except Exception:
         log.warning("could not emit metric %s", RATE_LIMIT_WAIT, exc_info=True)
 
 

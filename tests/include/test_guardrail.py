@@ -143,7 +143,9 @@ def test_first_run_and_short_history_do_not_hold(sample: str, tmp_path: Path) ->
 
 
 def test_thresholds_from_mapping_and_variable(tmp_path: Path) -> None:
-    t = thresholds_for("contacts", {"changed_pct": 40}, json.dumps({"*": {"emptied_pct": 1}, "contacts": {"min_history": 5}}))
+    t = thresholds_for(
+        "contacts", {"changed_pct": 40}, json.dumps({"*": {"emptied_pct": 1}, "contacts": {"min_history": 5}})
+    )
     assert (t.changed_pct, t.emptied_pct, t.min_history) == (40, 1, 5)
     assert thresholds_for("erasure").max_rows == 100
     with pytest.raises(ValueError, match="unknown guardrail setting 'changed'"):

@@ -49,6 +49,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from connectif_provider import metrics
 from connectif_provider.exceptions import (
     CODE_ERRORS,
     STATUS_ERRORS,
@@ -62,7 +63,6 @@ from connectif_provider.exceptions import (
     ConnectifTransportError,
     ConnectifValidationError,
 )
-from connectif_provider import metrics
 from connectif_provider.get_provider_info import CONN_FIELDS
 from connectif_provider.get_provider_info import UI_FIELD_BEHAVIOUR as _UI
 from connectif_provider.models import (
