@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import DAG, CronTriggerTimetable, get_current_context, task
+from airflow.sdk import DAG, CronTriggerTimetable, TriggerRule, get_current_context, task
+from connectif_dags.alerting import (
+    GuardrailApprovalOperator,
+    dag_alerting,
+    guardrail_thresholds,
+    publish_verdict,
+)
 from connectif_dags.common import (
     CONN_ID,
     DEFAULT_ARGS,
@@ -48,9 +55,28 @@ with DAG(
     params={"dry_run": dry_run_param()},
     tags=[*TAGS, "gdpr"],
     doc_md=DOC,
+    **dag_alerting("connectif_contact_erasure", late_after=timedelta(hours=1)),
 ) as dag:
 
-    @task
+    @task.short_circuit(ignore_downstream_trigger_rules=False)
+    def check() -> bool:
+        """Guardrail: deleting contacts cannot be undone; more than ``max_rows`` pending requests wait for
+        approval (default 100; Variable ``connectif_guardrail``, entry ``erasure``)."""
+        import sqlalchemy as sa
+
+        from connectif_sync.erasure import pending_erasures
+        from connectif_sync.guardrail import evaluate_count
+
+        context = get_current_context()
+        engine = sa.create_engine(setting("source_url"))
+        try:
+            pending = pending_erasures(engine)
+        finally:
+            engine.dispose()
+        verdict = evaluate_count("erasure", len(pending), guardrail_thresholds("erasure"), [r.email for r in pending])
+        return bool(publish_verdict(context, verdict, dry_run=bool(context["params"]["dry_run"]))["hold"])
+
+    @task(trigger_rule=TriggerRule.NONE_FAILED)
     def erase() -> dict[str, Any]:
         """Delete each pending request's contact and record it done at once (or, in a dry run, count)."""
         import pyarrow as pa
@@ -135,6 +161,13 @@ with DAG(
             "api_requests": calls_estimate(erased["to_delete"]),
             "notes": notes,
         }
+        if not erased["dry_run"]:
+            from connectif_provider import metrics
+
+            metrics.rows("erasure", sent=summary["sent"], rejected=summary["rejected"])
         return publish_summary(get_current_context(), summary)
 
-    report(erase())
+    approval = GuardrailApprovalOperator(verdict_task_id="check", default_timeout=timedelta(hours=12))
+    erased = erase()
+    check() >> approval >> erased
+    report(erased)

@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow.sdk import DAG, CronDataIntervalTimetable, Param, get_current_context, task
+from airflow.sdk import DAG, CronDataIntervalTimetable, Param, TriggerRule, get_current_context, task
+from connectif_dags.alerting import (
+    GuardrailApprovalOperator,
+    dag_alerting,
+    guardrail_thresholds,
+    publish_verdict,
+    report_anomalies,
+)
 from connectif_dags.common import (
     CONN_ID,
     DEFAULT_ARGS,
@@ -72,11 +79,36 @@ with DAG(
     },
     tags=[*TAGS, "purchases"],
     doc_md=DOC,
+    **dag_alerting("connectif_purchases", late_after=timedelta(minutes=45)),
 ) as dag:
 
-    @task
+    def time_window(context: Any) -> tuple[datetime, datetime, datetime]:
+        """``(since, start, end)``: the run's hour, reaching back ``lookback_hours`` for kept purchases."""
+        start, end = run_window(context, timedelta(hours=1))
+        return start - timedelta(hours=int(context["params"]["lookback_hours"])), start, end
+
+    @task.short_circuit(ignore_downstream_trigger_rules=False)
+    def check() -> bool:
+        """Guardrail: count the purchases this run would send; more than ``max_rows`` waits for approval."""
+        from connectif_sync.guardrail import evaluate_count
+        from connectif_sync.mappings import resolve_mapping
+        from connectif_sync.purchases import plan_purchases
+
+        context = get_current_context()
+        params = context["params"]
+        since, _start, end = time_window(context)
+        mapping = mapping_for("purchases")
+        report = plan_purchases(
+            setting("source_url"), since, end, state_url=setting("state_url"), mapping=mapping,
+            include_done=bool(params["full_resync"]),
+        )  # fmt: skip
+        thresholds = guardrail_thresholds("purchases", resolve_mapping("purchases", mapping).guardrail)
+        verdict = evaluate_count("purchases", report.sent, thresholds)
+        return bool(publish_verdict(context, verdict, dry_run=bool(params["dry_run"]))["hold"])
+
+    @task(trigger_rule=TriggerRule.NONE_FAILED)
     def send() -> dict[str, Any]:
-        """Send the window's purchases (or, in a dry run, count them)."""
+        """Send the window's purchases (or, in a dry run, count them); skipped when a held run is rejected."""
         from connectif_dags.purchases import send_all
 
         from connectif_provider.hooks.connectif import ConnectifHook
@@ -85,8 +117,7 @@ with DAG(
 
         context = get_current_context()
         params = context["params"]
-        start, end = run_window(context, timedelta(hours=1))
-        since = start - timedelta(hours=int(params["lookback_hours"]))
+        since, start, end = time_window(context)
         trigger = params["trigger_purchase_event"]
         if trigger is None:
             run_type = getattr(context["dag_run"], "run_type", None)
@@ -144,6 +175,17 @@ with DAG(
             "api_requests": counts.get("api_requests") if not sent["dry_run"] else calls_estimate(to_send),
             "notes": notes,
         }
-        return publish_summary(get_current_context(), summary)
+        context = get_current_context()
+        published = publish_summary(context, summary)
+        if not sent["dry_run"]:
+            from connectif_provider import metrics
 
-    report(send())
+            metrics.rows("purchases", sent=summary["sent"] + summary["already_in_connectif"],
+                         rejected=summary["rejected"] + summary["kept"])  # fmt: skip
+            report_anomalies(context, summary)
+        return published
+
+    approval = GuardrailApprovalOperator(verdict_task_id="check", default_timeout=timedelta(minutes=45))
+    sent = send()
+    check() >> approval >> sent
+    report(sent)
