@@ -22,7 +22,7 @@ from demo.standalone import REPO, AirflowStandalone
 from emulator.testing import RunningEmulator
 from tests.fixtures.mail import Mailbox
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 DAG_ID = "connectif_contacts"
 
@@ -98,7 +98,7 @@ def test_blanked_first_names_wait_for_approval(
     stack: tuple[AirflowStandalone, str], emulator: RunningEmulator, mailbox: Mailbox
 ) -> None:
     airflow, erp_url = stack
-    airflow.wait_ready(timeout=180)
+    airflow.wait_ready(timeout=480)
     with airflow.client() as client:
         airflow.wait_for_dags(client, [DAG_ID], timeout=120)
         client.set_paused(DAG_ID, False)
