@@ -76,7 +76,6 @@ def test_late_run_is_not_late_while_a_person_is_asked(configured: str, mailbox: 
 
 def test_deadline_variable_tunes_the_deadline_without_a_deploy(dagbag: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from airflow.sdk.definitions.deadline import VariableInterval
-
     from connectif_dags.alerting import dag_alerting
 
     kwargs = dag_alerting("connectif_contacts", late_after=timedelta(hours=2))
@@ -114,8 +113,8 @@ def test_configured_notifier_gets_the_alert_and_a_broken_channel_does_not_silenc
     _Recorder.received = []
     spec = [{"class": f"{__name__}._Recorder", "kwargs": {"channel": "#data"}}]
     monkeypatch.setenv("AIRFLOW_VAR_CONNECTIF_ALERT_NOTIFIERS", json.dumps(spec))
-    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": 1,
-                                                                 "extra": {"disable_ssl": True, "timeout": 2}}))  # fmt: skip
+    nowhere = {"conn_type": "smtp", "host": "127.0.0.1", "port": 1, "extra": {"disable_ssl": True, "timeout": 2}}
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", json.dumps(nowhere))
     alert = compose("connectif_products", AlertKind.IMPORT_ERRORS, "raised", "2 imports ended in error")
     assert alerts.send(alert) == 1  # the mail could not go; the configured notifier still got it
     assert _Recorder.received[0]["kwargs"] == {"channel": "#data"}
