@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from demo.airflow_api import AirflowClient
 from demo.processes import marked_processes, sweep
 from demo.standalone import REPO, AirflowStandalone
 from emulator.testing import RunningEmulator
@@ -99,11 +100,12 @@ def test_blanked_first_names_wait_for_approval(
 ) -> None:
     airflow, erp_url = stack
     airflow.wait_ready(timeout=480)
-    with airflow.client() as client:
+    # a generous HTTP timeout: the API server shares two cores with the scheduler, workers and the tests
+    with AirflowClient(airflow.url, "admin", airflow.admin_password(), timeout=120) as client:
         airflow.wait_for_dags(client, [DAG_ID], timeout=120)
         client.set_paused(DAG_ID, False)
         first = client.trigger(DAG_ID, conf={})
-        assert client.wait_for_run(DAG_ID, first["dag_run_id"], timeout=300)["state"] == "success"
+        assert client.wait_for_run(DAG_ID, first["dag_run_id"], timeout=600)["state"] == "success"
         before = _names(emulator)
         imports_before = len(emulator.admin.imports())
         assert len(before) > 150 and sum(1 for n in before.values() if n) > 150
@@ -124,7 +126,7 @@ def test_blanked_first_names_wait_for_approval(
         asked = mailbox.wait_for(lambda m: "held for approval" in m["subject"], timeout=30)
         assert "data-team@example.com" in asked["to"] and "emptied_field" in asked["text"]
         _answer(client, held["dag_run_id"], "Reject")
-        done = client.wait_for_run(DAG_ID, held["dag_run_id"], timeout=120)
+        done = client.wait_for_run(DAG_ID, held["dag_run_id"], timeout=300)
         states = {ti["task_id"]: ti["state"] for ti in client.task_instances(DAG_ID, held["dag_run_id"])}
         assert done["state"] == "success", states
         assert states["release"] == "skipped" and states["publish"] == "skipped", states
@@ -139,7 +141,7 @@ def test_blanked_first_names_wait_for_approval(
         _wait_pending(client, again["dag_run_id"])
         assert len(emulator.admin.imports()) == imports_before
         _answer(client, again["dag_run_id"], "Approve")
-        done = client.wait_for_run(DAG_ID, again["dag_run_id"], timeout=300)
+        done = client.wait_for_run(DAG_ID, again["dag_run_id"], timeout=600)
         assert done["state"] == "success"
         imports = emulator.admin.imports()[imports_before:]
         assert imports and all(i["status"] == "finished" for i in imports)
