@@ -101,7 +101,6 @@ class Thresholds:
 DEFAULTS: dict[str, Thresholds] = {
     "contacts": Thresholds(),
     "products": Thresholds(),
-    "coupons": Thresholds(max_rows=20_000),
     # An hour of purchases at the shared rate limit is about 5,400 requests.
     "purchases": Thresholds(max_rows=5_000),
     # Deleting contacts cannot be undone: more than this many in one run needs a person.

@@ -73,7 +73,7 @@ def _names(emulator: RunningEmulator) -> dict[str, str]:
     return {c["_email"]: c.get("_name") or "" for c in emulator.admin.contacts()}
 
 
-def _wait_pending(client: Any, run_id: str, timeout: float = 240) -> list[dict[str, Any]]:
+def _wait_pending(client: Any, run_id: str, timeout: float = 480) -> list[dict[str, Any]]:
     """The run's approval requests, once one waits for an answer."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -82,7 +82,7 @@ def _wait_pending(client: Any, run_id: str, timeout: float = 240) -> list[dict[s
         if details and states.get("approve_upload") not in (None, "queued", "scheduled", "running"):
             return list(details)
         assert states.get("import_file") not in ("success", "running", "deferred"), states
-        assert client.run(DAG_ID, run_id)["state"] == "running", states
+        assert client.run(DAG_ID, run_id)["state"] in ("queued", "running"), states
         time.sleep(2)
     raise AssertionError(f"no approval request within {timeout} s")
 
