@@ -176,3 +176,18 @@ def test_count_rule_and_round_trip() -> None:
     assert v.hold and _fired(v) == {"count"}
     assert Verdict.from_dict(json.loads(json.dumps(v.as_dict()))).as_dict() == v.as_dict()
     assert not evaluate_count("erasure", 100, thresholds_for("erasure")).hold
+
+
+def test_a_store_from_before_masks_gets_the_column_and_counts_old_rows_as_filled(
+    confirmed: tuple[str, str], tmp_path: Path
+) -> None:
+    url, state = confirmed
+    _exec(state, "ALTER TABLE connectif_sync_state DROP COLUMN empty_mask")  # a store of the previous version
+    with StateStore(state) as store:  # opening it for writing adds the column back, empty
+        masks = store.empty_masks("contacts", [next(iter(store.load_index("contacts").key_hashes.tolist()))])
+        assert list(masks.values()) == [None]
+    _exec(url, "UPDATE customers SET birthdate = NULL, loyalty_points = loyalty_points + 1 WHERE id % 2 = 0")
+    result = _run(url, state, tmp_path / "old", confirm=False)
+    v = _verdict(result, state, Thresholds(changed_pct=100))
+    emptied = next(f for f in v.findings if f.rule == Rule.EMPTIED_FIELD)
+    assert emptied.fired and "_birthdate" in emptied.message  # unknown before-values: the safe side
