@@ -7,6 +7,7 @@ upload, and the anomaly alerts of a run summary. The rules and the words live in
 from __future__ import annotations
 
 import json
+import os
 from datetime import timedelta
 from typing import Any
 
@@ -27,19 +28,19 @@ def dag_alerting(dag_id: str, *, late_after: timedelta) -> dict[str, Any]:
     """The ``DAG(...)`` arguments that make a Connectif DAG tell people: failure and recovery callbacks,
     and a Deadline Alert when a run is not done ``late_after`` after it was queued.
 
-    The deadline is the Variable ``connectif_deadline_<dag_id>_seconds`` (a ``VariableInterval``, read when
-    each run is created: change it without a deploy) when that Variable exists, else ``late_after``. This is
-    the one Variable read at parse time: a ``VariableInterval`` whose Variable is missing would stop runs
-    from being created, so it is only used once the Variable is there.
+    With the environment variable ``CONNECTIF_DEADLINE_VARIABLES=true`` the deadline is instead the Airflow
+    Variable ``connectif_deadline_<dag_id>_seconds`` (a ``VariableInterval``, read when each run is created:
+    change it without a deploy). It is opt-in because Airflow cannot create a run whose ``VariableInterval``
+    names a missing Variable, and reading Variables while a DAG file is parsed (to check) blocks the DAG
+    processor: the deployment that opts in creates the Variables first.
     """
     from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
     from airflow.sdk.definitions.deadline import VariableInterval
 
     callbacks = provider_alerts.RunCallbacks(dag_id, late_default=late_after, state_url_default=DEFAULTS["state_url"])
-    key = f"connectif_deadline_{dag_id}_seconds"
     interval: timedelta | VariableInterval = late_after
-    if _variable_is_set(key):
-        interval = VariableInterval(key)
+    if os.environ.get("CONNECTIF_DEADLINE_VARIABLES", "").strip().lower() in ("1", "true", "yes"):
+        interval = VariableInterval(f"connectif_deadline_{dag_id}_seconds")
     return {
         "on_failure_callback": callbacks.on_failure,
         "on_success_callback": callbacks.on_success,
@@ -53,15 +54,6 @@ def dag_alerting(dag_id: str, *, late_after: timedelta) -> dict[str, Any]:
             name=f"{dag_id}_late",
         ),
     }
-
-
-def _variable_is_set(key: str) -> bool:
-    try:
-        value = provider_alerts.variable(key)
-        return value is not None and int(value) > 0
-    except ValueError:
-        log.warning("Variable %s is not a whole number of seconds: the default deadline applies", key)
-        return False
 
 
 def guardrail_thresholds(obj: str, mapping_settings: dict[str, Any] | None = None) -> Any:

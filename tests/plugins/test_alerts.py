@@ -82,6 +82,8 @@ def test_deadline_variable_tunes_the_deadline_without_a_deploy(dagbag: Any, monk
     assert kwargs["deadline"].interval == timedelta(hours=2)
     assert kwargs["deadline"].callback.path == "connectif_provider.alerts.run_late"
     monkeypatch.setenv("AIRFLOW_VAR_CONNECTIF_DEADLINE_CONNECTIF_CONTACTS_SECONDS", "600")
+    assert dag_alerting("connectif_contacts", late_after=timedelta(hours=2))["deadline"].interval == timedelta(hours=2)
+    monkeypatch.setenv("CONNECTIF_DEADLINE_VARIABLES", "true")  # the deployment created the Variables
     kwargs = dag_alerting("connectif_contacts", late_after=timedelta(hours=2))
     assert kwargs["deadline"].interval == VariableInterval("connectif_deadline_connectif_contacts_seconds")
     assert alerts.late_after("connectif_contacts", timedelta(hours=2)) == timedelta(seconds=600)
