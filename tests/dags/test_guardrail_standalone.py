@@ -87,6 +87,23 @@ def _wait_pending(client: Any, run_id: str, timeout: float = 480) -> list[dict[s
     raise AssertionError(f"no approval request within {timeout} s")
 
 
+def _settled(airflow: AirflowStandalone, client: Any, run_id: str, timeout: float = 180) -> None:
+    """Wait until the scheduler has seen the approval task's worker exit after parking it.
+
+    Airflow 3.3.2 races here: an answer given while that worker is still exiting (seconds, under load)
+    resumes the task, then the late "worker finished" event marks the resumed task as changed externally and
+    it is retried, which asks again. A person never answers that fast; the test waits like one.
+    """
+    ti_id = next(ti["id"] for ti in client.task_instances(DAG_ID, run_id) if ti["task_id"] == "approve_upload")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any("TaskInstance Finished" in line and f"ti_id={ti_id}" in line
+               for line in airflow.log_path.read_text(errors="replace").splitlines()):  # fmt: skip
+            return
+        time.sleep(1)
+    raise AssertionError(f"the approval task's worker did not finish parking within {timeout} s")
+
+
 def _answer(client: Any, run_id: str, option: str) -> None:
     client._json(
         "PATCH",
@@ -125,6 +142,7 @@ def test_blanked_first_names_wait_for_approval(
         assert set(details[0]["options"]) == {"Approve", "Reject"}
         asked = mailbox.wait_for(lambda m: "held for approval" in m["subject"], timeout=30)
         assert "data-team@example.com" in asked["to"] and "emptied_field" in asked["text"]
+        _settled(airflow, client, held["dag_run_id"])
         _answer(client, held["dag_run_id"], "Reject")
         done = client.wait_for_run(DAG_ID, held["dag_run_id"], timeout=300)
         states = {ti["task_id"]: ti["state"] for ti in client.task_instances(DAG_ID, held["dag_run_id"])}
@@ -140,6 +158,7 @@ def test_blanked_first_names_wait_for_approval(
         again = client.trigger(DAG_ID, conf={})
         _wait_pending(client, again["dag_run_id"])
         assert len(emulator.admin.imports()) == imports_before
+        _settled(airflow, client, again["dag_run_id"])
         _answer(client, again["dag_run_id"], "Approve")
         done = client.wait_for_run(DAG_ID, again["dag_run_id"], timeout=600)
         assert done["state"] == "success"
