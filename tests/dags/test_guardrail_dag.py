@@ -51,3 +51,51 @@ def test_normal_run_skips_the_approval_and_dry_run_reports_would_hold(
     assert _states(dag_sandbox.runs[-1])["approve_upload"] == "skipped"
     assert len(dag_sandbox.emulator.admin.imports()) == imports
     assert len(mailbox.messages()) == 1  # a dry run tells nobody, and the same anomaly is not told twice
+
+
+class _TI:
+    """What the approval task reads and writes of its task instance."""
+
+    dag_id = "connectif_contacts"
+    run_id = "scheduled__2026-03-02T02:00:00+00:00"
+    map_index = -1
+
+    def __init__(self, verdict: dict[str, object]) -> None:
+        self.verdict = verdict
+        self.pushed: dict[str, object] = {}
+
+    def xcom_pull(self, task_ids: str, key: str = "return_value") -> object:
+        return self.verdict if (task_ids, key) == ("extract", "guardrail") else None
+
+    def xcom_push(self, key: str, value: object) -> None:
+        self.pushed[key] = value
+
+
+def test_timeout_sends_nothing_and_alerts_then_approval_recovers(
+    dag_sandbox: DagSandbox, mailbox: Mailbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import UTC, datetime
+
+    from connectif_sync.guardrail import Thresholds, evaluate_count
+
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", json.dumps(mailbox.connection()))
+    monkeypatch.setenv("AIRFLOW_VAR_CONNECTIF_ALERT_EMAIL", "ops@example.com")
+    task = dag_sandbox.dagbag.get_dag("connectif_contacts").get_task("approve_upload")
+    verdict = evaluate_count("contacts", 900, Thresholds(max_rows=10)).as_dict()
+    ti = _TI(verdict)
+    context = {"ti": ti, "task": task, "task_instance": ti}
+    # what the scheduler resumes the task with when nobody answered: the default option, no user
+    timed_out = {"chosen_options": ["Reject"], "params_input": {}, "responded_at": datetime.now(UTC),
+                 "responded_by_user": None}  # fmt: skip
+    with pytest.raises(Exception) as skipped:
+        task.execute_complete(context, timed_out)
+    assert "release" in str(getattr(skipped.value, "tasks", skipped.value))
+    assert ti.pushed["decision"] == {"decision": "timed out (rejected)", "by": None}
+    mail = mailbox.wait_for(lambda m: "upload rejected" in m["subject"])
+    assert "timed out" in mail["text"] and "count: 900" in mail["text"]
+    approved = {"chosen_options": ["Approve"], "params_input": {}, "responded_at": datetime.now(UTC),
+                "responded_by_user": {"id": "1", "name": "ana"}}  # fmt: skip
+    task.execute_complete(context, approved)
+    assert ti.pushed["decision"] == {"decision": "approved", "by": "ana"}
+    recovered = mailbox.wait_for(lambda m: "RECOVERED" in m["subject"])
+    assert "approved by ana" in recovered["text"]
