@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import DAG, CronTriggerTimetable, TriggerRule, get_current_context, task
+from connectif_dags.alerting import (
+    GuardrailApprovalOperator,
+    dag_alerting,
+    guardrail_thresholds,
+    publish_if_held,
+    publish_verdict,
+)
 from connectif_dags.common import (
     CONN_ID,
     DEFAULT_ARGS,
@@ -52,9 +60,28 @@ with DAG(
     params={"dry_run": dry_run_param()},
     tags=[*TAGS, "gdpr"],
     doc_md=DOC,
+    **dag_alerting("connectif_contact_erasure", late_after=timedelta(hours=1)),
 ) as dag:
 
-    @task
+    @task.short_circuit(ignore_downstream_trigger_rules=False)
+    def check() -> bool:
+        """Guardrail: deleting contacts cannot be undone; more than ``max_rows`` pending requests wait for
+        approval (default 100; Variable ``connectif_guardrail``, entry ``erasure``)."""
+        import sqlalchemy as sa
+
+        from connectif_sync.erasure import pending_erasures
+        from connectif_sync.guardrail import evaluate_count
+
+        context = get_current_context()
+        engine = sa.create_engine(setting("source_url"))
+        try:
+            pending = pending_erasures(engine)
+        finally:
+            engine.dispose()
+        verdict = evaluate_count("erasure", len(pending), guardrail_thresholds("erasure"), [r.email for r in pending])
+        return bool(publish_verdict(context, verdict, dry_run=bool(context["params"]["dry_run"]))["hold"])
+
+    @task(trigger_rule=TriggerRule.NONE_FAILED)
     def erase() -> dict[str, Any]:
         """Delete each pending request's contact and record it done at once (or, in a dry run, count)."""
         import pyarrow as pa
@@ -117,7 +144,10 @@ with DAG(
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def report() -> dict[str, Any]:
-        """Publish the run summary (also when ``erase`` failed: then it says so, and fails)."""
+        """Publish the run summary (also when ``erase`` failed: then it says so, and fails; or was held back)."""
+        held = publish_if_held(get_current_context(), "contact_erasure")
+        if held is not None:
+            return held
         erased = upstream_result(get_current_context(), "contact_erasure", "erase")
         invalid = erased["invalid"]
         notes = [f"request {r['source_ref']}: {r['reason']} ({r['value']!r}), left pending" for r in invalid[:10]]
@@ -142,6 +172,11 @@ with DAG(
             "api_requests": calls_estimate(erased["to_delete"]),
             "notes": notes,
         }
+        if not erased["dry_run"]:
+            from connectif_provider import metrics
+
+            metrics.rows("erasure", sent=summary["sent"], rejected=summary["rejected"])
         return publish_summary(get_current_context(), summary)
 
-    erase() >> report()
+    approval = GuardrailApprovalOperator(verdict_task_id="check", default_timeout=timedelta(hours=12))
+    check() >> approval >> erase() >> report()

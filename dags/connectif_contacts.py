@@ -12,7 +12,9 @@ DOC = """
    (emails lower-cased, phones in international format, dates `yyyy-mm-dd`...), sets aside every row
    Connectif would reject (**rejected store**, with key, field and reason), compares each row with what
    Connectif already confirmed (**state store**) and writes only **new and changed** rows into CSV files
-   of at most ~50 MB.
+   of at most ~50 MB. The **guardrail** then compares the plan with what Connectif confirmed and with the
+   last runs; an abnormal plan (e.g. every first name blanked) uploads nothing and waits in
+   **approve_upload** for a person (*Required actions*); a normal run skips it (README "Alerts and guardrails").
 2. **import_file** — one Connectif import per file (dynamic task mapping), waiting **deferred** in the
    triggerer, in pool `connectif_imports` (10 slots = the account's 10 queued imports). Every request
    takes a token from the deployment's shared rate-limit bucket (90/min by default).

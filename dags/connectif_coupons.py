@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import DAG, CronTriggerTimetable, Param, TriggerRule, get_current_context, task
+from connectif_dags.alerting import dag_alerting
 from connectif_dags.common import (
     CONN_ID,
     DEFAULT_ARGS,
@@ -52,6 +54,7 @@ with DAG(
     },
     tags=[*TAGS, "coupons"],
     doc_md=DOC,
+    **dag_alerting("connectif_coupons", late_after=timedelta(minutes=25)),
 ) as dag:
 
     @task

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.sdk import DAG, CronTriggerTimetable, TriggerRule, get_current_context, task
+from connectif_dags.alerting import dag_alerting
 from connectif_dags.common import (
     CONN_ID,
     DEFAULT_ARGS,
@@ -54,6 +55,7 @@ with DAG(
     params={"dry_run": dry_run_param()},
     tags=[*TAGS, "exports", "warehouse"],
     doc_md=DOC,
+    **dag_alerting("connectif_exports", late_after=timedelta(hours=3)),
 ) as dag:
 
     @task

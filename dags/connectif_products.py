@@ -12,7 +12,8 @@ Same flow as `connectif_contacts`, for the catalogue (mapping `products.yaml`: `
 must be inside the account's authorised domains or Connectif rejects the row).
 
 1. **extract** — extract, shape, validate (rejected rows with their reason go to the rejected store),
-   detect changes against the state store, chunk new and changed rows into CSV files.
+   detect changes against the state store, chunk new and changed rows into CSV files; an abnormal plan
+   waits in **approve_upload** for a person (guardrail, README "Alerts and guardrails").
 2. **import_file** — one deferrable Connectif import per file, pool `connectif_imports`.
 3. **report** — commit the rows Connectif confirmed; its error report's rows go again next run.
 4. **publish** — Asset `connectif://products`.

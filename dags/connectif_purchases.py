@@ -6,6 +6,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, TriggerRule, get_current_context, task
+from connectif_dags.alerting import (
+    GuardrailApprovalOperator,
+    dag_alerting,
+    guardrail_thresholds,
+    publish_if_held,
+    publish_verdict,
+    report_anomalies,
+)
 from connectif_dags.common import (
     CONN_ID,
     DEFAULT_ARGS,
@@ -76,11 +84,36 @@ with DAG(
     },
     tags=[*TAGS, "purchases"],
     doc_md=DOC,
+    **dag_alerting("connectif_purchases", late_after=timedelta(minutes=45)),
 ) as dag:
 
-    @task
+    def time_window(context: Any) -> tuple[datetime, datetime, datetime]:
+        """``(since, start, end)``: the run's hour, reaching back ``lookback_hours`` for kept purchases."""
+        start, end = run_window(context, timedelta(hours=1))
+        return start - timedelta(hours=int(context["params"]["lookback_hours"])), start, end
+
+    @task.short_circuit(ignore_downstream_trigger_rules=False)
+    def check() -> bool:
+        """Guardrail: count the purchases this run would send; more than ``max_rows`` waits for approval."""
+        from connectif_sync.guardrail import evaluate_count
+        from connectif_sync.mappings import resolve_mapping
+        from connectif_sync.purchases import plan_purchases
+
+        context = get_current_context()
+        params = context["params"]
+        since, _start, end = time_window(context)
+        mapping = mapping_for("purchases")
+        report = plan_purchases(
+            setting("source_url"), since, end, state_url=setting("state_url"), mapping=mapping,
+            include_done=bool(params["full_resync"]),
+        )  # fmt: skip
+        thresholds = guardrail_thresholds("purchases", resolve_mapping("purchases", mapping).guardrail)
+        verdict = evaluate_count("purchases", report.sent, thresholds)
+        return bool(publish_verdict(context, verdict, dry_run=bool(params["dry_run"]))["hold"])
+
+    @task(trigger_rule=TriggerRule.NONE_FAILED)
     def send() -> dict[str, Any]:
-        """Send the window's purchases (or, in a dry run, count them)."""
+        """Send the window's purchases (or, in a dry run, count them); skipped when a held run is rejected."""
         from connectif_dags.purchases import send_all
 
         from connectif_provider.hooks.connectif import ConnectifHook
@@ -89,8 +122,7 @@ with DAG(
 
         context = get_current_context()
         params = context["params"]
-        start, end = run_window(context, timedelta(hours=1))
-        since = start - timedelta(hours=int(params["lookback_hours"]))
+        since, start, end = time_window(context)
         trigger = params["trigger_purchase_event"]
         if trigger is None:  # the deployment's default: Variable connectif_trigger_purchase_event (the demo: false)
             trigger = bool_setting("trigger_purchase_event")
@@ -119,7 +151,10 @@ with DAG(
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def report() -> dict[str, Any]:
-        """Publish the run summary (also when ``send`` failed: then it says so, and fails)."""
+        """Publish the run summary (also when ``send`` failed: then it says so, and fails; or was held back)."""
+        held = publish_if_held(get_current_context(), "purchases")
+        if held is not None:
+            return held
         sent = upstream_result(get_current_context(), "purchases", "send")
         rep = sent["report"]
         counts = sent.get("counts") or {}
@@ -151,6 +186,16 @@ with DAG(
             "api_requests": counts.get("api_requests") if not sent["dry_run"] else calls_estimate(to_send),
             "notes": notes,
         }
-        return publish_summary(get_current_context(), summary)
+        context = get_current_context()
+        published = publish_summary(context, summary)
+        if not sent["dry_run"]:
+            from connectif_provider import metrics
 
-    send() >> report()
+
+            metrics.rows("purchases", sent=summary["sent"] + summary["already_in_connectif"],
+                         rejected=summary["rejected"] + summary["kept"])  # fmt: skip
+            report_anomalies(context, summary)
+        return published
+
+    approval = GuardrailApprovalOperator(verdict_task_id="check", default_timeout=timedelta(minutes=45))
+    check() >> approval >> send() >> report()

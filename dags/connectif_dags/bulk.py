@@ -9,11 +9,20 @@ publishes the run summary and, when every import succeeded, the object's Asset.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import DAG, Asset, CronTriggerTimetable, TriggerRule, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from connectif_dags.alerting import (
+    GuardrailApprovalOperator,
+    approval_decision,
+    dag_alerting,
+    guardrail_thresholds,
+    publish_verdict,
+    report_anomalies,
+)
 from connectif_dags.common import (
     CONN_ID,
     DEFAULT_ARGS,
@@ -31,11 +40,24 @@ from connectif_dags.common import (
     setting,
     upload_ledger,
 )
+from connectif_provider import metrics
 from connectif_provider.operators.connectif import ConnectifImportOperator
 
 
-def bulk_sync_dag(obj: str, *, schedule: str, doc_md: str, description: str) -> DAG:
-    """Build ``connectif_<obj>``; the DAG file only declares what differs (object, schedule, docs)."""
+def bulk_sync_dag(
+    obj: str,
+    *,
+    schedule: str,
+    doc_md: str,
+    description: str,
+    late_after: timedelta = timedelta(hours=2),
+    approval_timeout: timedelta = timedelta(hours=12),
+) -> DAG:
+    """Build ``connectif_<obj>``; the DAG file only declares what differs (object, schedule, docs).
+
+    ``late_after``: the run's deadline after it was queued (a Deadline Alert); ``approval_timeout``: how long
+    a held upload waits for a person before it is rejected (shorter than the schedule).
+    """
     asset = Asset(f"connectif://{obj}", extra={"object": obj})
     with DAG(
         dag_id=f"connectif_{obj}",
@@ -47,26 +69,35 @@ def bulk_sync_dag(obj: str, *, schedule: str, doc_md: str, description: str) -> 
         params={"dry_run": dry_run_param(), "full_resync": full_resync_param()},
         tags=[*TAGS, obj],
         doc_md=doc_md,
+        **dag_alerting(f"connectif_{obj}", late_after=late_after),
     ) as dag:
 
         @task
         def extract() -> list[str]:
             """Extract, shape, validate, detect changes and chunk; returns the files to import.
 
-            Rejected rows go to the rejected store; the library's report is pushed as XCom ``report``.
+            Rejected rows go to the rejected store; the library's report is pushed as XCom ``report``, the
+            guardrail's verdict on the plan as XCom ``guardrail`` (a dry run reports the rules that would fire).
             """
+            from connectif_sync.guardrail import evaluate
+            from connectif_sync.mappings import resolve_mapping
             from connectif_sync.pipeline import run_sync
+            from connectif_sync.state import StateStore
 
             context = get_current_context()
             ti = context["ti"]
             params = context["params"]
             dry_run = bool(params["dry_run"])
+            mapping = resolve_mapping(obj, mapping_for(obj))
+            thresholds = guardrail_thresholds(obj, mapping.guardrail)
+            with StateStore(setting("state_url"), readonly=True) as store:
+                confirmed_before = store.count(obj)  # the run's plan is compared with this state
             result = run_sync(
                 obj,
                 setting("source_url"),
                 None if dry_run else run_dir(context),
                 state_url=setting("state_url"),
-                mapping=mapping_for(obj),
+                mapping=mapping,
                 full_resync=bool(params["full_resync"]),
                 dry_run=dry_run,
                 run_id=f"{ti.dag_id}/{ti.run_id}/{ti.try_number}",
@@ -77,9 +108,32 @@ def bulk_sync_dag(obj: str, *, schedule: str, doc_md: str, description: str) -> 
                 key="report",
                 value={"report": result.report.as_dict(), "deleted_keys": result.deleted_keys[:20], "dry_run": dry_run},
             )
+            with StateStore(setting("state_url"), readonly=True) as store:
+                verdict = evaluate(
+                    obj,
+                    result.report.as_dict(),
+                    store=store,
+                    thresholds=thresholds,
+                    changes=result.changes,
+                    deleted_keys=result.deleted_keys,
+                    confirmed=confirmed_before,
+                )
+            publish_verdict(context, verdict, dry_run=dry_run)
             return [] if dry_run else [f.path for f in result.files]  # a dry run's files are only planned
 
         extracted = extract()
+        approval = GuardrailApprovalOperator(verdict_task_id="extract", default_timeout=approval_timeout)
+
+        @task(trigger_rule=TriggerRule.NONE_FAILED)
+        def release(files: list[str]) -> list[str]:
+            """The files to import: all of them when the guardrail did not hold the run or a person approved.
+
+            A rejected (or timed out) approval skips this task, so nothing is imported.
+            """
+            return files
+
+        released = release(extracted)
+        extracted >> approval >> released
         imports = ConnectifImportOperator.partial(
             task_id="import_file",
             import_type=obj,
@@ -88,7 +142,7 @@ def bulk_sync_dag(obj: str, *, schedule: str, doc_md: str, description: str) -> 
             poll_interval=POLL_INTERVAL,
             pool=IMPORTS_POOL,
             upload_ledger=upload_ledger,  # a later run re-attaches to an earlier run's unconfirmed import
-        ).expand(file_path=extracted)
+        ).expand(file_path=released)
 
         @task(trigger_rule=TriggerRule.ALL_DONE)
         def report() -> Any:
@@ -113,6 +167,11 @@ def bulk_sync_dag(obj: str, *, schedule: str, doc_md: str, description: str) -> 
                 )
                 raise AirflowFailException(f"{obj}: extract failed, nothing was sent (see the extract task's log)")
             extract_report, deleted_keys, dry_run = extracted["report"], extracted["deleted_keys"], extracted["dry_run"]
+            verdict = ti.xcom_pull(task_ids="extract", key="guardrail") or {}
+            decision = approval_decision(ti)
+            held_back = decision is not None and decision != "approved"
+            if held_back:
+                files = []  # nothing was released to Connectif
             summaries = import_summaries(ti, "import_file", len(files))
             confirmed = failed_rows = unconfirmed_rows = 0
             unconfirmed: list[str] = []
@@ -141,6 +200,11 @@ def bulk_sync_dag(obj: str, *, schedule: str, doc_md: str, description: str) -> 
                 )
             if unfinished:
                 notes.append(f"{unfinished} of {len(files)} imports did not finish; their rows go again next run")
+            if verdict.get("fired"):
+                verb = "would hold" if dry_run else "held"
+                notes.append(f"guardrail {verb} the run: {', '.join(verdict['fired'])}")
+            if held_back:
+                notes.append(f"upload {decision}: nothing was sent")
             summary = publish_summary(
                 context,
                 {
@@ -168,9 +232,21 @@ def bulk_sync_dag(obj: str, *, schedule: str, doc_md: str, description: str) -> 
                     "unconfirmed": unconfirmed_rows,
                     "imports": len(summaries),
                     "api_requests": rep.get("api_requests"),
+                    "import_errors": unfinished,
+                    "guardrail": {
+                        "fired": verdict.get("fired", []),
+                        "held": bool(verdict.get("hold")),
+                        "would_hold": bool(verdict.get("would_hold")),
+                        "decision": decision,
+                    },
                     "notes": notes,
                 },
             )
+            if not dry_run and not held_back:
+                metrics.rows(obj, sent=confirmed, rejected=summary["rejected"])
+                notes_sent = report_anomalies(context, summary)
+                if notes_sent:
+                    log.info("alerts: %s", notes_sent)
             if unfinished:
                 raise AirflowFailException(
                     f"{unfinished} of {len(files)} {obj} imports did not finish (see the failed import_file "
@@ -190,6 +266,9 @@ def bulk_sync_dag(obj: str, *, schedule: str, doc_md: str, description: str) -> 
             """Announce the Asset (downstream DAGs may be scheduled on it); a dry run changed nothing."""
             if summary.get("dry_run"):
                 raise AirflowSkipException("dry run: Connectif was not changed, no Asset event")
+            decision = (summary.get("guardrail") or {}).get("decision")
+            if decision not in (None, "approved"):
+                raise AirflowSkipException(f"upload {decision}: Connectif was not changed, no Asset event")
 
         reported = report()
         [extracted, imports] >> reported

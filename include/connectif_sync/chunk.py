@@ -7,9 +7,10 @@ each present value, plus the commas and the newline. That lets the writer cut fi
 limit without rendering twice; tests compare the computed sizes with the files on disk.
 
 Each ``<name>.csv`` gets a companion ``<name>.csv.manifest`` (an Arrow IPC file, fast to write and read:
-columns ``line,key,key_hash,row_hash,updated_at,source_hash``, ``line`` being the 1-based data line of the CSV as in
-Connectif's error report; the schema metadata names the object and partition). The state store reads it
-in :meth:`~connectif_sync.state.StateStore.confirm_file` to commit exactly the rows Connectif confirmed.
+columns ``line,key,key_hash,row_hash,updated_at,source_hash,empty_mask``, ``line`` being the 1-based data
+line of the CSV as in Connectif's error report; the schema metadata names the object and partition). The
+state store reads it in :meth:`~connectif_sync.state.StateStore.confirm_file` to commit exactly the rows
+Connectif confirmed.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ _MANIFEST_SCHEMA = pa.schema(
         ("row_hash", pa.int64()),
         ("updated_at", pa.string()),
         ("source_hash", pa.int64()),
+        ("empty_mask", pa.int64()),
     ]
 )
 
@@ -211,8 +213,9 @@ class ChunkWriter:
         Returns the mask of rows too big for any file (not written; the caller rejects them).
         """
         data = data.select(self.schema.names).cast(self.schema)
-        if "source_hash" not in manifest.column_names:
-            manifest = manifest.append_column("source_hash", pa.nulls(manifest.num_rows, pa.int64()))
+        for optional in ("source_hash", "empty_mask"):
+            if optional not in manifest.column_names:
+                manifest = manifest.append_column(optional, pa.nulls(manifest.num_rows, pa.int64()))
         manifest = manifest.select(_MANIFEST_SCHEMA.names)
         sizes = row_bytes(data) if sizes is None else sizes
         oversize = sizes + self.header > self.max_bytes

@@ -125,7 +125,7 @@ CUSTOM_FIELD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,99}$")
 _FIELD_OPTIONS = frozenset({"column", "type", "required", "max_length", "min", "max", "separator", "map", "values",
                             "default_country", "country_column", "on_invalid"})  # fmt: skip
 _TOP_KEYS = frozenset({"object", "source", "key", "order_by", "updated_at", "fields", "line_fields", "date_column",
-                       "partition_by", "description"})  # fmt: skip
+                       "partition_by", "description", "guardrail"})  # fmt: skip
 
 
 class MappingError(ValueError):
@@ -170,6 +170,8 @@ class Mapping:
     date_column: str | None = None
     partition_by: str | None = None
     line_fields: dict[str, FieldSpec] = field(default_factory=dict)
+    #: The object's guardrail thresholds (``connectif_sync.guardrail.Thresholds`` names), as written.
+    guardrail: dict[str, Any] = field(default_factory=dict)
 
     @property
     def output_columns(self) -> list[str]:
@@ -397,6 +399,14 @@ def parse_mapping(raw: Any, path: Path) -> Mapping:
         problems.append(
             f"{p}: partition_by: coupons need the column holding the coupon set id. Fix: partition_by: coupon_set_id"
         )
+    guardrail = raw.get("guardrail") or {}
+    if guardrail:
+        from connectif_sync.guardrail import Thresholds
+
+        try:
+            Thresholds().with_overrides(guardrail, f"{p}: guardrail")
+        except ValueError as exc:
+            problems.append(str(exc))
     if problems:
         raise MappingError(problems)
     return Mapping(
@@ -411,6 +421,7 @@ def parse_mapping(raw: Any, path: Path) -> Mapping:
         date_column=date_column,
         partition_by=partition_by,
         line_fields=line_fields,
+        guardrail=dict(guardrail) if isinstance(guardrail, dict) else {},
     )
 
 

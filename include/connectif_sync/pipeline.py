@@ -90,6 +90,58 @@ class SyncReport:
         return asdict(self)
 
 
+CHANGED_SAMPLE = 20  # changed rows kept with their new values, for the guardrail's approval request
+MASK_COLUMNS = 63  # output columns tracked by the empty-field masks (bits of an int64)
+
+
+@dataclass
+class ChangeSet:
+    """The rows of a run that Connectif confirmed before and that would change: their key hashes, which
+    output columns would be empty (bit i: ``columns[i]``), and the first few with their new values.
+
+    16 bytes per changed row: a normal run changes a few rows; a run that would change every row is exactly
+    the run the guardrail must look at, and even then a million rows cost 16 MB.
+    """
+
+    columns: list[str]
+    key_hashes: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    empty_masks: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    sample: list[dict[str, Any]] = field(default_factory=list)  # {"key", "key_hash", "after": {column: value}}
+    _parts: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list, repr=False)
+
+    def add(self, keys: pa.Array, key_hashes: np.ndarray, table: pa.Table, masks: np.ndarray) -> None:
+        self._parts.append((key_hashes, masks))
+        room = CHANGED_SAMPLE - len(self.sample)
+        if room > 0 and len(key_hashes):
+            head = table.slice(0, room).to_pylist()
+            for k, h, values in zip(keys.slice(0, room).to_pylist(), key_hashes[:room].tolist(), head, strict=True):
+                self.sample.append({"key": k, "key_hash": h, "after": values})
+
+    def close(self) -> None:
+        if self._parts:
+            self.key_hashes = np.concatenate([self.key_hashes, *(p[0] for p in self._parts)])
+            self.empty_masks = np.concatenate([self.empty_masks, *(p[1] for p in self._parts)])
+            self._parts = []
+
+    def __len__(self) -> int:
+        return len(self.key_hashes) + sum(len(p[0]) for p in self._parts)
+
+
+def empty_masks(table: pa.Table, columns: list[str]) -> np.ndarray:
+    """Per row, bit i set when ``columns[i]`` (the first :data:`MASK_COLUMNS`) is empty (null or "")."""
+    masks = np.zeros(table.num_rows, np.int64)
+    for i, c in enumerate(columns[:MASK_COLUMNS]):
+        col = table.column(c)
+        empty = pc.fill_null(pc.equal(pc.utf8_length(col), 0), True) if col.null_count < len(col) else None
+        bits = (
+            np.ones(table.num_rows, bool)
+            if empty is None
+            else np.asarray(empty.to_numpy(zero_copy_only=False), dtype=bool)
+        )
+        masks |= bits.astype(np.int64) << np.int64(i)
+    return masks
+
+
 @dataclass
 class SyncResult:
     """What a run produced: the report, the files to import (in order), and samples of the deleted keys
@@ -99,6 +151,7 @@ class SyncResult:
     files: list[ChunkFile]
     deleted_keys: list[str]
     rejected: list[dict[str, Any]]
+    changes: ChangeSet | None = None  # the confirmed rows that would change (for the guardrail)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -184,6 +237,7 @@ def run_sync(
         chunks = extract_arrow(source_url, m, since=since, chunk_rows=chunk_rows, path=extract_path, readers=readers)
         fingerprint = mapping_fingerprint(m)
         skip_known = index is not None and len(index) > 0 and not full_resync
+        changes = ChangeSet(list(m.output_columns))
 
         def prepare(table: pa.Table) -> _Prepared:
             """Background thread: hash the source rows, skip those Connectif confirmed, shape the rest."""
@@ -261,6 +315,14 @@ def run_sync(
             send = (np.ones(len(same), bool) if full_resync else ~same) & ~gone
             if not send.any():
                 continue
+            masks = empty_masks(checked.valid, m.output_columns)
+            changed_rows = found & ~same & ~gone
+            if changed_rows.any():
+                at = np.flatnonzero(changed_rows)
+                take = pa.array(at)
+                changes.add(
+                    checked.keys.take(take), key_hash[at], checked.valid.select(m.output_columns).take(take), masks[at]
+                )
             every = bool(send.all())  # first runs and resyncs: no copy of what is sent whole
             pick = pa.array(np.flatnonzero(send))
             positions = pa.array(checked.positions[send])
@@ -273,6 +335,7 @@ def run_sync(
                     "row_hash": pa.array(row_hash if every else row_hash[send]),
                     "updated_at": updated.take(positions) if updated is not None else pa.nulls(n_send, pa.string()),
                     "source_hash": pa.array(src_rest[checked.positions[send]]),
+                    "empty_mask": pa.array(masks if every else masks[send]),
                 }
             )
             data = checked.valid if every else checked.valid.take(pick)
@@ -308,7 +371,10 @@ def run_sync(
         report.duration_s = round(time.perf_counter() - started, 3)
         if not dry_run and report.run_id is not None:
             store.finish_run(report.run_id, files=files, high_water=high, report=report.as_dict())
-        return SyncResult(report=report, files=files, deleted_keys=deleted_keys, rejected=rejected.sample)
+        changes.close()
+        return SyncResult(
+            report=report, files=files, deleted_keys=deleted_keys, rejected=rejected.sample, changes=changes
+        )
     finally:
         store.close()
 

@@ -14,6 +14,8 @@ deployments. Tables (all prefixed ``connectif_sync_``):
 ``rejected``   rows our validation set aside (key, source_ref, field, reason, value), per run; the last
                :data:`KEEP_REJECTED_RUNS` runs per object are kept.
 ``runs``       one row per run: mode, watermark used, high-water mark reached, the JSON report.
+``alerts``     the last state of each alert (source, kind): active or not, so that people are told when it
+               changes (raised, cleared) and not on every run.
 ``purchases``  purchase ids sent through the API and their outcome, so that a re-run never resends one.
 ``suppressed`` keys that must never be sent again whatever the source says, with the reason: a contact
                erased at its owner's request (the erasure DAG adds it). Syncs set such rows aside (reason
@@ -78,6 +80,9 @@ state_table = sa.Table(
     sa.Column("source_hash", sa.BigInteger),
     sa.Column("source_updated_at", sa.String(32)),
     sa.Column("confirmed_at", sa.DateTime, nullable=False),
+    # Bit i set: output column i (mapping order, first 63) was empty in the row Connectif confirmed. The
+    # guardrail's "filled -> empty" rule reads it for the few changed rows that would empty a field.
+    sa.Column("empty_mask", sa.BigInteger),
     # Covering index: a full-scan diff reads the three hashes from the index alone.
     sa.Index("ix_connectif_sync_state_hashes", "object", "key_hash", "row_hash", "source_hash"),
     sqlite_with_rowid=False,
@@ -154,6 +159,15 @@ suppressed_table = sa.Table(
     sa.Column("key_hash", sa.BigInteger, nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("suppressed_at", sa.DateTime, nullable=False),
+)
+alerts_table = sa.Table(
+    "connectif_sync_alerts",
+    metadata,
+    sa.Column("source", sa.String(250), primary_key=True),  # a DAG id (or an object)
+    sa.Column("kind", sa.String(64), primary_key=True),  # failure | late | rejected_share | ...
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("detail", sa.Text),
+    sa.Column("changed_at", sa.DateTime, nullable=False),
 )
 purchases_table = sa.Table(
     "connectif_sync_purchases",
@@ -829,6 +843,9 @@ class StateStore:
                 else pa.nulls(rows.num_rows, pa.int64()),
                 "source_updated_at": rows.column("updated_at"),
                 "confirmed_at": pa.array([now.strftime("%Y-%m-%d %H:%M:%S")] * rows.num_rows, pa.string()),
+                "empty_mask": rows.column("empty_mask")
+                if "empty_mask" in rows.column_names
+                else pa.nulls(rows.num_rows, pa.int64()),
             }
         )
         dialect = self.engine.dialect.name
@@ -839,20 +856,21 @@ class StateStore:
                 cur.adbc_ingest(stage, data, mode="create", temporary=True)
                 cur.execute(
                     "INSERT INTO connectif_sync_state "
-                    "(object, key, key_hash, row_hash, source_hash, source_updated_at, confirmed_at) "
+                    "(object, key, key_hash, row_hash, source_hash, source_updated_at, confirmed_at, empty_mask) "
                     "SELECT object, key, key_hash, row_hash, source_hash, source_updated_at, "
-                    f"{confirmed} FROM {stage} WHERE true "
+                    f"{confirmed}, empty_mask FROM {stage} WHERE true "
                     "ORDER BY object, key ON CONFLICT (object, key) DO UPDATE SET key_hash = excluded.key_hash, "
                     "row_hash = excluded.row_hash, source_hash = excluded.source_hash, "
                     "source_updated_at = excluded.source_updated_at, "
-                    "confirmed_at = excluded.confirmed_at"
+                    "confirmed_at = excluded.confirmed_at, empty_mask = excluded.empty_mask"
                 )
                 cur.execute(f"DROP TABLE {stage}")
                 conn.commit()
             return
         data = data.sort_by([("key", "ascending")])  # in key order the B-tree fills sequentially
         if dialect == "sqlite":
-            cols = ("object", "key", "key_hash", "row_hash", "source_hash", "source_updated_at", "confirmed_at")
+            cols = ("object", "key", "key_hash", "row_hash", "source_hash", "source_updated_at", "confirmed_at",
+                    "empty_mask")  # fmt: skip
             with self.engine.begin() as conn:
                 conn.exec_driver_sql("PRAGMA cache_size=-131072")  # 128 MB: a big upsert stays in memory
                 base = _read_snapshot(conn, obj)
@@ -866,11 +884,11 @@ class StateStore:
                     part = data.slice(off, 50_000)
                     rows = zip(*(part.column(c).to_pylist() for c in cols), strict=True)
                     conn.exec_driver_sql(
-                        f"INSERT INTO connectif_sync_state ({', '.join(cols)}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                        f"INSERT INTO connectif_sync_state ({', '.join(cols)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                         "ON CONFLICT (object, key) DO UPDATE SET key_hash = excluded.key_hash, "
                         "row_hash = excluded.row_hash, source_hash = excluded.source_hash, "
                         "source_updated_at = excluded.source_updated_at, "
-                        "confirmed_at = excluded.confirmed_at",
+                        "confirmed_at = excluded.confirmed_at, empty_mask = excluded.empty_mask",
                         list(rows),
                     )
                 _write_snapshot(conn, obj, base, data)
@@ -887,7 +905,9 @@ class StateStore:
                     index_elements=[state_table.c.object, state_table.c.key],
                     set_={
                         c: stmt.excluded[c]
-                        for c in ("key_hash", "row_hash", "source_hash", "source_updated_at", "confirmed_at")
+                        for c in (
+                            "key_hash", "row_hash", "source_hash", "source_updated_at", "confirmed_at", "empty_mask"
+                        )
                     },
                 )
                 conn.execute(stmt, records)
@@ -1076,6 +1096,72 @@ class StateStore:
         if import_id:
             cond = sa.or_(cond, uploads_table.c.import_id == import_id)
         conn.execute(uploads_table.update().where(cond).values(status="confirmed", updated_at=_now()))
+
+    # ------------------------------------------------------------------------------------ guardrail
+
+    def count(self, obj: str) -> int:
+        """How many keys of ``obj`` Connectif has confirmed."""
+        if self._missing:
+            return 0
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(sa.select(sa.func.count()).select_from(state_table).where(state_table.c.object == obj))
+                .scalar_one()
+            )
+
+    def empty_masks(self, obj: str, key_hashes: Iterable[int]) -> dict[int, int | None]:
+        """Key hash -> the confirmed row's empty-field mask (None: confirmed before masks were kept) for the
+        given keys that are confirmed."""
+        wanted = sorted({int(h) for h in key_hashes})
+        out: dict[int, int | None] = {}
+        if self._missing or not wanted:
+            return out
+        try:
+            with self.engine.connect() as conn:
+                for i in range(0, len(wanted), _LOOKUP_BATCH):
+                    q = sa.select(state_table.c.key_hash, state_table.c.empty_mask).where(
+                        state_table.c.object == obj, state_table.c.key_hash.in_(wanted[i : i + _LOOKUP_BATCH])
+                    )
+                    out.update({int(k): (None if m is None else int(m)) for k, m in conn.execute(q)})
+        except (sa.exc.OperationalError, sa.exc.ProgrammingError):  # a store from before masks, opened read-only
+            return {h: None for h in wanted}
+        return out
+
+    # --------------------------------------------------------------------------------------- alerts
+
+    def alert_transition(self, source: str, kind: str, active: bool, detail: str | None = None) -> str | None:
+        """Record the state of alert (``source``, ``kind``); ``"raised"`` when it just became active,
+        ``"cleared"`` when it just stopped being active, None when nothing changed (nobody is told twice)."""
+        self._write()
+        now = _now()
+        key = (alerts_table.c.source == source) & (alerts_table.c.kind == kind)
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(alerts_table.c.active).where(key).with_for_update()).first()
+            before = bool(row[0]) if row is not None else False
+            if row is None:
+                if not active:
+                    return None  # never raised: there is nothing to clear
+                conn.execute(
+                    alerts_table.insert().values(source=source, kind=kind, active=True, detail=detail, changed_at=now)
+                )
+            elif before != active:
+                conn.execute(alerts_table.update().where(key).values(active=active, detail=detail, changed_at=now))
+            if before == active:
+                return None
+        return "raised" if active else "cleared"
+
+    def alerts(self, source: str | None = None) -> list[dict[str, Any]]:
+        """The recorded alert states (of ``source``, or all), active ones first."""
+        if self._missing:
+            return []
+        q = sa.select(alerts_table).order_by(alerts_table.c.active.desc(), alerts_table.c.source, alerts_table.c.kind)
+        if source:
+            q = q.where(alerts_table.c.source == source)
+        try:
+            with self.engine.connect() as conn:
+                return [dict(r._mapping) for r in conn.execute(q)]
+        except (sa.exc.OperationalError, sa.exc.ProgrammingError):  # a store from before alerts, read-only
+            return []
 
     # ------------------------------------------------------------------------------------ purchases
 

@@ -49,6 +49,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from connectif_provider import metrics
 from connectif_provider.exceptions import (
     CODE_ERRORS,
     STATUS_ERRORS,
@@ -244,6 +245,7 @@ def _error_from_response(
         "path": path,
     }
     if status == 429:
+        metrics.rate_limited()
         wait = hints.wait_hint() if hints else None
         return ConnectifRateLimitedError(message, retry_after=wait, **common)
     if status >= 500:
@@ -489,6 +491,7 @@ class ConnectifHook(BaseHook):
     def _count(self, method: str, url: str) -> None:
         key = f"{method} {_safe_path(url)}"
         ConnectifHook.request_counter[key] = ConnectifHook.request_counter.get(key, 0) + 1
+        metrics.api_request(method)
 
     def _send_once(
         self,
@@ -502,7 +505,7 @@ class ConnectifHook(BaseHook):
         settings = self.get_settings()
         limiter = settings.limiter() if self._is_api_origin(url, settings) else None
         if limiter is not None:
-            limiter.acquire()
+            metrics.rate_limit_wait(limiter.acquire())
         headers = dict(kwargs.pop("headers", None) or {})
         headers.setdefault("Accept", "application/json")
         if with_key:
@@ -563,7 +566,7 @@ class ConnectifHook(BaseHook):
         settings = await self.aget_settings()
         limiter = settings.limiter() if self._is_api_origin(url, settings) else None
         if limiter is not None:
-            await limiter.aacquire()
+            metrics.rate_limit_wait(await limiter.aacquire())
         headers = {"Accept": "application/json", "Authorization": f"apiKey {settings.api_key}"}
         self._count(method, url)
         timeout = aiohttp.ClientTimeout(total=settings.timeout)
@@ -920,7 +923,7 @@ class ConnectifHook(BaseHook):
         settings = self.get_settings()
         limiter = settings.limiter() if self._is_api_origin(url, settings) else None
         if limiter is not None:
-            limiter.acquire()
+            metrics.rate_limit_wait(limiter.acquire())
         self._count("GET", url)
         try:
             with self.get_conn().stream("GET", url, timeout=max(settings.timeout, 300.0)) as response:
