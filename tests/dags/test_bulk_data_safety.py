@@ -3,6 +3,8 @@ rows that Connectif's answer does not prove (issue 12)."""
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import pytest
@@ -39,7 +41,7 @@ def test_a_missing_error_report_confirms_nothing_and_says_so(dag_sandbox: DagSan
 
     state, summary = dag_sandbox.run("connectif_contacts")
 
-    assert state == "failed"  # after publishing the summary
+    assert state == "failed", json.dumps(summary)  # after publishing the summary
     assert summary["sent"] == 0 and summary["unconfirmed"] == summary["to_send"] > 0
     assert any("error report is missing or incomplete" in n for n in summary["notes"])
     with StateStore(dag_sandbox.state_url) as store:

@@ -32,7 +32,7 @@ DAG_ID = "connectif_contacts"
 def stack(
     tmp_path: Path, emulator: RunningEmulator, postgres_server: Any, mailbox: Mailbox
 ) -> Iterator[tuple[AirflowStandalone, str]]:
-    from connectif_sync.erp import generate
+    from sample_erp import generate
 
     data = tmp_path / "data"
     data.mkdir()

@@ -9,7 +9,8 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from connectif_sync import MAPPINGS_DIR, StateStore, erp, run_sync
+import sample_erp as erp
+from connectif_sync import MAPPINGS_DIR, StateStore, run_sync
 from connectif_sync.guardrail import Rule, Thresholds, Verdict, evaluate, evaluate_count, thresholds_for
 from connectif_sync.mappings import MappingError, load_mapping
 
