@@ -16,6 +16,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from connectif_dags.common import (
     CONN_ID,
+    CURRENT_STATE_RUN_TYPES,
     DEFAULT_ARGS,
     IMPORTS_POOL,
     POLL_INTERVAL,
@@ -42,6 +43,7 @@ def bulk_sync_dag(obj: str, *, schedule: str, doc_md: str, description: str) -> 
         schedule=CronTriggerTimetable(schedule, timezone="UTC"),
         catchup=False,
         max_active_runs=1,
+        allowed_run_types=CURRENT_STATE_RUN_TYPES,  # a backfill would only repeat today's sync
         default_args=DEFAULT_ARGS,
         params={"dry_run": dry_run_param(), "full_resync": full_resync_param()},
         tags=[*TAGS, obj],
