@@ -176,6 +176,9 @@ def settled(client: AirflowClient, deploy: Deployment) -> tuple[list[dict[str, A
         if time.monotonic() > deadline:
             raise TimeoutError(f"runs of {DAG_ID} still active: {[(r['dag_run_id'], r['state']) for r in after]}")
         time.sleep(3)
+    # The hourly scheduled runs that unpausing started waited their turn in the pool and succeeded too.
+    assert {r["run_type"] for r in after} >= {"scheduled", "backfill"}
+    assert [(r["dag_run_id"], r["state"]) for r in after if r["state"] != "success"] == []
     summaries = {r["dag_run_id"]: client.xcom(DAG_ID, r["dag_run_id"], "report", key="summary") for r in after}
     return stored, {k: v for k, v in summaries.items() if v}
 
