@@ -15,6 +15,7 @@ from connectif_dags.alerting import (
 )
 from connectif_dags.common import (
     CONN_ID,
+    CURRENT_STATE_RUN_TYPES,
     DEFAULT_ARGS,
     TAGS,
     calls_estimate,
@@ -48,6 +49,9 @@ after** Connectif confirmed, so a run that stops half-way resumes with exactly w
 
 **Params** — `dry_run`: list how many contacts would be deleted and the API requests it takes; delete
 nothing, write nothing.
+
+**No backfills**: a run processes every erasure request still open, whatever its date, so Airflow refuses
+a backfill. Trigger a run instead.
 """
 
 with DAG(
@@ -56,6 +60,7 @@ with DAG(
     schedule=CronTriggerTimetable("0 3 * * *", timezone="UTC"),
     catchup=False,
     max_active_runs=1,
+    allowed_run_types=CURRENT_STATE_RUN_TYPES,  # a backfill would only repeat today's work
     default_args=DEFAULT_ARGS,
     params={"dry_run": dry_run_param()},
     tags=[*TAGS, "gdpr"],

@@ -24,6 +24,9 @@ DOC = """
 
 **Params** — `dry_run`: plan only (rows, files, bytes, API requests), nothing written anywhere.
 `full_resync`: send every valid row again, even unchanged ones.
+
+**No backfills**: a run syncs the ERP's customers as they are now, whatever its date; a backfill would
+only repeat that once per past date, so Airflow refuses it. Trigger a run (with `full_resync` to send all).
 """
 
 dag = bulk_sync_dag(

@@ -9,6 +9,7 @@ from airflow.sdk import DAG, CronTriggerTimetable, Param, TriggerRule, get_curre
 from connectif_dags.alerting import dag_alerting
 from connectif_dags.common import (
     CONN_ID,
+    CURRENT_STATE_RUN_TYPES,
     DEFAULT_ARGS,
     IMPORTS_POOL,
     POLL_INTERVAL,
@@ -38,6 +39,9 @@ DOC = """
 
 **Params** — `threshold` (default 100), `refill_to` (default 500), `dry_run` (show which sets would get
 how many codes; import nothing, mark nothing).
+
+**No backfills**: a run tops up the sets as they are now; past dates have nothing to refill, so Airflow
+refuses a backfill. Trigger a run instead.
 """
 
 with DAG(
@@ -46,6 +50,7 @@ with DAG(
     schedule=CronTriggerTimetable("*/30 * * * *", timezone="UTC"),
     catchup=False,
     max_active_runs=1,
+    allowed_run_types=CURRENT_STATE_RUN_TYPES,  # a backfill would only repeat today's work
     default_args=DEFAULT_ARGS,
     params={
         "dry_run": dry_run_param(),

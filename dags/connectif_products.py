@@ -22,6 +22,9 @@ Purchases need their products in Connectif: this DAG runs before the hourly purc
 and the purchases DAG upserts any product still missing (E0102) before sending the purchase.
 
 **Params** — `dry_run` (plan only, nothing written) and `full_resync` (send every valid row again).
+
+**No backfills**: a run syncs the catalogue as it is now, whatever its date, so Airflow refuses a backfill.
+Trigger a run (with `full_resync` to send every product again).
 """
 
 dag = bulk_sync_dag(

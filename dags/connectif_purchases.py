@@ -17,6 +17,7 @@ from connectif_dags.alerting import (
 from connectif_dags.common import (
     CONN_ID,
     DEFAULT_ARGS,
+    PURCHASES_POOL,
     TAGS,
     bool_setting,
     calls_estimate,
@@ -39,7 +40,11 @@ about 5,400 purchases an hour, shared with every other Connectif task).
 * **Data intervals.** Each run covers its hour `[data_interval_start, data_interval_end)` of order dates
   (`CronDataIntervalTimetable`), reaching back `lookback_hours` (default 24) to retry purchases kept by
   earlier runs and to catch orders that arrived late. **Backfill** a date range from the UI (*Trigger* →
-  *Backfill*) or `airflow backfill create --dag-id connectif_purchases --from-date ... --to-date ...`.
+  *Backfill*), `POST /api/v2/backfills` or `airflow backfill create --dag-id connectif_purchases
+  --from-date ... --to-date ...`.
+* **One interval at a time.** `send` runs in pool `connectif_purchases` (1 slot): however many runs a
+  backfill starts (REST and CLI default to 10), one hour sends at a time, oldest first, and the hourly
+  scheduled run takes its turn in the same queue. Give the pool more slots to send several hours at once.
 * **Idempotent and resumable.** Purchases are identified by `purchaseId`; each outcome is recorded in the
   state store right after its request, so a retried task or a re-run never sends one twice (a `409` /
   "already exists" counts as done).
@@ -111,10 +116,10 @@ with DAG(
         verdict = evaluate_count("purchases", report.sent, thresholds)
         return bool(publish_verdict(context, verdict, dry_run=bool(params["dry_run"]))["hold"])
 
-    @task(trigger_rule=TriggerRule.NONE_FAILED)
+    @task(trigger_rule=TriggerRule.NONE_FAILED, pool=PURCHASES_POOL)
     def send() -> dict[str, Any]:
         """Send the window's purchases (or, in a dry run, count them); skipped when a held run is rejected."""
-        from connectif_dags.purchases import send_all
+        from connectif_dags.purchases import fires_workflows, send_all
 
         from connectif_provider.hooks.connectif import ConnectifHook
         from connectif_sync.purchases import plan_purchases, purchase_payloads
@@ -123,12 +128,12 @@ with DAG(
         context = get_current_context()
         params = context["params"]
         since, start, end = time_window(context)
-        trigger = params["trigger_purchase_event"]
-        if trigger is None:  # the deployment's default: Variable connectif_trigger_purchase_event (the demo: false)
-            trigger = bool_setting("trigger_purchase_event")
-        if trigger is None:
-            run_type = getattr(context["dag_run"], "run_type", None)
-            trigger = getattr(run_type, "value", run_type) != "backfill"  # history must not fire workflows
+        # The param, else the deployment's Variable connectif_trigger_purchase_event (the demo: false), else on
+        # except in a backfill (history must not fire workflows).
+        requested = params["trigger_purchase_event"]
+        if requested is None:
+            requested = bool_setting("trigger_purchase_event")
+        trigger = fires_workflows(requested, getattr(context["dag_run"], "run_type", None))
         common = {
             "state_url": setting("state_url"),
             "mapping": mapping_for("purchases"),

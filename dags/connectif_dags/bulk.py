@@ -25,6 +25,7 @@ from connectif_dags.alerting import (
 )
 from connectif_dags.common import (
     CONN_ID,
+    CURRENT_STATE_RUN_TYPES,
     DEFAULT_ARGS,
     IMPORTS_POOL,
     POLL_INTERVAL,
@@ -65,6 +66,7 @@ def bulk_sync_dag(
         schedule=CronTriggerTimetable(schedule, timezone="UTC"),
         catchup=False,
         max_active_runs=1,
+        allowed_run_types=CURRENT_STATE_RUN_TYPES,  # a backfill would only repeat today's sync
         default_args=DEFAULT_ARGS,
         params={"dry_run": dry_run_param(), "full_resync": full_resync_param()},
         tags=[*TAGS, obj],

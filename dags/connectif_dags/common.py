@@ -25,6 +25,11 @@ DEMO_DIR = Path(os.environ.get("CONNECTIF_DEMO_DIR") or REPO / ".demo")
 CONN_ID = "connectif_default"
 IMPORTS_POOL = "connectif_imports"
 EXPORTS_POOL = "connectif_exports"
+#: One slot: the purchases ``send`` task of one data interval at a time, scheduled runs and backfills alike.
+#: Backfills created by REST or the CLI start up to 10 runs at once whatever the DAG's ``max_active_runs``
+#: says; this pool keeps them sending one interval after the other, oldest first. Give it more slots to
+#: send several intervals at once (Admin -> Pools).
+PURCHASES_POOL = "connectif_purchases"
 #: Requests per minute the deployment's shared bucket allows (the provider's default; see the connection).
 RATE_LIMIT_PER_MINUTE = 90
 #: Seconds between import status polls (the trigger backs off while an import is queued).
@@ -50,6 +55,20 @@ DEFAULT_ARGS: dict[str, Any] = {
 }
 
 TAGS = ["connectif"]
+
+#: ``allowed_run_types`` of the DAGs that sync the ERP's *current state* (contacts, products, coupons,
+#: erasure): every run type but ``backfill``. Their runs read what the ERP holds now, whatever the run's date,
+#: so a backfill would only repeat today's sync once per past date. Airflow then refuses a backfill: the
+#: REST API answers 400 "Dag with dag_id: '...' does not allow backfill runs", `airflow backfill create`
+#: exits with that message, and the UI's Trigger dialog offers no Backfill. (Strings, so that DAG files need
+#: no private import; Airflow converts them to its ``DagRunType``.)
+CURRENT_STATE_RUN_TYPES: tuple[str, ...] = (
+    "scheduled",
+    "manual",
+    "operator_triggered",
+    "asset_triggered",
+    "asset_materialization",
+)
 
 
 def setting(name: str) -> str:

@@ -60,6 +60,17 @@ class SendCounts:
         }
 
 
+def fires_workflows(requested: bool | None, run_type: object) -> bool:
+    """Whether this run's purchases fire Connectif's purchase workflows (``triggerPurchaseEvent``).
+
+    ``requested`` is the ``trigger_purchase_event`` param; empty (``None``) means on, except in a backfill:
+    history must not send e-mails. ``run_type`` is the run's ``DagRunType`` (or its string value).
+    """
+    if requested is not None:
+        return bool(requested)
+    return str(getattr(run_type, "value", run_type)) != "backfill"
+
+
 def product_fields(payload: dict[str, Any], product_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
     """The catalogue fields of the named products, taken from the purchase's own lines."""
     wanted = set(product_ids)

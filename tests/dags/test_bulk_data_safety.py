@@ -4,7 +4,6 @@ rows that Connectif's answer does not prove (issue 12)."""
 from __future__ import annotations
 
 import json
-
 from pathlib import Path
 
 import pytest
