@@ -11,6 +11,7 @@ from connectif_dags.common import (
     TAGS,
     calls_estimate,
     dry_run_param,
+    new_summary,
     publish_summary,
     setting,
 )
@@ -37,6 +38,15 @@ after** Connectif confirmed, so a run that stops half-way resumes with exactly w
 **Params** — `dry_run`: list how many contacts would be deleted and the API requests it takes; delete
 nothing, write nothing.
 """
+
+def _reasons(invalid: list[dict[str, Any]]) -> dict[str, int]:
+    """``{"field: reason": n}`` of the requests set aside, as the sync library counts its rejects."""
+    out: dict[str, int] = {}
+    for r in invalid:
+        label = f"{r['field']}: {r['reason']}"
+        out[label] = out.get(label, 0) + 1
+    return out
+
 
 with DAG(
     dag_id="connectif_contact_erasure",
@@ -106,6 +116,7 @@ with DAG(
                 store.finish_run(run_id, files=[], high_water=None, report={"deleted": deleted, "absent": absent})
             return {
                 "dry_run": False,
+                "library_run_id": run_id,
                 "pending": len(pending),
                 "to_delete": len(todo),
                 "deleted": deleted,
@@ -116,25 +127,32 @@ with DAG(
             engine.dispose()
 
     @task
-    def report(erased: dict[str, Any]) -> dict[str, Any]:
+    def report(erased: dict[str, Any]) -> None:
         """Publish the run summary."""
+        from connectif_sync.contract import RunState, SyncObject
+
         invalid = erased["invalid"]
         notes = [f"request {r['source_ref']}: {r['reason']} ({r['value']!r}), left pending" for r in invalid[:10]]
         if erased.get("absent"):
             notes.append(f"{erased['absent']} emails were not in Connectif (counted as done)")
-        summary = {
-            "object": "contact_erasure",
-            "dry_run": erased["dry_run"],
-            "pending": erased["pending"],
-            "to_delete": erased["to_delete"],
-            "sent": erased.get("deleted", 0) + erased.get("absent", 0),
-            "deleted": erased.get("deleted", 0),
-            "absent": erased.get("absent", 0),
-            "rejected": len(invalid),
-            "imports": 0,
-            "api_requests": calls_estimate(erased["to_delete"]),
-            "notes": notes,
-        }
-        return publish_summary(get_current_context(), summary)
+        estimate = calls_estimate(erased["to_delete"])
+        summary = new_summary(
+            get_current_context(),
+            SyncObject.CONTACT_ERASURE,
+            dry_run=erased["dry_run"],
+            state=RunState.PLANNED if erased["dry_run"] else RunState.SUCCESS,
+            library_run_id=erased.get("library_run_id"),
+            to_send=erased["to_delete"],
+            sent=erased.get("deleted", 0) + erased.get("absent", 0),
+            deleted=erased.get("deleted", 0),
+            invalid=len(invalid),
+            rejected=len(invalid),
+            rejected_by_reason=_reasons(invalid),
+            api_requests=estimate if erased["dry_run"] else erased["to_delete"],
+            plan=estimate if erased["dry_run"] else None,
+            notes=notes,
+            extra={"pending": erased["pending"], "to_delete": erased["to_delete"], "absent": erased.get("absent", 0)},
+        )
+        publish_summary(get_current_context(), summary)
 
     report(erase())

@@ -14,6 +14,7 @@ from connectif_dags.common import (
     dry_run_param,
     full_resync_param,
     mapping_for,
+    new_summary,
     publish_summary,
     run_window,
     setting,
@@ -112,8 +113,10 @@ with DAG(
         }
 
     @task
-    def report(sent: dict[str, Any]) -> dict[str, Any]:
+    def report(sent: dict[str, Any]) -> None:
         """Publish the run summary."""
+        from connectif_sync.contract import RunState, SyncObject
+
         rep = sent["report"]
         counts = sent.get("counts") or {}
         notes = [f"{reason}: {n}" for reason, n in sorted(rep.get("rejected_by_reason", {}).items())]
@@ -126,24 +129,34 @@ with DAG(
                 f"{counts.get('products_upserted', 0)} products (E0102)"
             )
         to_send = rep.get("sent", 0)
-        summary = {
-            "object": "purchases",
-            "dry_run": sent["dry_run"],
-            "window": sent["window"],
-            "trigger_purchase_event": sent["trigger_purchase_event"],
-            "extracted_lines": rep.get("extracted", 0),
-            "to_send": to_send,
-            "sent": counts.get("confirmed", 0),
-            "already_in_connectif": counts.get("duplicate", 0),
-            "unchanged": rep.get("unchanged", 0),
-            "rejected": rep.get("invalid", 0) + rep.get("duplicate", 0),
-            "kept": counts.get("kept", 0),
-            "contacts_upserted": counts.get("contacts_upserted", 0),
-            "products_upserted": counts.get("products_upserted", 0),
-            "imports": 0,
-            "api_requests": counts.get("api_requests") if not sent["dry_run"] else calls_estimate(to_send),
-            "notes": notes,
-        }
-        return publish_summary(get_current_context(), summary)
+        context = get_current_context()
+        summary = new_summary(
+            context,
+            SyncObject.PURCHASES,
+            dry_run=sent["dry_run"],
+            state=RunState.PLANNED if sent["dry_run"] else RunState.SUCCESS,
+            library_run_id=rep.get("run_id"),
+            extracted=rep.get("extracted", 0),
+            to_send=to_send,
+            sent=counts.get("confirmed", 0),
+            unchanged=rep.get("unchanged", 0),
+            invalid=rep.get("invalid", 0),
+            duplicate=rep.get("duplicate", 0),
+            rejected=rep.get("invalid", 0) + rep.get("duplicate", 0),
+            rejected_by_reason=dict(rep.get("rejected_by_reason") or {}),
+            api_requests=counts.get("api_requests") if not sent["dry_run"] else calls_estimate(to_send),
+            plan=calls_estimate(to_send) if sent["dry_run"] else None,
+            notes=notes,
+            extra={
+                "window": sent["window"],
+                "trigger_purchase_event": sent["trigger_purchase_event"],
+                "extracted_lines": rep.get("extracted", 0),
+                "already_in_connectif": counts.get("duplicate", 0),
+                "kept": counts.get("kept", 0),
+                "contacts_upserted": counts.get("contacts_upserted", 0),
+                "products_upserted": counts.get("products_upserted", 0),
+            },
+        )
+        publish_summary(context, summary)
 
     report(send())

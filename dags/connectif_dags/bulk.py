@@ -9,8 +9,6 @@ publishes the run summary and, when every import succeeded, the object's Asset.
 
 from __future__ import annotations
 
-from typing import Any
-
 from airflow.sdk import DAG, Asset, CronTriggerTimetable, TriggerRule, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
@@ -20,17 +18,20 @@ from connectif_dags.common import (
     IMPORTS_POOL,
     POLL_INTERVAL,
     TAGS,
+    asset_extra,
     dry_run_param,
     full_resync_param,
     import_summaries,
     log,
     mapping_for,
+    new_summary,
     publish_summary,
     remove_run_dir,
     run_dir,
     setting,
 )
 from connectif_provider.operators.connectif import ConnectifImportOperator
+from connectif_sync.contract import ImportOutcome, RunState, RunSummary, SyncObject
 
 
 def bulk_sync_dag(obj: str, *, schedule: str, doc_md: str, description: str) -> DAG:
@@ -89,65 +90,59 @@ def bulk_sync_dag(obj: str, *, schedule: str, doc_md: str, description: str) -> 
         ).expand(file_path=extracted)
 
         @task(trigger_rule=TriggerRule.ALL_DONE)
-        def report(files: list[str]) -> Any:
+        def report(files: list[str]) -> None:
             """Commit what Connectif confirmed, publish the summary; fail if an import did not finish."""
             from connectif_sync.state import StateStore
 
             context = get_current_context()
             ti = context["ti"]
             extracted = ti.xcom_pull(task_ids="extract", key="report")
-            extract_report, deleted_keys, dry_run = extracted["report"], extracted["deleted_keys"], extracted["dry_run"]
-            summaries = import_summaries(ti, "import_file", len(files))
-            confirmed = failed_rows = 0
-            rejected_reasons: dict[str, int] = {}
+            rep, deleted_keys, dry_run = extracted["report"], extracted["deleted_keys"], extracted["dry_run"]
+            results = import_summaries(ti, "import_file", len(files))
+            summary = new_summary(
+                context,
+                SyncObject(obj),
+                dry_run=dry_run,
+                mode=rep.get("mode"),
+                library_run_id=rep.get("run_id"),
+                api_requests=rep.get("api_requests"),
+                plan=rep.get("api_requests") if dry_run else None,
+                rejected_by_reason=dict(rep.get("rejected_by_reason") or {}),
+                **{k: int(rep.get(k) or 0) for k in ("extracted", "new", "changed", "unchanged", "deleted")},
+                **{k: int(rep.get(k) or 0) for k in ("invalid", "duplicate", "suppressed", "files", "bytes")},
+                to_send=int(rep.get("sent") or 0),
+            )
             if not dry_run:
                 with StateStore(setting("state_url")) as store:
-                    for s in summaries:
+                    for s in results:
                         outcome = store.confirm_import(s)
-                        confirmed += outcome["confirmed"]
-                        failed_rows += outcome["failed"]
+                        summary.sent += outcome["confirmed"]
+                        summary.rejected_by_connectif += outcome["failed"]
+                        summary.add_import(ImportOutcome.from_operator(s))
                         for row in s.get("rejected_rows") or []:
                             reason = f"Connectif: {row.get('field') or ''} {row.get('error') or ''}".strip()
-                            rejected_reasons[reason] = rejected_reasons.get(reason, 0) + 1
-            rep = extract_report
-            unfinished = len(files) - len(summaries)
-            notes = [f"{reason}: {n}" for reason, n in sorted(rep.get("rejected_by_reason", {}).items())]
-            notes += [f"{reason}: {n}" for reason, n in sorted(rejected_reasons.items())]
-            if rep.get("deleted"):
-                notes.append(
-                    f"{rep['deleted']} keys confirmed earlier are gone from the source, e.g. {deleted_keys[:5]}"
+                            summary.rejected_by_reason[reason] = summary.rejected_by_reason.get(reason, 0) + 1
+                spent = [i.get("api_requests") for i in results]
+                if len(results) == len(files) and all(isinstance(n, int) for n in spent):
+                    summary.api_requests = sum(int(n) for n in spent if n is not None)
+            summary.rejected = (
+                summary.invalid + summary.duplicate + int(rep.get("oversize") or 0) + summary.suppressed
+                + summary.rejected_by_connectif
+            )  # fmt: skip
+            unfinished = len(files) - len(results)
+            summary.notes = [f"{reason}: {n}" for reason, n in sorted(summary.rejected_by_reason.items())]
+            if summary.deleted:
+                summary.notes.append(
+                    f"{summary.deleted} keys confirmed earlier are gone from the source, e.g. {deleted_keys[:5]}"
                 )
             if unfinished:
-                notes.append(f"{unfinished} of {len(files)} imports did not finish; their rows go again next run")
-            summary = publish_summary(
-                context,
-                {
-                    "object": obj,
-                    "dry_run": dry_run,
-                    "mode": rep.get("mode"),
-                    "extracted": rep.get("extracted", 0),
-                    "new": rep.get("new", 0),
-                    "changed": rep.get("changed", 0),
-                    "unchanged": rep.get("unchanged", 0),
-                    "deleted": rep.get("deleted", 0),
-                    "invalid": rep.get("invalid", 0),
-                    "duplicate": rep.get("duplicate", 0),
-                    "suppressed": rep.get("suppressed", 0),
-                    "files": rep.get("files", 0),
-                    "bytes": rep.get("bytes", 0),
-                    "to_send": rep.get("sent", 0),
-                    "sent": confirmed,
-                    "rejected": rep.get("invalid", 0)
-                    + rep.get("duplicate", 0)
-                    + rep.get("oversize", 0)
-                    + rep.get("suppressed", 0)
-                    + failed_rows,
-                    "rejected_by_connectif": failed_rows,
-                    "imports": len(summaries),
-                    "api_requests": rep.get("api_requests"),
-                    "notes": notes,
-                },
-            )
+                summary.state = RunState.INCOMPLETE
+                summary.notes.append(
+                    f"{unfinished} of {len(files)} imports did not finish; their rows go again next run"
+                )
+            elif dry_run:
+                summary.state = RunState.PLANNED
+            publish_summary(context, summary)
             if unfinished:
                 raise AirflowFailException(
                     f"{unfinished} of {len(files)} {obj} imports did not finish (see the failed import_file "
@@ -155,15 +150,17 @@ def bulk_sync_dag(obj: str, *, schedule: str, doc_md: str, description: str) -> 
                 )
             if not dry_run:
                 remove_run_dir(context)
-            return summary
 
         @task(outlets=[asset])
-        def publish(summary: dict[str, Any]) -> None:
-            """Announce the Asset (downstream DAGs may be scheduled on it); a dry run changed nothing."""
-            if summary.get("dry_run"):
+        def publish() -> None:
+            """Announce the Asset with the run's counts as its event's ``extra``; a dry run changed nothing."""
+            context = get_current_context()
+            data = context["ti"].xcom_pull(task_ids="report", key="summary") or {}
+            if data.get("dry_run"):
                 raise AirflowSkipException("dry run: Connectif was not changed, no Asset event")
+            context["outlet_events"][asset].extra = asset_extra(RunSummary.from_dict(data))
 
         reported = report(extracted)
         imports >> reported
-        publish(reported)
+        reported >> publish()
     return dag

@@ -24,6 +24,7 @@ from connectif_provider.exceptions import (
     ConnectifTimeoutError,
 )
 from connectif_provider.hooks.connectif import ConnectifHook
+from connectif_provider.links import ConnectifRunTabLink
 from connectif_provider.models import (
     MAX_EXPORT_RANGE_DAYS,
     MAX_QUEUED_EXPORTS,
@@ -67,8 +68,24 @@ def _fingerprint(path: str) -> dict[str, int] | None:
     return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def import_summary(resource: dict[str, Any], rejected_rows: list[dict[str, Any]], file_path: str) -> dict[str, Any]:
-    """The operator's XCom: what the sync library needs to commit confirmed rows and keep failed ones."""
+def _import_duration(resource: dict[str, Any]) -> float | None:
+    """Seconds Connectif took from starting (else creating) the import to finishing it, when it says."""
+    end = resource.get("finishedAt") or resource.get("cancelledAt")
+    start = resource.get("startedAt") or resource.get("createdAt")
+    if not end or not start:
+        return None
+    try:
+        parsed = [datetime.fromisoformat(str(v).replace("Z", "+00:00")) for v in (start, end)]
+        return round((parsed[1] - parsed[0]).total_seconds(), 3)
+    except (TypeError, ValueError):
+        return None
+
+
+def import_summary(
+    resource: dict[str, Any], rejected_rows: list[dict[str, Any]], file_path: str, *, api_requests: int | None = None
+) -> dict[str, Any]:
+    """The operator's XCom: what the sync library needs to commit confirmed rows and keep failed ones, plus
+    what the monitoring pages show (``duration_s``, ``api_requests`` this import spent when known)."""
     return {
         "import_id": str(resource.get("id")),
         "status": str(resource.get("status")),
@@ -77,6 +94,8 @@ def import_summary(resource: dict[str, Any], rejected_rows: list[dict[str, Any]]
         "errors": int(resource.get("errors") or 0),
         "rejected_rows": rejected_rows,
         "file_path": file_path,
+        "duration_s": _import_duration(resource),
+        "api_requests": api_requests,
     }
 
 
@@ -220,10 +239,12 @@ class _ConnectifQueuedWorkOperator(BaseOperator):
         and grows by ``QUEUED_BACKOFF_FACTOR`` (up to ``max_interval``) while it only waits in the queue.
         """
         interval = self.poll_interval
+        rounds = 0
         while True:
             poll = check()
+            rounds += 1
             if poll.event is not None:
-                return poll.event
+                return {**poll.event, "poll_rounds": rounds}
             if time.time() >= deadline:
                 return poll.timeout_event
             if poll.running:
@@ -241,7 +262,7 @@ class ConnectifImportOperator(_ConnectifQueuedWorkOperator):
     to its import instead of uploading the file again. A full import queue (E0401) is waited out in the
     triggerer. On completion the error report is downloaded and the task returns (and pushes to XCom)
     ``{"import_id", "status", "total", "success", "errors", "rejected_rows": [{"line", "field", "error"}],
-    "file_path"}``, ``line`` being the 1-based data row of the file.
+    "file_path", "duration_s", "api_requests"}``, ``line`` being the 1-based data row of the file.
 
     :param file_path: the CSV to upload (templated; map it over the chunk files of a sync).
     :param import_type: ``contacts``, ``products`` or ``coupons``.
@@ -258,6 +279,7 @@ class ConnectifImportOperator(_ConnectifQueuedWorkOperator):
     """
 
     template_fields: Sequence[str] = ("file_path", "import_type", "coupon_set_id", "delimiter")
+    operator_extra_links = (ConnectifRunTabLink(),)
     ui_color = "#d9ecff"
     state_key = "connectif_import"
 
@@ -308,7 +330,9 @@ class ConnectifImportOperator(_ConnectifQueuedWorkOperator):
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resumed when the trigger fired: summarise, or fail clearly."""
         self._raise_unless_success(event)
-        return self._complete(context, event["imports"][0])
+        # upload + the trigger's status polls (+ the error report, counted in _complete)
+        rounds = event.get("poll_rounds")
+        return self._complete(context, event["imports"][0], requests=None if rounds is None else 1 + int(rounds))
 
     # -- steps --------------------------------------------------------------------------------------------
     def _run(self, context: Context, deadline: float) -> Any:
@@ -388,7 +412,7 @@ class ConnectifImportOperator(_ConnectifQueuedWorkOperator):
 
         return self._wait_sync(check, deadline, max_interval)
 
-    def _complete(self, context: Context, resource: dict[str, Any]) -> dict[str, Any]:
+    def _complete(self, context: Context, resource: dict[str, Any], requests: int | None = None) -> dict[str, Any]:
         hook = self.hook
         errors = int(resource.get("errors") or 0)
         rejected: list[dict[str, Any]] = []
@@ -401,7 +425,9 @@ class ConnectifImportOperator(_ConnectifQueuedWorkOperator):
             if len(rejected) != errors:
                 self.log.warning("Import %s reports %d errors, its report lists %d", resource.get("id"), errors,
                                  len(rejected))
-        summary = import_summary(resource, rejected, str(self.file_path))
+        if requests is not None and errors and resource.get("errorReportFileUrl"):
+            requests += 1
+        summary = import_summary(resource, rejected, str(self.file_path), api_requests=requests)
         self.log.info(
             "Import %s finished: %d of %d rows imported, %d rejected",
             summary["import_id"], summary["success"], summary["total"], summary["errors"],
