@@ -153,10 +153,13 @@ def test_full_queue_defers_until_a_slot_frees() -> None:
 
 
 def test_complete_downloads_error_report() -> None:
-    done = _imp("finished", success=2, errors=2, errorReportFileUrl="https://x/report.csv")
+    done = _imp(
+        "finished", success=2, errors=2, errorReportFileUrl="https://x/report.csv",
+        startedAt="2026-01-01T10:00:00Z", finishedAt="2026-01-01T10:01:30.500Z",
+    )  # fmt: skip
     report = [{"line": 1, "field": "_email", "error": "invalid"}, {"line": 3, "field": "_points", "error": "nan"}]
     with mock.patch(f"{HOOK}.download_error_report", return_value=report) as download:
-        summary = _op().execute_complete({}, {"status": "success", "imports": [done]})
+        summary = _op().execute_complete({}, {"status": "success", "imports": [done], "poll_rounds": 3})
     download.assert_called_once_with("https://x/report.csv", import_id="i1")
     assert summary == {
         "import_id": "i1",
@@ -166,6 +169,8 @@ def test_complete_downloads_error_report() -> None:
         "errors": 2,
         "rejected_rows": report,
         "file_path": "/data/chunk-0001.csv",
+        "duration_s": 90.5,  # startedAt -> finishedAt
+        "api_requests": 5,  # upload + 3 status polls + the error report
     }
 
 
