@@ -271,27 +271,28 @@ def account_status(conn_id: str = CONN_ID) -> AccountStatus:
     except Exception as exc:
         status.error = f"connection {conn_id!r}: {exc}"
         return status
-    limiter = settings.limiter()
-    status.limit_per_window, status.window_seconds = limiter.limit, limiter.window
-    try:
-        status.usage = [(u.minute, u.requests, u.limited) for u in limiter.usage(60)]
-    except Exception as exc:
-        status.error = f"rate-limit bucket {settings.rate_limit_backend.split('@')[-1]}: {exc}"
     with _account_lock:
         cached = _account_cache.get(conn_id)
         fresh = cached is not None and time.monotonic() - cached[0] < ACCOUNT_CACHE_SECONDS
     if cached is not None and fresh:
         prev = cached[1]
-        status.queued, status.in_progress, status.checked_at = prev.queued, prev.in_progress, prev.checked_at
-        status.error = status.error or prev.error
-        return status
+        status.queued, status.in_progress, status.checked_at, status.error = (
+            prev.queued, prev.in_progress, prev.checked_at, prev.error
+        )  # fmt: skip
+    else:
+        try:
+            status.queued, status.in_progress = _import_queue(settings, conn_id)
+            status.checked_at = datetime.now(UTC)
+        except Exception as exc:
+            status.error = f"import queue: {exc}"
+        with _account_lock:
+            _account_cache[conn_id] = (time.monotonic(), status)
+    limiter = settings.limiter()  # read after the queue request, so the chart includes it
+    status.limit_per_window, status.window_seconds = limiter.limit, limiter.window
     try:
-        status.queued, status.in_progress = _import_queue(settings, conn_id)
-        status.checked_at = datetime.now(UTC)
+        status.usage = [(u.minute, u.requests, u.limited) for u in limiter.usage(60)]
     except Exception as exc:
-        status.error = f"import queue: {exc}"
-    with _account_lock:
-        _account_cache[conn_id] = (time.monotonic(), status)
+        status.error = f"rate-limit bucket {settings.rate_limit_backend.split('@')[-1]}: {exc}"
     return status
 
 
