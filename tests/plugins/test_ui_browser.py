@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -129,8 +128,8 @@ def test_connectif_page_and_run_tab_show_the_runs_summary(deployment: Deployment
     page.get_by_label("Username").fill("admin")
     page.get_by_label("Password").fill(airflow.admin_password())
     page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(re.compile(r".*/(home)?$"))
-    page.get_by_role("link", name="Connectif").first.click()
+    page.wait_for_url(lambda u: "/auth/login" not in u, timeout=120_000)
+    page.locator("a[href$='plugin/connectif']").first.click()  # the "Connectif" entry of the navigation
     page.wait_for_url("**/plugin/connectif")
     frame = page.frame_locator("iframe")
     card = frame.locator("section[data-object='contacts']")
