@@ -151,7 +151,9 @@ async def test_queue_slot_trigger(sleeps: list[float]) -> None:
     trigger = ConnectifQueueSlotTrigger(kind="imports", connectif_conn_id="c", poll_interval=1)
     with mock.patch(f"{MODULE}.ConnectifHook.acount_active_imports", mock.AsyncMock(side_effect=[10, 10, 9])):
         events = await _collect(trigger)
-    assert [{k: v for k, v in ev.items() if k != "poll_rounds"} for ev in events] == [{"status": "success", "active": 9}]
+    assert [{k: v for k, v in ev.items() if k != "poll_rounds"} for ev in events] == [
+        {"status": "success", "active": 9}
+    ]
     assert sleeps == [1, 1, 1.5]
 
 
