@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from demo.airflow_api import AirflowClient
 from demo.processes import marked_processes, sweep
 from demo.standalone import REPO, AirflowStandalone
 from emulator.testing import RunningEmulator
@@ -106,7 +107,9 @@ def _int(text: str) -> int:
 
 def test_connectif_page_and_run_tab_show_the_runs_summary(deployment: Deployment, page: Any) -> None:
     airflow = deployment.airflow
-    with airflow.client() as client:
+    # A long client timeout: the API server stalls for 20-60 s when the first task starts on this loaded
+    # shared machine (also without the plugin); the default 30 s makes the test flaky, not stricter.
+    with AirflowClient(airflow.url, "admin", airflow.admin_password(), timeout=180) as client:
         airflow.wait_for_dags(client, [DAG_ID], timeout=180)
         client.set_paused(DAG_ID, False)
         run = client.trigger(DAG_ID, conf={})
