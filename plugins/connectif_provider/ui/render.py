@@ -124,7 +124,9 @@ def runs_chart(runs: Sequence[Any], *, width: int = 340, row_h: int = 26) -> str
     return "".join(parts)
 
 
-def usage_chart(usage: Sequence[tuple[int, int, int]], limit: int | None, *, width: int = 520, height: int = 90) -> str:
+def usage_chart(
+    usage: Sequence[tuple[int, int, int]], limit: int | None, *, width: int = 960, height: int = 110
+) -> str:
     """Requests per minute over the last hour (bars), 429 answers (red marks), and the budget (dashed line)."""
     if not usage:
         return "<p class=muted>No bucket data.</p>"
@@ -148,9 +150,9 @@ def usage_chart(usage: Sequence[tuple[int, int, int]], limit: int | None, *, wid
         y = 4 + plot_h - plot_h * limit / top
         parts.append(
             f"<line x1='{left}' x2='{width}' y1='{y:.1f}' y2='{y:.1f}' stroke='var(--warn)' stroke-dasharray='4 3'/>"
-            f"<text x='{width - 120}' y='{y - 3:.1f}'>budget {limit}/window</text>"
+            f"<text x='{width - 130}' y='{y + 13:.1f}'>budget {limit} per window</text>"
         )
-    parts.append(f"<text x='{left}' y='{height - 2}'>60 min ago</text>")
+    parts.append(f"<text x='{left}' y='{height - 2}'>{len(usage)} min ago</text>")
     parts.append(f"<text x='{width - 30}' y='{height - 2}'>now</text></svg>")
     return "".join(parts)
 
