@@ -329,6 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_summaries(results)
         say()
         say(f"Airflow UI:  {airflow.url}   user: admin   password: {airflow.admin_password()}")
+        say(f"Monitoring:  {airflow.url}/plugin/connectif (the Connectif page; each run has a Connectif sync tab)")
         say(f"Emulator:    {emu_url}   (read back what Connectif holds: {emu_url}/_emulator/contacts)")
         say("Data:        .demo/erp.sqlite (ERP), .demo/state.sqlite (sync state, rejected rows),")
         say("             .demo/warehouse.sqlite (exports), logs in .demo/logs and .demo/airflow/logs")
