@@ -356,3 +356,16 @@ def test_non_deferrable_import_times_out_with_the_last_status() -> None:
         pytest.raises(ConnectifTimeoutError, match="still queued"),
     ):
         op.execute({"task_state_store": DictStore()})
+
+
+def test_import_task_links_to_its_runs_connectif_tab() -> None:
+    from types import SimpleNamespace
+
+    from connectif_provider.links import ConnectifRunTabLink
+
+    links = [link for link in ConnectifImportOperator.operator_extra_links if isinstance(link, ConnectifRunTabLink)]
+    assert len(links) == 1 and links[0].name == "Connectif sync"
+    key = SimpleNamespace(dag_id="connectif_contacts", run_id="manual__2026-01-01T00:00:00+00:00")
+    assert links[0].get_link(_op(), ti_key=key).endswith(
+        "/dags/connectif_contacts/runs/manual__2026-01-01T00%3A00%3A00%2B00%3A00/plugin/connectif-sync"
+    )
