@@ -194,10 +194,18 @@ def run_tab(request: Request, dag_id: str, run_id: str) -> HTMLResponse:
         return HTMLResponse(page("Connectif sync", body, base=base))
     summary = data.store().run_summary(dag_id, run_id)
     if summary is None:
-        body = (
-            f"<h1>{e(dag_id)} · {e(run_id)}</h1><p>This run has not reported yet (its <code>report</code> task "
-            "writes the summary when it ends). Reload the tab once it ran.</p>"
-        )
+        state = data.dag_run_state(dag_id, run_id)
+        if state == "failed":
+            text = (
+                "This run failed before its <code>report</code> task could record a summary: see its failed tasks "
+                "in the grid. Rows it did not send go again with the next run."
+            )
+        else:
+            text = (
+                "This run has not reported yet (its <code>report</code> task writes the summary when it ends). "
+                "Reload the tab once it ran."
+            )
+        body = f"<h1>{e(dag_id)} · {e(run_id)} {state_badge(state)}</h1><p>{text}</p>"
         return HTMLResponse(page("Connectif sync", body, base=base))
     return HTMLResponse(page(f"{dag_id} {run_id}", _run_body(base, summary), base=base))
 

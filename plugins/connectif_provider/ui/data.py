@@ -200,6 +200,17 @@ def dag_statuses(dag_ids: list[str]) -> dict[str, DagStatus]:
     return out
 
 
+def dag_run_state(dag_id: str, run_id: str) -> str | None:
+    """The Airflow state of one DAG run, or None when there is no such run."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        state = session.scalar(select(DagRun.state).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
+    return None if state is None else str(getattr(state, "value", state))
+
+
 # -------------------------------------------------------------------------------------------- account
 
 
