@@ -60,15 +60,6 @@ class RunState(StrEnum):
     FAILED = "failed"  # the run failed before it could report counts
 
 
-class ImportState(StrEnum):
-    """Final status of one Connectif import, as the import resource reports it."""
-
-    FINISHED = "finished"
-    ERROR = "error"
-    CANCELLED = "cancelled"
-    UNFINISHED = "unfinished"  # the task ended without a final status (timeout, failure)
-
-
 @dataclass
 class ImportOutcome:
     """One import of a run: what Connectif said about it, and the first rows it rejected."""
