@@ -15,6 +15,8 @@ help:
 	@echo "make bench-emulator - upload/import speed and requests/s of the emulator (figures in bench/README.md)"
 	@echo "make bench-provider - requests per import while waiting; shared rate-limit bucket from 4 processes"
 	@echo "make bench-sync     - sync library vs naive pandas and sqlite3 -csv on 1M/3M contacts (figures in bench/README.md)"
+	@echo "make bench-ui       - monitoring pages' answer times with 1M rejected rows and 1,000 runs (PostgreSQL)"
+	@echo "make screenshots    - the monitoring pages in a real browser on a real Airflow; PNGs into docs/"
 	@echo "make lint      - ruff;  make typecheck - mypy on plugins/, include/, emulator/, sample_erp/, deploy/ and demo/"
 	@echo "make compose-check    - validate docker-compose.yaml (compose parser + what it names), no Docker needed"
 	@echo "make test-distributed - the compose topology without Docker: Celery workers, triggerer restart, emulator"
@@ -76,6 +78,17 @@ bench-sync: install
 	  if [ "$$(id -u)" != 0 ]; then echo "bench-sync: run as root to apt-get install sqlite3"; exit 1; fi; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=300 sqlite3; }
 	$(BIN)/python bench/sync_bench.py
+
+# The monitoring pages (UI plugin) with 1,000,000 rejected rows and 1,000 runs on the embedded PostgreSQL.
+.PHONY: bench-ui
+bench-ui: install
+	$(BIN)/python bench/ui_bench.py
+
+# The README's screenshots of the monitoring pages: the real-browser test (airflow standalone, emulator,
+# chromium) run with CONNECTIF_SCREENSHOTS=docs.
+.PHONY: screenshots
+screenshots: install system-deps
+	CONNECTIF_SCREENSHOTS=$(CURDIR)/docs $(BIN)/pytest -q -p no:cacheprovider tests/plugins/test_ui_browser.py
 
 # ---- deployment: Debian packages the tests need, the compose file check, the no-Docker distributed run ----
 .PHONY: system-deps compose-check test-distributed

@@ -20,6 +20,7 @@ from connectif_dags.common import (
     TAGS,
     calls_estimate,
     dry_run_param,
+    new_summary,
     publish_summary,
     setting,
     upstream_result,
@@ -53,6 +54,15 @@ nothing, write nothing.
 **No backfills**: a run processes every erasure request still open, whatever its date, so Airflow refuses
 a backfill. Trigger a run instead.
 """
+
+def _reasons(invalid: list[dict[str, Any]]) -> dict[str, int]:
+    """``{"field: reason": n}`` of the requests set aside, as the sync library counts its rejects."""
+    out: dict[str, int] = {}
+    for r in invalid:
+        label = f"{r['field']}: {r['reason']}"
+        out[label] = out.get(label, 0) + 1
+    return out
+
 
 with DAG(
     dag_id="connectif_contact_erasure",
@@ -136,6 +146,7 @@ with DAG(
                 store.finish_run(run_id, files=[], high_water=None, report=report)
             return {
                 "dry_run": False,
+                "library_run_id": run_id,
                 "pending": len(pending),
                 "to_delete": len(todo),
                 "deleted": counts.deleted,
@@ -148,11 +159,12 @@ with DAG(
             engine.dispose()
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
-    def report() -> dict[str, Any]:
+    def report() -> None:
         """Publish the run summary (also when ``erase`` failed: then it says so, and fails; or was held back)."""
-        held = publish_if_held(get_current_context(), "contact_erasure")
-        if held is not None:
-            return held
+        from connectif_sync.contract import RunState, SyncObject
+
+        if publish_if_held(get_current_context(), "contact_erasure") is not None:
+            return
         erased = upstream_result(get_current_context(), "contact_erasure", "erase")
         invalid = erased["invalid"]
         notes = [f"request {r['source_ref']}: {r['reason']} ({r['value']!r}), left pending" for r in invalid[:10]]
@@ -164,24 +176,29 @@ with DAG(
             notes.append(
                 f"{erased['deleted_by_earlier_try']} contacts deleted by an earlier try (404 now) counted as deleted"
             )
-        summary = {
-            "object": "contact_erasure",
-            "dry_run": erased["dry_run"],
-            "pending": erased["pending"],
-            "to_delete": erased["to_delete"],
-            "sent": erased.get("deleted", 0) + erased.get("absent", 0),
-            "deleted": erased.get("deleted", 0),
-            "absent": erased.get("absent", 0),
-            "rejected": len(invalid),
-            "imports": 0,
-            "api_requests": calls_estimate(erased["to_delete"]),
-            "notes": notes,
-        }
+        estimate = calls_estimate(erased["to_delete"])
+        summary = new_summary(
+            get_current_context(),
+            SyncObject.CONTACT_ERASURE,
+            dry_run=erased["dry_run"],
+            state=RunState.PLANNED if erased["dry_run"] else RunState.SUCCESS,
+            library_run_id=erased.get("library_run_id"),
+            to_send=erased["to_delete"],
+            sent=erased.get("deleted", 0) + erased.get("absent", 0),
+            deleted=erased.get("deleted", 0),
+            invalid=len(invalid),
+            rejected=len(invalid),
+            rejected_by_reason=_reasons(invalid),
+            api_requests=estimate if erased["dry_run"] else erased["to_delete"],
+            plan=estimate if erased["dry_run"] else None,
+            notes=notes,
+            extra={"pending": erased["pending"], "to_delete": erased["to_delete"], "absent": erased.get("absent", 0)},
+        )
+        publish_summary(get_current_context(), summary)
         if not erased["dry_run"]:
             from connectif_provider import metrics
 
-            metrics.rows("erasure", sent=summary["sent"], rejected=summary["rejected"])
-        return publish_summary(get_current_context(), summary)
+            metrics.rows("erasure", sent=summary.sent, rejected=summary.rejected)
 
     approval = GuardrailApprovalOperator(verdict_task_id="check", default_timeout=timedelta(hours=12))
     check() >> approval >> erase() >> report()

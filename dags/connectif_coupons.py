@@ -16,6 +16,7 @@ from connectif_dags.common import (
     TAGS,
     dry_run_param,
     import_summaries,
+    new_summary,
     publish_summary,
     remove_run_dir,
     run_dir,
@@ -162,7 +163,7 @@ with DAG(
     ).expand_kwargs(planned)
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
-    def report() -> dict[str, Any]:
+    def report() -> None:
         """Mark the codes Connectif confirmed as used in the ERP, and publish the summary (always, even when
         a task before failed)."""
         import csv
@@ -170,6 +171,7 @@ with DAG(
         import sqlalchemy as sa
         from airflow.sdk.exceptions import AirflowFailException
 
+        from connectif_sync.contract import ImportOutcome, RunState, SyncObject
         from connectif_sync.coupons import mark_codes_used
         from connectif_sync.state import StateStore
 
@@ -211,22 +213,29 @@ with DAG(
                         ]
             finally:
                 engine.dispose()
-        summary = publish_summary(
+        summary = new_summary(
             context,
-            {
-                "object": "coupons",
-                "dry_run": info["dry_run"],
-                "sets_refilled": len(info["needs"]),
-                "to_send": rep.get("sent", 0),
-                "sent": sum(used.values()),
-                "marked_used": used,
-                "unchanged": rep.get("unchanged", 0),
-                "rejected": rep.get("invalid", 0) + rep.get("duplicate", 0) + connectif_rejected,
-                "imports": len(summaries),
-                "api_requests": rep.get("api_requests"),
-                "notes": notes,
-            },
+            SyncObject.COUPONS,
+            dry_run=info["dry_run"],
+            state=RunState.PLANNED if info["dry_run"] else RunState.SUCCESS,
+            library_run_id=rep.get("run_id"),
+            to_send=rep.get("sent", 0),
+            sent=sum(used.values()),
+            unchanged=rep.get("unchanged", 0),
+            invalid=rep.get("invalid", 0),
+            duplicate=rep.get("duplicate", 0),
+            rejected=rep.get("invalid", 0) + rep.get("duplicate", 0) + connectif_rejected,
+            rejected_by_connectif=connectif_rejected,
+            rejected_by_reason=dict(rep.get("rejected_by_reason") or {}),
+            api_requests=rep.get("api_requests"),
+            plan=rep.get("api_requests") if info["dry_run"] else None,
+            import_outcomes=[ImportOutcome.from_operator(s) for s in summaries],
+            notes=notes,
+            extra={"sets_refilled": len(info["needs"]), "marked_used": used},
         )
+        if unconfirmed or len(summaries) < len(files):
+            summary.state = RunState.INCOMPLETE
+        publish_summary(context, summary)
         if unconfirmed:
             raise AirflowFailException(
                 f"{unconfirmed} coupon imports finished without a complete error report: their codes stay unused "
@@ -239,7 +248,6 @@ with DAG(
             )
         if not info["dry_run"]:
             remove_run_dir(context)
-        return summary
 
     reported = report()
     [planned, imports] >> reported

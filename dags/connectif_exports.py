@@ -14,6 +14,7 @@ from connectif_dags.common import (
     POLL_INTERVAL,
     TAGS,
     dry_run_param,
+    new_summary,
     publish_summary,
     remove_run_dir,
     run_dir,
@@ -101,23 +102,29 @@ with DAG(
     )
 
     @task(trigger_rule=TriggerRule.NONE_FAILED)
-    def report(planned: dict[str, Any]) -> dict[str, Any]:
+    def report(planned: dict[str, Any]) -> None:
         """Load the downloaded files into the warehouse (replacing the window) and publish the summary."""
+        from connectif_sync.contract import RunState, SyncObject
         from connectif_sync.warehouse import Window, load_export_files, table_for_export_file
 
         context = get_current_context()
         window = {"from": planned["from_date"], "to": planned["to_date"]}
         if planned["dry_run"]:
-            return publish_summary(
+            plan = {"exports": planned["exports"], "api_requests": planned["exports"] * 3}
+            publish_summary(
                 context,
-                {
-                    "dry_run": True,
-                    "window": window,
-                    "exports": planned["exports"],
-                    "api_requests": planned["exports"] * 3,
-                    "notes": [f"would create {planned['exports']} exports and load them into the warehouse"],
-                },
+                new_summary(
+                    context,
+                    SyncObject.EXPORTS,
+                    dry_run=True,
+                    state=RunState.PLANNED,
+                    api_requests=plan["api_requests"],
+                    plan=plan,
+                    notes=[f"would create {planned['exports']} exports and load them into the warehouse"],
+                    extra={"window": window, "exports": planned["exports"]},
+                ),
             )
+            return
         ti = context["ti"]
         files: dict[str, list[str]] = {}
         for task_id in ("export_contacts", "export_activities"):
@@ -129,19 +136,17 @@ with DAG(
             files,
             Window(datetime.fromisoformat(planned["from_date"]), datetime.fromisoformat(planned["to_date"])),
         )
-        summary = publish_summary(
+        publish_summary(
             context,
-            {
-                "dry_run": False,
-                "window": window,
-                "exports": planned["exports"],
-                "tables": rows,
-                "loaded": sum(rows.values()),
-                "notes": [f"{table}: {n} rows" for table, n in sorted(rows.items())],
-            },
+            new_summary(
+                context,
+                SyncObject.EXPORTS,
+                extracted=sum(rows.values()),
+                notes=[f"{table}: {n} rows" for table, n in sorted(rows.items())],
+                extra={"window": window, "exports": planned["exports"], "tables": rows, "loaded": sum(rows.values())},
+            ),
         )
         remove_run_dir(context)
-        return summary
 
     gate >> [export_contacts, export_activities]
     [export_contacts, export_activities] >> report(planned)

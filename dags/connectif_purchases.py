@@ -24,6 +24,7 @@ from connectif_dags.common import (
     dry_run_param,
     full_resync_param,
     mapping_for,
+    new_summary,
     publish_summary,
     run_window,
     setting,
@@ -155,11 +156,12 @@ with DAG(
         }
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
-    def report() -> dict[str, Any]:
+    def report() -> None:
         """Publish the run summary (also when ``send`` failed: then it says so, and fails; or was held back)."""
-        held = publish_if_held(get_current_context(), "purchases")
-        if held is not None:
-            return held
+        from connectif_sync.contract import RunState, SyncObject
+
+        if publish_if_held(get_current_context(), "purchases") is not None:
+            return
         sent = upstream_result(get_current_context(), "purchases", "send")
         rep = sent["report"]
         counts = sent.get("counts") or {}
@@ -173,34 +175,42 @@ with DAG(
                 f"{counts.get('products_upserted', 0)} products (E0102)"
             )
         to_send = rep.get("sent", 0)
-        summary = {
-            "object": "purchases",
-            "dry_run": sent["dry_run"],
-            "window": sent["window"],
-            "trigger_purchase_event": sent["trigger_purchase_event"],
-            "extracted_lines": rep.get("extracted", 0),
-            "to_send": to_send,
-            "sent": counts.get("confirmed", 0),
-            "already_in_connectif": counts.get("duplicate", 0),
-            "unchanged": rep.get("unchanged", 0),
-            "rejected": rep.get("invalid", 0) + rep.get("duplicate", 0),
-            "kept": counts.get("kept", 0),
-            "contacts_upserted": counts.get("contacts_upserted", 0),
-            "products_upserted": counts.get("products_upserted", 0),
-            "imports": 0,
-            "api_requests": counts.get("api_requests") if not sent["dry_run"] else calls_estimate(to_send),
-            "notes": notes,
-        }
         context = get_current_context()
+        summary = new_summary(
+            context,
+            SyncObject.PURCHASES,
+            dry_run=sent["dry_run"],
+            state=RunState.PLANNED if sent["dry_run"] else RunState.SUCCESS,
+            library_run_id=rep.get("run_id"),
+            extracted=rep.get("extracted", 0),
+            to_send=to_send,
+            sent=counts.get("confirmed", 0),
+            unchanged=rep.get("unchanged", 0),
+            invalid=rep.get("invalid", 0),
+            duplicate=rep.get("duplicate", 0),
+            rejected=rep.get("invalid", 0) + rep.get("duplicate", 0),
+            rejected_by_reason=dict(rep.get("rejected_by_reason") or {}),
+            api_requests=counts.get("api_requests") if not sent["dry_run"] else calls_estimate(to_send),
+            plan=calls_estimate(to_send) if sent["dry_run"] else None,
+            notes=notes,
+            extra={
+                "window": sent["window"],
+                "trigger_purchase_event": sent["trigger_purchase_event"],
+                "extracted_lines": rep.get("extracted", 0),
+                "already_in_connectif": counts.get("duplicate", 0),
+                "kept": counts.get("kept", 0),
+                "contacts_upserted": counts.get("contacts_upserted", 0),
+                "products_upserted": counts.get("products_upserted", 0),
+            },
+        )
         published = publish_summary(context, summary)
         if not sent["dry_run"]:
             from connectif_provider import metrics
 
 
-            metrics.rows("purchases", sent=summary["sent"] + summary["already_in_connectif"],
-                         rejected=summary["rejected"] + summary["kept"])  # fmt: skip
-            report_anomalies(context, summary)
-        return published
+            metrics.rows("purchases", sent=published["sent"] + published["already_in_connectif"],
+                         rejected=published["rejected"] + published["kept"])  # fmt: skip
+            report_anomalies(context, published)
 
     approval = GuardrailApprovalOperator(verdict_task_id="check", default_timeout=timedelta(minutes=45))
     check() >> approval >> send() >> report()

@@ -482,6 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         say()
         say(f"Airflow UI:  {airflow.url}   user: admin   password: {airflow.admin_password()}")
         say(f"REST API:    POST {airflow.url}/auth/token with that user and password, then `Authorization: Bearer`")
+        say(f"Monitoring:  {airflow.url}/plugin/connectif (the Connectif page; each run has a Connectif sync tab)")
         say(f"Emulator:    {emu_url}   (read back what Connectif holds: {emu_url}/_emulator/contacts)")
         say(f"Data:        PostgreSQL {database.url(driver='')} (cluster {_rel(PG_DIR)}): databases")
         say("             airflow (metadata), erp (sample ERP), state (sync state, rejected rows),")

@@ -30,11 +30,13 @@ from connectif_dags.common import (
     IMPORTS_POOL,
     POLL_INTERVAL,
     TAGS,
+    asset_extra,
     dry_run_param,
     full_resync_param,
     import_summaries,
     log,
     mapping_for,
+    new_summary,
     publish_summary,
     remove_run_dir,
     run_dir,
@@ -43,6 +45,7 @@ from connectif_dags.common import (
 )
 from connectif_provider import metrics
 from connectif_provider.operators.connectif import ConnectifImportOperator
+from connectif_sync.contract import ImportOutcome, RunState, RunSummary, SyncObject
 
 
 def bulk_sync_dag(
@@ -157,83 +160,81 @@ def bulk_sync_dag(
             extracted = ti.xcom_pull(task_ids="extract", key="report")
             files = ti.xcom_pull(task_ids="extract")
             if not isinstance(extracted, dict) or files is None:  # extract failed: nothing was sent
-                publish_summary(
+                failed = new_summary(
                     context,
-                    {
-                        "object": obj,
-                        "failed": "extract",
-                        "sent": 0,
-                        "imports": 0,
-                        "notes": ["extract failed: nothing was sent; its log says why (the run's rows go next run)"],
-                    },
+                    SyncObject(obj),
+                    state=RunState.FAILED,
+                    notes=["extract failed: nothing was sent; its log says why (the run's rows go next run)"],
+                    extra={"failed": "extract"},
                 )
+                publish_summary(context, failed)
                 raise AirflowFailException(f"{obj}: extract failed, nothing was sent (see the extract task's log)")
-            extract_report, deleted_keys, dry_run = extracted["report"], extracted["deleted_keys"], extracted["dry_run"]
+            rep, deleted_keys, dry_run = extracted["report"], extracted["deleted_keys"], extracted["dry_run"]
             verdict = ti.xcom_pull(task_ids="extract", key="guardrail") or {}
             decision = approval_decision(ti)
             held_back = decision is not None and decision != "approved"
             if held_back:
                 files = []  # nothing was released to Connectif
-            summaries = import_summaries(ti, "import_file", len(files))
-            confirmed = failed_rows = unconfirmed_rows = 0
+            results = import_summaries(ti, "import_file", len(files))
+            summary = new_summary(
+                context,
+                SyncObject(obj),
+                dry_run=dry_run,
+                mode=rep.get("mode"),
+                library_run_id=rep.get("run_id"),
+                api_requests=rep.get("api_requests"),
+                plan=rep.get("api_requests") if dry_run else None,
+                rejected_by_reason=dict(rep.get("rejected_by_reason") or {}),
+                **{k: int(rep.get(k) or 0) for k in ("extracted", "new", "changed", "unchanged", "deleted")},
+                **{k: int(rep.get(k) or 0) for k in ("invalid", "duplicate", "suppressed", "files", "bytes")},
+                to_send=int(rep.get("sent") or 0),
+            )
+            unconfirmed_rows = 0
             unconfirmed: list[str] = []
-            rejected_reasons: dict[str, int] = {}
             if not dry_run:
                 with StateStore(setting("state_url")) as store:
-                    for s in summaries:
+                    for s in results:
                         outcome = store.confirm_import(s)
-                        confirmed += outcome["confirmed"]
-                        failed_rows += outcome["failed"]
+                        summary.sent += outcome["confirmed"]
+                        summary.rejected_by_connectif += outcome["failed"]
+                        summary.add_import(ImportOutcome.from_operator(s))
                         if outcome.get("unconfirmed"):
                             unconfirmed_rows += outcome["unconfirmed"]
                             unconfirmed.append(outcome["reason"])
                             continue
                         for row in s.get("rejected_rows") or []:
                             reason = f"Connectif: {row.get('field') or ''} {row.get('error') or ''}".strip()
-                            rejected_reasons[reason] = rejected_reasons.get(reason, 0) + 1
-            rep = extract_report
-            unfinished = len(files) - len(summaries)
-            notes = [f"{reason}: {n}" for reason, n in sorted(rep.get("rejected_by_reason", {}).items())]
-            notes += [f"{reason}: {n}" for reason, n in sorted(rejected_reasons.items())]
-            notes += [f"not confirmed, sent again next run: {why}" for why in unconfirmed]
-            if rep.get("deleted"):
-                notes.append(
-                    f"{rep['deleted']} keys confirmed earlier are gone from the source, e.g. {deleted_keys[:5]}"
+                            summary.rejected_by_reason[reason] = summary.rejected_by_reason.get(reason, 0) + 1
+                spent = [i.get("api_requests") for i in results]
+                if results and len(results) == len(files) and all(isinstance(n, int) for n in spent):
+                    summary.api_requests = sum(int(n) for n in spent if n is not None)
+            summary.rejected = (
+                summary.invalid + summary.duplicate + int(rep.get("oversize") or 0) + summary.suppressed
+                + summary.rejected_by_connectif
+            )  # fmt: skip
+            unfinished = len(files) - len(results)
+            summary.notes = [f"{reason}: {n}" for reason, n in sorted(summary.rejected_by_reason.items())]
+            summary.notes += [f"not confirmed, sent again next run: {why}" for why in unconfirmed]
+            if summary.deleted:
+                summary.notes.append(
+                    f"{summary.deleted} keys confirmed earlier are gone from the source, e.g. {deleted_keys[:5]}"
                 )
             if unfinished:
-                notes.append(f"{unfinished} of {len(files)} imports did not finish; their rows go again next run")
+                summary.notes.append(
+                    f"{unfinished} of {len(files)} imports did not finish; their rows go again next run"
+                )
             if verdict.get("fired"):
                 verb = "would hold" if dry_run else "held"
-                notes.append(f"guardrail {verb} the run: {', '.join(verdict['fired'])}")
+                summary.notes.append(f"guardrail {verb} the run: {', '.join(verdict['fired'])}")
             if held_back:
-                notes.append(f"upload {decision}: nothing was sent")
-            summary = publish_summary(
-                context,
+                summary.notes.append(f"upload {decision}: nothing was sent")
+            if unfinished or unconfirmed:
+                summary.state = RunState.INCOMPLETE
+            elif dry_run:
+                summary.state = RunState.PLANNED
+            summary.extra.update(
                 {
-                    "object": obj,
-                    "dry_run": dry_run,
-                    "mode": rep.get("mode"),
-                    "extracted": rep.get("extracted", 0),
-                    "new": rep.get("new", 0),
-                    "changed": rep.get("changed", 0),
-                    "unchanged": rep.get("unchanged", 0),
-                    "deleted": rep.get("deleted", 0),
-                    "invalid": rep.get("invalid", 0),
-                    "duplicate": rep.get("duplicate", 0),
-                    "suppressed": rep.get("suppressed", 0),
-                    "files": rep.get("files", 0),
-                    "bytes": rep.get("bytes", 0),
-                    "to_send": rep.get("sent", 0),
-                    "sent": confirmed,
-                    "rejected": rep.get("invalid", 0)
-                    + rep.get("duplicate", 0)
-                    + rep.get("oversize", 0)
-                    + rep.get("suppressed", 0)
-                    + failed_rows,
-                    "rejected_by_connectif": failed_rows,
                     "unconfirmed": unconfirmed_rows,
-                    "imports": len(summaries),
-                    "api_requests": rep.get("api_requests"),
                     "import_errors": unfinished,
                     "guardrail": {
                         "fired": verdict.get("fired", []),
@@ -241,12 +242,12 @@ def bulk_sync_dag(
                         "would_hold": bool(verdict.get("would_hold")),
                         "decision": decision,
                     },
-                    "notes": notes,
-                },
+                }
             )
+            published = publish_summary(context, summary)
             if not dry_run and not held_back:
-                metrics.rows(obj, sent=confirmed, rejected=summary["rejected"])
-                notes_sent = report_anomalies(context, summary)
+                metrics.rows(obj, sent=summary.sent, rejected=summary.rejected)
+                notes_sent = report_anomalies(context, published)
                 if notes_sent:
                     log.info("alerts: %s", notes_sent)
             if unfinished:
@@ -261,18 +262,20 @@ def bulk_sync_dag(
                 )
             if not dry_run:
                 remove_run_dir(context)
-            return summary
 
         @task(outlets=[asset])
-        def publish(summary: dict[str, Any]) -> None:
-            """Announce the Asset (downstream DAGs may be scheduled on it); a dry run changed nothing."""
-            if summary.get("dry_run"):
+        def publish() -> None:
+            """Announce the Asset with the run's counts as its event's ``extra``; a dry run changed nothing."""
+            context = get_current_context()
+            data = context["ti"].xcom_pull(task_ids="report", key="summary") or {}
+            if data.get("dry_run"):
                 raise AirflowSkipException("dry run: Connectif was not changed, no Asset event")
-            decision = (summary.get("guardrail") or {}).get("decision")
+            decision = (data.get("guardrail") or {}).get("decision")
             if decision not in (None, "approved"):
                 raise AirflowSkipException(f"upload {decision}: Connectif was not changed, no Asset event")
+            context["outlet_events"][asset].extra = asset_extra(RunSummary.from_dict(data))
 
         reported = report()
         [extracted, imports] >> reported
-        publish(reported)
+        reported >> publish()
     return dag

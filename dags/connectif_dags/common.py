@@ -18,6 +18,8 @@ from typing import Any
 
 from airflow.sdk import Param
 
+from connectif_sync.contract import RunState, RunSummary, SyncObject
+
 log = logging.getLogger("airflow.task")
 
 REPO = Path(__file__).resolve().parents[2]
@@ -209,15 +211,43 @@ def upstream_result(context: Any, obj: str, task_id: str, key: str | None = None
     if value is not None:
         return value
     note = f"{task_id} failed: nothing more was sent; its log says why (the next run takes the rows again)"
-    publish_summary(context, {"object": obj, "failed": task_id, "sent": 0, "imports": 0, "notes": [note]})
+    failed = new_summary(context, SyncObject(obj), state=RunState.FAILED, notes=[note], extra={"failed": task_id})
+    publish_summary(context, failed)
     raise AirflowFailException(f"{obj}: {task_id} failed (see its log); the summary says what was done")
 
 
-def publish_summary(context: Any, summary: dict[str, Any]) -> dict[str, Any]:
-    """Log the run summary and push it to XCom (key ``summary``); returns it for ``return_value`` too."""
+def new_summary(context: Any, obj: SyncObject, **fields: Any) -> RunSummary:
+    """A :class:`RunSummary` of this Airflow run (``dag_id``/``run_id`` from the running task)."""
     ti = context["ti"]
-    summary = {"dag_id": ti.dag_id, "run_id": ti.run_id, **summary}
-    text = json.dumps(summary, indent=2, sort_keys=True, default=str)
-    log.info("Connectif sync summary:\n%s", text)
-    ti.xcom_push(key="summary", value=json.loads(text))
-    return json.loads(text)
+    return RunSummary(dag_id=ti.dag_id, run_id=ti.run_id, object=obj, **fields)
+
+
+def publish_summary(context: Any, summary: RunSummary | dict[str, Any]) -> dict[str, Any]:
+    """Log the run summary, push it as the one XCom ``summary`` and keep it in the run history.
+
+    The run history (state store table ``connectif_sync_run_history``) is what the Connectif pages of the
+    Airflow UI read: it survives XCom clean-up. A dry run writes nothing but this record. A plain dict (the
+    object-specific summaries) is read as a :class:`RunSummary`; its own keys stay at the top level.
+    """
+    from connectif_sync.state import StateStore
+
+    if isinstance(summary, dict):
+        ti = context["ti"]
+        summary = RunSummary.from_dict({"dag_id": ti.dag_id, "run_id": ti.run_id, **summary})
+
+    data = json.loads(json.dumps(summary.as_dict(), default=str))
+    log.info("Connectif sync summary:\n%s", json.dumps(data, indent=2, sort_keys=True))
+    context["ti"].xcom_push(key="summary", value=data)
+    with StateStore(setting("state_url")) as store:
+        store.record_run_summary(summary)
+    return data
+
+
+def asset_extra(summary: RunSummary) -> dict[str, Any]:
+    """What an Asset event of a sync carries: the run's counts, for consumers scheduled on the Asset."""
+    return {
+        "object": summary.object.value,
+        "run_id": summary.run_id,
+        **{name: getattr(summary, name) for name in ("to_send", "sent", "new", "changed", "unchanged", "rejected")},
+        "imports": summary.imports,
+    }

@@ -23,6 +23,11 @@ deployments. Tables (all prefixed ``connectif_sync_``):
 ``erasures``   the outcome of each erasure request Connectif answered (``deleted``, or ``absent``: a 404), and
                the job run (all its tries) that finished it: a retry whose delete answers 404 because an
                earlier try deleted the contact still counts it as deleted.
+``run_history`` one row per **Airflow** run of a Connectif DAG (dag_id, run_id): its typed
+               :class:`~connectif_sync.contract.RunSummary` as JSON plus the counts the pages chart, written by
+               the DAG's ``report`` task. Apart from ``runs`` on purpose: ``runs`` holds the library's runs (one
+               per try and per call, keyed by the library run id), this one the Airflow run a user looks at,
+               and it survives XCom clean-up. The monitoring pages read it.
 ``snapshots``  (SQLite only) a copy of one object's ``state`` hashes as one sorted binary array, rewritten in the
                same transaction as every ``state`` write: a full-scan diff reads one value instead of
                3 x 1,000,000 integers through ``sqlite3`` (about 3 s, the dominant cost of a second run).
@@ -57,6 +62,7 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from connectif_sync.chunk import ChunkFile, read_manifest
+from connectif_sync.contract import RunSummary
 from connectif_sync.extract import adbc_connect, adbc_uri
 
 DEFAULT_STATE_URL = "sqlite:///connectif_sync_state.db"
@@ -129,6 +135,28 @@ rejected_table = sa.Table(
     sa.Column("value", sa.Text),
     sa.Column("recorded_at", sa.DateTime, nullable=False),
     sa.Index("ix_connectif_sync_rejected_run", "object", "run_id"),
+)
+#: Indexes of the rejected-rows browser (keyset pagination per run, filters, key search). Created on existing
+#: stores too (``create_all`` only creates the indexes of tables it creates).
+REJECTED_BROWSE_INDEXES = (
+    sa.Index(
+        "ix_connectif_sync_rejected_run_id", rejected_table.c.object, rejected_table.c.run_id, rejected_table.c.id
+    ),
+    sa.Index(
+        "ix_connectif_sync_rejected_reason",
+        rejected_table.c.object,
+        rejected_table.c.run_id,
+        rejected_table.c.reason,
+        rejected_table.c.id,
+    ),
+    sa.Index(
+        "ix_connectif_sync_rejected_field",
+        rejected_table.c.object,
+        rejected_table.c.run_id,
+        rejected_table.c.field,
+        rejected_table.c.id,
+    ),
+    sa.Index("ix_connectif_sync_rejected_key", rejected_table.c.object, rejected_table.c.key, rejected_table.c.id),
 )
 runs_table = sa.Table(
     "connectif_sync_runs",
@@ -209,6 +237,26 @@ uploads_table = sa.Table(
 KEEP_UPLOADS = timedelta(days=30)
 """Upload records older than this are forgotten (an import that old is never re-attached to)."""
 
+run_history_table = sa.Table(
+    "connectif_sync_run_history",
+    metadata,
+    sa.Column("dag_id", sa.String(250), primary_key=True),
+    sa.Column("run_id", sa.String(250), primary_key=True),
+    sa.Column("object", sa.String(32), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("dry_run", sa.Boolean, nullable=False),
+    sa.Column("library_run_id", sa.String(250)),
+    sa.Column("recorded_at", sa.DateTime, nullable=False),
+    sa.Column("to_send", sa.BigInteger, nullable=False),
+    sa.Column("sent", sa.BigInteger, nullable=False),
+    sa.Column("changed", sa.BigInteger, nullable=False),
+    sa.Column("unchanged", sa.BigInteger, nullable=False),
+    sa.Column("rejected", sa.BigInteger, nullable=False),
+    sa.Column("api_requests", sa.Integer),
+    sa.Column("summary", sa.Text, nullable=False),
+    sa.Index("ix_connectif_sync_run_history_object", "object", "recorded_at"),
+)
+
 PURCHASE_DONE = ("confirmed", "duplicate")
 """Purchase statuses that mean Connectif has it: never send again."""
 
@@ -254,6 +302,25 @@ def _unproven(result: AbcMapping[str, Any], failed: AbcMapping[int, str], rows: 
             "the rows it does not name cannot be told apart"
         )
     return None
+
+
+@dataclass(frozen=True)
+class RunHistoryEntry:
+    """One row of the run history: an Airflow run's state and the counts the pages chart."""
+
+    dag_id: str
+    run_id: str
+    object: str
+    state: str
+    dry_run: bool
+    library_run_id: str | None
+    recorded_at: datetime
+    to_send: int
+    sent: int
+    changed: int
+    unchanged: int
+    rejected: int
+    api_requests: int | None
 
 
 def _now() -> datetime:
@@ -590,6 +657,64 @@ class StateStore:
             r["report"] = json.loads(r["report"]) if r["report"] else None
         return out
 
+    # ---------------------------------------------------------------------------------- run history
+
+    def record_run_summary(self, summary: RunSummary) -> None:
+        """Keep one Airflow run's summary (the run's ``report`` task calls this; a re-run replaces it)."""
+        self._write()
+        row = {
+            "dag_id": summary.dag_id,
+            "run_id": summary.run_id,
+            "object": summary.object.value,
+            "state": summary.state.value,
+            "dry_run": summary.dry_run,
+            "library_run_id": summary.library_run_id,
+            "recorded_at": _run_clock(),
+            "to_send": summary.to_send,
+            "sent": summary.sent,
+            "changed": summary.changed,
+            "unchanged": summary.unchanged,
+            "rejected": summary.rejected,
+            "api_requests": summary.requests_spent,
+            "summary": json.dumps(summary.as_dict(), default=str),
+        }
+        t = run_history_table
+        with self.engine.begin() as conn:
+            conn.execute(t.delete().where(t.c.dag_id == summary.dag_id, t.c.run_id == summary.run_id))
+            conn.execute(t.insert().values(**row))
+
+    def run_summary(self, dag_id: str, run_id: str) -> RunSummary | None:
+        """The summary one Airflow run's ``report`` task recorded, or None (not reported yet, or another DAG)."""
+        if self._missing:
+            return None
+        t = run_history_table
+        try:
+            with self.engine.connect() as conn:
+                text = conn.execute(sa.select(t.c.summary).where(t.c.dag_id == dag_id, t.c.run_id == run_id)).scalar()
+        except (sa.exc.OperationalError, sa.exc.ProgrammingError):  # a store from before the history, read-only
+            return None
+        return RunSummary.from_dict(json.loads(text)) if text else None
+
+    def run_history(self, obj: str, limit: int = 30) -> list[RunHistoryEntry]:
+        """The latest ``limit`` runs of ``obj`` (newest first), without their full summaries."""
+        if self._missing:
+            return []
+        t = run_history_table
+        q = (
+            sa.select(
+                t.c.dag_id, t.c.run_id, t.c.object, t.c.state, t.c.dry_run, t.c.library_run_id, t.c.recorded_at,
+                t.c.to_send, t.c.sent, t.c.changed, t.c.unchanged, t.c.rejected, t.c.api_requests,
+            )
+            .where(t.c.object == obj)
+            .order_by(t.c.recorded_at.desc())
+            .limit(limit)
+        )  # fmt: skip
+        try:
+            with self.engine.connect() as conn:
+                return [RunHistoryEntry(**r._mapping) for r in conn.execute(q)]
+        except (sa.exc.OperationalError, sa.exc.ProgrammingError):
+            return []
+
     # ------------------------------------------------------------------------------------- rejected
 
     def record_rejected(self, obj: str, run_id: str, rows: list[dict[str, Any]]) -> None:
@@ -694,6 +819,98 @@ class StateStore:
                 return 0
             q = sa.select(sa.func.count()).select_from(rejected_table).where(*self._rejected_filter(obj, run_id))
             return int(conn.execute(q).scalar() or 0)
+
+    def rejected_page(
+        self,
+        obj: str,
+        run_id: str,
+        *,
+        field: str | None = None,
+        reason: str | None = None,
+        key: str | None = None,
+        after_id: int | None = None,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
+        """One page of a run's rejected rows, oldest first, after row ``after_id`` (keyset pagination).
+
+        Every filter is an equality (``key``: the exact key or, ending in ``*``, a prefix), so each page is
+        one range read of an index of :data:`REJECTED_BROWSE_INDEXES`, however many rows the run has.
+        """
+        if self._missing:
+            return []
+        t = rejected_table
+        q = sa.select(t.c.id, t.c.run_id, t.c.object, t.c.key, t.c.source_ref, t.c.field, t.c.reason, t.c.value)
+        q = q.where(t.c.object == obj, t.c.run_id == run_id)
+        if field:
+            q = q.where(t.c.field == field)
+        if reason:
+            q = q.where(t.c.reason == reason)
+        if key:
+            if key.endswith("*"):
+                prefix = key[:-1]
+                q = q.where(t.c.key >= prefix, t.c.key < prefix + "\U0010ffff")
+            else:
+                q = q.where(t.c.key == key)
+        if after_id is not None:
+            q = q.where(t.c.id > after_id)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q.order_by(t.c.id).limit(limit))]
+
+    def rejected_run_ids(self, obj: str) -> list[str]:
+        """The library runs of ``obj`` whose rejected rows are kept (newest first)."""
+        if self._missing:
+            return []
+        with self.engine.connect() as conn:
+            return [
+                r[0]
+                for r in conn.execute(
+                    sa.select(runs_table.c.run_id)
+                    .where(runs_table.c.object == obj, runs_table.c.mode != "plan")
+                    .order_by(runs_table.c.started_at.desc())
+                    .limit(KEEP_REJECTED_RUNS)
+                )
+            ]
+
+    def pending_page(self, obj: str, *, after_key: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """One page of the rows Connectif rejected and that go again next run, by key (keyset pagination)."""
+        if self._missing:
+            return []
+        t = pending_table
+        q = sa.select(t).where(t.c.object == obj)
+        if after_key is not None:
+            q = q.where(t.c.key > after_key)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q.order_by(t.c.key).limit(limit))]
+
+    def counts(self, obj: str) -> dict[str, int]:
+        """Rows pending retry and suppressed keys of ``obj`` (two index-only counts)."""
+        if self._missing:
+            return {"pending": 0, "suppressed": 0}
+        with self.engine.connect() as conn:
+            pending = conn.execute(
+                sa.select(sa.func.count()).select_from(pending_table).where(pending_table.c.object == obj)
+            ).scalar_one()
+            try:
+                suppressed = conn.execute(
+                    sa.select(sa.func.count()).select_from(suppressed_table).where(suppressed_table.c.object == obj)
+                ).scalar_one()
+            except sa.exc.OperationalError:
+                suppressed = 0
+        return {"pending": int(pending), "suppressed": int(suppressed)}
+
+    def suppressed_page(self, obj: str, *, after_key: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """One page of the suppression list of ``obj``, by key (keyset pagination)."""
+        if self._missing:
+            return []
+        t = suppressed_table
+        q = sa.select(t.c.object, t.c.key, t.c.reason, t.c.suppressed_at).where(t.c.object == obj)
+        if after_key is not None:
+            q = q.where(t.c.key > after_key)
+        try:
+            with self.engine.connect() as conn:
+                return [dict(r._mapping) for r in conn.execute(q.order_by(t.c.key).limit(limit))]
+        except sa.exc.OperationalError:
+            return []
 
     def pending(self, obj: str | None = None) -> list[dict[str, Any]]:
         """Rows Connectif rejected in an import (they go again next run)."""
@@ -1313,6 +1530,8 @@ def _create_tables(engine: sa.Engine, attempts: int = 3) -> None:
                     conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CREATE_LOCK})
                 metadata.create_all(conn)
                 _migrate(conn)
+                for index in REJECTED_BROWSE_INDEXES:
+                    index.create(conn, checkfirst=True)
             return
         except (sa.exc.IntegrityError, sa.exc.ProgrammingError, sa.exc.OperationalError) as exc:
             # IntegrityError: the pg_type/pg_class unique index of a concurrently created table.

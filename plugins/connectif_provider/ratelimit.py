@@ -45,6 +45,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Connection, Engine
@@ -69,12 +70,41 @@ buckets_table = Table(
     Column("blocked_until", Float, nullable=False, default=0.0),
 )
 
+#: Requests and 429 answers per bucket and minute, kept :data:`USAGE_KEEP_MINUTES` (the token log above only
+#: holds the current window): the monitoring page charts the last hour from it.
+usage_table = Table(
+    "connectif_rate_limit_usage",
+    _metadata,
+    Column("bucket", String(200), primary_key=True),
+    Column("minute", Integer, primary_key=True),  # unix time // 60
+    Column("requests", Integer, nullable=False, default=0),
+    Column("limited", Integer, nullable=False, default=0),
+)
+USAGE_KEEP_MINUTES = 180
+
+_USAGE_UPSERT = (
+    "INSERT INTO connectif_rate_limit_usage (bucket, minute, requests, limited) VALUES (:b, :m, :r, :l) "
+    "ON CONFLICT (bucket, minute) DO UPDATE SET requests = connectif_rate_limit_usage.requests + excluded.requests, "
+    "limited = connectif_rate_limit_usage.limited + excluded.limited"
+)
+
+
+@dataclass(frozen=True)
+class MinuteUsage:
+    """Requests the bucket granted and 429 answers the server gave in one minute (``minute`` = unix time // 60)."""
+
+    minute: int
+    requests: int
+    limited: int
+
+
 #: A 429 never blocks the bucket for longer than this, whatever the server says.
 MAX_BLOCK_SECONDS = 3600.0
 
 _engines: dict[tuple[str, int], Engine] = {}
 _ready: set[tuple[str, int, str]] = set()
 _engines_lock = threading.Lock()
+_pruned: dict[str, int] = {}
 
 
 def default_backend_url() -> str:
@@ -168,6 +198,7 @@ class _RedisBucket:
         self._client = redis.Redis.from_url(url)
         self._tokens = f"connectif:rate-limit:{bucket}:tokens"
         self._blocked = f"connectif:rate-limit:{bucket}:blocked"
+        self._usage_prefix = f"connectif:rate-limit:{bucket}:usage"
         self._limit = limit
         self._window = window
         self._acquire = self._client.register_script(_ACQUIRE_LUA)
@@ -190,6 +221,30 @@ class _RedisBucket:
     def in_window(self) -> int:
         now = time.time()
         return int(self._client.zcount(self._tokens, now - self._window, "+inf"))
+
+    def _usage_key(self, minute: int) -> str:
+        return f"{self._usage_prefix}:{minute}"
+
+    def count_usage(self, *, requests: int = 0, limited: int = 0) -> None:
+        key = self._usage_key(int(time.time() // 60))
+        pipe = self._client.pipeline()
+        if requests:
+            pipe.hincrby(key, "requests", requests)
+        if limited:
+            pipe.hincrby(key, "limited", limited)
+        pipe.expire(key, USAGE_KEEP_MINUTES * 60)
+        pipe.execute()
+
+    def usage(self, first: int, last: int) -> dict[int, tuple[int, int]]:
+        pipe = self._client.pipeline()
+        minutes = list(range(first, last + 1))
+        for m in minutes:
+            pipe.hgetall(self._usage_key(m))
+        out: dict[int, tuple[int, int]] = {}
+        for m, h in zip(minutes, pipe.execute(), strict=True):
+            if h:
+                out[m] = (int(h.get(b"requests", 0)), int(h.get(b"limited", 0)))
+        return out
 
     def reset(self) -> None:
         self._client.delete(self._tokens, self._blocked)
@@ -268,7 +323,10 @@ class SharedRateLimiter:
     def try_acquire(self) -> RateLimitDecision:
         """Take a token if the budget allows; otherwise say how long to wait. One short transaction."""
         if self._redis is not None:
-            return self._redis.try_acquire()
+            decision = self._redis.try_acquire()
+            if decision.wait == 0:
+                self._redis.count_usage(requests=1)
+            return decision
         engine = self._engine()
         with engine.begin() as conn:
             blocked_until = self._lock_bucket(conn)
@@ -282,6 +340,7 @@ class SharedRateLimiter:
                 return RateLimitDecision(wait=blocked_until - now, in_window=in_window)
             if in_window < self.limit:
                 conn.execute(insert(tokens_table).values(bucket=self.bucket, taken_at=now))
+                self._count_usage(conn, now, requests=1)
                 return RateLimitDecision(wait=0.0, in_window=in_window + 1, taken_at=now)
             oldest_blocking = conn.execute(
                 select(tokens_table.c.taken_at)
@@ -306,6 +365,7 @@ class SharedRateLimiter:
         if limited:
             if self._redis is not None:
                 self._redis.block_for(_block_seconds(time.time(), retry_after, reset_at))
+                self._redis.count_usage(limited=1)
             else:
                 self._sql_block(retry_after, reset_at)
             return
@@ -328,6 +388,7 @@ class SharedRateLimiter:
                 conn.execute(
                     update(buckets_table).where(buckets_table.c.bucket == self.bucket).values(blocked_until=until)
                 )
+            self._count_usage(conn, now, limited=1)
 
     def _sql_shrink(self, remaining: int, reset_at: float) -> int:
         """Lower the budget to what the server still grants until ``reset_at``; returns the tokens added."""
@@ -345,6 +406,35 @@ class SharedRateLimiter:
                 stamp = reset_at - self.window
                 conn.execute(insert(tokens_table), [{"bucket": self.bucket, "taken_at": stamp}] * deficit)
             return deficit
+
+    def _count_usage(self, conn: Connection, now: float, *, requests: int = 0, limited: int = 0) -> None:
+        """Add to this minute's usage row (in the caller's transaction, which holds the bucket's lock)."""
+        minute = int(now // 60)
+        conn.execute(text(_USAGE_UPSERT), {"b": self.bucket, "m": minute, "r": requests, "l": limited})
+        if _pruned.get(self.bucket) != minute:  # once a minute per process: forget minutes nobody charts
+            conn.execute(
+                delete(usage_table).where(
+                    usage_table.c.bucket == self.bucket, usage_table.c.minute < minute - USAGE_KEEP_MINUTES
+                )
+            )
+            _pruned[self.bucket] = minute
+
+    def usage(self, minutes: int = 60) -> list[MinuteUsage]:
+        """Requests granted and 429 answers seen per minute over the last ``minutes`` (oldest first, every
+        minute present, zeros included): what the monitoring page charts."""
+        now_minute = int(time.time() // 60)
+        first = now_minute - minutes + 1
+        if self._redis is not None:
+            seen = self._redis.usage(first, now_minute)
+        else:
+            with self._engine().connect() as conn:
+                rows = conn.execute(
+                    select(usage_table.c.minute, usage_table.c.requests, usage_table.c.limited).where(
+                        usage_table.c.bucket == self.bucket, usage_table.c.minute >= first
+                    )
+                )
+                seen = {int(m): (int(r), int(lim)) for m, r, lim in rows}
+        return [MinuteUsage(m, *seen.get(m, (0, 0))) for m in range(first, now_minute + 1)]
 
     def _count_tokens(self, conn: Connection, since: float) -> int:
         """Tokens of this bucket taken after ``since``."""

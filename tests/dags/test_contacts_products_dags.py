@@ -38,6 +38,20 @@ def rejected_ids(sandbox: DagSandbox, obj: str) -> dict[int, str]:
     return out
 
 
+def asset_extra(uri: str) -> dict[str, Any]:
+    """The ``extra`` of the latest event of an Asset (Airflow's metadata DB of the test session; Airflow stores
+    ``connectif://contacts`` normalised with a trailing slash)."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        event = session.scalars(
+            sa.select(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .where(AssetModel.uri.in_([uri, uri + "/"])).order_by(AssetEvent.id.desc()).limit(1)
+        ).one()  # fmt: skip
+        return dict(event.extra)
+
+
 def dirty(sandbox: DagSandbox, table: str, kinds: set[str]) -> set[int]:
     return {i for kind in kinds for i in sandbox.generated["dirty"][table][kind]}
 
@@ -59,6 +73,15 @@ def test_contacts_sync_sends_exactly_the_valid_rows_then_nothing(dag_sandbox: Da
     assert summary["sent"] == len(expected)
     assert summary["rejected"] == len(bad)
     assert summary["imports"] == 1
+    # the same summary is in the run history (what the Connectif pages read) and on the Asset event
+    with StateStore(dag_sandbox.state_url, readonly=True) as store:
+        recorded = store.run_summary("connectif_contacts", summary["run_id"])
+    assert recorded is not None and recorded.as_dict() == summary
+    assert recorded.import_outcomes[0].total == len(expected) and recorded.state.value == "success"
+    assert asset_extra("connectif://contacts") == {
+        "object": "contacts", "run_id": summary["run_id"], "to_send": summary["to_send"], "sent": len(expected),
+        "new": summary["new"], "changed": 0, "unchanged": 0, "rejected": len(bad), "imports": 1,
+    }  # fmt: skip
     imports_after_first = len(dag_sandbox.emulator.admin.imports())
 
     state, summary = dag_sandbox.run("connectif_contacts")

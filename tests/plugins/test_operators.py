@@ -157,10 +157,13 @@ def test_full_queue_defers_until_a_slot_frees() -> None:
 
 
 def test_complete_downloads_error_report() -> None:
-    done = _imp("finished", success=2, errors=2, errorReportFileUrl="https://x/report.csv")
+    done = _imp(
+        "finished", success=2, errors=2, errorReportFileUrl="https://x/report.csv",
+        startedAt="2026-01-01T10:00:00Z", finishedAt="2026-01-01T10:01:30.500Z",
+    )  # fmt: skip
     report = [{"line": 1, "field": "_email", "error": "invalid"}, {"line": 3, "field": "_points", "error": "nan"}]
     with mock.patch(f"{HOOK}.download_error_report", return_value=report) as download:
-        summary = _op().execute_complete({}, {"status": "success", "imports": [done]})
+        summary = _op().execute_complete({}, {"status": "success", "imports": [done], "poll_rounds": 3})
     download.assert_called_once_with("https://x/report.csv", import_id="i1")
     assert summary == {
         "import_id": "i1",
@@ -171,6 +174,8 @@ def test_complete_downloads_error_report() -> None:
         "rejected_rows": report,
         "report_complete": True,
         "file_path": "/data/chunk-0001.csv",
+        "duration_s": 90.5,  # startedAt -> finishedAt
+        "api_requests": 5,  # upload + 3 status polls + the error report
     }
 
 
@@ -394,3 +399,16 @@ def test_errors_counted_per_field_are_accounted_for_by_success_and_lines() -> No
               {"line": 3, "field": "_points", "error": "z"}]  # fmt: skip
     with mock.patch(f"{HOOK}.download_error_report", return_value=report):
         assert _op().execute_complete({}, {"status": "success", "imports": [done]})["report_complete"] is True
+
+
+def test_import_task_links_to_its_runs_connectif_tab() -> None:
+    from types import SimpleNamespace
+
+    from connectif_provider.links import ConnectifRunTabLink
+
+    links = [link for link in ConnectifImportOperator.operator_extra_links if isinstance(link, ConnectifRunTabLink)]
+    assert len(links) == 1 and links[0].name == "Connectif sync"
+    key = SimpleNamespace(dag_id="connectif_contacts", run_id="manual__2026-01-01T00:00:00+00:00")
+    assert links[0].get_link(_op(), ti_key=key).endswith(
+        "/dags/connectif_contacts/runs/manual__2026-01-01T00%3A00%3A00%2B00%3A00/plugin/connectif-sync"
+    )

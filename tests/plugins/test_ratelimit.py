@@ -136,3 +136,19 @@ async def test_async_acquire_does_not_block_the_loop(rate_limit_db: str) -> None
     gaps = [b - a for a, b in itertools.pairwise(ticks)]
     assert len(ticks) >= 10
     assert max(gaps) < 1.5  # a blocked loop would show one gap of about 3 s
+
+
+def test_usage_counts_requests_and_429s_per_minute(backend_url: str) -> None:
+    """What the Connectif page charts: granted requests and 429 answers per minute, every minute present."""
+    limiter = SharedRateLimiter(backend_url, f"u-{uuid.uuid4().hex[:6]}", limit=3, window=60)
+    for _ in range(3):
+        assert limiter.try_acquire().wait == 0
+    assert limiter.try_acquire().wait > 0  # refused: not counted as a request
+    limiter.record_server_state(limited=True, retry_after=0.01)
+    limiter.record_server_state(limited=True, retry_after=0.01)
+    usage = limiter.usage(60)
+    assert (len(usage) == 60 and usage[-1].minute == int(time.time() // 60)) or usage[-1].minute + 1 == int(
+        time.time() // 60
+    )  # the minute may turn over between the calls
+    assert sum(u.requests for u in usage) == 3 and sum(u.limited for u in usage) == 2
+    assert [u.minute for u in usage] == list(range(usage[0].minute, usage[0].minute + 60))

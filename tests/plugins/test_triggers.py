@@ -72,7 +72,8 @@ async def test_import_success_after_queued_and_in_progress(sleeps: list[float]) 
     trigger = ConnectifImportTrigger(import_ids=["i1"], connectif_conn_id="c", poll_interval=10, max_poll_interval=20)
     with mock.patch(f"{MODULE}.ConnectifHook.aget_import", mock.AsyncMock(side_effect=answers)) as get:
         events = await _collect(trigger)
-    assert events == [{"status": "success", "imports": [answers[-1]]}]
+    # poll_rounds: the status polls the wait took (the run summary counts them as API requests spent)
+    assert events == [{"status": "success", "imports": [answers[-1]], "poll_rounds": len(answers)}]
     assert get.await_count == 5  # one GET per poll
     assert sleeps == [1, 10, 15, 20, 10]  # first poll after 1 s; backs off while queued (capped)
 
@@ -138,7 +139,9 @@ async def test_export_trigger(sleeps: list[float]) -> None:
     trigger = ConnectifExportTrigger(export_ids=["e"], connectif_conn_id="c", poll_interval=1)
     with mock.patch(f"{MODULE}.ConnectifHook.aget_export", mock.AsyncMock(side_effect=answers)):
         events = await _collect(trigger)
-    assert events == [{"status": "success", "exports": [answers[-1]]}]
+    assert [{k: v for k, v in ev.items() if k != "poll_rounds"} for ev in events] == [
+        {"status": "success", "exports": [answers[-1]]}
+    ]
     trigger = ConnectifExportTrigger(export_ids=["e"], connectif_conn_id="c", poll_interval=1)
     with mock.patch(f"{MODULE}.ConnectifHook.aget_export", mock.AsyncMock(return_value={"id": "e", "status": "error"})):
         assert (await _collect(trigger))[0]["status"] == "error"
@@ -148,7 +151,9 @@ async def test_queue_slot_trigger(sleeps: list[float]) -> None:
     trigger = ConnectifQueueSlotTrigger(kind="imports", connectif_conn_id="c", poll_interval=1)
     with mock.patch(f"{MODULE}.ConnectifHook.acount_active_imports", mock.AsyncMock(side_effect=[10, 10, 9])):
         events = await _collect(trigger)
-    assert events == [{"status": "success", "active": 9}]
+    assert [{k: v for k, v in ev.items() if k != "poll_rounds"} for ev in events] == [
+        {"status": "success", "active": 9}
+    ]
     assert sleeps == [1, 1, 1.5]
 
 

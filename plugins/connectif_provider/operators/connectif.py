@@ -24,6 +24,7 @@ from connectif_provider.exceptions import (
     ConnectifTimeoutError,
 )
 from connectif_provider.hooks.connectif import ConnectifHook, count_csv_rows
+from connectif_provider.links import ConnectifRunTabLink
 from connectif_provider.models import (
     MAX_EXPORT_RANGE_DAYS,
     MAX_QUEUED_EXPORTS,
@@ -91,10 +92,29 @@ def report_accounts_for_all(resource: dict[str, Any], listed: int) -> bool:
     return listed >= errors or (listed > 0 and success + listed == total)
 
 
+def _import_duration(resource: dict[str, Any]) -> float | None:
+    """Seconds Connectif took from starting (else creating) the import to finishing it, when it says."""
+    end = resource.get("finishedAt") or resource.get("cancelledAt")
+    start = resource.get("startedAt") or resource.get("createdAt")
+    if not end or not start:
+        return None
+    try:
+        parsed = [datetime.fromisoformat(str(v).replace("Z", "+00:00")) for v in (start, end)]
+        return round((parsed[1] - parsed[0]).total_seconds(), 3)
+    except (TypeError, ValueError):
+        return None
+
+
 def import_summary(
-    resource: dict[str, Any], rejected_rows: list[dict[str, Any]], file_path: str, *, report_complete: bool = True
+    resource: dict[str, Any],
+    rejected_rows: list[dict[str, Any]],
+    file_path: str,
+    *,
+    report_complete: bool = True,
+    api_requests: int | None = None,
 ) -> dict[str, Any]:
-    """The operator's XCom: what the sync library needs to commit confirmed rows and keep failed ones.
+    """The operator's XCom: what the sync library needs to commit confirmed rows and keep failed ones, plus
+    what the monitoring pages show (``duration_s``, ``api_requests`` this import spent when known).
 
     ``report_complete`` is False when the error report (missing, or short) does not name every failed row:
     then nothing of the file may be confirmed.
@@ -108,6 +128,8 @@ def import_summary(
         "rejected_rows": rejected_rows,
         "report_complete": report_complete,
         "file_path": file_path,
+        "duration_s": _import_duration(resource),
+        "api_requests": api_requests,
     }
 
 
@@ -251,10 +273,12 @@ class _ConnectifQueuedWorkOperator(BaseOperator):
         and grows by ``QUEUED_BACKOFF_FACTOR`` (up to ``max_interval``) while it only waits in the queue.
         """
         interval = self.poll_interval
+        rounds = 0
         while True:
             poll = check()
+            rounds += 1
             if poll.event is not None:
-                return poll.event
+                return {**poll.event, "poll_rounds": rounds}
             if time.time() >= deadline:
                 return poll.timeout_event
             if poll.running:
@@ -277,7 +301,7 @@ class ConnectifImportOperator(_ConnectifQueuedWorkOperator):
     A full import queue (E0401) is waited out in the
     triggerer. On completion the error report is downloaded and the task returns (and pushes to XCom)
     ``{"import_id", "status", "total", "success", "errors", "rejected_rows": [{"line", "field", "error"}],
-    "file_path"}``, ``line`` being the 1-based data row of the file.
+    "file_path", "duration_s", "api_requests"}``, ``line`` being the 1-based data row of the file.
 
     :param file_path: the CSV to upload (templated; map it over the chunk files of a sync).
     :param import_type: ``contacts``, ``products`` or ``coupons``.
@@ -298,6 +322,7 @@ class ConnectifImportOperator(_ConnectifQueuedWorkOperator):
     """
 
     template_fields: Sequence[str] = ("file_path", "import_type", "coupon_set_id", "delimiter")
+    operator_extra_links = (ConnectifRunTabLink(),)
     ui_color = "#d9ecff"
     state_key = "connectif_import"
 
@@ -350,7 +375,9 @@ class ConnectifImportOperator(_ConnectifQueuedWorkOperator):
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resumed when the trigger fired: summarise, or fail clearly."""
         self._raise_unless_success(event)
-        return self._complete(context, event["imports"][0])
+        # upload + the trigger's status polls (+ the error report, counted in _complete)
+        rounds = event.get("poll_rounds")
+        return self._complete(context, event["imports"][0], requests=None if rounds is None else 1 + int(rounds))
 
     # -- steps --------------------------------------------------------------------------------------------
     def _run(self, context: Context, deadline: float) -> Any:
@@ -576,10 +603,14 @@ class ConnectifImportOperator(_ConnectifQueuedWorkOperator):
         )  # fmt: skip
         return rejected, False
 
-    def _complete(self, context: Context, resource: dict[str, Any]) -> dict[str, Any]:
+    def _complete(self, context: Context, resource: dict[str, Any], requests: int | None = None) -> dict[str, Any]:
         errors = int(resource.get("errors") or 0)
         rejected, complete = self._error_report(resource)
-        summary = import_summary(resource, rejected, str(self.file_path), report_complete=complete)
+        if requests is not None and errors and resource.get("errorReportFileUrl"):
+            requests += 1  # the error report's download
+        summary = import_summary(
+            resource, rejected, str(self.file_path), report_complete=complete, api_requests=requests
+        )
         self.log.info(
             "Import %s finished: %d of %d rows imported, %d rejected",
             summary["import_id"], summary["success"], summary["total"], summary["errors"],

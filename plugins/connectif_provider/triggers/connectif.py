@@ -113,6 +113,7 @@ class _PollingTrigger(BaseTrigger):
         interval of the coming sleep (for its log lines).
         """
         interval = self.poll_interval
+        rounds = 0  # reported in the event: the run's "API requests spent" counts them
         await self._first_wait()
         while True:
             left = self._time_left()
@@ -120,6 +121,7 @@ class _PollingTrigger(BaseTrigger):
                 yield TriggerEvent(timeout_event())
                 return
             try:
+                rounds += 1
                 outcome = await poll(interval)
             except _TRANSIENT as exc:
                 self.log.warning("Polling Connectif failed, will try again: %s", exc)
@@ -129,7 +131,7 @@ class _PollingTrigger(BaseTrigger):
                 yield TriggerEvent(error_event(str(exc)))
                 return
             if outcome.event is not None:
-                yield TriggerEvent(outcome.event)
+                yield TriggerEvent({**outcome.event, "poll_rounds": rounds})
                 return
             if outcome.running:
                 interval = self.poll_interval

@@ -1,0 +1,195 @@
+"""The monitoring app's routes, called as the Airflow API server mounts them, with real JWTs of Airflow's auth
+manager: who may see what, and that the pages show what the state store holds."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from connectif_sync.contract import ImportOutcome, RunState, RunSummary, SyncObject
+from connectif_sync.state import StateStore, pending_table
+from emulator.testing import RunningEmulator
+
+DAG = "connectif_contacts"
+RUN = "manual__2026-01-02T03:04:05+00:00"
+LIB_RUN = f"{DAG}/{RUN}/1"
+REJECTED = 120  # more than two pages of 50
+
+
+@pytest.fixture
+def state_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'state.sqlite'}"
+    with StateStore(url) as store:
+        store.begin_run("contacts", "full", None, LIB_RUN)
+        rows = [
+            {"key": f"user{i:03d}@example.com", "source_ref": f"id={i}", "field": "_email" if i % 3 else "_points",
+             "reason": "invalid email address" if i % 3 else "not an integer", "value": f"bad{i}"}
+            for i in range(REJECTED)
+        ]  # fmt: skip
+        store.record_rejected("contacts", LIB_RUN, rows)
+        store.finish_run(LIB_RUN, files=[], high_water=None, report={})
+        store.suppress("contacts", ["gone@example.com"], "erasure request id=7")
+        with store.engine.begin() as conn:
+            conn.execute(
+                pending_table.insert().values(
+                    object="contacts", key="late@example.com", path="/x.csv", line=4, reason="_email: invalid",
+                    recorded_at=datetime(2026, 1, 2),
+                )
+            )  # fmt: skip
+        summary = RunSummary(
+            dag_id=DAG, run_id=RUN, object=SyncObject.CONTACTS, state=RunState.SUCCESS, mode="full",
+            extracted=1000, new=700, changed=50, unchanged=130, to_send=750, sent=749, invalid=80, duplicate=40,
+            rejected=121, rejected_by_connectif=1, api_requests=7, library_run_id=LIB_RUN,
+            rejected_by_reason={"_email: invalid email address": 80, "_points: not an integer": 40},
+            notes=["_email: invalid email address: 80"],
+            import_outcomes=[ImportOutcome(import_id="imp-1", status="finished", total=750, success=749, errors=1,
+                                           duration_s=12.5, rejected_rows=[{"line": 4, "field": "_email",
+                                                                            "error": "late@example.com invalid"}])],
+        )  # fmt: skip
+        store.record_run_summary(summary)
+    return url
+
+
+@pytest.fixture
+def client(
+    airflow_db: Path, state_url: str, emulator: RunningEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[TestClient]:
+    from airflow.api_fastapi.app import init_auth_manager
+
+    from connectif_provider.ui import data
+    from connectif_provider.ui.app import app
+
+    init_auth_manager()  # as the API server does at start-up (simple auth manager)
+    monkeypatch.setenv("CONNECTIF_STATE_URL", state_url)
+    connection = {
+        "conn_type": "connectif",
+        "host": emulator.base_url,
+        "password": emulator.api_key,
+        "extra": {"rate_limit_backend": f"sqlite:///{tmp_path / 'bucket.sqlite'}"},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_CONNECTIF_DEFAULT", json.dumps(connection))
+    data._account_cache.clear()
+    root = FastAPI()
+    root.mount("/connectif", app)
+    with TestClient(root) as c:
+        yield c
+
+
+def _token(role: str | None, name: str = "someone") -> str:
+    from airflow.api_fastapi.app import create_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    manager = create_auth_manager()
+    return manager.generate_jwt(SimpleAuthManagerUser(username=name, role=role))  # type: ignore[arg-type]
+
+
+def _as(role: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {_token(role)}"}
+
+
+ROUTES = ["/connectif/", f"/connectif/runs/{DAG}/{RUN}", "/connectif/rejected?object=contacts",
+          "/connectif/rejected.csv?object=contacts", f"/connectif/api/runs/{DAG}/{RUN}"]  # fmt: skip
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_anonymous_requests_are_refused(client: TestClient, route: str) -> None:
+    assert client.get(route).status_code == 401
+    page = client.get(route, headers={"Accept": "text/html"}, follow_redirects=False)
+    assert page.status_code == 302 and "login" in page.headers["location"]  # a browser goes to the login page
+    assert client.get(route, headers={"Authorization": "Bearer not-a-jwt"}).status_code == 403
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_a_user_without_access_to_the_dag_is_refused(client: TestClient, route: str) -> None:
+    assert client.get(route, headers=_as(None)).status_code == 403
+
+
+def test_the_ui_cookie_is_accepted(client: TestClient) -> None:
+    client.cookies.set("_token", _token("viewer"))
+    try:
+        assert client.get("/connectif/").status_code == 200
+    finally:
+        client.cookies.clear()
+
+
+def _figures(html: str) -> dict[str, str]:
+    return dict(re.findall(r"data-figure='([^']+)'><small>[^<]*</small><b>([^<]*)</b>", html))
+
+
+def test_run_tab_shows_the_recorded_summary(client: TestClient) -> None:
+    resp = client.get(f"/connectif/runs/{DAG}/{RUN}", headers=_as("viewer"))
+    assert resp.status_code == 200
+    html = resp.text
+    assert _figures(html) == {"to send": "750", "sent": "749", "changed": "50", "unchanged": "130", "rejected": "121"}
+    assert "_email: invalid email address" in html and ">80<" in html  # reasons with counts
+    assert "imp-1" in html and "12.5 s" in html  # the import, its duration
+    assert re.search(r"API requests spent</td><td class=n>7<", html)
+    data = client.get(f"/connectif/api/runs/{DAG}/{RUN}", headers=_as("viewer")).json()
+    assert data["sent"] == 749 and data["imports"] == 1 and data["import_outcomes"][0]["import_id"] == "imp-1"
+
+
+def test_run_tab_of_an_unreported_or_foreign_run(client: TestClient) -> None:
+    assert "not reported yet" in client.get(f"/connectif/runs/{DAG}/other", headers=_as("viewer")).text
+    assert "not a Connectif sync DAG" in client.get("/connectif/runs/example/x", headers=_as("admin")).text
+
+
+def test_status_page_shows_objects_and_account(client: TestClient, emulator: RunningEmulator) -> None:
+    html = client.get("/connectif/", headers=_as("viewer")).text
+    assert all(f"data-object='{o.value}'" in html for o in SyncObject)
+    contacts = html.split("data-object='contacts'")[1].split("</section>")[0]
+    assert "sent 749 · rejected 121" in contacts
+    assert re.search(r"rows pending retry</td><td class=n><a [^>]*>1<", contacts)
+    assert re.search(r"suppressed keys</td><td class=n><a [^>]*>1<", contacts)
+    assert "<svg" in contacts and "never run" in contacts  # the chart; no Airflow run of the DAG in this DB
+    account = html.split("id=account")[1]
+    assert "0 queued · 0 in progress" in account
+    # the page asked the API once (through the shared bucket); a second view within the cache time does not
+    assert re.search(r"requests, last hour</td><td class=n>1<", account)
+    again = client.get("/connectif/", headers=_as("viewer")).text.split("id=account")[1]
+    assert re.search(r"requests, last hour</td><td class=n>1<", again)
+
+
+def test_rejected_rows_pages_filters_and_search(client: TestClient) -> None:
+    keys: list[str] = []
+    url: str | None = "/connectif/rejected?object=contacts"
+    while url:
+        html = client.get(url, headers=_as("viewer")).text
+        keys += re.findall(r"<td class=''>(user\d+@example\.com)</td>", html)
+        nxt = re.search(r"<a id=next href='([^']+)'", html)
+        url = nxt.group(1).replace("&amp;", "&") if nxt else None
+    assert keys == [f"user{i:03d}@example.com" for i in range(REJECTED)]  # every row once, in order, 3 pages
+    html = client.get("/connectif/rejected?object=contacts&reason=not+an+integer", headers=_as("viewer")).text
+    assert len(re.findall(r"not an integer</td>", html)) == 40 and "invalid email address</td>" not in html
+    html = client.get("/connectif/rejected?object=contacts&key=user00*", headers=_as("viewer")).text
+    found = re.findall(r"<td class=''>(user\d+@example\.com)</td>", html)
+    assert found == [f"user00{i}@example.com" for i in range(10)]
+    assert "late@example.com" in html and "gone@example.com" in html  # pending rows, suppression list
+    assert client.get("/connectif/rejected?object=nope", headers=_as("viewer")).status_code == 404
+
+
+def test_rejected_csv_lists_every_row_of_the_latest_run(client: TestClient) -> None:
+    resp = client.get("/connectif/rejected.csv?object=contacts", headers=_as("viewer"))
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(resp.text)))
+    assert len(rows) == REJECTED
+    assert rows[1] == {"key": "user001@example.com", "source_row": "id=1", "field": "_email",
+                       "reason": "invalid email address", "value": "bad1", "run": LIB_RUN}  # fmt: skip
+
+
+def test_emails_are_masked_by_the_setting(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONNECTIF_UI_MASK_EMAILS", "true")
+    text = client.get("/connectif/rejected.csv?object=contacts", headers=_as("viewer")).text
+    assert "user001@example.com" not in text and "u***@example.com" in text
+    html = client.get("/connectif/rejected?object=contacts", headers=_as("viewer")).text
+    assert "@example.com" in html and not re.search(r"user\d+@", html) and "late@" not in html
+    tab = client.get(f"/connectif/runs/{DAG}/{RUN}", headers=_as("viewer")).text
+    assert "late@example.com" not in tab and "l***@example.com" in tab

@@ -1,0 +1,186 @@
+"""The monitoring pages as a user sees them: a real ``airflow standalone`` (metadata and state store on the
+session's embedded PostgreSQL), the Connectif emulator, Debian's chromium driven by Playwright.
+
+The user logs in through Airflow's login page, runs ``connectif_contacts``, opens the "Connectif" page from the
+navigation and the run's "Connectif sync" tab, and downloads the rejected rows: every figure shown must equal
+the run's ``summary`` XCom, and the CSV must hold every row the run set aside. An anonymous request is refused.
+``CONNECTIF_SCREENSHOTS=<dir>`` keeps the screenshots (``make screenshots`` writes the README's into docs/).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from demo.airflow_api import AirflowClient
+from demo.processes import marked_processes, sweep
+from demo.standalone import REPO, AirflowStandalone
+from emulator.testing import RunningEmulator
+from localdb.postgres import LocalPostgres
+from tests.fixtures.plugin import plugin_env
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(900)]
+
+DAG_ID = "connectif_contacts"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]  # fmt: skip
+
+
+@dataclass
+class Deployment:
+    airflow: AirflowStandalone
+    state_url: str
+    shots: Path
+
+
+@pytest.fixture
+def deployment(postgres_server: LocalPostgres, emulator: RunningEmulator, tmp_path: Path) -> Iterator[Deployment]:
+    from connectif_sync.erp import generate
+
+    tag = uuid.uuid4().hex[:10]
+    urls = {name: postgres_server.create_database(f"{name}_{tag}") for name in ("airflow", "state")}
+    erp_url = f"sqlite:///{tmp_path / 'erp.sqlite'}"
+    generate(erp_url, contacts=400, products=20, orders=10, coupons=30, seed=11, dirty_rate=0.05)
+    connection = {
+        "conn_type": "connectif",
+        "host": emulator.base_url,
+        "password": emulator.api_key,
+        "extra": {"rate_limit_backend": f"sqlite:///{tmp_path / 'bucket.sqlite'}"},
+    }
+    env = {
+        "AIRFLOW_CONN_CONNECTIF_DEFAULT": json.dumps(connection),
+        "AIRFLOW_VAR_CONNECTIF_SOURCE_URL": erp_url,
+        "AIRFLOW_VAR_CONNECTIF_STATE_URL": urls["state"],
+        "AIRFLOW_VAR_CONNECTIF_WORK_DIR": str(tmp_path / "work"),
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        "CONNECTIF_POLL_INTERVAL": "2",
+        **plugin_env(tmp_path),
+    }
+    marker = uuid.uuid4().hex
+    airflow = AirflowStandalone(tmp_path / "airflow", marker=marker, extra_env=env, database_url=urls["airflow"])
+    shots = Path(os.environ.get("CONNECTIF_SCREENSHOTS") or tmp_path / "screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
+    try:
+        airflow.prepare(pools_file=REPO / "pools.json")
+        airflow.start()
+        airflow.wait_ready(timeout=300)
+        yield Deployment(airflow, urls["state"], shots)
+    finally:
+        airflow.stop()
+        left = sweep(marker)
+        assert not left, f"processes left behind by airflow standalone: {left}"
+    assert marked_processes(marker) == []
+
+
+@pytest.fixture
+def page(deployment: Deployment) -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make system-deps` (it installs Debian's chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(
+                viewport={"width": 1440, "height": 1100}, timezone_id="UTC", locale="en-US", accept_downloads=True
+            )
+            pg = context.new_page()
+            pg.set_default_timeout(60_000)
+            yield pg
+        finally:
+            browser.close()
+
+
+def _int(text: str) -> int:
+    return int(text.replace(",", "").strip())
+
+
+def test_connectif_page_and_run_tab_show_the_runs_summary(deployment: Deployment, page: Any) -> None:
+    airflow = deployment.airflow
+    # A long client timeout: the API server stalls for 20-60 s when the first task starts on this loaded
+    # shared machine (also without the plugin); the default 30 s makes the test flaky, not stricter.
+    with AirflowClient(airflow.url, "admin", airflow.admin_password(), timeout=180) as client:
+        airflow.wait_for_dags(client, [DAG_ID], timeout=180)
+        client.set_paused(DAG_ID, False)
+        run = client.trigger(DAG_ID, conf={})
+        run_id = run["dag_run_id"]
+        final = client.wait_for_run(DAG_ID, run_id, timeout=420)
+        assert final["state"] == "success", airflow.log_path.read_text()[-4000:]
+        summary = client.xcom(DAG_ID, run_id, "report", key="summary")
+        plugins = client._json("GET", "/plugins")["plugins"]
+    assert [p["name"] for p in plugins].count("connectif") == 1, plugins  # once, from the entry point
+    assert summary["sent"] > 0 and summary["rejected"] > 0, summary
+
+    # anonymous: refused (the page and the download alike)
+    for path in ("/connectif/", "/connectif/rejected.csv?object=contacts"):
+        assert httpx.get(airflow.url + path, timeout=180).status_code == 401
+
+    # log in through Airflow's login page, then open the "Connectif" page from the navigation
+    page.goto(airflow.url + "/")
+    page.wait_for_url("**/auth/login**")
+    page.get_by_label("Username").fill("admin")
+    page.get_by_label("Password").fill(airflow.admin_password())
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(lambda u: "/auth/login" not in u, timeout=120_000)
+    page.locator("a[href$='plugin/connectif']").first.click()  # the "Connectif" entry of the navigation
+    page.wait_for_url("**/plugin/connectif")
+    frame = page.frame_locator("iframe")
+    card = frame.locator("section[data-object='contacts']")
+    card.wait_for()
+    text = card.inner_text()
+    assert f"sent {summary['sent']:,} · rejected {summary['rejected']:,}" in text, text
+    assert "success" in text and "on time" in text, text
+    assert frame.locator("#account").inner_text().count("queued") == 1
+    page.wait_for_timeout(500)
+    page.screenshot(path=deployment.shots / "ui-connectif-page.png", full_page=True)
+
+    # the run's tab
+    page.goto(f"{airflow.url}/dags/{DAG_ID}/runs/{run_id}/plugin/connectif-sync")
+    frame = page.frame_locator("iframe")
+    figures = frame.locator("#figures")
+    figures.wait_for()
+    shown = {f.get_attribute("data-figure"): _int(f.locator("b").inner_text()) for f in figures.locator(".fig").all()}
+    assert shown == {k: summary[k.replace(" ", "_")] for k in ("to send", "sent", "changed", "unchanged", "rejected")}
+    counts = {
+        r.locator("td").nth(0).inner_text(): r.locator("td").nth(1).inner_text()
+        for r in frame.locator("#counts tr").all()
+    }
+    for name in ("new", "invalid", "duplicate", "rejected_by_connectif", "imports"):
+        assert _int(counts[name]) == summary[name], (name, counts)
+    reasons = {r.locator("td").nth(0).inner_text(): _int(r.locator("td").nth(1).inner_text())
+               for r in frame.locator("#reasons tbody tr").all()}  # fmt: skip
+    assert reasons == summary["rejected_by_reason"]
+    imports = frame.locator("#imports tbody tr")
+    assert imports.count() == summary["imports"]
+    assert imports.first.locator("td").first.inner_text() == summary["import_outcomes"][0]["import_id"]
+    page.wait_for_timeout(500)
+    page.screenshot(path=deployment.shots / "ui-run-tab.png", full_page=True)
+
+    # download the rejected rows from the tab: every row the run set aside before sending, with its reason
+    with page.expect_download() as info:
+        frame.get_by_role("link", name="download CSV").click()
+    path = info.value.path()
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == summary["rejected"] - summary["rejected_by_connectif"] > 0
+    assert all(r["reason"] and r["key"] is not None for r in rows)
+    assert {r["run"] for r in rows} == {summary["library_run_id"]}
+
+    # the browser: the rejected rows of the same run, filtered by one reason
+    reason, count = max(summary["rejected_by_reason"].items(), key=lambda kv: kv[1])
+    page.goto(f"{airflow.url}/connectif/rejected?object=contacts")
+    page.locator("input[name=reason]").fill(reason.split(": ", 1)[1])
+    page.get_by_role("button", name="Filter").click()
+    page.locator("#rejected").wait_for()
+    assert page.locator("#rejected tbody tr").count() == min(count, 50)
+    page.screenshot(path=deployment.shots / "ui-rejected-rows.png", full_page=True)
