@@ -26,12 +26,14 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml setup.py
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -r requirements.txt -c constraints.txt
 	$(BIN)/python -m pip install -q --no-deps -e .
+	@rm -rf *.egg-info  # the build leaves it here; on the path it would declare the entry points a second time
 	@touch $@
 
 # The sync library's C accelerators (row hash, SQLite source hash), rebuilt in place when its source changes (editable install).
 HASH_EXT := $(VENV)/.hashing-built
 $(HASH_EXT): include/connectif_sync/_hashing.c include/connectif_sync/_sqlite_hash.c include/connectif_sync/_hash64.h $(STAMP)
 	$(BIN)/python -m pip install -q --no-deps -e .
+	@rm -rf *.egg-info  # the build leaves it here; on the path it would declare the entry points a second time
 	@touch $@
 
 install: $(STAMP) $(HASH_EXT)
