@@ -37,6 +37,8 @@ from typing import Any
 
 import yaml
 
+from connectif_sync.thresholds import Thresholds
+
 MAPPINGS_DIR = Path(__file__).with_name("mappings")
 OBJECTS = ("contacts", "products", "coupons", "purchases")
 
@@ -401,8 +403,6 @@ def parse_mapping(raw: Any, path: Path) -> Mapping:
         )
     guardrail = raw.get("guardrail") or {}
     if guardrail:
-        from connectif_sync.guardrail import Thresholds
-
         try:
             Thresholds().with_overrides(guardrail, f"{p}: guardrail")
         except ValueError as exc:

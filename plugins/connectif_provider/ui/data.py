@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from connectif_provider.hooks.connectif import ConnectifHook, settings_from_connection
 from connectif_provider.models import ImportStatus, parse_import_status
 from connectif_sync.contract import SyncObject
 from connectif_sync.state import StateStore
@@ -242,16 +243,12 @@ _account_lock = threading.Lock()
 def _connection_settings(conn_id: str) -> Any:
     from airflow.models.connection import Connection
 
-    from connectif_provider.hooks.connectif import settings_from_connection
-
     conn = Connection.get_connection_from_secrets(conn_id)
     return settings_from_connection(conn, conn.extra_dejson)
 
 
 def _import_queue(settings: Any, conn_id: str) -> tuple[int, int]:
     """(queued, in progress) from the newest imports; stops at 100 finished ones (Connectif works in order)."""
-    from connectif_provider.hooks.connectif import ConnectifHook
-
     hook = ConnectifHook(conn_id)
     hook._settings = settings  # read by the API server from the metadata DB, not through the Task SDK
     queued = running = terminal = 0
