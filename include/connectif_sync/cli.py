@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from connectif_sync.chunk import DEFAULT_MAX_FILE_BYTES
-from connectif_sync.erp import generate
 from connectif_sync.extract import DEFAULT_READERS
 from connectif_sync.mappings import OBJECTS, MappingError
 from connectif_sync.pipeline import parse_when, run_sync
@@ -164,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "sample-erp":
+            from connectif_sync.erp import generate  # here: the other commands need not import the generator
+
             summary = generate(
                 args.url, contacts=args.contacts, products=args.products, orders=args.orders, coupons=args.coupons,
                 coupon_sets=args.coupon_sets, erasures=args.erasures, seed=args.seed, dirty_rate=args.dirty_rate,

@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import sqlalchemy as sa
 from phonenumbers import country_code_for_region
@@ -296,8 +297,11 @@ def create_schema(engine: sa.Engine, replace: bool = True, indexes: bool = True)
         metadata.drop_all(engine)
     metadata.create_all(engine)
     if not indexes:
+        mysql = engine.dialect.name in ("mysql", "mariadb")
         for table in TABLES:
             for index in table.indexes:
+                if mysql and any(c.foreign_keys for c in index.columns):
+                    continue  # MySQL needs an index on a foreign key column and refuses to drop it
                 index.drop(engine)
 
 
@@ -736,6 +740,8 @@ class _Writer:
                 cols = ",".join(arrow.column_names)
                 with raw.cursor() as cur:
                     cur.copy_expert(f"COPY {table.name} ({cols}) FROM STDIN WITH (FORMAT csv)", buf)
+            elif conn.dialect.name in ("mysql", "mariadb") and conn.dialect.driver == "pymysql":
+                _load_data_mysql(conn, table, arrow)
             else:
                 conn.execute(table.insert(), _to_python(table, arrow))
 
@@ -743,6 +749,38 @@ class _Writer:
         if self._adbc is not None:
             self._adbc.close()
             self._adbc = None
+
+
+_MYSQL_NULL = "\x01N"  # stands for NULL in the LOAD DATA file (no generated value holds a control character)
+
+
+def _load_data_mysql(conn: sa.Connection, table: sa.Table, arrow: pa.Table) -> None:
+    """MySQL/MariaDB (PyMySQL): ``LOAD DATA LOCAL INFILE`` of a CSV rendered by pyarrow, ten times faster than
+    INSERTs. Every value goes as text (booleans as 0/1), NULL as a marker that ``NULLIF`` turns back."""
+    import os
+    import tempfile
+
+    cols = []
+    for name in arrow.column_names:
+        col = arrow.column(name)
+        if pa.types.is_boolean(col.type):
+            col = pc.cast(col, pa.int8())
+        cols.append(pc.fill_null(pc.cast(col, pa.string()), _MYSQL_NULL))
+    text = pa.table(cols, names=arrow.column_names)
+    fd, path = tempfile.mkstemp(suffix=".csv", prefix="connectif-erp-")
+    os.close(fd)
+    try:
+        pa_csv.write_csv(text, path, pa_csv.WriteOptions(include_header=False))
+        names = arrow.column_names
+        variables = ", ".join(f"@v{i}" for i in range(len(names)))
+        sets = ", ".join(f"`{n}` = NULLIF(@v{i}, '{_MYSQL_NULL}')" for i, n in enumerate(names))
+        conn.exec_driver_sql(
+            f"LOAD DATA LOCAL INFILE '{path}' INTO TABLE `{table.name}` CHARACTER SET utf8mb4 "
+            "FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' ESCAPED BY '' LINES TERMINATED BY '\\n' "
+            f"({variables}) SET {sets}"
+        )
+    finally:
+        os.unlink(path)
 
 
 def _batches(total: int) -> Iterator[tuple[int, int]]:
@@ -778,7 +816,10 @@ def generate(
     n_erasures = erasures if erasures is not None else max(3, contacts // 1000)
     sets = coupon_set_ids(seed, coupon_sets) if coupon_sets else []
     summary = GenerationSummary(url=_safe_url(url), seed=seed, now=anchor.isoformat(), coupon_sets=sets)
-    engine = sa.create_engine(url)
+    u = sa.make_url(url)
+    # PyMySQL loads the rows with LOAD DATA LOCAL INFILE (see _load_data_mysql), which the client must allow.
+    local_infile = {"local_infile": True} if u.get_backend_name() in ("mysql", "mariadb") and u.get_driver_name() == "pymysql" else {}
+    engine = sa.create_engine(url, connect_args=local_infile)
     writer: _Writer | None = None
     try:
         create_schema(engine, indexes=False)

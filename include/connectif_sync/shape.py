@@ -92,10 +92,13 @@ def to_text(values: pa.Array | pa.ChunkedArray) -> pa.Array:
         return pc.cast(values, pa.string())
     if pa.types.is_null(t):
         return pa.nulls(len(values), pa.string())
+    # Arrow's cast writes exactly what ``strftime("%Y-%m-%d %H:%M:%S")`` / ``("%Y-%m-%d")`` writes (fractions
+    # of the unit included), ten times faster (0.2 s instead of 1.7-3 s per million, bench/README.md); an
+    # aware timestamp is written in its own zone, as strftime does, not with the cast's ``Z`` suffix.
     if pa.types.is_timestamp(t):
-        return pc.strftime(values, format="%Y-%m-%d %H:%M:%S")
+        return pc.cast(pc.local_timestamp(values) if t.tz is not None else values, pa.string())
     if pa.types.is_date(t):
-        return pc.strftime(values, format="%Y-%m-%d")
+        return pc.cast(values, pa.string())
     if pa.types.is_binary(t) or pa.types.is_large_binary(t):
         return pc.cast(pc.cast(values, pa.binary()), pa.string())
     return pc.cast(values, pa.string())
@@ -276,7 +279,7 @@ def _timestamp(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
     text = pc.binary_join_element_wise(d, pc.if_else(pc.equal(tm, ""), "00:00:00", tm), " ")
     ts = pc.strptime(text, format="%Y-%m-%d %H:%M:%S", unit="s", error_is_null=True)
     # strptime rolls impossible days over (1990-02-30): a valid date renders back to the same text.
-    same = pc.equal(pc.strftime(ts, format="%Y-%m-%d"), d)
+    same = pc.equal(pc.cast(pc.cast(ts, pa.date32()), pa.string()), d)
     ts = pc.if_else(pc.fill_null(same, False), ts, pa.scalar(None, pa.timestamp("s")))
     return ts, _invalid(ts, s)
 
