@@ -818,7 +818,8 @@ def generate(
     summary = GenerationSummary(url=_safe_url(url), seed=seed, now=anchor.isoformat(), coupon_sets=sets)
     u = sa.make_url(url)
     # PyMySQL loads the rows with LOAD DATA LOCAL INFILE (see _load_data_mysql), which the client must allow.
-    local_infile = {"local_infile": True} if u.get_backend_name() in ("mysql", "mariadb") and u.get_driver_name() == "pymysql" else {}
+    mysql = u.get_backend_name() in ("mysql", "mariadb") and u.get_driver_name() == "pymysql"
+    local_infile = {"local_infile": True} if mysql else {}
     engine = sa.create_engine(url, connect_args=local_infile)
     writer: _Writer | None = None
     try:

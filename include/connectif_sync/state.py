@@ -696,7 +696,11 @@ class StateStore:
             return
         data = data.sort_by([("key", "ascending")])  # in key order the B-tree fills sequentially
         if dialect == "sqlite":
-            cols = ("object", "key", "key_hash", "row_hash", "source_hash", "source_updated_at", "confirmed_at")
+            # The object and the time are the same for every row: written once into the statement (SQLite
+            # quoting), so that the driver binds five values per row instead of seven (the binding is most of
+            # this loop's cost, bench/README.md).
+            cols = ("key", "key_hash", "row_hash", "source_hash", "source_updated_at")
+            consts = ", ".join("'" + v.replace("'", "''") + "'" for v in (obj, now.strftime("%Y-%m-%d %H:%M:%S")))
             with self.engine.begin() as conn:
                 conn.exec_driver_sql("PRAGMA cache_size=-131072")  # 128 MB: a big upsert stays in memory
                 base = _read_snapshot(conn, obj)
@@ -710,7 +714,8 @@ class StateStore:
                     part = data.slice(off, 50_000)
                     rows = zip(*(part.column(c).to_pylist() for c in cols), strict=True)
                     conn.exec_driver_sql(
-                        f"INSERT INTO connectif_sync_state ({', '.join(cols)}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                        f"INSERT INTO connectif_sync_state (object, confirmed_at, {', '.join(cols)}) "
+                        f"VALUES ({consts}, ?, ?, ?, ?, ?) "
                         "ON CONFLICT (object, key) DO UPDATE SET key_hash = excluded.key_hash, "
                         "row_hash = excluded.row_hash, source_hash = excluded.source_hash, "
                         "source_updated_at = excluded.source_updated_at, "
