@@ -85,13 +85,7 @@ def _running_port(root: Path) -> int | None:
         port = int((root / "port").read_text().strip())
     except (OSError, ValueError):
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass  # alive, owned by the server user
-    return port
+    return port if _alive(pid) else None
 
 
 @dataclass(frozen=True)
@@ -155,12 +149,31 @@ class LocalMariaDB:
             return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
+            if not _alive(pid):
                 return
             time.sleep(0.1)
         os.kill(pid, 9)
+        _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs; reaps it when it is our child that exited (a zombie answers ``kill 0``)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    except ChildProcessError:  # not our child: started by another process (a reused server)
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
 
 
 def _wait_ready(server: LocalMariaDB, proc: subprocess.Popen[bytes], deadline: float) -> None:

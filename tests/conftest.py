@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.fixtures.provider",
     "tests.fixtures.dags",
     "tests.fixtures.postgres",
+    "tests.fixtures.mariadb",
 ]

@@ -41,6 +41,10 @@ if TYPE_CHECKING:
 
 DEFAULT_CHUNK_ROWS = 32_768
 DEFAULT_READERS = 2  # connections reading a full table at once (ADBC): the database's own work in parallel
+# Every MySQL session that reads a source: TIMESTAMPs in UTC whatever the server's zone (DATETIME has none: taken
+# as UTC, as on every database). (Not PIPES_AS_CONCAT: ConnectorX parses and re-renders the query, ``||`` as OR;
+# a mapping's SQL that concatenates has a ``<name>.mysql.sql`` variant, see Mapping.sql_for.)
+MYSQL_SESSION = ("SET time_zone = '+00:00'",)
 PROBE_HASH_COLUMN = "__connectif_source_hash"  # the column a probe query adds (see probe_query)
 
 
@@ -132,7 +136,7 @@ def build_query(
     q = dialect.identifier_preparer.quote
     cols = select if select is not None else ", ".join(q(c) for c in mapping.source_columns())
     table = mapping.table
-    source = ".".join(q(p) for p in table.split(".")) if table is not None else f"({mapping.sql}) src"
+    source = ".".join(q(p) for p in table.split(".")) if table is not None else f"({mapping.sql_for(dialect.name)}) src"
     where: list[str] = []
     if since is not None:
         if not mapping.updated_at:
@@ -219,7 +223,8 @@ class _StreamCursor:
         import connectorx
 
         text, _ = _bound(sql, "literal", self.dialect)  # ConnectorX takes no parameters: see _bound
-        self._reader = connectorx.read_sql(self.uri, text, return_type="arrow_stream", batch_size=self.batch_rows)
+        self._reader = connectorx.read_sql(self.uri, text, return_type="arrow_stream", batch_size=self.batch_rows,
+                                           pre_execution_query=list(MYSQL_SESSION))  # fmt: skip
 
     def fetch_record_batch(self) -> pa.RecordBatchReader:
         assert self._reader is not None, "execute() first"
@@ -470,6 +475,9 @@ def _sqlalchemy_batches(url: str, sql: str, chunk_rows: int) -> Iterator[pa.Tabl
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
+            if conn.dialect.name in ("mysql", "mariadb"):
+                for statement in MYSQL_SESSION:  # as the Arrow path
+                    conn.exec_driver_sql(statement)
             text, params = _bound(sql, "named")
             result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(sa.text(text), params)
             names = list(result.keys())
