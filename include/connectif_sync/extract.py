@@ -429,7 +429,7 @@ def read_rows(conn: Any, url: str, mapping: Mapping, dialect: sa.Dialect, chunk_
 
 def read_ranges(
     url: str,
-    sqls: list[str],
+    sqls: Sequence[str],
     chunk_rows: int,
     readers: int,
     resumes: list[Resume] | None = None,

@@ -126,7 +126,11 @@ def _invalid(result: pa.Array, original: pa.Array) -> np.ndarray:
 def _number(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
     """Values as float64 (text is trimmed and parsed); mask of unparsable ones."""
     t = values.type
-    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_boolean(t):
+    if pa.types.is_decimal(t):
+        # Through text: Arrow's decimal -> float cast is not correctly rounded (127.8200000000 from MySQL
+        # became 127.82000000000001), the text -> float parse is.
+        return pc.cast(pc.cast(values, pa.string()), pa.float64()), np.zeros(len(values), dtype=bool)
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t):
         return pc.cast(values, pa.float64()), np.zeros(len(values), dtype=bool)
     s = _empty_to_null(pc.utf8_trim_whitespace(to_text(values)))
     ok = pc.match_substring_regex(s, r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")
