@@ -664,7 +664,6 @@ class StateStore:
             return
         data = pa.table(
             {
-                "object": pa.array([obj] * rows.num_rows, pa.string()),
                 "key": rows.column("key"),
                 "key_hash": rows.column("key_hash"),
                 "row_hash": rows.column("row_hash"),
@@ -672,10 +671,13 @@ class StateStore:
                 if "source_hash" in rows.column_names
                 else pa.nulls(rows.num_rows, pa.int64()),
                 "source_updated_at": rows.column("updated_at"),
-                "confirmed_at": pa.array([now.strftime("%Y-%m-%d %H:%M:%S")] * rows.num_rows, pa.string()),
             }
         )
         dialect = self.engine.dialect.name
+        if dialect != "sqlite":  # SQLite writes the object and the time once into its statement (below)
+            data = data.append_column("object", pa.array([obj] * rows.num_rows, pa.string())).append_column(
+                "confirmed_at", pa.array([now.strftime("%Y-%m-%d %H:%M:%S")] * rows.num_rows, pa.string())
+            )
         if self._adbc:
             stage = f"connectif_sync_stage_{uuid.uuid4().hex[:12]}"
             confirmed = "CAST(confirmed_at AS TIMESTAMP)"
