@@ -14,7 +14,7 @@ help:
 	@echo "make demo      - embedded PostgreSQL + sample ERP + emulator + airflow standalone, first sync of every DAG, until Ctrl-C"
 	@echo "make bench-emulator - upload/import speed and requests/s of the emulator (figures in bench/README.md)"
 	@echo "make bench-provider - requests per import while waiting; shared rate-limit bucket from 4 processes"
-	@echo "make bench-sync     - sync library vs naive pandas and sqlite3 -csv on 1M/3M contacts (figures in bench/README.md)"
+	@echo "make bench-sync     - sync library vs naive pandas and native dumps on SQLite, PostgreSQL, MySQL, 1M/3M contacts (figures in bench/README.md)"
 	@echo "make bench-ui       - monitoring pages' answer times with 1M rejected rows and 1,000 runs (PostgreSQL)"
 	@echo "make screenshots    - the monitoring pages in a real browser on a real Airflow; PNGs into docs/"
 	@echo "make lint      - ruff;  make typecheck - mypy on plugins/, include/, emulator/, sample_erp/, deploy/ and demo/"
@@ -42,7 +42,7 @@ lint: install
 	$(BIN)/ruff check .
 
 typecheck: install
-	$(BIN)/mypy plugins/connectif_provider include/connectif_sync emulator sample_erp deploy demo
+	$(BIN)/mypy plugins/connectif_provider include/connectif_sync emulator sample_erp localdb deploy demo
 
 pytest: install system-deps
 	$(BIN)/pytest
@@ -72,14 +72,16 @@ bench-emulator: install
 bench-provider: install
 	$(BIN)/python bench/provider_bench.py
 
-# The sync library against its targets (naive pandas, `sqlite3 -csv`, 1M/3M rows, second runs); needs the
-# sqlite3 shell, installed here (as root, apt-get) when missing. Figures go in bench/README.md.
+# The sync library against its targets on SQLite, PostgreSQL (embedded) and MariaDB (Debian's mariadb-server, from
+# system-deps): naive pandas, the native dumps (`sqlite3 -csv`, `psql \copy`, `mariadb --batch`), 1M/3M rows, the
+# commit step, second runs; needs the sqlite3 shell, installed here (as root, apt-get) when missing. Figures go in
+# bench/README.md. BENCH_ARGS passes options, e.g. `make bench-sync BENCH_ARGS="--databases mysql --repeat 1"`.
 .PHONY: bench-sync
-bench-sync: install
+bench-sync: install system-deps
 	@command -v sqlite3 >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" != 0 ]; then echo "bench-sync: run as root to apt-get install sqlite3"; exit 1; fi; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=300 sqlite3; }
-	$(BIN)/python bench/sync_bench.py
+	$(BIN)/python bench/sync_bench.py $(BENCH_ARGS)
 
 # The monitoring pages (UI plugin) with 1,000,000 rejected rows and 1,000 runs on the embedded PostgreSQL.
 .PHONY: bench-ui

@@ -177,7 +177,10 @@ def generate(
     n_erasures = erasures if erasures is not None else max(3, contacts // 1000)
     sets = coupon_set_ids(seed, coupon_sets) if coupon_sets else []
     summary = GenerationSummary(url=_safe_url(url), seed=seed, now=anchor.isoformat(), coupon_sets=sets)
-    engine = sa.create_engine(url)
+    u = sa.make_url(url)
+    # PyMySQL loads the rows with LOAD DATA LOCAL INFILE (see writer._load_data_mysql), which the client must allow.
+    mysql = u.get_backend_name() in ("mysql", "mariadb") and u.get_driver_name() == "pymysql"
+    engine = sa.create_engine(url, connect_args={"local_infile": True} if mysql else {})
     writer: Writer | None = None
     try:
         create_schema(engine, indexes=False)

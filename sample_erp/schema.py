@@ -122,8 +122,11 @@ def create_schema(engine: sa.Engine, replace: bool = True, indexes: bool = True)
         metadata.drop_all(engine)
     metadata.create_all(engine)
     if not indexes:
+        mysql = engine.dialect.name in ("mysql", "mariadb")
         for table in TABLES:
             for index in table.indexes:
+                if mysql and any(c.foreign_keys for c in index.columns):
+                    continue  # MySQL needs an index on a foreign key column and refuses to drop it
                 index.drop(engine)
 
 

@@ -9,4 +9,5 @@ pytest_plugins = [
     "tests.fixtures.dags",
     "tests.fixtures.postgres",
     "tests.fixtures.mail",
+    "tests.fixtures.mariadb",
 ]

@@ -2,12 +2,17 @@
 
 Two paths produce the same Arrow chunks:
 
-* **ADBC** (SQLite files and PostgreSQL): the database's Arrow-native driver streams record batches
-  (PostgreSQL through ``COPY ... TO STDOUT`` in binary). No Python object is created per row, which is
-  what makes a million rows take about a second.
+* **Arrow-native drivers** (SQLite files, PostgreSQL, MySQL/MariaDB): the database's rows arrive as Arrow
+  record batches without a Python object per row, which is what makes a million rows take about a second.
+  SQLite and PostgreSQL through ADBC (PostgreSQL with ``COPY ... TO STDOUT`` in binary), MySQL through
+  ConnectorX (Rust; its ``arrow_stream`` result). All three go through the same reader (:func:`read_ranges`:
+  ranges of an integer key read by several connections at once, in order).
 * **SQLAlchemy** (any other database, or ``path="sqlalchemy"``): ``stream_results`` / ``yield_per``
   (a server-side cursor where the driver has one) and ``Result.partitions()``; each partition becomes an
   Arrow table.
+
+Values read back from the source (to resume a read after them, or to retry some keys) are bound parameters
+(:class:`Query`), never text pasted into the SQL: a key ending in a backslash is an escape in MySQL.
 
 :func:`extract` yields pandas DataFrames with Arrow-backed dtypes (zero-copy views of those chunks);
 :func:`extract_arrow` yields the Arrow tables the pipeline works on.
@@ -19,6 +24,7 @@ import contextlib
 import functools
 import importlib.machinery
 import importlib.util
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,6 +41,10 @@ if TYPE_CHECKING:
 
 DEFAULT_CHUNK_ROWS = 32_768
 DEFAULT_READERS = 2  # connections reading a full table at once (ADBC): the database's own work in parallel
+# Every MySQL session that reads a source: TIMESTAMPs in UTC whatever the server's zone (DATETIME has none: taken
+# as UTC, as on every database). (Not PIPES_AS_CONCAT: ConnectorX parses and re-renders the query, ``||`` as OR;
+# a mapping's SQL that concatenates has a ``<name>.mysql.sql`` variant, see Mapping.sql_for.)
+MYSQL_SESSION = ("SET time_zone = '+00:00'",)
 PROBE_HASH_COLUMN = "__connectif_source_hash"  # the column a probe query adds (see probe_query)
 
 
@@ -46,13 +56,53 @@ class Window:
     end: datetime | None = None
 
 
-def _sql_value(value: Any) -> str:
-    """A literal for a value read back from the source (to resume after it)."""
+class Query(str):
+    """SQL text with ``:name`` markers and the values bound to them (``params``).
+
+    A ``str``, so that a query without values is used as any SQL text; each driver binds the values its own
+    way (:func:`_bound`), so no value read from the source is ever pasted into SQL text by us.
+    """
+
+    params: dict[str, Any]
+
+    def __new__(cls, sql: str, params: dict[str, Any] | None = None) -> Query:
+        obj = super().__new__(cls, sql)
+        obj.params = dict(params or {})
+        return obj
+
+
+_MARKER = re.compile(r":(cs_[a-z]+[0-9]+)\b")
+
+
+def _bound(sql: str, style: str, dialect: sa.Dialect | None = None) -> tuple[str, Any]:
+    """``sql`` for a driver's parameter style: ``qmark`` (ADBC SQLite), ``dollar`` (ADBC PostgreSQL),
+    ``named`` (SQLAlchemy ``text``) or ``literal`` (ConnectorX, which takes no parameters: the values are
+    then rendered by SQLAlchemy's dialect, which escapes them as that database reads them, backslashes
+    included on MySQL). Returns the text and the parameters (a list, a dict, or None)."""
+    params = sql.params if isinstance(sql, Query) else {}
+    if not params:
+        return str(sql), None
+    if style == "named":
+        return str(sql), params
+    order: list[Any] = []
+
+    def mark(m: re.Match[str]) -> str:
+        value = params[m.group(1)]
+        if style == "literal":
+            assert dialect is not None
+            return str(sa.literal(value).compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+        order.append(value)
+        return "?" if style == "qmark" else f"${len(order)}"
+
+    text = _MARKER.sub(mark, str(sql))
+    return text, (order if style != "literal" else None)
+
+
+def _check_value(value: Any) -> Any:
+    """A value read back from the source that a read may resume after."""
     if isinstance(value, bool) or value is None:
         raise ValueError(f"cannot resume a read after the value {value!r}")
-    if isinstance(value, int | float):
-        return repr(value)
-    return "'" + str(value).replace("'", "''") + "'"
+    return value
 
 
 def _literal(ts: datetime) -> str:
@@ -71,7 +121,7 @@ def build_query(
     after: tuple[Any, ...] | None = None,
     ids: Sequence[int] | None = None,
     select: str | None = None,
-) -> str:
+) -> Query:
     """The SELECT that extraction runs: the mapped columns of the source, filtered and ordered.
 
     ``since`` keeps rows whose ``updated_at`` is at or after it (rows without one are left to full scans:
@@ -86,7 +136,7 @@ def build_query(
     q = dialect.identifier_preparer.quote
     cols = select if select is not None else ", ".join(q(c) for c in mapping.source_columns())
     table = mapping.table
-    source = ".".join(q(p) for p in table.split(".")) if table is not None else f"({mapping.sql}) src"
+    source = ".".join(q(p) for p in table.split(".")) if table is not None else f"({mapping.sql_for(dialect.name)}) src"
     where: list[str] = []
     if since is not None:
         if not mapping.updated_at:
@@ -98,9 +148,11 @@ def build_query(
             where.append(f"{d} >= {_literal(window.start)}")
         if window.end is not None:
             where.append(f"{d} < {_literal(window.end)}")
+    params: dict[str, Any] = {}
     if keys is not None and mapping.order_by:
-        escaped = ", ".join("'" + k.replace("'", "''") + "'" for k in keys) or "NULL"
-        where.append(f"{q(mapping.order_by[0])} IN ({escaped})")
+        params.update({f"cs_key{i}": str(k) for i, k in enumerate(keys)})
+        marks = ", ".join(f":cs_key{i}" for i in range(len(keys))) or "NULL"
+        where.append(f"{q(mapping.order_by[0])} IN ({marks})")
     if ids is not None and mapping.order_by:
         where.append(f"{q(mapping.order_by[0])} IN ({', '.join(str(int(i)) for i in ids) or 'NULL'})")
     selective = bool(where)
@@ -109,7 +161,8 @@ def build_query(
             f"{q(mapping.order_by[0])} >= {int(id_range[0])} AND {q(mapping.order_by[0])} < {int(id_range[1])}"
         )
     if after is not None and mapping.order_by:
-        order, vals = ", ".join(q(c) for c in mapping.order_by), ", ".join(_sql_value(v) for v in after)
+        params.update({f"cs_after{i}": _check_value(v) for i, v in enumerate(after)})
+        order, vals = ", ".join(q(c) for c in mapping.order_by), ", ".join(f":cs_after{i}" for i in range(len(after)))
         where.append(f"({order}) > ({vals})" if len(after) > 1 else f"{order} > {vals}")
     sql = f"SELECT {cols} FROM {source}"
     if where:
@@ -120,7 +173,7 @@ def build_query(
         # (Not for an id range alone: that one walks the order column's own index, already sorted.)
         plus = "+" if selective and dialect.name == "sqlite" else ""
         sql += " ORDER BY " + ", ".join(plus + q(c) for c in mapping.order_by)
-    return sql
+    return Query(sql, params)
 
 
 def adbc_uri(url: str | sa.URL) -> tuple[str, str] | None:
@@ -132,6 +185,83 @@ def adbc_uri(url: str | sa.URL) -> tuple[str, str] | None:
     if backend == "postgresql":
         return "postgresql", u.set(drivername="postgresql").render_as_string(hide_password=False)
     return None
+
+
+def connectorx_uri(url: str | sa.URL) -> str | None:
+    """The ConnectorX URI of a MySQL/MariaDB ``url`` (any SQLAlchemy driver), or None for other databases
+    or when ConnectorX is not installed."""
+    u = sa.make_url(url)
+    if u.get_backend_name() not in ("mysql", "mariadb") or importlib.util.find_spec("connectorx") is None:
+        return None
+    return u.set(drivername="mysql", query={}).render_as_string(hide_password=False)
+
+
+def arrow_source(url: str | sa.URL) -> str | None:
+    """Which Arrow-native reader serves ``url``: ``sqlite``, ``postgresql`` (ADBC), ``mysql`` (ConnectorX),
+    or None (SQLAlchemy)."""
+    target = adbc_uri(url)
+    if target is not None:
+        return target[0]
+    return "mysql" if connectorx_uri(url) is not None else None
+
+
+class _StreamCursor:
+    """The part of an ADBC cursor the readers use, over ConnectorX: ``execute`` then
+    ``fetch_record_batch`` (ConnectorX's ``arrow_stream``: batches of ``batch_rows`` as they arrive)."""
+
+    def __init__(self, uri: str, dialect: sa.Dialect, batch_rows: int) -> None:
+        self.uri, self.dialect, self.batch_rows = uri, dialect, batch_rows
+        self._reader: pa.RecordBatchReader | None = None
+
+    def __enter__(self) -> _StreamCursor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def execute(self, sql: str, parameters: Any = None) -> None:
+        import connectorx
+
+        text, _ = _bound(sql, "literal", self.dialect)  # ConnectorX takes no parameters: see _bound
+        self._reader = connectorx.read_sql(self.uri, text, return_type="arrow_stream", batch_size=self.batch_rows,
+                                           pre_execution_query=list(MYSQL_SESSION))  # fmt: skip
+
+    def fetch_record_batch(self) -> pa.RecordBatchReader:
+        assert self._reader is not None, "execute() first"
+        return self._reader
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+
+class _StreamConnection:
+    """A MySQL "connection" for the readers: ConnectorX opens its own per query (cheap on a LAN: the reads
+    are ranges of 32k rows or more)."""
+
+    def __init__(self, url: str | sa.URL, batch_rows: int = DEFAULT_CHUNK_ROWS) -> None:
+        uri = connectorx_uri(url)
+        if uri is None:
+            raise ValueError("ConnectorX serves MySQL/MariaDB only (pip install connectorx)")
+        self.uri, self.batch_rows = uri, batch_rows
+        self.dialect = sa.make_url(url).get_dialect()()
+
+    def cursor(self) -> _StreamCursor:
+        return _StreamCursor(self.uri, self.dialect, self.batch_rows)
+
+    def close(self) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def arrow_connect(url: str | sa.URL, *, source_hash: bool = False) -> Iterator[Any]:
+    """A connection of the Arrow-native reader that serves ``url`` (:func:`arrow_source`)."""
+    if arrow_source(url) == "mysql":
+        yield _StreamConnection(url)
+        return
+    with adbc_connect(url, source_hash=source_hash) as conn:
+        yield conn
 
 
 @functools.cache
@@ -202,9 +332,14 @@ def _adbc_cursor_batches(
         pending: list[pa.RecordBatch] = []
         rows = 0
         with conn.cursor() as cur:
-            if adbc_uri(url)[0] == "sqlite":  # type: ignore[index]
+            kind = arrow_source(url)
+            if kind == "sqlite":
                 cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(chunk_rows)})
-            cur.execute(sql)
+            if kind in ("sqlite", "postgresql"):  # ADBC binds; ConnectorX's cursor handles a Query itself
+                text, params = _bound(sql, "qmark" if kind == "sqlite" else "dollar")
+                cur.execute(text, params) if params else cur.execute(text)
+            else:
+                cur.execute(sql)
             reader = cur.fetch_record_batch()
             schema = schema or reader.schema
             try:
@@ -294,7 +429,7 @@ def read_rows(conn: Any, url: str, mapping: Mapping, dialect: sa.Dialect, chunk_
 
 def read_ranges(
     url: str,
-    sqls: list[str],
+    sqls: Sequence[str],
     chunk_rows: int,
     readers: int,
     resumes: list[Resume] | None = None,
@@ -316,7 +451,7 @@ def read_ranges(
 
     def work(w: int) -> None:
         try:
-            with adbc_connect(url, source_hash=source_hash) as conn:
+            with arrow_connect(url, source_hash=source_hash) as conn:
                 for i in range(w, len(sqls), readers):
                     resume = resumes[i] if resumes is not None else None
                     for table in _adbc_cursor_batches(conn, url, sqls[i], chunk_rows, resume, order_by):
@@ -340,7 +475,11 @@ def _sqlalchemy_batches(url: str, sql: str, chunk_rows: int) -> Iterator[pa.Tabl
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
-            result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(sa.text(sql))
+            if conn.dialect.name in ("mysql", "mariadb"):
+                for statement in MYSQL_SESSION:  # as the Arrow path
+                    conn.exec_driver_sql(statement)
+            text, params = _bound(sql, "named")
+            result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(sa.text(text), params)
             names = list(result.keys())
             for part in result.partitions(chunk_rows):
                 cols: list[list[Any]] = [list(c) for c in zip(*part, strict=True)] if part else [[] for _ in names]
@@ -475,14 +614,15 @@ def extract_arrow(
 ) -> Iterator[pa.Table]:
     """Stream the mapping's source as Arrow tables of about ``chunk_rows`` rows.
 
-    ``path`` is ``auto`` (ADBC where available), ``adbc`` or ``sqlalchemy``. A full read of a table through
+    ``path`` is ``auto`` (an Arrow-native driver where one serves the database: :func:`arrow_source`),
+    ``adbc`` (that driver, required) or ``sqlalchemy``. A full read of a table through
     ADBC is cut into ranges of its integer primary key (:func:`integer_ranges`) that ``readers``
     connections read at once, in order; each connection sees the database as of its own queries, so rows
     written during the read may or may not be in it, as with any read that is not one transaction.
     """
     if path not in ("auto", "adbc", "sqlalchemy"):
         raise ValueError(f"path must be auto, adbc or sqlalchemy, got {path!r}")
-    use_adbc = path == "adbc" or (path == "auto" and adbc_uri(source_url) is not None)
+    use_adbc = path == "adbc" or (path == "auto" and arrow_source(source_url) is not None)
     dialect = sa.make_url(source_url).get_dialect()()
     sql = build_query(mapping, dialect, since=since, window=window, keys=keys)
     whole = since is None and window is None and keys is None
@@ -493,7 +633,7 @@ def extract_arrow(
         yield from read_ranges(source_url, sqls, chunk_rows, readers, resumes, mapping.order_by)
     elif use_adbc:
         resume = resume_query(mapping, dialect, since=since, window=window, keys=keys)
-        with adbc_connect(source_url) as conn:
+        with arrow_connect(source_url) as conn:
             yield from _adbc_cursor_batches(conn, source_url, sql, chunk_rows, resume, mapping.order_by)
     else:
         yield from _sqlalchemy_batches(source_url, sql, chunk_rows)

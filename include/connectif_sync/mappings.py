@@ -9,7 +9,8 @@ Format::
     object: contacts                 # contacts | products | coupons | purchases
     source:
       table: customers               # a table (optionally schema.table) ...
-      # sql: contacts.sql            # ... or a SELECT in a file next to this one
+      # sql: contacts.sql            # ... or a SELECT in a file next to this one; a variant for one
+                                     # database, contacts.mysql.sql (postgresql, sqlite...), wins there
     key: _email                      # the Connectif field that identifies a row
     order_by: [id]                   # extraction order; the FIRST row of a duplicate key wins
     updated_at: updated_at           # optional: column for incremental (watermark) runs
@@ -174,6 +175,12 @@ class Mapping:
     line_fields: dict[str, FieldSpec] = field(default_factory=dict)
     #: The object's guardrail thresholds (``connectif_sync.guardrail.Thresholds`` names), as written.
     guardrail: dict[str, Any] = field(default_factory=dict)
+    sql_variants: dict[str, str] = field(default_factory=dict)  # dialect name -> its own SELECT (see sql_for)
+
+    def sql_for(self, dialect: str) -> str | None:
+        """The SELECT for a database (SQLAlchemy dialect name): its ``<name>.<dialect>.sql`` variant when the
+        mapping's folder has one (SQL that differs between databases, e.g. string concatenation), else ``sql``."""
+        return self.sql_variants.get(dialect, self.sql)
 
     @property
     def output_columns(self) -> list[str]:
@@ -337,6 +344,7 @@ def parse_mapping(raw: Any, path: Path) -> Mapping:
         raise MappingError([*problems, f"{p}: object: {obj!r}. Fix: use one of {', '.join(OBJECTS)}"])
     source = raw.get("source")
     table = sql = None
+    sql_variants: dict[str, str] = {}
     if not isinstance(source, dict) or bool(source.get("table")) == bool(source.get("sql")):
         problems.append(f"{p}: source: needs exactly one of `table` or `sql`. Fix: write source: {{table: my_table}}")
     else:
@@ -349,14 +357,11 @@ def parse_mapping(raw: Any, path: Path) -> Mapping:
                     f"{p}: source.sql: {sql_path} does not exist. Fix: put the SELECT file next to the mapping"
                 )
             else:
-                text = sql_path.read_text(encoding="utf-8")
-                sql = "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith("--")).strip()
-                sql = sql.rstrip(";").strip()
-                if not re.match(r"^(with|select)\b", sql, re.IGNORECASE) or ";" in sql:
-                    problems.append(
-                        f"{p}: source.sql: {sql_path.name} must hold one SELECT (or WITH ... SELECT). "
-                        "Fix: remove other statements"
-                    )
+                sql = _select(sql_path, p, problems)
+                for variant in sorted(sql_path.parent.glob(f"{sql_path.stem}.*{sql_path.suffix}")):
+                    dialect = variant.name[len(sql_path.stem) + 1 : -len(sql_path.suffix) or None]
+                    if dialect and "." not in dialect:
+                        sql_variants[dialect] = _select(variant, p, problems)
     catalog = CATALOG[obj]
     fields = _fields(raw.get("fields"), f"{p}: fields", catalog, obj, problems)
     line_fields: dict[str, FieldSpec] = {}
@@ -422,6 +427,7 @@ def parse_mapping(raw: Any, path: Path) -> Mapping:
         partition_by=partition_by,
         line_fields=line_fields,
         guardrail=dict(guardrail) if isinstance(guardrail, dict) else {},
+        sql_variants=sql_variants,
     )
 
 
@@ -443,7 +449,8 @@ def check_source_columns(mapping: Mapping, source_url: str) -> None:
                     )  # fmt: skip
                 have = [c["name"] for c in inspector.get_columns(name, schema=schema or None)]
             elif mapping.sql:
-                query = sa.text(f"SELECT * FROM ({mapping.sql}) AS mapping_check WHERE 1 = 0")
+                sql = mapping.sql_for(conn.dialect.name)
+                query = sa.text(f"SELECT * FROM ({sql}) AS mapping_check WHERE 1 = 0")
                 try:
                     have = list(conn.execute(query).keys())
                 except sa.exc.DBAPIError:  # e.g. SQL Server refuses ORDER BY in a subquery: the read will tell
@@ -473,6 +480,18 @@ def check_source_columns(mapping: Mapping, source_url: str) -> None:
             )
     if problems:
         raise MappingError(problems)
+
+
+def _select(sql_path: Path, p: str, problems: list[str]) -> str:
+    """The one SELECT of a ``sql:`` file, without comments and the final semicolon."""
+    text = sql_path.read_text(encoding="utf-8")
+    sql = "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith("--")).strip()
+    sql = sql.rstrip(";").strip()
+    if not re.match(r"^(with|select)\b", sql, re.IGNORECASE) or ";" in sql:
+        problems.append(
+            f"{p}: source.sql: {sql_path.name} must hold one SELECT (or WITH ... SELECT). Fix: remove other statements"
+        )
+    return sql
 
 
 def default_mapping_path(obj: str) -> Path:

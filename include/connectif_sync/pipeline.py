@@ -175,13 +175,15 @@ def import_requests(files: list[ChunkFile]) -> dict[str, Any]:
     }
 
 
-def _updated_text(table: pa.Table, mapping: Mapping) -> pa.Array | None:
+def _updated_values(table: pa.Table, mapping: Mapping) -> pa.Array | None:
+    """The ``updated_at`` column as read (aware timestamps in UTC, without their zone), or None. Text is made
+    only of what needs it (:func:`to_text`): the rows sent, and each chunk's maximum."""
     if not mapping.updated_at or mapping.updated_at not in table.column_names:
         return None
     col = table.column(mapping.updated_at).combine_chunks()
     if pa.types.is_timestamp(col.type) and col.type.tz is not None:
         col = pc.cast(col, pa.timestamp(col.type.unit))
-    return to_text(col)
+    return col
 
 
 def run_sync(
@@ -286,7 +288,7 @@ def run_sync(
                 continue
             table_rest = prep.shaped.source
             assert table_rest is not None
-            updated, src_rest = _updated_text(table_rest, m), prep.src
+            updated, src_rest = _updated_values(table_rest, m), prep.src
             checked = validate(prep.shaped, m, seen)
             report.invalid += checked.invalid_rows
             report.duplicate += checked.duplicate_rows
@@ -333,7 +335,8 @@ def run_sync(
                     "key": checked.keys if every else checked.keys.take(pick),
                     "key_hash": pa.array(key_hash if every else key_hash[send]),
                     "row_hash": pa.array(row_hash if every else row_hash[send]),
-                    "updated_at": updated.take(positions) if updated is not None else pa.nulls(n_send, pa.string()),
+                    "updated_at": to_text(updated.take(positions)) if updated is not None
+                    else pa.nulls(n_send, pa.string()),
                     "source_hash": pa.array(src_rest[checked.positions[send]]),
                     "empty_mask": pa.array(masks if every else masks[send]),
                 }
@@ -469,10 +472,10 @@ class _Prepared:
 
 
 def _high(table: pa.Table, mapping: Mapping) -> str | None:
-    updated = _updated_text(table, mapping)
+    updated = _updated_values(table, mapping)
     if updated is None or updated.null_count == len(updated):
         return None
-    top: str | None = pc.max(updated).as_py()
+    top: str | None = to_text(pa.array([pc.max(updated).as_py()], updated.type))[0].as_py()  # the same order as text
     return top
 
 

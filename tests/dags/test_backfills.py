@@ -74,7 +74,7 @@ class Deployment:
 def deployment(
     postgres_server: LocalPostgres, emulator_server: RunningEmulator, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Deployment]:
-    from connectif_sync.erp import generate
+    from sample_erp import generate
 
     tmp = tmp_path_factory.mktemp("backfills")
     tag = uuid.uuid4().hex[:10]

@@ -16,7 +16,7 @@ def paid_orders(sandbox: DagSandbox) -> dict[str, dict[str, Any]]:
         with engine.connect() as conn:
             rows = conn.execute(
                 sa.text(
-                    "SELECT o.order_number, o.customer_id, COUNT(l.id) AS lines, SUM(l.quantity) AS quantity "
+                    "SELECT o.order_number, o.customer_id, COUNT(l.id) AS line_count, SUM(l.quantity) AS quantity "
                     "FROM orders o JOIN order_lines l ON l.order_id = o.id WHERE o.status = 'paid' "
                     "GROUP BY o.order_number, o.customer_id"
                 )
@@ -40,7 +40,7 @@ def test_purchases_reach_connectif_even_before_their_contacts_and_products(dag_s
     assert not set(stored) & set(rejected)
     assert len(stored) > 0
     for pid, purchase in stored.items():
-        assert len(purchase["products"]) == orders[pid]["lines"]
+        assert len(purchase["products"]) == orders[pid]["line_count"]
         assert purchase["totalQuantity"] == orders[pid]["quantity"]
     assert summary["sent"] == len(stored)
     assert summary["rejected"] == len(rejected)

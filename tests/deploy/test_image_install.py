@@ -131,8 +131,8 @@ def test_image_install_of_the_project(tmp_path: Path, wheel: Path) -> None:
             assert found["sqlite_hash"].startswith(str(target))
 
 
-#: The extras installed next to Airflow (``mysql`` is left out: its driver is not pinned in constraints.txt).
-EXTRAS = "postgres,redis,emulator"
+#: The extras installed next to Airflow.
+EXTRAS = "postgres,redis,mysql,emulator"
 
 VENV_PROBE = r"""
 import importlib, importlib.metadata as md, json, os, sys

@@ -12,11 +12,11 @@ from typing import Any
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 import sample_erp as erp
 from connectif_sync import Window, extract, extract_arrow, resolve_mapping, run_sync
-from connectif_sync.extract import build_query, integer_ranges, prefetch, read_ranges
+from connectif_sync.extract import _bound, build_query, integer_ranges, prefetch, read_ranges
 
 
 def test_queries_per_dialect() -> None:
@@ -150,8 +150,13 @@ def test_a_column_null_through_the_first_batch_then_text_is_read_whole(tmp_path:
 def test_resume_queries() -> None:
     p = resolve_mapping("purchases")
     q = build_query(p, sqlite.dialect(), after=(17, "l-3"))
-    assert q.endswith("WHERE (order_id, line_id) > (17, 'l-3') ORDER BY order_id, line_id")
+    assert q.endswith("WHERE (order_id, line_id) > (:cs_after0, :cs_after1) ORDER BY order_id, line_id")
+    assert q.params == {"cs_after0": 17, "cs_after1": "l-3"}  # bound, never pasted into the text
+    assert _bound(q, "qmark") == (q.replace(":cs_after0, :cs_after1", "?, ?"), [17, "l-3"])
+    assert _bound(q, "dollar")[0].endswith("(order_id, line_id) > ($1, $2) ORDER BY order_id, line_id")
     c = resolve_mapping("contacts")
-    assert build_query(c, postgresql.dialect(), after=(5,), id_range=(1, 9)).endswith(
-        "WHERE id >= 1 AND id < 9 AND id > 5 ORDER BY id"
-    )
+    q = build_query(c, postgresql.dialect(), after=(5,), id_range=(1, 9))
+    assert q.endswith("WHERE id >= 1 AND id < 9 AND id > :cs_after0 ORDER BY id") and q.params == {"cs_after0": 5}
+    # ConnectorX takes no parameters: MySQL's own escaping (a backslash is an escape there) renders them.
+    keyed = build_query(c, mysql.dialect(), keys=["a\\", "o'neil"])
+    assert _bound(keyed, "literal", mysql.dialect())[0].endswith("WHERE id IN ('a\\\\', 'o''neil') ORDER BY id")

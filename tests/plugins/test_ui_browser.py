@@ -45,7 +45,7 @@ class Deployment:
 
 @pytest.fixture
 def deployment(postgres_server: LocalPostgres, emulator: RunningEmulator, tmp_path: Path) -> Iterator[Deployment]:
-    from connectif_sync.erp import generate
+    from sample_erp import generate
 
     tag = uuid.uuid4().hex[:10]
     urls = {name: postgres_server.create_database(f"{name}_{tag}") for name in ("airflow", "state")}

@@ -1,0 +1,181 @@
+"""The sync library on a real MariaDB (MySQL) server: sample ERP, both extraction paths, full runs equal to
+SQLite's, keys that MySQL would read as escapes, time zones and NULLs."""
+
+from __future__ import annotations
+
+import csv
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+import sqlalchemy as sa
+
+import sample_erp as erp
+from connectif_sync import extract_arrow, load_mapping, resolve_mapping, run_sync
+from connectif_sync.extract import arrow_source
+from connectif_sync.purchases import purchase_payloads
+from connectif_sync.state import parse_ts
+
+pytestmark = pytest.mark.mysql
+
+
+def _rows(url: str, table: sa.Table) -> list[tuple[object, ...]]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(sa.select(table).order_by(*table.primary_key.columns))]
+    finally:
+        engine.dispose()
+
+
+def test_generator_writes_the_same_rows_on_mysql_and_sqlite(mysql_database: str, tmp_path: Path) -> None:
+    lite = f"sqlite:///{tmp_path / 'erp.db'}"
+    kwargs = {"contacts": 400, "products": 60, "orders": 80, "coupons": 40, "seed": 11, "dirty_rate": 0.1}
+    a = erp.generate(mysql_database, **kwargs)  # type: ignore[arg-type]
+    b = erp.generate(lite, **kwargs)  # type: ignore[arg-type]
+    assert a.dirty == b.dirty and a.rows == b.rows
+    for table in erp.TABLES:
+        my_rows, lite_rows = _rows(mysql_database, table), _rows(lite, table)
+        assert len(my_rows) == len(lite_rows), table.name
+        assert [str(r) for r in my_rows] == [str(r) for r in lite_rows], table.name
+
+
+@pytest.mark.parametrize("obj", ["contacts", "products", "purchases", "coupons"])
+def test_arrow_and_sqlalchemy_paths_extract_the_same_rows(mysql_database: str, obj: str) -> None:
+    assert arrow_source(mysql_database) == "mysql"
+    erp.generate(mysql_database, contacts=300, products=50, orders=60, coupons=30, seed=3)
+    m = resolve_mapping(obj)
+    fast = pa.concat_tables(list(extract_arrow(mysql_database, m, path="adbc", chunk_rows=100)))
+    slow = pa.concat_tables(list(extract_arrow(mysql_database, m, path="sqlalchemy", chunk_rows=100)))
+    assert fast.num_rows == slow.num_rows > 0
+    assert fast.column_names == slow.column_names
+    for name in fast.column_names:
+        assert [_norm(v) for v in fast.column(name).to_pylist()] == [_norm(v) for v in slow.column(name).to_pylist()], (
+            name
+        )
+
+
+def _norm(v: object) -> object:
+    """Same value, same form: numbers as floats, booleans as 0/1 (TINYINT(1)), dates as text."""
+    if v is None:
+        return v
+    if isinstance(v, bool | int | float | Decimal):
+        return float(v)
+    if isinstance(v, datetime | date):
+        return v.isoformat(sep=" ") if isinstance(v, datetime) else v.isoformat()
+    try:
+        return float(str(v))
+    except ValueError:
+        return str(v)
+
+
+@pytest.mark.parametrize("obj", ["contacts", "products"])
+def test_full_run_on_mysql_writes_what_sqlite_writes(mysql_database: str, tmp_path: Path, obj: str) -> None:
+    """Types (booleans, decimals, dates, timestamps), NULLs and dirty rows end up as the same CSV bytes, the same
+    rejected rows, and a second run after a change sends only that row."""
+    kwargs = {"contacts": 500, "products": 80, "orders": 10, "seed": 5, "dirty_rate": 0.1}
+    erp.generate(mysql_database, **kwargs)  # type: ignore[arg-type]
+    lite = f"sqlite:///{tmp_path / 'erp.db'}"
+    erp.generate(lite, **kwargs)  # type: ignore[arg-type]
+    my = run_sync(obj, mysql_database, tmp_path / "my", state_url=f"sqlite:///{tmp_path / 'my.db'}")
+    li = run_sync(obj, lite, tmp_path / "lite", state_url=f"sqlite:///{tmp_path / 'lite.db'}")
+    for key in ("extracted", "invalid", "duplicate", "new", "sent", "rejected_by_reason"):
+        assert getattr(my.report, key) == getattr(li.report, key), key
+    assert my.report.high_water and li.report.high_water  # DATETIME arrives as a timestamp: the same instant
+    assert parse_ts(my.report.high_water) == parse_ts(li.report.high_water)
+    assert my.report.sent > 0 and len(my.files) == len(li.files)
+    for a, b in zip(my.files, li.files, strict=True):
+        assert Path(a.path).read_bytes() == Path(b.path).read_bytes()
+    from connectif_sync import StateStore
+
+    with StateStore(f"sqlite:///{tmp_path / 'my.db'}") as store:
+        for f in my.files:
+            store.confirm_file(f.path)
+    table = "customers" if obj == "contacts" else "products"
+    column = "last_name" if obj == "contacts" else "brand"
+    engine = sa.create_engine(mysql_database)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"UPDATE {table} SET {column} = 'Changed', updated_at = :at WHERE id = 3"),
+                     {"at": "2026-01-01 00:30:00"})  # fmt: skip
+    engine.dispose()
+    for incremental in (False, True):
+        again = run_sync(obj, mysql_database, tmp_path / f"again-{incremental}",
+                         state_url=f"sqlite:///{tmp_path / 'my.db'}", incremental=incremental)  # fmt: skip
+        assert again.report.sent == 1, (incremental, again.report)
+
+
+def test_purchases_from_mysql_equal_sqlite(mysql_database: str, tmp_path: Path) -> None:
+    kwargs = {"contacts": 200, "products": 30, "orders": 60, "seed": 8, "dirty_rate": 0.1}
+    erp.generate(mysql_database, **kwargs)  # type: ignore[arg-type]
+    lite = f"sqlite:///{tmp_path / 'erp.db'}"
+    erp.generate(lite, **kwargs)  # type: ignore[arg-type]
+    mine = _rounded(list(purchase_payloads(mysql_database, dry_run=True)))
+    theirs = _rounded(list(purchase_payloads(lite, dry_run=True)))
+    assert mine == theirs and len(mine) > 0
+
+
+def _rounded(value: Any) -> Any:
+    """Prices to the cent: MySQL computes ``unit_price * quantity`` in DECIMAL (608.94), SQLite in binary
+    floating point (608.9399999999999)."""
+    if isinstance(value, float):
+        return round(value, 6)
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return value
+
+
+def test_keys_with_backslashes_and_quotes_are_bound_not_pasted(mysql_database: str, tmp_path: Path) -> None:
+    """A key ending in a backslash is an escape inside a MySQL string literal: retried keys and resumed reads
+    bind their values (or, for ConnectorX, let the MySQL dialect escape them)."""
+    engine = sa.create_engine(mysql_database)
+    keys = ["plain", "ends with \\", "quote ' and \\' both", "back\\\\slash", "percent %s"]
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE codes (code VARCHAR(100) PRIMARY KEY, coupon_set_id VARCHAR(20))"))
+        conn.execute(sa.text("INSERT INTO codes VALUES (:c, 'set-1')"), [{"c": k} for k in keys])
+    engine.dispose()
+    mapping_file = tmp_path / "codes.yaml"
+    mapping_file.write_text(
+        "object: coupons\nsource:\n  table: codes\nkey: code\norder_by: [code]\npartition_by: coupon_set_id\n"
+        "fields:\n  code: {column: code, type: string, required: true}\n"
+    )
+    m = load_mapping(mapping_file)
+    for path in ("adbc", "sqlalchemy"):
+        got = pa.concat_tables(list(extract_arrow(mysql_database, m, keys=keys[1:4], path=path, readers=1)))
+        assert sorted(got.column("code").to_pylist()) == sorted(keys[1:4]), path
+
+
+def test_time_zones_and_nulls(mysql_database: str, mariadb_server: Any, tmp_path: Path) -> None:
+    """A TIMESTAMP is read as the same UTC instant whatever the server's time zone (both paths set the
+    session's to UTC); DATETIME is naive, taken as UTC as on every database; NULLs are empty fields."""
+    engine = sa.create_engine(mysql_database)
+    with engine.begin() as conn:
+        conn.execute(sa.text("SET time_zone = '+00:00'"))
+        conn.execute(sa.text("CREATE TABLE people (id INT PRIMARY KEY, email VARCHAR(100), birthdate DATE NULL, "
+                             "points INT NULL, consent TINYINT(1) NULL, updated_at TIMESTAMP NULL)"))  # fmt: skip
+        conn.execute(sa.text("INSERT INTO people VALUES (1, 'a@example.com', '1990-02-03', 7, 1, "
+                             "'2025-06-30 22:30:00'), (2, 'b@example.com', NULL, NULL, NULL, '2025-06-30 21:00:00')"))
+    engine.dispose()
+    mapping_file = tmp_path / "people.yaml"
+    mapping_file.write_text(
+        "object: contacts\nsource:\n  table: people\nkey: _email\norder_by: [id]\nupdated_at: updated_at\n"
+        "fields:\n  _email: {column: email, type: email, required: true}\n"
+        "  _birthdate: {column: birthdate, type: date}\n  _points: {column: points, type: integer}\n"
+        "  _newsletterSubscriptionStatus: {column: consent, type: enum, map: {true: subscribed, false: unsubscribed}}\n"
+    )
+    mariadb_server.sql("SET GLOBAL time_zone = '+02:00'")  # every new session now reads TIMESTAMPs 2 h ahead
+    try:
+        for path in ("adbc", "sqlalchemy"):
+            result = run_sync("contacts", mysql_database, tmp_path / path, state_url=f"sqlite:///{tmp_path / path}.db",
+                              mapping=mapping_file, extract_path=path)  # fmt: skip
+            high = result.report.high_water
+            assert high is not None and parse_ts(high) == datetime(2025, 6, 30, 22, 30), path
+            with open(result.files[0].path, newline="", encoding="utf-8") as fh:
+                rows = list(csv.reader(fh))[1:]
+            assert rows == [["a@example.com", "1990-02-03", "7", "subscribed"], ["b@example.com", "", "", ""]], path
+    finally:
+        mariadb_server.sql("SET GLOBAL time_zone = 'SYSTEM'")
