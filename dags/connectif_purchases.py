@@ -44,7 +44,7 @@ about 5,400 purchases an hour, shared with every other Connectif task).
   *Backfill*), `POST /api/v2/backfills` or `airflow backfill create --dag-id connectif_purchases
   --from-date ... --to-date ...`.
 * **One interval at a time.** `send` runs in pool `connectif_purchases` (1 slot): however many runs a
-  backfill starts (REST and CLI default to 10), one hour sends at a time, oldest first, and the hourly
+  backfill starts (REST and CLI default to 10), one hour sends at a time, broadly oldest first, and the hourly
   scheduled run takes its turn in the same queue. Give the pool more slots to send several hours at once.
 * **Idempotent and resumable.** Purchases are identified by `purchaseId`; each outcome is recorded in the
   state store right after its request, so a retried task or a re-run never sends one twice (a `409` /

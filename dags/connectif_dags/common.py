@@ -29,7 +29,7 @@ IMPORTS_POOL = "connectif_imports"
 EXPORTS_POOL = "connectif_exports"
 #: One slot: the purchases ``send`` task of one data interval at a time, scheduled runs and backfills alike.
 #: Backfills created by REST or the CLI start up to 10 runs at once whatever the DAG's ``max_active_runs``
-#: says; this pool keeps them sending one interval after the other, oldest first. Give it more slots to
+#: says; this pool keeps them sending one interval after the other, broadly oldest first. Give it more slots to
 #: send several intervals at once (Admin -> Pools).
 PURCHASES_POOL = "connectif_purchases"
 #: Requests per minute the deployment's shared bucket allows (the provider's default; see the connection).

@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,7 @@ def store() -> StateStore:
 # ----------------------------------------------------------------------------------------- Airflow runs
 
 
-class Freshness:
+class Freshness(StrEnum):
     """How an object's syncs keep up with their schedule."""
 
     ON_TIME = "on time"
