@@ -32,8 +32,6 @@ PACKAGES: dict[str, Path] = {
 LAZY_FIRST_PARTY: dict[tuple[str, str], str] = {
     ("connectif_sync.cli", "sample_erp"): "test data, needed by the `sample-erp` command only (the CLI's other "
     "commands must not pay for importing the generator)",
-    ("connectif_sync.state", "connectif_sync.hashing"): "no reason: move it to module level when the state "
-    "store's rework on the other branches has landed",
     ("connectif_provider.alerts", "connectif_sync.alerts"): "the alert words and kinds are the library's; the "
     "provider's hooks, operators and triggers import without the sync library, only sending an alert needs it",
     ("connectif_provider.alerts", "connectif_sync.state"): "the on-state-change record lives in the state store "

@@ -85,7 +85,7 @@ from connectif_sync.pipeline import SyncReport, SyncResult, run_sync
 from connectif_sync.planning import plan_sync
 from connectif_sync.purchases import PurchaseBatch, plan_purchases, purchase_payloads
 from connectif_sync.shape import ShapedChunk, shape
-from connectif_sync.state import DEFAULT_STATE_URL, StateStore
+from connectif_sync.store import DEFAULT_STATE_URL, StateStore
 from connectif_sync.validate import KeySet, Validated, validate
 
 __all__ = [

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from connectif_sync.state import StateStore
+from connectif_sync.store import StateStore
 
 
 class AlertKind(StrEnum):

@@ -32,7 +32,7 @@ from connectif_sync.extract import DEFAULT_READERS
 from connectif_sync.mappings import OBJECTS, MappingError
 from connectif_sync.pipeline import parse_when, run_sync
 from connectif_sync.purchases import purchase_payloads
-from connectif_sync.state import DEFAULT_STATE_URL, StateStore
+from connectif_sync.store import DEFAULT_STATE_URL, StateStore
 
 PURCHASES_PER_FILE = 100_000
 

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from connectif_sync.state import StateStore
+from connectif_sync.store import StateStore
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from connectif_sync.pipeline import ChangeSet
-    from connectif_sync.state import StateStore
+    from connectif_sync.store import StateStore
 
 @dataclass
 class Finding:

@@ -24,7 +24,7 @@ from connectif_sync.extract import DEFAULT_CHUNK_ROWS, Window, extract_arrow
 from connectif_sync.mappings import Mapping, check_source_columns, resolve_mapping
 from connectif_sync.pipeline import REQUESTS_PER_MINUTE, SyncReport, parse_when
 from connectif_sync.shape import BAD_UTF8_REASON, ShapedChunk, repair_utf8, shape
-from connectif_sync.state import StateStore
+from connectif_sync.store import StateStore
 from connectif_sync.validate import source_ref
 
 _LIST_FIELDS = {"categories", "tags", "relatedExternalProductIds"}
