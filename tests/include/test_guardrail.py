@@ -13,6 +13,7 @@ import sample_erp as erp
 from connectif_sync import MAPPINGS_DIR, StateStore, run_sync
 from connectif_sync.guardrail import Rule, Thresholds, Verdict, evaluate, evaluate_count, thresholds_for
 from connectif_sync.mappings import MappingError, load_mapping
+from tests.fixtures.store import as_earlier_version
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +184,7 @@ def test_a_store_from_before_masks_gets_the_column_and_counts_old_rows_as_filled
     confirmed: tuple[str, str], tmp_path: Path
 ) -> None:
     url, state = confirmed
+    as_earlier_version(state, "contacts")  # the confirmed rows where the previous version kept them
     _exec(state, "ALTER TABLE connectif_sync_state DROP COLUMN empty_mask")  # a store of the previous version
     with StateStore(state) as store:  # opening it for writing adds the column back, empty
         masks = store.empty_masks("contacts", [next(iter(store.load_index("contacts").key_hashes.tolist()))])

@@ -1,4 +1,5 @@
-"""The SQLite state store's snapshot of hashes: always equal to ``state``, whatever wrote it."""
+"""The SQLite state store's snapshot of hashes: always equal to the confirmed state (``state`` overlaid by the
+blocks), whatever wrote it."""
 
 from __future__ import annotations
 
@@ -9,18 +10,19 @@ import sqlalchemy as sa
 
 import sample_erp as erp
 from connectif_sync import StateStore, run_sync
-from connectif_sync.state import _HASHES_SQL, _read_snapshot, _sqlite_int_columns, snapshots_table
+from connectif_sync.store import snapshots_table
+from connectif_sync.store.index import _read_snapshot
 
 
 def _snapshot_matches_state(state: str) -> int:
-    """Assert the snapshot holds exactly the state's (key_hash, row_hash, source_hash); return its size."""
+    """Assert the snapshot holds exactly the confirmed (key_hash, row_hash, source_hash); return its size."""
     with StateStore(state) as store, store.engine.connect() as conn:
         snap = _read_snapshot(conn, "contacts")
-        kh, rh, sh = _sqlite_int_columns(conn, _HASHES_SQL, "contacts", 3)
+        truth = store._merged_hashes(conn, "contacts")
+        keys = store.confirmed("contacts")
     assert snap is not None
-    truth = np.stack([kh, rh, sh], axis=1)
-    truth = truth[np.argsort(truth[:, 0])]
     assert np.array_equal(snap, truth)
+    assert len(keys) == len(snap)
     return len(snap)
 
 

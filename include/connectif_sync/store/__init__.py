@@ -6,7 +6,7 @@ split by job so that each can be read on its own:
 - :mod:`~connectif_sync.store.schema`: the tables (names are persisted identifiers) and in-place migration;
 - :mod:`~connectif_sync.store.index`: the diff index, the confirmed hashes a run compares rows with;
 - :mod:`~connectif_sync.store.ledger`: the commit ledger, files written and rows confirmed (the only writer
-  of the confirmed state);
+  of the confirmed state), appended as blocks (:mod:`~connectif_sync.store.blocks`);
 - :mod:`~connectif_sync.store.runs`: library runs (watermarks) and the Airflow runs' summaries;
 - :mod:`~connectif_sync.store.rejected`: rows set aside by validation or by Connectif;
 - :mod:`~connectif_sync.store.suppression`, :mod:`~connectif_sync.store.uploads`,
@@ -40,6 +40,7 @@ from connectif_sync.store.schema import (
     run_history_table,
     runs_table,
     snapshots_table,
+    state_blocks_table,
     state_table,
     suppressed_table,
     uploads_table,
@@ -48,7 +49,7 @@ from connectif_sync.store.suppression import Suppression
 from connectif_sync.store.uploads import KEEP_UPLOADS, Uploads, file_digest
 
 
-class StateStore(IndexReads, Ledger, RunLog, RejectedRows, Suppression, Uploads, AlertStates, PurchaseLog, ErasureLog):
+class StateStore(Ledger, IndexReads, RunLog, RejectedRows, Suppression, Uploads, AlertStates, PurchaseLog, ErasureLog):
     """Per-object sync state in a SQL database: every job of the store behind one object.
 
     ``StateStore(url, readonly=False)``: ``url`` is a SQLAlchemy URL (default :data:`DEFAULT_STATE_URL`);
@@ -83,6 +84,7 @@ __all__ = [
     "run_history_table",
     "runs_table",
     "snapshots_table",
+    "state_blocks_table",
     "state_table",
     "suppressed_table",
     "uploads_table",

@@ -13,7 +13,13 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from connectif_sync.extract import adbc_connect, adbc_uri
-from connectif_sync.store.schema import DEFAULT_STATE_URL, _create_tables, _sqlite_pragmas, state_table
+from connectif_sync.store.schema import (
+    DEFAULT_STATE_URL,
+    _create_tables,
+    _sqlite_pragmas,
+    state_blocks_table,
+    state_table,
+)
 
 
 class StoreBase:
@@ -36,10 +42,13 @@ class StoreBase:
         self._adbc = u.get_backend_name() == "postgresql" and adbc_uri(self.url) is not None
         if u.get_backend_name() == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._no_blocks = False  # a store from before the blocks, opened read-only: reads skip them
         if not readonly:
             _create_tables(self.engine)
         elif not self._missing:
-            self._missing = not sa.inspect(self.engine).has_table(state_table.name)
+            inspector = sa.inspect(self.engine)
+            self._missing = not inspector.has_table(state_table.name)
+            self._no_blocks = not inspector.has_table(state_blocks_table.name)
 
     def close(self) -> None:
         self.engine.dispose()

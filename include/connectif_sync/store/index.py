@@ -3,21 +3,22 @@
 Why a module of its own: a run compares every extracted row with what Connectif confirmed. A full scan loads
 all of an object's hashes at once (:class:`StateIndex`, 24 bytes per key); an incremental run looks up only
 the keys it read. On SQLite the hashes are kept as one sorted binary snapshot beside the rows, rewritten with
-every confirmation, so that loading a million of them is one read.
+every confirmation, so that loading a million of them is one read; elsewhere they are read from ``state``
+(in bulk, through ADBC on PostgreSQL) and the blocks.
 """
 
 from __future__ import annotations
 
 import itertools
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import sqlalchemy as sa
 
+from connectif_sync.store import blocks
 from connectif_sync.store.base import StoreBase
 from connectif_sync.store.schema import _LOOKUP_BATCH, _now, snapshots_table, state_table
 
@@ -89,36 +90,52 @@ class StateIndex:
 
 
 class IndexReads(StoreBase):
-    """Reads of the confirmed state (the ledger writes it): whole objects, a few keys, counts."""
+    """Reads of the confirmed state (the ledger writes it): whole objects, a few keys, counts.
+
+    The confirmed state of an object is the rows of ``state`` (earlier versions) overlaid by its blocks in the
+    order they were appended (:mod:`~connectif_sync.store.blocks`); on SQLite its hashes are also one snapshot.
+    """
 
     def load_index(self, obj: str) -> StateIndex:
-        """All confirmed hashes of ``obj`` (16 bytes per key) for a full-scan comparison."""
+        """All confirmed hashes of ``obj`` (24 bytes per key) for a full-scan comparison."""
         if self._missing:
             return StateIndex.empty()
-        sql = (
-            "SELECT key_hash, row_hash, COALESCE(source_hash, 0) AS source_hash "
-            "FROM connectif_sync_state WHERE object = :obj"
-        )
-        if self.engine.dialect.name == "sqlite":
-            with self.engine.connect() as conn:
-                snap = _read_snapshot(conn, obj)
-            if snap is not None:
-                return StateIndex(snap[:, 0].copy(), snap[:, 1].copy(), np.zeros(len(snap), bool), snap[:, 2].copy())
-            kh, rh, sh = self._sqlite_columns(sql.replace(":obj", "?"), obj, 3)
-        else:
-            t = self._arrow(sql, {"obj": obj})
-            kh, rh, sh = (
-                np.asarray(t.column(c).to_numpy(), dtype=np.int64) for c in ("key_hash", "row_hash", "source_hash")
-            )
-        if len(kh) == 0:
-            return StateIndex.empty()
-        order = np.argsort(kh)
-        return StateIndex(kh[order], rh[order], np.zeros(len(kh), bool), sh[order])
-
-    def _sqlite_columns(self, sql: str, obj: str, ncols: int) -> tuple[np.ndarray, ...]:
-        """Integer columns straight from the sqlite3 cursor into numpy (no per-row SQLAlchemy work)."""
         with self.engine.connect() as conn:
-            return _sqlite_int_columns(conn, sql, obj, ncols)
+            snap = self._hashes(conn, obj)
+        if len(snap) == 0:
+            return StateIndex.empty()
+        return StateIndex(snap[:, 0].copy(), snap[:, 1].copy(), np.zeros(len(snap), bool), snap[:, 2].copy())
+
+    def _hashes(self, conn: sa.Connection, obj: str) -> np.ndarray:
+        """The confirmed (key hash, row hash, source hash or 0) of ``obj``, ``(n, 3)`` sorted by key hash: the
+        snapshot on SQLite, else ``state`` overlaid by the blocks."""
+        if self.engine.dialect.name == "sqlite":
+            snap = _read_snapshot(conn, obj)
+            if snap is not None:
+                return snap
+        return self._merged_hashes(conn, obj)
+
+    def _merged_hashes(self, conn: sa.Connection, obj: str) -> np.ndarray:
+        """``state`` overlaid by the blocks of ``obj`` (what the snapshot holds), read through ``conn``."""
+        if self.engine.dialect.name == "sqlite":
+            legacy = np.stack(_sqlite_int_columns(conn, _HASHES_SQL, obj, 3), axis=1)
+        else:
+            sql = (
+                "SELECT key_hash, row_hash, COALESCE(source_hash, 0) AS source_hash "
+                "FROM connectif_sync_state WHERE object = :obj"
+            )
+            t = self._arrow(sql, {"obj": obj})
+            legacy = blocks.hashes_of(t) if t.num_rows else np.empty((0, 3), np.int64)
+        layers = [legacy, *(blocks.hashes_of(b) for b in self._blocks(conn, obj, blocks.HASHES))]
+        return blocks.latest_hashes(layers)
+
+    def _blocks(
+        self, conn: sa.Connection, obj: str, columns: tuple[str, ...], key_hashes: np.ndarray | None = None
+    ) -> Iterator[pa.Table]:
+        """The blocks of ``obj`` in order (none in a store from before blocks opened read-only)."""
+        if self._no_blocks:
+            return iter(())
+        return blocks.read(conn, obj, columns, key_hashes)
 
     def lookup(self, obj: str, key_hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(found, row_hash)`` for a few keys (incremental runs), without loading the whole object."""
@@ -126,25 +143,14 @@ class IndexReads(StoreBase):
         hashes = np.zeros(len(key_hashes), np.int64)
         if self._missing or len(key_hashes) == 0:
             return found, hashes
-        confirmed: dict[int, int] = {}
         with self.engine.connect() as conn:
-            uniq = np.unique(key_hashes).tolist()
-            if self.engine.dialect.name == "sqlite":  # the driver directly: no per-row SQLAlchemy work
-                raw = conn.connection.driver_connection
-                assert raw is not None
-                batch = min(5000, raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) - 1)  # fewer, larger probes
-                for i in range(0, len(uniq), batch):
-                    part = uniq[i : i + batch]
-                    marks = ", ".join("?" * len(part))
-                    sql = f"SELECT key_hash, row_hash FROM connectif_sync_state WHERE object = ? AND key_hash IN ({marks})"  # noqa: E501
-                    confirmed.update(raw.execute(sql, [obj, *part]).fetchall())
-                uniq = []
-            for i in range(0, len(uniq), _LOOKUP_BATCH):
-                part = uniq[i : i + _LOOKUP_BATCH]
-                q = sa.select(state_table.c.key_hash, state_table.c.row_hash).where(
-                    state_table.c.object == obj, state_table.c.key_hash.in_(part)
-                )
-                confirmed.update({int(k): int(r) for k, r in conn.execute(q)})
+            snap = _read_snapshot(conn, obj) if self.engine.dialect.name == "sqlite" else None
+            if snap is not None:  # one read, then a binary search
+                index = StateIndex(snap[:, 0], snap[:, 1], np.zeros(len(snap), bool))
+                return index.lookup(np.asarray(key_hashes, dtype=np.int64))
+            confirmed = self._legacy_row_hashes(conn, obj, np.unique(key_hashes).tolist())
+            for block in self._blocks(conn, obj, ("key_hash", "row_hash"), key_hashes):
+                confirmed.update(blocks.pairs(block))
         for i, k in enumerate(key_hashes.tolist()):
             r = confirmed.get(k)
             if r is not None:
@@ -152,16 +158,41 @@ class IndexReads(StoreBase):
                 hashes[i] = r
         return found, hashes
 
+    def _legacy_row_hashes(self, conn: sa.Connection, obj: str, uniq: list[int]) -> dict[int, int]:
+        """Key hash -> row hash of the ``state`` rows of these key hashes."""
+        confirmed: dict[int, int] = {}
+        if self.engine.dialect.name == "sqlite":  # the driver directly: no per-row SQLAlchemy work
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            batch = min(5000, raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) - 1)  # fewer, larger probes
+            for i in range(0, len(uniq), batch):
+                part = uniq[i : i + batch]
+                marks = ", ".join("?" * len(part))
+                sql = f"SELECT key_hash, row_hash FROM connectif_sync_state WHERE object = ? AND key_hash IN ({marks})"
+                confirmed.update(raw.execute(sql, [obj, *part]).fetchall())
+            return confirmed
+        for i in range(0, len(uniq), _LOOKUP_BATCH):
+            part = uniq[i : i + _LOOKUP_BATCH]
+            q = sa.select(state_table.c.key_hash, state_table.c.row_hash).where(
+                state_table.c.object == obj, state_table.c.key_hash.in_(part)
+            )
+            confirmed.update({int(k): int(r) for k, r in conn.execute(q)})
+        return confirmed
+
     def keys_for(self, obj: str, key_hashes: Iterable[int], limit: int | None = None) -> list[str]:
         """The keys behind some key hashes (to report deletions by name)."""
         wanted = list(key_hashes)[: limit if limit is not None else None]
-        out: list[str] = []
+        out: set[str] = set()
+        if self._missing or not wanted:
+            return []
         with self.engine.connect() as conn:
             for i in range(0, len(wanted), _LOOKUP_BATCH):
                 q = sa.select(state_table.c.key).where(
                     state_table.c.object == obj, state_table.c.key_hash.in_(wanted[i : i + _LOOKUP_BATCH])
                 )
-                out.extend(r[0] for r in conn.execute(q))
+                out.update(r[0] for r in conn.execute(q))
+            for block in self._blocks(conn, obj, ("key_hash", "key"), np.asarray(wanted, dtype=np.int64)):
+                out.update(block.column("key").to_pylist())
         return sorted(out)
 
     def confirmed(self, obj: str) -> dict[str, int]:
@@ -170,18 +201,20 @@ class IndexReads(StoreBase):
             return {}
         with self.engine.connect() as conn:
             q = sa.select(state_table.c.key, state_table.c.row_hash).where(state_table.c.object == obj)
-            return {k: int(h) for k, h in conn.execute(q)}
+            out = {k: int(h) for k, h in conn.execute(q)}
+            for block in self._blocks(conn, obj, ("key", "row_hash")):
+                out.update(blocks.pairs(block))
+        return out
 
     def count(self, obj: str) -> int:
         """How many keys of ``obj`` Connectif has confirmed."""
         if self._missing:
             return 0
         with self.engine.connect() as conn:
-            return int(
-                conn.execute(
-                    sa.select(sa.func.count()).select_from(state_table).where(state_table.c.object == obj)
-                ).scalar_one()
-            )
+            if self._no_blocks or blocks.sizes(conn, obj)[0] == 0:
+                q = sa.select(sa.func.count()).select_from(state_table).where(state_table.c.object == obj)
+                return int(conn.execute(q).scalar_one())
+            return len(self._hashes(conn, obj))
 
     def empty_masks(self, obj: str, key_hashes: Iterable[int]) -> dict[int, int | None]:
         """Key hash -> the confirmed row's empty-field mask (None: confirmed before masks were kept) for the
@@ -190,15 +223,17 @@ class IndexReads(StoreBase):
         out: dict[int, int | None] = {}
         if self._missing or not wanted:
             return out
-        try:
-            with self.engine.connect() as conn:
+        with self.engine.connect() as conn:
+            try:
                 for i in range(0, len(wanted), _LOOKUP_BATCH):
                     q = sa.select(state_table.c.key_hash, state_table.c.empty_mask).where(
                         state_table.c.object == obj, state_table.c.key_hash.in_(wanted[i : i + _LOOKUP_BATCH])
                     )
                     out.update({int(k): (None if m is None else int(m)) for k, m in conn.execute(q)})
-        except (sa.exc.OperationalError, sa.exc.ProgrammingError):  # a store from before masks, opened read-only
-            return {h: None for h in wanted}
+            except (sa.exc.OperationalError, sa.exc.ProgrammingError):  # a store from before masks, read-only
+                return {h: None for h in wanted}
+            for block in self._blocks(conn, obj, ("key_hash", "empty_mask"), np.asarray(wanted, dtype=np.int64)):
+                out.update(blocks.pairs(block))
         return out
 
 
@@ -232,31 +267,13 @@ def _read_snapshot(conn: sa.Connection, obj: str) -> np.ndarray | None:
     return arr
 
 
-def _write_snapshot(conn: sa.Connection, obj: str, base: np.ndarray | None, data: pa.Table) -> None:
-    """Rewrite the snapshot after an upsert of ``data``, in the upsert's transaction (so it never lags).
+def _write_snapshot(conn: sa.Connection, obj: str, merged: np.ndarray) -> None:
+    """Replace the snapshot of ``obj`` by ``merged`` (``(n, 3)``, sorted by key hash), in the caller's
+    transaction: the confirmation that changed the state rewrites it, so it never lags.
 
-    ``base`` is the snapshot before the upsert; without one (a store from before snapshots) it is rebuilt
-    from ``state`` once, inside this transaction. Rows are keyed by key hash, as the full-scan diff is.
-    Cost: each confirmation reads and rewrites the whole snapshot (24 bytes per confirmed key, 24 MB per
-    million), a fraction of a second, against seconds saved by every full scan that reads it.
+    Cost: each confirmation rewrites the whole snapshot (24 bytes per confirmed key, 24 MB per million), a
+    fraction of a second, against seconds saved by every full scan that reads it.
     """
-    if base is None:
-        kh, rh, sh = _sqlite_int_columns(conn, _HASHES_SQL, obj, 3)
-        merged = np.stack([kh, rh, sh], axis=1)
-    else:
-        new = np.stack(
-            [
-                np.asarray(data.column(c).to_numpy(zero_copy_only=False), dtype=np.int64)
-                if c != "source_hash"
-                else np.asarray(pc.fill_null(data.column(c), 0).to_numpy(zero_copy_only=False), dtype=np.int64)
-                for c in ("key_hash", "row_hash", "source_hash")
-            ],
-            axis=1,
-        )
-        new = new[np.unique(new[:, 0], return_index=True)[1]]  # one entry per key hash
-        keep = ~np.isin(base[:, 0], new[:, 0], assume_unique=True) if len(base) else np.zeros(0, bool)
-        merged = np.concatenate([base[keep], new])
-    merged = merged[np.argsort(merged[:, 0], kind="stable")]
     conn.execute(snapshots_table.delete().where(snapshots_table.c.object == obj))
     conn.execute(
         snapshots_table.insert().values(

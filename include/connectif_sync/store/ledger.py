@@ -6,7 +6,7 @@ an import's answer, which rows of a file Connectif took (a row it cannot prove g
 
 from __future__ import annotations
 
-import uuid
+import hashlib
 from collections.abc import Iterable
 from collections.abc import Mapping as AbcMapping
 from datetime import datetime
@@ -17,13 +17,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from connectif_sync.chunk import read_manifest
-from connectif_sync.extract import adbc_connect
-from connectif_sync.store.base import StoreBase
-from connectif_sync.store.index import _read_snapshot, _write_snapshot
-from connectif_sync.store.schema import _LOOKUP_BATCH, _now, files_table, pending_table, state_table
+from connectif_sync.store import blocks
+from connectif_sync.store.index import IndexReads, _read_snapshot, _write_snapshot
+from connectif_sync.store.schema import (
+    _LOOKUP_BATCH,
+    _now,
+    files_table,
+    pending_table,
+    state_blocks_table,
+    state_table,
+)
 from connectif_sync.store.uploads import mark_uploads_confirmed
 
 
@@ -54,7 +59,7 @@ def _unproven(result: AbcMapping[str, Any], failed: AbcMapping[int, str], rows: 
     return None
 
 
-class Ledger(StoreBase):
+class Ledger(IndexReads):
     """Files written by runs, rows pending retry, and confirming imports into the state."""
 
     def pending(self, obj: str | None = None) -> list[dict[str, Any]]:
@@ -90,54 +95,17 @@ class Ledger(StoreBase):
         ``failed_lines`` are 1-based data lines (as in the import's error report), optionally with their
         error text. Those rows stay uncommitted (so the next run sends them again) and are recorded in
         ``pending``. Returns ``{"object", "path", "confirmed", "failed"}``. Confirming twice is harmless.
+
+        One transaction: the confirmed rows are appended as blocks (:mod:`~connectif_sync.store.blocks`),
+        and the file, its pending rows and its upload are marked with them, or nothing is.
         """
         self._write()
-        header, manifest = read_manifest(csv_path)
-        manifest = manifest.combine_chunks()
-        obj = header.get("object")
-        if not obj:
-            raise ValueError(f"{csv_path}: its manifest names no object; was it written by connectif_sync?")
-        reasons: dict[int, str] = (
-            {int(k): str(v) for k, v in failed_lines.items()}
-            if isinstance(failed_lines, AbcMapping)
-            else {int(k): "rejected by Connectif" for k in failed_lines}
-        )
-        lines = manifest.column("line")
-        unknown = sorted(k for k in reasons if not 1 <= k <= len(lines))  # lines are 1..n in order
-        if unknown:
-            raise ValueError(f"{csv_path}: lines {unknown[:10]} are not data lines of this file (1..{len(lines)})")
-        failed_mask = pc.is_in(lines, pa.array(sorted(reasons), pa.int64())) if reasons else None
-        ok = manifest.filter(pc.invert(failed_mask)) if failed_mask is not None else manifest
-        bad = manifest.filter(failed_mask) if failed_mask is not None else manifest.slice(0, 0)
+        obj, ok, bad, reasons = _split_lines(csv_path, failed_lines)
         now = _now()
-        self._upsert_state(obj, ok, now)
         resolved = str(Path(csv_path).resolve())
         with self.engine.begin() as conn:
-            any_pending = conn.execute(
-                sa.select(pending_table.c.key).where(pending_table.c.object == obj).limit(1)
-            ).first()
-            keys_ok = ok.column("key").to_pylist() if any_pending else []
-            for i in range(0, len(keys_ok), _LOOKUP_BATCH):
-                conn.execute(
-                    pending_table.delete().where(
-                        pending_table.c.object == obj, pending_table.c.key.in_(keys_ok[i : i + _LOOKUP_BATCH])
-                    )
-                )
-            for row in bad.to_pylist():
-                conn.execute(
-                    pending_table.delete().where(pending_table.c.object == obj, pending_table.c.key == row["key"])
-                )
-                conn.execute(
-                    pending_table.insert().values(
-                        object=obj,
-                        key=row["key"],
-                        path=resolved,
-                        line=row["line"],
-                        reason=reasons[row["line"]],
-                        source_updated_at=row["updated_at"],
-                        recorded_at=now,
-                    )
-                )
+            self._append_state(conn, obj, ok, now)
+            _record_pending(conn, obj, ok, bad, reasons, resolved, now)
             conn.execute(
                 files_table.update()
                 .where(files_table.c.path == resolved)
@@ -189,102 +157,111 @@ class Ledger(StoreBase):
             "reason": reason,
         }
 
-    def _upsert_state(self, obj: str, rows: pa.Table, now: datetime) -> None:
-        """Write ``rows`` (manifest rows Connectif confirmed) into ``state``, by each database's bulk path."""
+    def _append_state(self, conn: sa.Connection, obj: str, rows: pa.Table, now: datetime) -> None:
+        """Append ``rows`` (manifest rows Connectif confirmed) to the confirmed state of ``obj``, in ``conn``'s
+        transaction; on SQLite the snapshot follows in the same transaction. Compacts when due."""
         if rows.num_rows == 0:
             return
-        data = pa.table(
-            {
-                "key": rows.column("key"),
-                "key_hash": rows.column("key_hash"),
-                "row_hash": rows.column("row_hash"),
-                "source_hash": rows.column("source_hash")
-                if "source_hash" in rows.column_names
-                else pa.nulls(rows.num_rows, pa.int64()),
-                "source_updated_at": rows.column("updated_at"),
-                "empty_mask": rows.column("empty_mask")
-                if "empty_mask" in rows.column_names
-                else pa.nulls(rows.num_rows, pa.int64()),
-            }
-        )
+        if self.engine.dialect.name == "postgresql":  # confirmations of one object one after the other
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _object_lock(obj)})
+        data = blocks.from_manifest(rows)
+        written = blocks.append(conn, obj, data, now)  # first: on SQLite this takes the write lock before reads
+        count, held = blocks.sizes(conn, obj)
+        live = None
         if self.engine.dialect.name == "sqlite":
-            self._upsert_sqlite(obj, data.sort_by([("key", "ascending")]), now)
-            return
-        data = data.append_column("object", pa.array([obj] * rows.num_rows, pa.string())).append_column(
-            "confirmed_at", pa.array([now.strftime("%Y-%m-%d %H:%M:%S")] * rows.num_rows, pa.string())
-        )
-        if self._adbc:
-            self._upsert_adbc(data)
-        else:
-            self._upsert_rows(obj, data.sort_by([("key", "ascending")]), now)  # the B-tree fills in key order
-
-    def _upsert_adbc(self, data: pa.Table) -> None:
-        """PostgreSQL through ADBC: COPY into a temporary table, then one ``INSERT ... ON CONFLICT``."""
-        stage = f"connectif_sync_stage_{uuid.uuid4().hex[:12]}"
-        confirmed = "CAST(confirmed_at AS TIMESTAMP)"
-        with adbc_connect(self.url) as conn, conn.cursor() as cur:
-            cur.adbc_ingest(stage, data, mode="create", temporary=True)
-            cur.execute(
-                "INSERT INTO connectif_sync_state "
-                "(object, key, key_hash, row_hash, source_hash, source_updated_at, confirmed_at, empty_mask) "
-                "SELECT object, key, key_hash, row_hash, source_hash, source_updated_at, "
-                f"{confirmed}, empty_mask FROM {stage} WHERE true "
-                "ORDER BY object, key ON CONFLICT (object, key) DO UPDATE SET key_hash = excluded.key_hash, "
-                "row_hash = excluded.row_hash, source_hash = excluded.source_hash, "
-                "source_updated_at = excluded.source_updated_at, "
-                "confirmed_at = excluded.confirmed_at, empty_mask = excluded.empty_mask"
-            )
-            cur.execute(f"DROP TABLE {stage}")
-            conn.commit()
-
-    def _upsert_sqlite(self, obj: str, data: pa.Table, now: datetime) -> None:
-        """SQLite: the driver's executemany, and the snapshot rewritten in the same transaction.
-
-        The object and the time are the same for every row: written once into the statement (SQLite quoting),
-        so that the driver binds six values per row instead of eight (the binding is most of this loop's cost,
-        bench/README.md)."""
-        cols = ("key", "key_hash", "row_hash", "source_hash", "source_updated_at", "empty_mask")
-        consts = ", ".join("'" + v.replace("'", "''") + "'" for v in (obj, now.strftime("%Y-%m-%d %H:%M:%S")))
-        with self.engine.begin() as conn:
-            conn.exec_driver_sql("PRAGMA cache_size=-131072")  # 128 MB: a big upsert stays in memory
             base = _read_snapshot(conn, obj)
-            if (
-                base is None
-                and conn.execute(sa.select(state_table.c.key).where(state_table.c.object == obj).limit(1)).first()
-                is None
-            ):
-                base = np.empty((0, 3), np.int64)  # no state yet: the snapshot starts empty
-            for off in range(0, data.num_rows, 50_000):  # Python rows for 50k at a time, not the whole file
-                part = data.slice(off, 50_000)
-                rows = zip(*(part.column(c).to_pylist() for c in cols), strict=True)
-                conn.exec_driver_sql(
-                    f"INSERT INTO connectif_sync_state (object, confirmed_at, {', '.join(cols)}) "
-                    f"VALUES ({consts}, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (object, key) DO UPDATE SET key_hash = excluded.key_hash, "
-                    "row_hash = excluded.row_hash, source_hash = excluded.source_hash, "
-                    "source_updated_at = excluded.source_updated_at, "
-                    "confirmed_at = excluded.confirmed_at, empty_mask = excluded.empty_mask",
-                    list(rows),
-                )
-            _write_snapshot(conn, obj, base, data)
+            if base is None and count == written and not _has_state_rows(conn, obj):
+                base = np.empty((0, 3), np.int64)  # nothing was confirmed before these blocks
+            merged = (
+                self._merged_hashes(conn, obj)  # a store from before snapshots: ``state`` and every block
+                if base is None
+                else blocks.latest_hashes([base, blocks.hashes_of(data)])
+            )
+            _write_snapshot(conn, obj, merged)
+            live = len(merged)
+        if count > blocks.COMPACT_BLOCKS or (live is not None and held > 2 * live + blocks.BLOCK_ROWS):
+            self._compact(conn, obj, now)
 
-    def _upsert_rows(self, obj: str, data: pa.Table, now: datetime) -> None:
-        """Other databases through SQLAlchemy: PostgreSQL without ADBC upserts, MySQL deletes and inserts."""
-        records = data.to_pylist()
-        for r in records:
-            r["confirmed_at"] = now
-        with self.engine.begin() as conn:
-            if self.engine.dialect.name == "postgresql":
-                stmt = pg_insert(state_table)
-                updated = ("key_hash", "row_hash", "source_hash", "source_updated_at", "confirmed_at", "empty_mask")
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=[state_table.c.object, state_table.c.key],
-                    set_={c: stmt.excluded[c] for c in updated},
+    def _compact(self, conn: sa.Connection, obj: str, now: datetime) -> None:
+        """Rewrite the confirmed state of ``obj`` as the fewest blocks: its latest row per key, ``state`` rows
+        of earlier versions included (they are removed from ``state``). The rows readers see do not change."""
+        columns = blocks.SCHEMA.names
+        t = state_table
+        result = conn.execute(sa.select(*(t.c[c] for c in columns)).where(t.c.object == obj))
+        legacy = [
+            pa.Table.from_pylist([dict(r._mapping) for r in part], schema=blocks.SCHEMA)
+            for part in result.partitions(100_000)
+        ]
+        merged = blocks.latest([*legacy, *self._blocks(conn, obj, tuple(columns))], columns)
+        conn.execute(t.delete().where(t.c.object == obj))
+        conn.execute(state_blocks_table.delete().where(state_blocks_table.c.object == obj))
+        blocks.append(conn, obj, merged, now)
+
+
+def _has_state_rows(conn: sa.Connection, obj: str) -> bool:
+    """Whether ``state`` (rows confirmed by versions before the blocks) holds any row of ``obj``."""
+    q = sa.select(state_table.c.key).where(state_table.c.object == obj).limit(1)
+    return conn.execute(q).first() is not None
+
+
+def _object_lock(obj: str) -> int:
+    """A 63-bit advisory-lock key per object (PostgreSQL), apart from the table-creation lock."""
+    return int.from_bytes(hashlib.blake2b(f"connectif_sync_state:{obj}".encode(), digest_size=8).digest()) >> 1
+
+
+def _split_lines(
+    csv_path: str | Path, failed_lines: Iterable[int] | AbcMapping[int, str]
+) -> tuple[str, pa.Table, pa.Table, dict[int, str]]:
+    """``(object, confirmed rows, failed rows, reason per failed line)`` of a chunk file's manifest."""
+    header, manifest = read_manifest(csv_path)
+    obj = header.get("object")
+    if not obj:
+        raise ValueError(f"{csv_path}: its manifest names no object; was it written by connectif_sync?")
+    reasons: dict[int, str] = (
+        {int(k): str(v) for k, v in failed_lines.items()}
+        if isinstance(failed_lines, AbcMapping)
+        else {int(k): "rejected by Connectif" for k in failed_lines}
+    )
+    lines = manifest.column("line")
+    unknown = sorted(k for k in reasons if not 1 <= k <= len(lines))  # lines are 1..n in order
+    if unknown:
+        raise ValueError(f"{csv_path}: lines {unknown[:10]} are not data lines of this file (1..{len(lines)})")
+    if not reasons:
+        return str(obj), manifest, manifest.slice(0, 0), reasons
+    failed_mask = pc.is_in(lines, pa.array(sorted(reasons), pa.int64()))
+    return str(obj), manifest.filter(pc.invert(failed_mask)), manifest.filter(failed_mask), reasons
+
+
+def _record_pending(
+    conn: sa.Connection,
+    obj: str,
+    ok: pa.Table,
+    bad: pa.Table,
+    reasons: dict[int, str],
+    path: str,
+    now: datetime,
+) -> None:
+    """Rows now confirmed leave ``pending``; the failed ones enter it (replacing an older entry of their key)."""
+    pending = [r[0] for r in conn.execute(sa.select(pending_table.c.key).where(pending_table.c.object == obj))]
+    if pending:  # few: the rows Connectif rejected in this run's earlier files
+        passed = pa.array(pending, pa.string()).filter(pc.is_in(pa.array(pending, pa.string()), ok.column("key")))
+        keys = passed.to_pylist()
+        for i in range(0, len(keys), _LOOKUP_BATCH):
+            conn.execute(
+                pending_table.delete().where(
+                    pending_table.c.object == obj, pending_table.c.key.in_(keys[i : i + _LOOKUP_BATCH])
                 )
-                conn.execute(stmt, records)
-                return
-            for i in range(0, len(records), _LOOKUP_BATCH):
-                part = records[i : i + _LOOKUP_BATCH]
-                keys = [r["key"] for r in part]
-                conn.execute(state_table.delete().where(state_table.c.object == obj, state_table.c.key.in_(keys)))
-                conn.execute(state_table.insert(), part)
+            )
+    for row in bad.to_pylist():
+        conn.execute(pending_table.delete().where(pending_table.c.object == obj, pending_table.c.key == row["key"]))
+        conn.execute(
+            pending_table.insert().values(
+                object=obj,
+                key=row["key"],
+                path=path,
+                line=row["line"],
+                reason=reasons[row["line"]],
+                source_updated_at=row["updated_at"],
+                recorded_at=now,
+            )
+        )

@@ -10,8 +10,14 @@ deployments. Tables (all prefixed ``connectif_sync_``):
 
 ``state``      object, key, key_hash, row_hash (64-bit hash of the CSV values sent), source_hash (of the
                source values and the mapping: a full scan skips shaping rows whose source is unchanged),
-               source_updated_at, confirmed_at. Written **only** by :meth:`StateStore.confirm_file`, i.e.
-               after Connectif confirmed the row. A row missing here, or with another hash, is sent again.
+               source_updated_at, confirmed_at: rows confirmed by versions before ``state_blocks`` (read,
+               and folded into a block by the first compaction; no longer written row by row).
+``state_blocks`` what Connectif confirmed since, appended **only** by :meth:`StateStore.confirm_file` (so
+               only after Connectif confirmed the rows): one row per block of up to 100,000 confirmed rows,
+               an Arrow IPC file of the ``state`` columns. A later block's row replaces an earlier one of the
+               same key hash, and any block replaces ``state``. A row missing from both, or with another
+               hash, is sent again. Why blocks: committing a million rows is a few large inserts instead of
+               a million B-tree upserts (``store/blocks.py``).
 ``files``      every chunk file a run wrote: status ``pending`` until confirmed (``confirmed``), or
                ``superseded`` when a later run re-extracted its rows. Pending files hold back the watermark.
 ``pending``    rows that Connectif rejected in an import's error report (line, reason): they are not in
@@ -33,10 +39,10 @@ deployments. Tables (all prefixed ``connectif_sync_``):
                the DAG's ``report`` task. Apart from ``runs`` on purpose: ``runs`` holds the library's runs (one
                per try and per call, keyed by the library run id), this one the Airflow run a user looks at,
                and it survives XCom clean-up. The monitoring pages read it.
-``snapshots``  (SQLite only) a copy of one object's ``state`` hashes as one sorted binary array, rewritten in the
-               same transaction as every ``state`` write: a full-scan diff reads one value instead of
+``snapshots``  (SQLite only) a copy of one object's confirmed hashes as one sorted binary array, rewritten in the
+               same transaction as every confirmation: a full-scan diff reads one value instead of
                3 x 1,000,000 integers through ``sqlite3`` (about 3 s, the dominant cost of a second run).
-               ``state`` stays the truth: a missing snapshot is rebuilt from it.
+               ``state`` and ``state_blocks`` stay the truth: a missing snapshot is rebuilt from them.
 ``uploads``    every upload of a chunk file to Connectif (content hash, start, import id once known), written
                *before* the upload starts: a retry, or a later run that wrote a file of the same content,
                re-attaches to the import an earlier try made instead of importing the same rows again
@@ -54,6 +60,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 
 DEFAULT_STATE_URL = "sqlite:///connectif_sync_state.db"
 _LOOKUP_BATCH = 500
@@ -158,6 +165,20 @@ runs_table = sa.Table(
     sa.Column("since", sa.String(32)),
     sa.Column("high_water", sa.String(32)),
     sa.Column("report", sa.Text),
+)
+#: Binary columns that may hold megabytes: MySQL's ``BLOB`` stops at 64 KB.
+_BLOB = sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
+
+state_blocks_table = sa.Table(
+    "connectif_sync_state_blocks",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("object", sa.String(32), nullable=False),
+    sa.Column("rows", sa.Integer, nullable=False),
+    # The confirmed rows as an Arrow IPC file: the columns of ``state`` but object and time
+    sa.Column("data", _BLOB, nullable=False),
+    sa.Column("confirmed_at", sa.DateTime, nullable=False),
+    sa.Index("ix_connectif_sync_state_blocks_object", "object", "seq"),
 )
 snapshots_table = sa.Table(
     "connectif_sync_snapshots",
