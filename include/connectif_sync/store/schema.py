@@ -48,8 +48,9 @@ deployments. Tables (all prefixed ``connectif_sync_``):
                re-attaches to the import an earlier try made instead of importing the same rows again
                (:meth:`StateStore.earlier_upload`).
 
-Bulk paths: on PostgreSQL, ADBC (COPY) reads a million hashes or stages a million confirmed rows in about a
-second. On SQLite the store deliberately uses only Python's ``sqlite3`` (through SQLAlchemy): two SQLite
+Bulk paths: confirmed rows are written as blocks on every database (a few large inserts per million rows);
+on PostgreSQL, ADBC (COPY) reads a million hashes of ``state`` in about a second. On SQLite the store
+deliberately uses only Python's ``sqlite3`` (through SQLAlchemy): two SQLite
 libraries in one process (ADBC bundles its own) must not share a database file that is written, because
 closing one library's connection drops the other's POSIX locks (SQLite's documented corruption case).
 """
