@@ -18,17 +18,18 @@ Python set's ~100, so that memory stays flat at millions of rows.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from connectif_sync.contract import RejectedRow
 from connectif_sync.hashing import hash_strings
 from connectif_sync.mappings import Mapping
 from connectif_sync.shape import ShapedChunk
 
 MAX_VALUE_CHARS = 200  # of a rejected value kept in the rejected-rows store
+DUPLICATE_REASON = "duplicate key: an earlier row with the same key was kept"
 
 
 class KeySet:
@@ -92,7 +93,7 @@ class Validated:
     keys: pa.Array  # state key of each kept row (partition-qualified for partitioned objects)
     key_hashes: np.ndarray  # uint64 hash of each kept key
     positions: np.ndarray  # index of each kept row in the chunk
-    rejected: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[RejectedRow] = field(default_factory=list)
     invalid_rows: int = 0
     duplicate_rows: int = 0
 
@@ -157,14 +158,14 @@ def validate(chunk: ShapedChunk, mapping: Mapping, seen: KeySet | None = None) -
         ok = ~reject_mask
         dup[ok] = seen.add_new(all_hashes[ok])
         if dup.any():
-            reasons.append((dup, mapping.key, "duplicate key: an earlier row with the same key was kept"))
-    rejected: list[dict[str, Any]] = []
+            reasons.append((dup, mapping.key, DUPLICATE_REASON))
+    rejected: list[RejectedRow] = []
     for mask, name, reason in reasons:
         rows = np.flatnonzero(mask)
         refs = source_refs(mapping, chunk.source, rows)
         values = _values(chunk, mapping, name, rows)
         for k, ref, v in zip(keys.take(pa.array(rows)).to_pylist(), refs, values, strict=True):
-            rejected.append({"key": k, "source_ref": ref, "field": name, "reason": reason, "value": v})
+            rejected.append(RejectedRow(k, ref, name, reason, v))
     keep = ~(reject_mask | dup)
     positions = np.flatnonzero(keep)
     if len(positions) == n:

@@ -12,7 +12,7 @@ import yaml
 
 import sample_erp as erp
 from connectif_sync import MAPPINGS_DIR, StateStore, plan_sync, run_sync
-from connectif_sync.pipeline import SUPPRESSED_REASON
+from connectif_sync.rejects import SUPPRESSED_REASON
 
 SEED = 3
 

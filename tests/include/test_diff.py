@@ -1,10 +1,11 @@
-"""The duplicate rule's register of confirmed keys (``_IndexedSeen``): first occurrence kept, in every case."""
+"""Change detection (:mod:`connectif_sync.diff`): classification, suppression, known rows, deletions, and the
+duplicate rule's register of confirmed keys (``IndexedSeen``: first occurrence kept, in every case)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from connectif_sync.pipeline import _IndexedSeen
+from connectif_sync.diff import IndexedSeen
 from connectif_sync.state import StateIndex
 
 
@@ -14,7 +15,7 @@ def _index(n: int) -> StateIndex:
 
 
 def test_add_positions_marks_later_occurrences_only() -> None:
-    seen = _IndexedSeen(_index(10))
+    seen = IndexedSeen(_index(10))
     assert seen.add_positions(np.array([3, 1, 4], np.int64)).tolist() == [False, False, False]
     # already seen (1, 4), repeated inside the batch (5 twice, 3 again), and fresh (0, 9)
     got = seen.add_positions(np.array([1, 5, 0, 5, 9, 4, 5], np.int64))
@@ -28,7 +29,7 @@ def test_add_positions_marks_later_occurrences_only() -> None:
 
 def test_add_new_spans_confirmed_and_other_keys() -> None:
     index = _index(5)
-    seen = _IndexedSeen(index)
+    seen = IndexedSeen(index)
     confirmed = index.key_hashes[[2, 4]].view(np.uint64)
     others = np.array([1000, 1001], np.uint64)
     batch = np.concatenate([confirmed, others, confirmed[:1], others[:1]])
