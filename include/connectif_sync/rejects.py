@@ -42,11 +42,13 @@ class Rejects:
     def add(self, rows: Iterable[RejectedRow]) -> None:
         for row in rows:
             self.reasons[row.reason_key] = self.reasons.get(row.reason_key, 0) + 1
-            as_dict = row.as_dict()
-            if len(self.sample) < REJECTED_SAMPLE:
-                self.sample.append(as_dict)
-            if not self.dry_run:
-                self._batch.append(as_dict)
+            keep = len(self.sample) < REJECTED_SAMPLE
+            if keep or not self.dry_run:
+                as_dict = row.as_dict()
+                if keep:
+                    self.sample.append(as_dict)
+                if not self.dry_run:
+                    self._batch.append(as_dict)
         if len(self._batch) >= STORE_BATCH:
             self.flush()
 
