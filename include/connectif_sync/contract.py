@@ -65,6 +65,35 @@ class RunMode(StrEnum):
     WINDOW = "window"  # purchases: the orders dated in a window
 
 
+class FileStatus(StrEnum):
+    """A chunk file in the state store's ``files`` table."""
+
+    PENDING = "pending"  # written, not confirmed yet: its rows go again if a later run supersedes it
+    CONFIRMED = "confirmed"  # Connectif imported it; its rows (but the failed lines) are the confirmed state
+    SUPERSEDED = "superseded"  # a later run re-extracted its rows before it was confirmed
+
+
+class UploadStatus(StrEnum):
+    """An upload in the state store's ``uploads`` ledger (no second import of the same rows)."""
+
+    UPLOADING = "uploading"  # the request went out; no import id is known yet
+    IMPORTED = "imported"  # Connectif gave it an import id
+    CONFIRMED = "confirmed"  # its rows were confirmed into the state
+
+
+class PurchaseStatus(StrEnum):
+    """What sending one purchase ended in (the state store's ``purchases`` table)."""
+
+    CONFIRMED = "confirmed"  # Connectif accepted it
+    DUPLICATE = "duplicate"  # Connectif already had it
+    FAILED = "failed"  # kept: sent again next run
+
+    @property
+    def done(self) -> bool:
+        """Whether Connectif has it, so that it is never sent again."""
+        return self is not PurchaseStatus.FAILED
+
+
 class RunState(StrEnum):
     """How a sync run ended, as its ``report`` task judged it (the Airflow run state is kept apart)."""
 

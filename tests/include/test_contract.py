@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from connectif_sync.contract import RejectedRow, RunMode
+from connectif_sync.contract import FileStatus, PurchaseStatus, RejectedRow, RunMode, UploadStatus
 
 
 def test_run_modes_keep_their_stored_values() -> None:
@@ -21,3 +21,11 @@ def test_rejected_row_dict_has_the_stored_columns() -> None:
     }  # fmt: skip
     assert row.reason_key == "_email: invalid email address"
     assert RejectedRow(None, None, "_email", "required field is empty").as_dict()["value"] is None
+
+
+def test_store_statuses_keep_their_stored_values() -> None:
+    assert [s.value for s in FileStatus] == ["pending", "confirmed", "superseded"]
+    assert [s.value for s in UploadStatus] == ["uploading", "imported", "confirmed"]
+    assert [s.value for s in PurchaseStatus] == ["confirmed", "duplicate", "failed"]
+    assert [s for s in PurchaseStatus if s.done] == [PurchaseStatus.CONFIRMED, PurchaseStatus.DUPLICATE]
+    assert PurchaseStatus("failed") == "failed" and not PurchaseStatus.FAILED.done
