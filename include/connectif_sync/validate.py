@@ -18,6 +18,7 @@ Python set's ~100, so that memory stays flat at millions of rows.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -30,6 +31,13 @@ from connectif_sync.shape import ShapedChunk
 
 MAX_VALUE_CHARS = 200  # of a rejected value kept in the rejected-rows store
 DUPLICATE_REASON = "duplicate key: an earlier row with the same key was kept"
+
+
+class SeenKeys(Protocol):
+    """The keys kept so far, for the duplicate rule: a :class:`KeySet`, or the pipeline's
+    :class:`~connectif_sync.diff.IndexedSeen` (confirmed keys flagged in the state index)."""
+
+    def add_new(self, hashes: np.ndarray) -> np.ndarray: ...
 
 
 class KeySet:
@@ -131,7 +139,7 @@ def _values(chunk: ShapedChunk, mapping: Mapping, name: str, rows: np.ndarray) -
     return out
 
 
-def validate(chunk: ShapedChunk, mapping: Mapping, seen: KeySet | None = None) -> Validated:
+def validate(chunk: ShapedChunk, mapping: Mapping, seen: SeenKeys | None = None) -> Validated:
     """Split a shaped chunk into valid rows and rejected ones (see the module docstring for the rules)."""
     n = chunk.num_rows
     columns = dict(chunk.columns)
