@@ -6,21 +6,24 @@ Bulk objects (contacts, products, coupons)::
 
     run_sync(obj, source_url, out_dir, *, state_url=None, mapping=None, full_resync=False,
              incremental=False, lookback=timedelta(hours=1), max_file_bytes=DEFAULT_MAX_FILE_BYTES,
-             chunk_rows=32_768, dry_run=False, run_id=None) -> SyncResult
+             chunk_rows=32_768, dry_run=False, run_id=None, extract_path="auto", readers=2) -> SyncResult
         Extract -> shape -> validate -> detect changes -> write chunk CSVs of the new and changed rows
         into out_dir (``<obj>-0001.csv``...; coupons ``coupons-<couponSetId>-0001.csv``), each with a
         ``.csv.manifest`` beside it. Rejected rows go to the state store's rejected table. Nothing is
         committed as confirmed: call StateStore.confirm_import / confirm_file per imported file.
         ``incremental=True`` uses the updated_at watermark (with ``lookback``); deletions are only
         detected by full scans. ``dry_run=True`` writes nothing anywhere (files, state).
+    sync(SyncParams(obj, source_url, out_dir, **same keyword arguments)) -> SyncResult   # the same, one object
     plan_sync(obj, source_url, **same keyword arguments) -> SyncReport       # dry run
 
     SyncResult: .report (SyncReport), .files (list[ChunkFile]), .deleted_keys (list[str], first 1000),
                 .rejected (list[dict], first 1000; all are in the state store), .as_dict() -> JSON dict
+    RejectedRow (contract.py): .key, .source_ref, .field, .reason, .value, .as_dict() -> the dicts above
     ChunkFile:  .path, .manifest, .object, .rows, .bytes, .partition (coupon set id or None),
                 .min_updated_at, .max_updated_at, .as_dict()
-    SyncReport: .object, .run_id, .mode, .since, .high_water, .extracted, .invalid, .duplicate,
-                .oversize, .unchanged, .new, .changed, .deleted, .sent, .files, .bytes,
+    SyncReport: .object, .run_id, .mode (RunMode: full | incremental | full_resync | plan | window), .since,
+                .high_water, .extracted, .invalid, .duplicate, .oversize, .unchanged, .new, .changed,
+                .deleted, .suppressed, .sent, .files, .bytes,
                 .rejected_by_reason {"field: reason": n}, .api_requests {...}, .duration_s, .as_dict()
 
 State store (SQLAlchemy URL; default ``sqlite:///connectif_sync_state.db``, PostgreSQL in deployments)::
@@ -79,11 +82,13 @@ Command line: ``connectif-sync`` / ``python -m connectif_sync`` (see :mod:`conne
 from __future__ import annotations
 
 from connectif_sync.chunk import DEFAULT_MAX_FILE_BYTES, ChunkFile, ChunkWriter
+from connectif_sync.contract import RejectedRow, RunMode
 from connectif_sync.extract import Window, extract, extract_arrow, sqlite_hash_extension
 from connectif_sync.mappings import MAPPINGS_DIR, Mapping, MappingError, load_mapping, resolve_mapping
-from connectif_sync.pipeline import SyncReport, SyncResult, run_sync
+from connectif_sync.pipeline import SyncParams, run_sync, sync
 from connectif_sync.planning import plan_sync
 from connectif_sync.purchases import PurchaseBatch, plan_purchases, purchase_payloads
+from connectif_sync.report import SyncReport, SyncResult
 from connectif_sync.shape import ShapedChunk, shape
 from connectif_sync.store import DEFAULT_STATE_URL, StateStore
 from connectif_sync.validate import KeySet, Validated, validate
@@ -98,8 +103,11 @@ __all__ = [
     "Mapping",
     "MappingError",
     "PurchaseBatch",
+    "RejectedRow",
+    "RunMode",
     "ShapedChunk",
     "StateStore",
+    "SyncParams",
     "SyncReport",
     "SyncResult",
     "Validated",
@@ -114,5 +122,6 @@ __all__ = [
     "run_sync",
     "shape",
     "sqlite_hash_extension",
+    "sync",
     "validate",
 ]

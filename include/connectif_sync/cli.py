@@ -30,9 +30,10 @@ from typing import Any
 from connectif_sync.chunk import DEFAULT_MAX_FILE_BYTES
 from connectif_sync.extract import DEFAULT_READERS
 from connectif_sync.mappings import OBJECTS, MappingError
-from connectif_sync.pipeline import parse_when, run_sync
+from connectif_sync.pipeline import run_sync
 from connectif_sync.purchases import purchase_payloads
 from connectif_sync.store import DEFAULT_STATE_URL, StateStore
+from connectif_sync.timefmt import parse_when
 
 PURCHASES_PER_FILE = 100_000
 

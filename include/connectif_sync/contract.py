@@ -15,6 +15,10 @@ from typing import Any
 
 #: Rows of an import's error report kept in the run history (the state store's ``pending`` table has them all).
 MAX_IMPORT_REJECTS_KEPT = 200
+#: Imports Connectif queues per account at once (the API contract); a dry run's estimate counts waves of them.
+IMPORT_QUEUE = 10
+#: API requests per minute the provider's shared budget defaults to (the account's limit is 100/min).
+REQUESTS_PER_MINUTE = 90
 
 
 class SyncObject(StrEnum):
@@ -49,6 +53,45 @@ class SyncObject(StrEnum):
             return cls(dag_id.removeprefix("connectif_"))
         except ValueError:
             return None
+
+
+class RunMode(StrEnum):
+    """How a library run read its source; stored as the ``mode`` of the state store's ``runs`` table."""
+
+    FULL = "full"  # every row read, compared with the confirmed state; deletions detected
+    INCREMENTAL = "incremental"  # only rows updated since the watermark (minus the look-back)
+    FULL_RESYNC = "full_resync"  # every valid row sent, changed or not
+    PLAN = "plan"  # a dry run: nothing written anywhere (the watermark ignores these runs)
+    WINDOW = "window"  # purchases: the orders dated in a window
+
+
+class FileStatus(StrEnum):
+    """A chunk file in the state store's ``files`` table."""
+
+    PENDING = "pending"  # written, not confirmed yet: its rows go again if a later run supersedes it
+    CONFIRMED = "confirmed"  # Connectif imported it; its rows (but the failed lines) are the confirmed state
+    SUPERSEDED = "superseded"  # a later run re-extracted its rows before it was confirmed
+
+
+class UploadStatus(StrEnum):
+    """An upload in the state store's ``uploads`` ledger (no second import of the same rows)."""
+
+    UPLOADING = "uploading"  # the request went out; no import id is known yet
+    IMPORTED = "imported"  # Connectif gave it an import id
+    CONFIRMED = "confirmed"  # its rows were confirmed into the state
+
+
+class PurchaseStatus(StrEnum):
+    """What sending one purchase ended in (the state store's ``purchases`` table)."""
+
+    CONFIRMED = "confirmed"  # Connectif accepted it
+    DUPLICATE = "duplicate"  # Connectif already had it
+    FAILED = "failed"  # kept: sent again next run
+
+    @property
+    def done(self) -> bool:
+        """Whether Connectif has it, so that it is never sent again."""
+        return self is not PurchaseStatus.FAILED
 
 
 class RunState(StrEnum):
@@ -95,6 +138,38 @@ class ImportOutcome:
     def from_dict(cls, data: dict[str, Any]) -> ImportOutcome:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedRow:
+    """A source row the library set aside before sending it, and why: the one shape of every rejected row
+    (validation, bad UTF-8, suppression, duplicates, oversize rows, purchases), as the state store's
+    ``rejected`` table and the rejected-rows page hold it.
+
+    ``source_ref`` names the row in the source (``id=42``), ``field`` the output field at fault, ``reason``
+    what is wrong and how to fix it, ``value`` the value as found (or what explains the reason).
+    """
+
+    key: str | None
+    source_ref: str | None
+    field: str
+    reason: str
+    value: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The stored and XCom form: ``{"key", "source_ref", "field", "reason", "value"}``."""
+        return {
+            "key": self.key,
+            "source_ref": self.source_ref,
+            "field": self.field,
+            "reason": self.reason,
+            "value": self.value,
+        }
+
+    @property
+    def reason_key(self) -> str:
+        """How a report counts it: ``"<field>: <reason>"``."""
+        return f"{self.field}: {self.reason}"
 
 
 #: The count fields of :class:`RunSummary`, in the order the pages show them.

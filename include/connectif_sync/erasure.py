@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from connectif_sync.store import StateStore
+from connectif_sync.timefmt import parse_when
 
 
 @dataclass(frozen=True)
@@ -144,4 +145,4 @@ def _as_datetime(value: object) -> datetime | None:
     """SQLite hands back text for a lightweight ``sa.table``; PostgreSQL a datetime."""
     if value is None or isinstance(value, datetime):
         return value
-    return datetime.fromisoformat(str(value))
+    return parse_when(str(value))

@@ -233,21 +233,8 @@ def _field(
             f"{where}: unknown option(s) {', '.join(sorted(unknown))}. "
             f"Fix: use only {', '.join(sorted(_FIELD_OPTIONS))}"
         )
-    allowed = catalog.get(name)
-    if allowed is None:
-        if obj == "contacts" and not name.startswith("_") and CUSTOM_FIELD.match(name):
-            allowed = _ANY  # a custom contact field, by its Connectif id
-        else:
-            known = ", ".join(sorted(catalog))
-            extra = " or a custom field id (no leading _)" if obj == "contacts" else ""
-            problems.append(f"{where}: unknown Connectif field {name!r}. Fix: use one of {known}{extra}")
-            return None
-    ftype = raw.get("type", "string" if "string" in allowed else sorted(allowed)[0])
-    if ftype not in TYPES:
-        problems.append(f"{where}: unknown type {ftype!r}. Fix: use one of {', '.join(TYPES)}")
-        return None
-    if ftype not in allowed:
-        problems.append(f"{where}: type {ftype!r} cannot produce {name}. Fix: use type {' or '.join(sorted(allowed))}")
+    ftype = _field_type(name, raw, where, catalog, obj, problems)
+    if ftype is None:
         return None
     column = _identifier(raw.get("column", name), f"{where}.column", problems)
     country_column = raw.get("country_column")
@@ -256,23 +243,7 @@ def _field(
     on_invalid = raw.get("on_invalid", "reject")
     if on_invalid not in ("reject", "empty"):
         problems.append(f"{where}.on_invalid: {on_invalid!r}. Fix: use reject (set the row aside) or empty")
-    mapping = raw.get("map")
-    if mapping is not None and not isinstance(mapping, dict):
-        problems.append(f"{where}.map: expected source: target pairs. Fix: write e.g. {{true: subscribed}}")
-        mapping = None
-    values = raw.get("values")
-    if name in ("_newsletterSubscriptionStatus", "_smsSubscriptionStatus"):
-        values = values or list(SUBSCRIPTION_VALUES)
-    if name == "availability":
-        values = values or ["instock", "outofstock"]
-    if ftype == "enum" and not values and not mapping:
-        problems.append(f"{where}: an enum needs `values` or `map`. Fix: list the allowed Connectif values")
-    if values is not None and mapping:
-        bad = sorted({str(v) for v in mapping.values()} - {str(v) for v in values})
-        if bad:
-            problems.append(
-                f"{where}.map: maps to {', '.join(bad)}, not allowed here. Fix: use only {', '.join(values)}"
-            )
+    mapping, values = _map_and_values(name, raw, ftype, where, problems)
     for opt in ("max_length",):
         if raw.get(opt) is not None and (not isinstance(raw[opt], int) or raw[opt] < 1):
             problems.append(f"{where}.{opt}: {raw[opt]!r}. Fix: write a positive integer")
@@ -296,6 +267,54 @@ def _field(
         country_column=country_column,
         on_invalid=on_invalid,
     )
+
+
+def _field_type(
+    name: str, raw: dict[str, Any], where: str, catalog: dict[str, frozenset[str]], obj: str, problems: list[str]
+) -> str | None:
+    """The field's ``type``: one the library knows and that can produce this Connectif field (else None)."""
+    allowed = catalog.get(name)
+    if allowed is None:
+        if obj == "contacts" and not name.startswith("_") and CUSTOM_FIELD.match(name):
+            allowed = _ANY  # a custom contact field, by its Connectif id
+        else:
+            known = ", ".join(sorted(catalog))
+            extra = " or a custom field id (no leading _)" if obj == "contacts" else ""
+            problems.append(f"{where}: unknown Connectif field {name!r}. Fix: use one of {known}{extra}")
+            return None
+    ftype = raw.get("type", "string" if "string" in allowed else sorted(allowed)[0])
+    if ftype not in TYPES:
+        problems.append(f"{where}: unknown type {ftype!r}. Fix: use one of {', '.join(TYPES)}")
+        return None
+    if ftype not in allowed:
+        problems.append(f"{where}: type {ftype!r} cannot produce {name}. Fix: use type {' or '.join(sorted(allowed))}")
+        return None
+    return str(ftype)
+
+
+def _map_and_values(
+    name: str, raw: dict[str, Any], ftype: str, where: str, problems: list[str]
+) -> tuple[dict[Any, Any] | None, list[Any] | None]:
+    """``map`` (source value -> Connectif value) and ``values`` (the allowed Connectif values), checked
+    against each other; the subscription and availability fields know their values."""
+    mapping = raw.get("map")
+    if mapping is not None and not isinstance(mapping, dict):
+        problems.append(f"{where}.map: expected source: target pairs. Fix: write e.g. {{true: subscribed}}")
+        mapping = None
+    values = raw.get("values")
+    if name in ("_newsletterSubscriptionStatus", "_smsSubscriptionStatus"):
+        values = values or list(SUBSCRIPTION_VALUES)
+    if name == "availability":
+        values = values or ["instock", "outofstock"]
+    if ftype == "enum" and not values and not mapping:
+        problems.append(f"{where}: an enum needs `values` or `map`. Fix: list the allowed Connectif values")
+    if values is not None and mapping:
+        bad = sorted({str(v) for v in mapping.values()} - {str(v) for v in values})
+        if bad:
+            problems.append(
+                f"{where}.map: maps to {', '.join(bad)}, not allowed here. Fix: use only {', '.join(values)}"
+            )
+    return mapping, values
 
 
 def _map_key(k: Any) -> str:
@@ -342,26 +361,7 @@ def parse_mapping(raw: Any, path: Path) -> Mapping:
     obj = raw.get("object")
     if obj not in OBJECTS:
         raise MappingError([*problems, f"{p}: object: {obj!r}. Fix: use one of {', '.join(OBJECTS)}"])
-    source = raw.get("source")
-    table = sql = None
-    sql_variants: dict[str, str] = {}
-    if not isinstance(source, dict) or bool(source.get("table")) == bool(source.get("sql")):
-        problems.append(f"{p}: source: needs exactly one of `table` or `sql`. Fix: write source: {{table: my_table}}")
-    else:
-        if source.get("table"):
-            table = _identifier(source["table"], f"{p}: source.table", problems, allow_dot=True)
-        else:
-            sql_path = (path.parent / str(source["sql"])).resolve()
-            if not sql_path.is_file():
-                problems.append(
-                    f"{p}: source.sql: {sql_path} does not exist. Fix: put the SELECT file next to the mapping"
-                )
-            else:
-                sql = _select(sql_path, p, problems)
-                for variant in sorted(sql_path.parent.glob(f"{sql_path.stem}.*{sql_path.suffix}")):
-                    dialect = variant.name[len(sql_path.stem) + 1 : -len(sql_path.suffix) or None]
-                    if dialect and "." not in dialect:
-                        sql_variants[dialect] = _select(variant, p, problems)
+    table, sql, sql_variants = _source(raw.get("source"), path, problems)
     catalog = CATALOG[obj]
     fields = _fields(raw.get("fields"), f"{p}: fields", catalog, obj, problems)
     line_fields: dict[str, FieldSpec] = {}
@@ -381,6 +381,58 @@ def parse_mapping(raw: Any, path: Path) -> Mapping:
             f"{p}: key: {key!r} is not one of the mapped fields. Fix: set key to the field that identifies a row "
             f"(usually {DEFAULT_KEY[obj]})"
         )
+    order_by, updated_at, date_column, partition_by = _row_columns(raw, obj, p, problems)
+    guardrail = raw.get("guardrail") or {}
+    if guardrail:
+        try:
+            Thresholds().with_overrides(guardrail, f"{p}: guardrail")
+        except ValueError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise MappingError(problems)
+    return Mapping(
+        object=obj,
+        path=path,
+        key=key,
+        fields=fields,
+        table=table,
+        sql=sql,
+        order_by=order_by,
+        updated_at=updated_at,
+        date_column=date_column,
+        partition_by=partition_by,
+        line_fields=line_fields,
+        guardrail=dict(guardrail) if isinstance(guardrail, dict) else {},
+        sql_variants=sql_variants,
+    )
+
+
+def _source(source: Any, path: Path, problems: list[str]) -> tuple[str | None, str | None, dict[str, str]]:
+    """``source:``: a table, or a ``sql:`` file (with its ``<name>.<dialect>.sql`` variants beside it)."""
+    p = str(path)
+    table = sql = None
+    sql_variants: dict[str, str] = {}
+    if not isinstance(source, dict) or bool(source.get("table")) == bool(source.get("sql")):
+        problems.append(f"{p}: source: needs exactly one of `table` or `sql`. Fix: write source: {{table: my_table}}")
+    elif source.get("table"):
+        table = _identifier(source["table"], f"{p}: source.table", problems, allow_dot=True)
+    else:
+        sql_path = (path.parent / str(source["sql"])).resolve()
+        if not sql_path.is_file():
+            problems.append(f"{p}: source.sql: {sql_path} does not exist. Fix: put the SELECT file next to the mapping")
+        else:
+            sql = _select(sql_path, p, problems)
+            for variant in sorted(sql_path.parent.glob(f"{sql_path.stem}.*{sql_path.suffix}")):
+                dialect = variant.name[len(sql_path.stem) + 1 : -len(sql_path.suffix) or None]
+                if dialect and "." not in dialect:
+                    sql_variants[dialect] = _select(variant, p, problems)
+    return table, sql, sql_variants
+
+
+def _row_columns(
+    raw: dict[str, Any], obj: str, p: str, problems: list[str]
+) -> tuple[tuple[str, ...], str | None, str | None, str | None]:
+    """``order_by``, ``updated_at``, ``date_column`` and ``partition_by``, with what each object needs."""
     order_by_raw = raw.get("order_by", [])
     if isinstance(order_by_raw, str):
         order_by_raw = [order_by_raw]
@@ -406,29 +458,7 @@ def parse_mapping(raw: Any, path: Path) -> Mapping:
         problems.append(
             f"{p}: partition_by: coupons need the column holding the coupon set id. Fix: partition_by: coupon_set_id"
         )
-    guardrail = raw.get("guardrail") or {}
-    if guardrail:
-        try:
-            Thresholds().with_overrides(guardrail, f"{p}: guardrail")
-        except ValueError as exc:
-            problems.append(str(exc))
-    if problems:
-        raise MappingError(problems)
-    return Mapping(
-        object=obj,
-        path=path,
-        key=key,
-        fields=fields,
-        table=table,
-        sql=sql,
-        order_by=order_by,
-        updated_at=updated_at,
-        date_column=date_column,
-        partition_by=partition_by,
-        line_fields=line_fields,
-        guardrail=dict(guardrail) if isinstance(guardrail, dict) else {},
-        sql_variants=sql_variants,
-    )
+    return order_by, updated_at, date_column, partition_by
 
 
 def check_source_columns(mapping: Mapping, source_url: str) -> None:

@@ -20,11 +20,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from connectif_sync.contract import REQUESTS_PER_MINUTE, RejectedRow, RunMode
 from connectif_sync.extract import DEFAULT_CHUNK_ROWS, Window, extract_arrow
 from connectif_sync.mappings import Mapping, check_source_columns, resolve_mapping
-from connectif_sync.pipeline import REQUESTS_PER_MINUTE, SyncReport, parse_when
+from connectif_sync.report import SyncReport
 from connectif_sync.shape import BAD_UTF8_REASON, ShapedChunk, repair_utf8, shape
 from connectif_sync.store import StateStore
+from connectif_sync.timefmt import parse_when
 from connectif_sync.validate import source_ref
 
 _LIST_FIELDS = {"categories", "tags", "relatedExternalProductIds"}
@@ -96,7 +98,7 @@ class PurchaseBatch:
         self.dry_run = dry_run
         self.include_done = include_done
         self.extract_path = extract_path
-        self.report = SyncReport(object="purchases", mode="plan" if dry_run else "window")
+        self.report = SyncReport(object="purchases", mode=RunMode.PLAN if dry_run else RunMode.WINDOW)
         self.report.since = self.window.start.isoformat(sep=" ") if self.window.start else None
         self.rejected: list[dict[str, Any]] = []
 
@@ -181,7 +183,7 @@ class PurchaseBatch:
                 self.report.invalid += 1
                 seen.add(pid)
             for f, r, ref in errors:
-                self.rejected.append({"key": pid, "source_ref": ref, "field": f, "reason": r, "value": None})
+                self.rejected.append(RejectedRow(pid, ref, f, r).as_dict())
             return
         seen.add(pid)
         if pid in done:

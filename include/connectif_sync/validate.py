@@ -18,17 +18,26 @@ Python set's ~100, so that memory stays flat at millions of rows.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from connectif_sync.contract import RejectedRow
 from connectif_sync.hashing import hash_strings
 from connectif_sync.mappings import Mapping
 from connectif_sync.shape import ShapedChunk
 
 MAX_VALUE_CHARS = 200  # of a rejected value kept in the rejected-rows store
+DUPLICATE_REASON = "duplicate key: an earlier row with the same key was kept"
+
+
+class SeenKeys(Protocol):
+    """The keys kept so far, for the duplicate rule: a :class:`KeySet`, or the pipeline's
+    :class:`~connectif_sync.diff.IndexedSeen` (confirmed keys flagged in the state index)."""
+
+    def add_new(self, hashes: np.ndarray) -> np.ndarray: ...
 
 
 class KeySet:
@@ -92,7 +101,7 @@ class Validated:
     keys: pa.Array  # state key of each kept row (partition-qualified for partitioned objects)
     key_hashes: np.ndarray  # uint64 hash of each kept key
     positions: np.ndarray  # index of each kept row in the chunk
-    rejected: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[RejectedRow] = field(default_factory=list)
     invalid_rows: int = 0
     duplicate_rows: int = 0
 
@@ -130,7 +139,7 @@ def _values(chunk: ShapedChunk, mapping: Mapping, name: str, rows: np.ndarray) -
     return out
 
 
-def validate(chunk: ShapedChunk, mapping: Mapping, seen: KeySet | None = None) -> Validated:
+def validate(chunk: ShapedChunk, mapping: Mapping, seen: SeenKeys | None = None) -> Validated:
     """Split a shaped chunk into valid rows and rejected ones (see the module docstring for the rules)."""
     n = chunk.num_rows
     columns = dict(chunk.columns)
@@ -157,14 +166,14 @@ def validate(chunk: ShapedChunk, mapping: Mapping, seen: KeySet | None = None) -
         ok = ~reject_mask
         dup[ok] = seen.add_new(all_hashes[ok])
         if dup.any():
-            reasons.append((dup, mapping.key, "duplicate key: an earlier row with the same key was kept"))
-    rejected: list[dict[str, Any]] = []
+            reasons.append((dup, mapping.key, DUPLICATE_REASON))
+    rejected: list[RejectedRow] = []
     for mask, name, reason in reasons:
         rows = np.flatnonzero(mask)
         refs = source_refs(mapping, chunk.source, rows)
         values = _values(chunk, mapping, name, rows)
         for k, ref, v in zip(keys.take(pa.array(rows)).to_pylist(), refs, values, strict=True):
-            rejected.append({"key": k, "source_ref": ref, "field": name, "reason": reason, "value": v})
+            rejected.append(RejectedRow(k, ref, name, reason, v))
     keep = ~(reject_mask | dup)
     positions = np.flatnonzero(keep)
     if len(positions) == n:

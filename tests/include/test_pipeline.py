@@ -12,7 +12,7 @@ import yaml
 
 import sample_erp as erp
 from connectif_sync import MAPPINGS_DIR, StateStore, plan_sync, run_sync
-from connectif_sync.pipeline import SUPPRESSED_REASON
+from connectif_sync.rejects import SUPPRESSED_REASON
 
 SEED = 3
 
@@ -289,3 +289,21 @@ def test_suppressed_keys_are_never_sent_until_unsuppressed(sample, tmp_path: Pat
     back = run_sync("contacts", url, tmp_path / "e", state_url=state, chunk_rows=300)
     assert (back.report.suppressed, back.report.changed, back.report.sent) == (1, 1, 1)
     assert [row["_email"] for row in _csv(back.files[0].path)] == [eb]
+
+
+def test_sync_params_is_run_sync_as_one_object(sample, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from connectif_sync import SyncParams, sync
+
+    url, _ = sample
+    with pytest.raises(ValueError, match="purchase_payloads"):
+        sync(SyncParams("purchases", url, tmp_path))
+    with pytest.raises(ValueError, match="needs out_dir"):
+        sync(SyncParams("contacts", url, None))
+    state = f"sqlite:///{tmp_path / 'state.db'}"
+    by_params = sync(SyncParams("products", url, tmp_path / "a", state_url=state, dry_run=True, chunk_rows=100))
+    by_call = run_sync("products", url, tmp_path / "b", state_url=state, dry_run=True, chunk_rows=100)
+    drop = ("run_id", "duration_s")
+    assert {k: v for k, v in by_params.report.as_dict().items() if k not in drop} == {
+        k: v for k, v in by_call.report.as_dict().items() if k not in drop
+    }
+    assert by_params.report.mode == "plan" and by_params.report.sent > 0

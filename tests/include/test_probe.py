@@ -4,7 +4,6 @@ gives exactly what a run reading every value gives (reports, files, rejected row
 from __future__ import annotations
 
 import sqlite3
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,8 @@ import sqlalchemy as sa
 
 import sample_erp as erp
 from connectif_sync import StateStore, run_sync
+from connectif_sync import probe as probing
+from connectif_sync.diff import mapping_fingerprint, source_hashes
 from connectif_sync.extract import (
     PROBE_HASH_COLUMN,
     adbc_connect,
@@ -25,9 +26,6 @@ from connectif_sync.extract import (
 )
 from connectif_sync.hashing import as_signed
 from connectif_sync.mappings import resolve_mapping
-from connectif_sync.pipeline import mapping_fingerprint, source_hashes
-
-pipeline = sys.modules["connectif_sync.pipeline"]  # the package exports a function of the same name
 
 pytestmark = pytest.mark.skipif(sqlite_hash_extension() is None, reason="connectif_sync._sqlite_hash not built")
 
@@ -106,7 +104,7 @@ def _second_run(
     """A full-scan run from a copy of the confirmed ``state``: report, files' bytes, stored rejected rows, and
     whether the probe read the source."""
     used: list[bool] = []
-    real = pipeline._probe
+    real = probing.probe
 
     def spy(*a: Any, **k: Any) -> Any:
         chunks = real(*a, **k) if probe else None
@@ -116,7 +114,7 @@ def _second_run(
     copy = out.parent / f"{out.name}-state.db"
     copy.write_bytes(state.read_bytes())
     with monkeypatch.context() as mp:
-        mp.setattr(pipeline, "_probe", spy)
+        mp.setattr(probing, "probe", spy)
         result = run_sync(
             "contacts", f"sqlite:///{db}", out, state_url=f"sqlite:///{copy}", chunk_rows=100, mapping=mapping
         )

@@ -54,7 +54,7 @@ def test_validate_rejects_with_key_field_reason_and_keeps_first_duplicate(mappin
         {"_email": "b@x.com", "_name": "Ed", "_points": "5", "_birthdate": None},
     ]
     assert v.positions.tolist() == [0, 6]
-    rejected = sorted((r["source_ref"], r["field"], r["reason"], r["key"], r["value"]) for r in v.rejected)
+    rejected = sorted((r.source_ref, r.field, r.reason, r.key, r.value) for r in v.rejected)
     assert rejected == [
         ("id=2", "_email", "duplicate key: an earlier row with the same key was kept", "a@x.com", " A@X.com"),
         ("id=3", "_email", "required field is empty", None, None),

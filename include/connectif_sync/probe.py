@@ -1,0 +1,95 @@
+"""The probe: a second full scan that reads most rows' source hash only.
+
+On a SQLite table keyed by an integer, SQLite computes each row's source hash itself (the ``_sqlite_hash``
+extension), so only each row's key, ``updated_at`` and hash are read; the rows whose hash Connectif confirmed
+are done, and only the others are read in full by key. Reading three columns instead of every value is most of
+a second run's cost saved (bench/README.md). The hashes are those of the full read
+(:func:`~connectif_sync.diff.source_hashes`), so confirmed state written by either path serves both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import sqlalchemy as sa
+
+from connectif_sync.extract import (
+    PROBE_HASH_COLUMN,
+    adbc_connect,
+    adbc_uri,
+    integer_ranges,
+    probe_query,
+    read_ranges,
+    read_rows,
+    read_table,
+    resume_probe,
+    sqlite_hash_extension,
+)
+from connectif_sync.mappings import Mapping
+from connectif_sync.prepare import Prepared, chunk_high, prepare
+from connectif_sync.store import StateIndex
+
+PROBE_MIN_KNOWN = 0.5  # a probe is used when at least this share of the first range's rows is confirmed
+PROBE_FULL_READ = 0.25  # a probed chunk with more unconfirmed rows than this share is read whole instead
+
+
+def _hashes_of(probe: pa.Table) -> np.ndarray:
+    col = probe.column(PROBE_HASH_COLUMN)
+    if not pa.types.is_integer(col.type):  # NULL all through a batch: typed null by the driver
+        col = pc.cast(col, pa.int64())
+    return np.asarray(pc.fill_null(col, 0).to_numpy(), dtype=np.int64)
+
+
+def probe(
+    source_url: str, mapping: Mapping, index: StateIndex | None, fingerprint: np.uint64, chunk_rows: int,
+    readers: int,
+) -> Iterator[Prepared] | None:  # fmt: skip
+    """The prepared chunks of a probed full scan, or None where a probe does not apply (another database, no
+    ``_sqlite_hash`` extension, a SQL source, no integer key, an empty index) or does not pay (the first range
+    mostly unconfirmed, or mostly REAL/BLOB values, which the SQLite hash leaves to the full read).
+
+    Each range of the key is read as (key, ``updated_at``, source hash computed by SQLite); the others are
+    read in full by key (``IN``), hashed and shaped as in any other run, all in the reader threads.
+    """
+    if index is None or len(index) == 0 or index.source_hashes is None:
+        return None
+    target = adbc_uri(source_url)
+    if target is None or target[0] != "sqlite" or sqlite_hash_extension() is None or not mapping.order_by:
+        return None
+    ranges = integer_ranges(source_url, mapping, chunk_rows)
+    if not ranges:
+        return None
+    dialect = sa.make_url(source_url).get_dialect()()
+    fp = int(np.array([fingerprint], np.uint64).view(np.int64)[0])
+    index.prepare_sources()  # the sorted copy, built once before the threads share the index
+    with adbc_connect(source_url, source_hash=True) as conn:  # is it worth it? the first range tells
+        first = read_table(conn, source_url, probe_query(mapping, dialect, fp, id_range=ranges[0]), chunk_rows,
+                           resume_probe(mapping, dialect, fp, id_range=ranges[0]), mapping.order_by)  # fmt: skip
+    if first.num_rows == 0 or index.find_sources(_hashes_of(first))[0].mean() < PROBE_MIN_KNOWN:
+        return None
+    key = mapping.order_by[0]
+
+    def transform(conn: Any, probed: pa.Table) -> Prepared:
+        """In a reader thread: the rows of one probed chunk that are not confirmed, read in full and shaped."""
+        known, at = index.find_sources(_hashes_of(probed))
+        ids = probed.column(key)
+        high = chunk_high(probed, mapping)
+        if probed.num_rows == 0:
+            return Prepared.empty()
+        if (~known).mean() > PROBE_FULL_READ:  # mostly unconfirmed: read the chunk's key range whole
+            lo, hi = int(pc.min(ids).as_py()), int(pc.max(ids).as_py()) + 1
+            full = read_rows(conn, source_url, mapping, dialect, chunk_rows, id_range=(lo, hi))
+            return prepare(full, mapping, fingerprint, index)
+        wanted = ids.filter(pa.array(~known)).to_pylist()
+        rest = read_rows(conn, source_url, mapping, dialect, chunk_rows, ids=wanted)
+        # Rows read again count once: the probe's known ones plus whatever the second read returned (a row
+        # deleted in between is simply not extracted, as with any read that is not one transaction).
+        return prepare(rest, mapping, fingerprint, index, high, at[known], int(known.sum()) + rest.num_rows)
+
+    sqls = [probe_query(mapping, dialect, fp, id_range=r) for r in ranges]
+    resumes = [resume_probe(mapping, dialect, fp, id_range=r) for r in ranges]
+    return read_ranges(source_url, sqls, chunk_rows, readers, resumes, mapping.order_by, transform, source_hash=True)

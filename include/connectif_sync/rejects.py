@@ -1,0 +1,135 @@
+"""Rejected rows: the rows a run sets aside, why, and where they go.
+
+Every rejected row is a :class:`~connectif_sync.contract.RejectedRow`, built here or by
+:func:`~connectif_sync.validate.validate`. A run's :class:`Rejects` counts them by reason for the report,
+stores them in the state store a batch at a time (so memory does not grow with them: a source full of bad
+rows costs no more than a clean one) and keeps the first :data:`REJECTED_SAMPLE` for the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from connectif_sync.contract import RejectedRow
+from connectif_sync.mappings import Mapping
+from connectif_sync.shape import BAD_UTF8_REASON, repair_utf8, shape
+from connectif_sync.store import StateStore
+from connectif_sync.validate import DUPLICATE_REASON, MAX_VALUE_CHARS, source_refs, state_keys
+
+REJECTED_SAMPLE = 1000  # rejected rows kept in a result (all are in the state store; counts are exact)
+STORE_BATCH = 5000  # rejected rows written to the state store at once
+
+SUPPRESSED_REASON = (
+    "suppressed (erased at the contact's request): never sent again; remove the row from the source, "
+    "or withdraw with `connectif-sync unsuppress`"
+)
+
+
+class Rejects:
+    """One run's rejected rows: counted by reason, stored in batches (not in a dry run), the first few kept."""
+
+    def __init__(self, store: StateStore, obj: str, run_id: str | None, *, dry_run: bool) -> None:
+        self.store, self.obj, self.run_id, self.dry_run = store, obj, run_id, dry_run
+        self.reasons: dict[str, int] = {}
+        self.sample: list[dict[str, Any]] = []
+        self._batch: list[dict[str, Any]] = []
+
+    def add(self, rows: Iterable[RejectedRow]) -> None:
+        for row in rows:
+            self.reasons[row.reason_key] = self.reasons.get(row.reason_key, 0) + 1
+            keep = len(self.sample) < REJECTED_SAMPLE
+            if keep or not self.dry_run:
+                as_dict = row.as_dict()
+                if keep:
+                    self.sample.append(as_dict)
+                if not self.dry_run:
+                    self._batch.append(as_dict)
+        if len(self._batch) >= STORE_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the rows not stored yet (call once more when the run ends)."""
+        if self._batch and self.run_id is not None:
+            self.store.record_rejected(self.obj, self.run_id, self._batch)
+        self._batch = []
+
+
+def suppressed_row(key: str, ref: str | None, mapping: Mapping, why: str | None) -> RejectedRow:
+    """A row whose key is on the suppression list; the suppression's own reason is its value."""
+    return RejectedRow(key, ref, mapping.key, SUPPRESSED_REASON, why)
+
+
+def duplicate_row(key: str, mapping: Mapping) -> RejectedRow:
+    """A confirmed row (found by its source hash, so not shaped) whose key an earlier row already had."""
+    return RejectedRow(key, None, mapping.key, DUPLICATE_REASON)
+
+
+def oversize_rows(
+    mask: np.ndarray, keys: pa.Array, data: pa.Table, refs: list[str], sizes: np.ndarray, max_bytes: int
+) -> list[RejectedRow]:
+    """The rows of ``data`` too large for any file (``mask``), each naming its largest field.
+
+    ``keys``, ``refs`` (source rows) and ``sizes`` (CSV bytes) are per row of ``data``; ``refs`` only for the
+    masked rows.
+    """
+    rows = np.flatnonzero(mask)
+    picked = data.take(pa.array(rows))
+    names = list(picked.column_names)
+    lengths = np.stack(
+        [
+            np.asarray(pc.fill_null(pc.binary_length(picked.column(c)), 0).to_numpy(zero_copy_only=False), np.int64)
+            for c in names
+        ],
+        axis=1,
+    )
+    reason = (
+        f"row larger than a whole import file may be ({max_bytes} bytes with the header): shorten this field in "
+        "the source"
+    )
+    out = []
+    for i, (key, ref) in enumerate(zip(keys.take(pa.array(rows)).to_pylist(), refs, strict=True)):
+        largest = int(np.argmax(lengths[i]))
+        value = f"the row takes {int(sizes[rows[i]])} bytes in the CSV, this field {int(lengths[i, largest])}"
+        out.append(RejectedRow(key, ref, names[largest], reason, value))
+    return out
+
+
+def set_aside_bad_text(table: pa.Table, mapping: Mapping) -> tuple[pa.Table, list[RejectedRow], int]:
+    """Set aside the rows holding a value that is not UTF-8 (:func:`~connectif_sync.shape.repair_utf8`).
+
+    Such a value would make Connectif refuse the whole file (or crash the shaping), so its row is rejected
+    with its key, source row, field and the bytes as found; a field declared ``on_invalid: empty`` is sent
+    empty instead. Returns the other rows, the rejected entries and how many rows they are.
+    """
+    table, bad = repair_utf8(table, mapping.source_columns())
+    if not bad:
+        return table, [], 0
+    drop = np.zeros(table.num_rows, dtype=bool)
+    problems: list[tuple[np.ndarray, str, list[bytes]]] = []
+    for column, (mask, values) in bad.items():
+        fields = [n for n, f in mapping.fields.items() if column in (f.column, f.country_column)]
+        if fields and all(mapping.fields[n].on_invalid == "empty" for n in fields):
+            continue  # the value is empty now, the row goes on
+        drop |= mask
+        problems.append((mask, fields[0] if fields else column, values))
+    if not drop.any():
+        return table, [], 0
+    at = np.flatnonzero(drop)
+    sub = table.take(pa.array(at))
+    keys = state_keys(mapping, shape(sub, mapping, {mapping.key: mapping.fields[mapping.key]})).to_pylist()
+    where = dict(zip(at.tolist(), range(len(at)), strict=True))
+    refs = source_refs(mapping, sub, np.arange(len(at)))
+    out: list[RejectedRow] = []
+    for mask, name, values in problems:
+        for row, raw in zip(np.flatnonzero(mask).tolist(), values, strict=True):
+            text = raw.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")  # bytes as found, visibly
+            text = text if len(text) <= MAX_VALUE_CHARS else text[:MAX_VALUE_CHARS] + "..."
+            i = where[row]
+            key = keys[i] if keys[i] is not None else (text if name == mapping.key else None)
+            out.append(RejectedRow(key, refs[i], name, BAD_UTF8_REASON, text))
+    return table.filter(pa.array(~drop)), out, int(drop.sum())
