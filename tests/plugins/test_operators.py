@@ -18,13 +18,13 @@ from connectif_provider.exceptions import (
     ConnectifRowErrorsExceededError,
     ConnectifTimeoutError,
 )
+from connectif_provider.models import JobKind
 from connectif_provider.operators.connectif import (
     ConnectifExportOperator,
     ConnectifImportOperator,
     split_date_range,
 )
 from connectif_provider.sensors.connectif import ConnectifImportSensor
-from connectif_provider.models import JobKind
 from connectif_provider.triggers.connectif import (
     ConnectifJobTrigger,
     ConnectifQueueSlotTrigger,
