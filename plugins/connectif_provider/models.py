@@ -89,6 +89,17 @@ MAX_FILE_BYTES = 50_000_000
 DEFAULT_BASE_URL = "https://api.connectif.cloud"
 
 
+class EventStatus(StrEnum):
+    """How a wait ended: the ``status`` of every trigger event and of the hook's waits.
+
+    Events carry the plain string (``.value``): trigger payloads are serialised, and old tasks compare text.
+    """
+
+    SUCCESS = "success"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+
+
 class JobKind(StrEnum):
     """The two kinds of queued work (values: the API's collection names, also the trigger events' keys).
 

@@ -31,6 +31,7 @@ from connectif_provider.exceptions import (
 from connectif_provider.hooks.connectif import ConnectifHook
 from connectif_provider.links import ConnectifRunTabLink
 from connectif_provider.models import (
+    EventStatus,
     ExportStatus,
     ExportType,
     ImportStatus,
@@ -133,18 +134,18 @@ class _ConnectifJobOperator(BaseOperator):
 
     def execute_after_slot(self, context: Context, event: dict[str, Any], deadline: float) -> Any:
         """Resumed after a full queue had a free slot: create the work again."""
-        if event.get("status") != "success":
+        if event.get("status") != EventStatus.SUCCESS:
             raise ConnectifTimeoutError(f"Gave up creating the {self._subject}: {event.get('message')}")
         return self._run(context, deadline)
 
     def _raise_unless_success(self, event: dict[str, Any]) -> None:
         """Fail clearly on a trigger's (or the hook wait's) ``timeout`` or ``error`` event."""
         status = event.get("status")
-        if status == "timeout":
+        if status == EventStatus.TIMEOUT:
             raise ConnectifTimeoutError(
                 f"Connectif {self._subject} did not finish within {self.timeout:.0f} s: {event.get('message')}"
             )
-        if status != "success":
+        if status != EventStatus.SUCCESS:
             raise self.failed_error(f"Connectif {self._subject} failed: {event.get('message')}")
 
     def _policy(self, deadline: float) -> PollPolicy:
@@ -178,7 +179,7 @@ class _ConnectifJobOperator(BaseOperator):
                 kwargs={"deadline": deadline},
             )
         event = self.hook.wait_for_queue_slot(self.kind, self._policy(deadline))
-        if event.get("status") != "success":
+        if event.get("status") != EventStatus.SUCCESS:
             raise ConnectifTimeoutError(
                 f"No free Connectif {self.kind.noun.lower()} slot for the {self._subject} before the deadline"
             )

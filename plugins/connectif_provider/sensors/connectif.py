@@ -15,7 +15,7 @@ from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from connectif_provider.exceptions import ConnectifImportFailedError
 from connectif_provider.hooks.connectif import ConnectifHook
-from connectif_provider.models import JobKind
+from connectif_provider.models import EventStatus, JobKind
 from connectif_provider.triggers.connectif import ConnectifJobTrigger
 from connectif_provider.utils.polling import DEFAULT_POLL_INTERVAL, JobsWatch
 
@@ -79,15 +79,15 @@ class ConnectifImportSensor(BaseSensorOperator):
             watch.latest[import_id] = hook.get_import(import_id)
         outcome = watch.assess(float(self.poke_interval))
         event = outcome.event or {}
-        if event.get("status") == "error":
+        if event.get("status") == EventStatus.ERROR:
             raise ConnectifImportFailedError(str(event.get("message")))
-        done = event.get("status") == "success"
+        done = event.get("status") == EventStatus.SUCCESS
         return PokeReturnValue(is_done=done, xcom_value=event["imports"] if done else None)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> list[dict[str, Any]]:
         status = event.get("status")
-        if status == "success":
+        if status == EventStatus.SUCCESS:
             return list(event["imports"])
-        if status == "timeout":
+        if status == EventStatus.TIMEOUT:
             raise AirflowSensorTimeout(f"Imports not finished in time: {event.get('message')}")
         raise ConnectifImportFailedError(f"Waiting for imports failed: {event.get('message')}")

@@ -27,7 +27,7 @@ from connectif_provider.exceptions import (
     ConnectifServerError,
     ConnectifTransportError,
 )
-from connectif_provider.models import JobKind, RemoteStatus
+from connectif_provider.models import EventStatus, JobKind, RemoteStatus
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,8 @@ MAX_POLL_INTERVAL_CAP = 600.0
 TRANSIENT_ERRORS = (ConnectifRateLimitedError, ConnectifServerError, ConnectifTransportError)
 
 Event = dict[str, Any]
+#: The statuses events carry, as plain strings (see :class:`EventStatus`).
+SUCCESS, ERROR, TIMEOUT = EventStatus.SUCCESS.value, EventStatus.ERROR.value, EventStatus.TIMEOUT.value
 
 
 def default_max_poll_interval(poll_interval: float) -> float:
@@ -207,12 +209,12 @@ class JobsWatch:
                 message = "Import " + ", ".join(f"{i} is {statuses[i].value}" for i in failed)
             else:
                 message = f"Exports {failed} ended in error"
-            return Round(event={"status": "error", "message": message, key: list(self.latest.values())})
+            return Round(event={"status": ERROR, "message": message, key: list(self.latest.values())})
         if all(s.is_finished for s in statuses.values()):
             if self.kind is JobKind.IMPORTS:
                 for resource in self.latest.values():
                     self.logger.info("Import %s %s", resource.get("id"), progress_message(resource))
-            return Round(event={"status": "success", key: [self.latest[i] for i in self.job_ids]})
+            return Round(event={"status": SUCCESS, key: [self.latest[i] for i in self.job_ids]})
         running = [i for i, s in statuses.items() if s.is_running]
         for job_id in running:
             self._log_running(job_id, self.latest[job_id])
@@ -233,10 +235,10 @@ class JobsWatch:
         last = ", ".join(f"{i} is still {self.latest[i].get('status')}" for i in pending if i in self.latest)
         if last:
             message += f" ({last})"
-        return {"status": "timeout", "message": message, key: list(self.latest.values())}
+        return {"status": TIMEOUT, "message": message, key: list(self.latest.values())}
 
     def error_event(self, message: str) -> Event:
-        return {"status": "error", "message": message, self.kind.value: list(self.latest.values())}
+        return {"status": ERROR, "message": message, self.kind.value: list(self.latest.values())}
 
 
 @dataclass
@@ -253,14 +255,14 @@ class QueueWatch:
 
     def assess(self, active: int) -> Round:
         if active < self.limit:
-            return Round(event={"status": "success", "active": active})
+            return Round(event={"status": SUCCESS, "active": active})
         self.logger.info(
             "Connectif %s queue is full (%d of %d); waiting for a slot", self.kind.value, active, self.limit
         )
         return Round()
 
     def timeout_event(self) -> Event:
-        return {"status": "timeout", "message": f"No free Connectif {self.kind.value} slot before the deadline"}
+        return {"status": TIMEOUT, "message": f"No free Connectif {self.kind.value} slot before the deadline"}
 
     def error_event(self, message: str) -> Event:
-        return {"status": "error", "message": message}
+        return {"status": ERROR, "message": message}
