@@ -103,16 +103,21 @@ class PollLoop:
         left = self.policy.time_left()
         return left is not None and left <= 0
 
-    def finish(self, event: Event) -> Event:
-        return {**event, "poll_rounds": self.rounds}
-
-    def sleep_after(self, outcome: Round | None) -> float:
-        """The sleep before the next poll: ``None`` after a transient failure (same interval again)."""
-        if outcome is not None and outcome.running:
-            self.interval = self.policy.poll_interval
+    def step(self, outcome: Round | ConnectifError, error_event: Callable[[str], Event]) -> Event | float:
+        """After one poll (its round, or the API error it raised): the event that ends the wait, or the
+        seconds to sleep before the next poll."""
+        self.rounds += 1
+        if isinstance(outcome, TRANSIENT_ERRORS):
+            log.warning("Polling Connectif failed, will try again: %s", outcome)
             return self.policy.bounded(self.interval)
-        sleep = self.policy.bounded(self.interval)
-        if outcome is not None:
+        if isinstance(outcome, ConnectifError):
+            return error_event(str(outcome))
+        if outcome.event is not None:
+            return {**outcome.event, "poll_rounds": self.rounds}
+        sleep = self.policy.bounded(self.policy.poll_interval if outcome.running else self.interval)
+        if outcome.running:
+            self.interval = self.policy.poll_interval
+        else:
             self.interval = min(self.interval * QUEUED_BACKOFF_FACTOR, self.policy.cap)
         return sleep
 
@@ -128,17 +133,13 @@ def poll_until_done(
     loop = PollLoop(policy)
     time.sleep(loop.first_sleep())
     while not loop.expired():
-        loop.rounds += 1
         try:
-            outcome: Round | None = poll(loop.interval)
-        except TRANSIENT_ERRORS as exc:
-            log.warning("Polling Connectif failed, will try again: %s", exc)
-            outcome = None
+            outcome: Round | ConnectifError = poll(loop.interval)
         except ConnectifError as exc:
-            return error_event(str(exc))
-        if outcome is not None and outcome.event is not None:
-            return loop.finish(outcome.event)
-        time.sleep(loop.sleep_after(outcome))
+            outcome = exc
+        if isinstance(after := loop.step(outcome, error_event), dict):
+            return after
+        time.sleep(after)
     return timeout_event()
 
 
@@ -153,17 +154,13 @@ async def apoll_until_done(
     loop = PollLoop(policy)
     await asyncio.sleep(loop.first_sleep())
     while not loop.expired():
-        loop.rounds += 1
         try:
-            outcome: Round | None = await poll(loop.interval)
-        except TRANSIENT_ERRORS as exc:
-            log.warning("Polling Connectif failed, will try again: %s", exc)
-            outcome = None
+            outcome: Round | ConnectifError = await poll(loop.interval)
         except ConnectifError as exc:
-            return error_event(str(exc))
-        if outcome is not None and outcome.event is not None:
-            return loop.finish(outcome.event)
-        await asyncio.sleep(loop.sleep_after(outcome))
+            outcome = exc
+        if isinstance(after := loop.step(outcome, error_event), dict):
+            return after
+        await asyncio.sleep(after)
     return timeout_event()
 
 
