@@ -18,6 +18,8 @@ from typing import Any
 
 from airflow.sdk import Param
 
+from connectif_provider.hooks.connectif import ConnectifHook
+from connectif_provider.models import DEFAULT_RATE_LIMIT_PER_MINUTE
 from connectif_sync.contract import RunState, RunSummary, SyncObject
 
 log = logging.getLogger("airflow.task")
@@ -32,8 +34,6 @@ EXPORTS_POOL = "connectif_exports"
 #: says; this pool keeps them sending one interval after the other, broadly oldest first. Give it more slots to
 #: send several intervals at once (Admin -> Pools).
 PURCHASES_POOL = "connectif_purchases"
-#: Requests per minute the deployment's shared bucket allows (the provider's default; see the connection).
-RATE_LIMIT_PER_MINUTE = 90
 #: Seconds between import status polls (the trigger backs off while an import is queued).
 POLL_INTERVAL = float(os.environ.get("CONNECTIF_POLL_INTERVAL") or 15.0)
 
@@ -171,22 +171,39 @@ def remove_run_dir(context: Any) -> None:
     shutil.rmtree(Path(setting("work_dir")) / ti.dag_id / safe, ignore_errors=True)
 
 
-def import_requests_estimate(files: int, rows: int, rows_per_second: float = 3000.0) -> dict[str, Any]:
+def rate_limit_per_minute(conn_id: str = CONN_ID) -> int:
+    """The shared budget the connection allows (its ``rate_limit_per_minute`` extra, else the provider's
+    default), read at run time so that dry-run estimates match what the run will really be allowed."""
+    try:
+        return ConnectifHook(conn_id).get_settings().rate_limit_per_minute
+    except Exception as exc:  # a dry run still plans without a usable connection; the real run fails on it
+        log.warning("Connection %r unusable (%s); estimating at the default %d/min", conn_id, exc,
+                    DEFAULT_RATE_LIMIT_PER_MINUTE)  # fmt: skip
+        return DEFAULT_RATE_LIMIT_PER_MINUTE
+
+
+def import_requests_estimate(
+    files: int, rows: int, rows_per_second: float = 3000.0, *, per_minute: int | None = None
+) -> dict[str, Any]:
     """API requests and minutes an import plan needs at the shared rate limit (for dry runs).
 
     Per file: one upload, the status polls while Connectif processes it (about ``rows_per_second``), one
     error-report download. Imports are processed one at a time per account, so their times add up.
+    ``per_minute``: the budget (default: the connection's).
     """
+    budget = per_minute or rate_limit_per_minute()
     processing_s = rows / rows_per_second if rows else 0.0
     polls = files + math.ceil(processing_s / POLL_INTERVAL)
     requests = files * 2 + polls
-    minutes = max(processing_s / 60.0, requests / RATE_LIMIT_PER_MINUTE)
-    return {"api_requests": requests, "expected_minutes": round(minutes, 1)}
+    minutes = max(processing_s / 60.0, requests / budget)
+    return {"api_requests": requests, "expected_minutes": round(minutes, 1), "rate_limit_per_minute": budget}
 
 
-def calls_estimate(calls: int) -> dict[str, Any]:
-    """Requests and minutes of one-request-per-row work (purchases, erasures) at the shared rate limit."""
-    return {"api_requests": calls, "expected_minutes": round(calls / RATE_LIMIT_PER_MINUTE, 1)}
+def calls_estimate(calls: int, *, per_minute: int | None = None) -> dict[str, Any]:
+    """Requests and minutes of one-request-per-row work (purchases, erasures) at the shared rate limit
+    (``per_minute``; default: the connection's)."""
+    budget = per_minute or rate_limit_per_minute()
+    return {"api_requests": calls, "expected_minutes": round(calls / budget, 1), "rate_limit_per_minute": budget}
 
 
 def import_summaries(ti: Any, task_id: str, count: int) -> list[dict[str, Any]]:

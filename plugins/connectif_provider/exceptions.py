@@ -6,7 +6,9 @@ request path (never the headers).
 
 from __future__ import annotations
 
+import json
 from typing import Any
+from urllib.parse import urlsplit
 
 from airflow.sdk.exceptions import AirflowFailException
 
@@ -155,3 +157,66 @@ STATUS_ERRORS: dict[int, type[ConnectifError]] = {
     422: ConnectifValidationError,
     400: ConnectifValidationError,
 }
+
+
+def safe_path(url: str) -> str:
+    """The path of a URL without its query (pre-signed signatures), for messages."""
+    return urlsplit(url).path or "/"
+
+
+def error_from_response(
+    status: int, text: str, method: str, url: str, *, retry_after: float | None = None
+) -> ConnectifError:
+    """The typed error of an error answer: by Connectif's ``code`` first, else by HTTP status.
+
+    The message names method, path (no query), status, code, detail and up to ten validation errors: what a
+    user needs to fix the request, and never a header (the API key travels in one).
+    """
+    body: dict[str, Any] = {}
+    try:
+        parsed = json.loads(text) if text else {}
+        if isinstance(parsed, dict):
+            body = parsed
+    except ValueError:
+        pass
+    code = str(body["code"]) if body.get("code") else None
+    detail = body.get("detail") or body.get("title") or (text.strip()[:300] if not body else None) or "no detail"
+    validation = body.get("validationErrors") if isinstance(body.get("validationErrors"), list) else []
+    path = safe_path(url)
+    message = f"Connectif {method} {path} answered {status}{' ' + code if code else ''}: {detail}"
+    if validation:
+        reasons = "; ".join(f"{v.get('path')}: {v.get('reason')}" for v in validation[:10] if isinstance(v, dict))
+        message += f" ({reasons})"
+    common: dict[str, Any] = {
+        "status": status,
+        "code": code,
+        "detail": str(detail),
+        "validation_errors": validation,
+        "body": body,
+        "method": method,
+        "path": path,
+    }
+    if status == 429:
+        return ConnectifRateLimitedError(message, retry_after=retry_after, **common)
+    if status >= 500:
+        return ConnectifServerError(message, **common)
+    cls = (CODE_ERRORS.get(code) if code else None) or STATUS_ERRORS.get(status) or ConnectifError
+    return cls(message, **common)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Worth another attempt: a 429, a 5xx or a failed connection."""
+    return isinstance(exc, ConnectifRateLimitedError | ConnectifServerError | ConnectifTransportError)
+
+
+def is_expired_link(err: ConnectifError) -> bool:
+    """A pre-signed link refused because it expired: 403 (S3, Azure, the emulator), or a 400 saying so (GCS)."""
+    return err.status == 403 or (err.status == 400 and "expired" in f"{err.detail} {err.body}".lower())
+
+
+def is_duplicate_purchase(err: ConnectifError) -> bool:
+    """A purchase id Connectif already has: 409, or [assumed] a 4xx whose text says it already exists."""
+    if isinstance(err, ConnectifConflictError):
+        return True
+    text = f"{err.detail or ''} {err.body.get('title', '')}".lower()
+    return err.status in (400, 409, 422) and ("already exist" in text or "duplicate" in text)

@@ -9,15 +9,22 @@ from __future__ import annotations
 
 from typing import Any
 
-DEFAULT_HOST = "https://api.connectif.cloud"
+from connectif_provider.models import (
+    ACCOUNT_RATE_LIMIT_PER_MINUTE,
+    DEFAULT_RATE_LIMIT_PER_MINUTE,
+)
+from connectif_provider.models import (
+    DEFAULT_BASE_URL as DEFAULT_HOST,
+)
 
 #: Extras of a ``connectif`` connection (all optional).
 CONN_FIELDS: dict[str, dict[str, Any]] = {
     "rate_limit_per_minute": {
         "label": "Shared rate limit (requests per window)",
         "description": "Request budget of the whole deployment per window; keep it under the account's "
-        "100/minute to leave headroom for the account's other users. Default 90.",
-        "schema": {"type": ["integer", "null"], "default": 90},
+        f"{ACCOUNT_RATE_LIMIT_PER_MINUTE}/minute to leave headroom for the account's other users. "
+        f"Default {DEFAULT_RATE_LIMIT_PER_MINUTE}.",
+        "schema": {"type": ["integer", "null"], "default": DEFAULT_RATE_LIMIT_PER_MINUTE},
     },
     "rate_limit_window_seconds": {
         "label": "Rate-limit window (seconds)",

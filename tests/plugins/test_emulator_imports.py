@@ -99,7 +99,7 @@ def test_retry_after_upload_reattaches(emu_conn: str, emulator: RunningEmulator,
     with pytest.raises(TaskDeferred) as deferred:
         first.execute({"task_state_store": store})
     import_id = store.data["connectif_import"]["import_id"]
-    assert deferred.value.trigger.import_ids == [import_id]
+    assert deferred.value.trigger.job_ids == [import_id]
     # the worker died while deferred: the retry must not upload again
     retry = ConnectifImportOperator(task_id="imp", poll_interval=0.2, **kwargs)  # type: ignore[arg-type]
     summary = run_deferred(retry, {"task_state_store": store})

@@ -25,10 +25,7 @@ from connectif_provider.exceptions import (
     ConnectifServerError,
     ConnectifValidationError,
 )
-from connectif_provider.hooks.connectif import (
-    parse_error_report,
-    settings_from_connection,
-)
+from connectif_provider.hooks.base import settings_from_connection
 from tests.fixtures.provider import TEST_API_KEY
 
 BASE = "https://api.connectif.test"
@@ -376,21 +373,6 @@ def test_download_export_other_errors_are_not_refetched(scripted_hook: Any, tmp_
     with pytest.raises(ConnectifError, match="404"):
         hook.download_export("e1", tmp_path / "out")
     assert len(api.calls("GET", "/exports/e1")) == 1
-
-
-def test_error_report_parsing() -> None:
-    text = '\ufeffline,field,error\n2,_email,invalid email\n5,_birthdate,"bad date, use yyyy-mm-dd"\n'
-    assert parse_error_report(text) == [
-        {"line": 2, "field": "_email", "error": "invalid email"},
-        {"line": 5, "field": "_birthdate", "error": "bad date, use yyyy-mm-dd"},
-    ]
-
-
-def test_error_report_with_other_column_names_or_order() -> None:
-    assert parse_error_report("Row,Reason,Column\n3,bad value,_points\n") == [
-        {"line": 3, "field": "_points", "error": "bad value"}
-    ]
-    assert parse_error_report("a,b,c\n7,_email,missing\n") == [{"line": 7, "field": "_email", "error": "missing"}]
 
 
 def test_error_report_tried_without_key_first(scripted_hook: Any) -> None:

@@ -18,6 +18,7 @@ from connectif_provider.exceptions import (
     ConnectifRowErrorsExceededError,
     ConnectifTimeoutError,
 )
+from connectif_provider.models import JobKind
 from connectif_provider.operators.connectif import (
     ConnectifExportOperator,
     ConnectifImportOperator,
@@ -25,8 +26,7 @@ from connectif_provider.operators.connectif import (
 )
 from connectif_provider.sensors.connectif import ConnectifImportSensor
 from connectif_provider.triggers.connectif import (
-    ConnectifExportTrigger,
-    ConnectifImportTrigger,
+    ConnectifJobTrigger,
     ConnectifQueueSlotTrigger,
 )
 from tests.fixtures.provider import DictStore
@@ -62,7 +62,7 @@ def test_upload_stores_id_then_defers() -> None:
     }
     assert saved["upload_started"] > 0  # the intent, recorded before the upload
     trigger = info.value.trigger
-    assert isinstance(trigger, ConnectifImportTrigger) and trigger.import_ids == ["i1"]
+    assert isinstance(trigger, ConnectifJobTrigger) and trigger.kind is JobKind.IMPORTS and trigger.job_ids == ["i1"]
     assert info.value.method_name == "execute_complete"
     assert trigger.deadline is not None
 
@@ -76,7 +76,7 @@ def test_retry_reattaches_to_active_import_without_uploading() -> None:
     ):
         _op().execute({"task_state_store": store})
     create.assert_not_called()
-    assert info.value.trigger.import_ids == ["i1"]
+    assert info.value.trigger.job_ids == ["i1"]
 
 
 def test_retry_of_finished_import_returns_summary() -> None:
@@ -150,7 +150,7 @@ def test_full_queue_defers_until_a_slot_frees() -> None:
     # resumed with a free slot: uploads and defers on the import
     with mock.patch(f"{HOOK}.create_import", return_value=_imp()), pytest.raises(TaskDeferred) as again:
         _op().execute_after_slot({"task_state_store": DictStore()}, {"status": "success"}, deadline)
-    assert isinstance(again.value.trigger, ConnectifImportTrigger)
+    assert isinstance(again.value.trigger, ConnectifJobTrigger) and again.value.trigger.kind is JobKind.IMPORTS
     assert again.value.trigger.deadline == deadline
     with pytest.raises(ConnectifTimeoutError):
         _op().execute_after_slot({}, {"status": "timeout", "message": "no slot"}, deadline)
@@ -244,8 +244,8 @@ def test_export_splits_long_range_and_defers() -> None:
     ):
         _export_op().execute({"task_state_store": store})
     assert create.call_count == 2
-    assert isinstance(info.value.trigger, ConnectifExportTrigger)
-    assert info.value.trigger.export_ids == ["e1", "e2"]
+    assert isinstance(info.value.trigger, ConnectifJobTrigger) and info.value.trigger.kind is JobKind.EXPORTS
+    assert info.value.trigger.job_ids == ["e1", "e2"]
     assert store.data["connectif_export"]["export_ids"] == ["e1", "e2"]
 
 
@@ -263,7 +263,7 @@ def test_export_queue_full_keeps_created_ones_and_resumes() -> None:
     ):
         _export_op().execute_after_slot({"task_state_store": store}, {"status": "success"}, 9e9)
     create.assert_called_once()
-    assert again.value.trigger.export_ids == ["e1", "e2"]
+    assert again.value.trigger.job_ids == ["e1", "e2"]
 
 
 def test_export_complete_downloads_each(tmp_path: Path) -> None:
@@ -308,7 +308,7 @@ def test_sensor_defers_and_reports() -> None:
     sensor = ConnectifImportSensor(task_id="s", import_ids=["a", "b"], connectif_conn_id="c", poke_interval=7)
     with pytest.raises(TaskDeferred) as info:
         sensor.execute({})
-    assert info.value.trigger.import_ids == ["a", "b"]
+    assert info.value.trigger.job_ids == ["a", "b"]
     assert info.value.trigger.poll_interval == 7
     assert sensor.execute_complete({}, {"status": "success", "imports": [{"id": "a"}]}) == [{"id": "a"}]
     with pytest.raises(AirflowSensorTimeout):
@@ -332,7 +332,8 @@ def test_sensor_poke() -> None:
 
 
 def test_non_deferrable_export_waits_on_the_worker(tmp_path: Path) -> None:
-    """Queued polls back off (x1.5), processing polls return to poll_interval; the files are downloaded."""
+    """The trigger's poll policy on the worker: the first poll 1 s in, queued polls back off (x1.5),
+    processing polls return to poll_interval; the files are downloaded."""
     answers = iter(["queued", "queued", "inProgress", "queued", "finished"])
     sleeps: list[float] = []
 
@@ -346,16 +347,16 @@ def test_non_deferrable_export_waits_on_the_worker(tmp_path: Path) -> None:
         mock.patch(f"{HOOK}.create_export", return_value={"id": "e1"}),
         mock.patch(f"{HOOK}.get_export", side_effect=lambda _id: {"id": "e1", "status": next(answers)}),
         mock.patch(f"{HOOK}.download_export", side_effect=download),
-        mock.patch("connectif_provider.operators.connectif.time.sleep", side_effect=sleeps.append),
+        mock.patch("connectif_provider.utils.polling.time.sleep", side_effect=sleeps.append),
     ):
         result = op.execute({"task_state_store": DictStore()})
     assert result == {"export_ids": ["e1"], "files": [str(tmp_path / "e1" / "export.csv")]}
-    assert sleeps == pytest.approx([5.0, 7.5, 5.0, 5.0])
+    assert sleeps == pytest.approx([1.0, 5.0, 7.5, 5.0, 5.0])
 
 
 def test_non_deferrable_import_times_out_with_the_last_status() -> None:
     op = _op(deferrable=False)
-    op.timeout = 0.0  # the deadline has passed by the first poll (timeout=0 would mean the default)
+    op.timeout = 1.5  # the first poll comes 1 s in, the deadline passes during the next sleep
     with (
         mock.patch(f"{HOOK}.create_import", return_value=_imp()),
         mock.patch(f"{HOOK}.get_import", return_value=_imp("queued")),
@@ -371,7 +372,7 @@ def test_missing_error_report_is_fetched_again_before_giving_up() -> None:
     with (
         mock.patch(f"{HOOK}.get_import", return_value=fresh) as get,
         mock.patch(f"{HOOK}.download_error_report", return_value=report),
-        mock.patch("connectif_provider.operators.connectif.time.sleep"),
+        mock.patch("connectif_provider.utils.polling.time.sleep"),
     ):
         summary = _op().execute_complete({}, {"status": "success", "imports": [done]})
     get.assert_called_once_with("i1")
@@ -384,7 +385,7 @@ def test_short_error_report_is_reported_incomplete() -> None:
     with (
         mock.patch(f"{HOOK}.get_import", return_value=done),
         mock.patch(f"{HOOK}.download_error_report", return_value=short) as download,
-        mock.patch("connectif_provider.operators.connectif.time.sleep"),
+        mock.patch("connectif_provider.utils.polling.time.sleep"),
     ):
         summary = _op().execute_complete({}, {"status": "success", "imports": [done]})
     assert download.call_count == 3  # read again twice

@@ -18,6 +18,7 @@ from connectif_provider.exceptions import (
 from connectif_provider.triggers.connectif import (
     ConnectifExportTrigger,
     ConnectifImportTrigger,
+    ConnectifJobTrigger,
     ConnectifQueueSlotTrigger,
 )
 
@@ -36,7 +37,7 @@ def sleeps() -> Any:
     async def fake_sleep(seconds: float) -> None:
         recorded.append(seconds)
 
-    with mock.patch(f"{MODULE}.asyncio.sleep", fake_sleep):
+    with mock.patch("connectif_provider.utils.polling.asyncio.sleep", fake_sleep):
         yield recorded
 
 
@@ -50,6 +51,7 @@ async def _collect(trigger: Any) -> list[dict[str, Any]]:
         ConnectifImportTrigger(import_ids=["a", "b"], connectif_conn_id="c", poll_interval=5, deadline=123.0),
         ConnectifExportTrigger(export_ids=["e"], connectif_conn_id="c", poll_interval=7, max_poll_interval=9),
         ConnectifQueueSlotTrigger(kind="exports", connectif_conn_id="c", poll_interval=3),
+        ConnectifJobTrigger(kind="imports", job_ids=["a"], connectif_conn_id="c", poll_interval=4),
     ],
 )
 def test_serialize_round_trip(trigger: Any) -> None:
@@ -164,3 +166,20 @@ def test_invalid_arguments() -> None:
         ConnectifQueueSlotTrigger(kind="purchases")
     with pytest.raises(ValueError, match="poll_interval"):
         ConnectifImportTrigger(import_ids=["a"], poll_interval=0)
+
+
+def test_old_class_paths_are_the_job_trigger_under_their_persisted_arguments() -> None:
+    """The triggerer keeps the class path and kwargs of every deferred task: rows written by earlier versions
+    (ConnectifImportTrigger/ConnectifExportTrigger) must still build, and build the one job trigger."""
+    old = ConnectifImportTrigger(import_ids=["a"], connectif_conn_id="c", poll_interval=5, deadline=9.0)
+    assert isinstance(old, ConnectifJobTrigger) and old.kind.value == "imports" and old.job_ids == ["a"]
+    assert old.serialize()[0] == f"{MODULE}.ConnectifImportTrigger"
+    exports = ConnectifExportTrigger(export_ids=["e"], connectif_conn_id="c")
+    assert exports.kind.value == "exports" and exports.export_ids == ["e"]
+
+
+async def test_one_max_poll_interval_default(sleeps: list[float]) -> None:
+    """Every wait takes the same cap by default: 10x poll_interval, at most 600 s (or poll_interval)."""
+    for interval, cap in ((5, 50), (100, 600), (900, 900)):
+        assert ConnectifJobTrigger(kind="exports", job_ids=["e"], poll_interval=interval).max_poll_interval == cap
+        assert ConnectifQueueSlotTrigger(kind="imports", poll_interval=interval).max_poll_interval == cap

@@ -1,4 +1,8 @@
-"""Wait for imports that already exist (e.g. started from the Connectif app)."""
+"""Wait for imports that already exist (e.g. started from the Connectif app).
+
+The sensor reuses the job trigger (deferrable, the default) and the hook's reads (``poke``), so its waits
+follow the same poll policy as the operators'.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,9 @@ from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from connectif_provider.exceptions import ConnectifImportFailedError
 from connectif_provider.hooks.connectif import ConnectifHook
-from connectif_provider.models import ImportStatus, parse_import_status
-from connectif_provider.triggers.connectif import ConnectifImportTrigger, progress_message
+from connectif_provider.models import EventStatus, JobKind
+from connectif_provider.triggers.connectif import ConnectifJobTrigger
+from connectif_provider.utils.polling import DEFAULT_POLL_INTERVAL, JobsWatch
 
 
 class ConnectifImportSensor(BaseSensorOperator):
@@ -23,6 +28,7 @@ class ConnectifImportSensor(BaseSensorOperator):
     ``timeout`` the deadline. Returns (XCom) the list of final Import resources.
 
     :param import_ids: one id or a list (templated).
+    :param max_poll_interval: cap of the interval grown while imports are queued (default: the poll policy's).
     """
 
     template_fields: Sequence[str] = ("import_ids",)
@@ -37,7 +43,7 @@ class ConnectifImportSensor(BaseSensorOperator):
         max_poll_interval: float | None = None,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("poke_interval", 30.0)
+        kwargs.setdefault("poke_interval", DEFAULT_POLL_INTERVAL)
         super().__init__(**kwargs)
         self.import_ids = import_ids
         self.connectif_conn_id = connectif_conn_id
@@ -54,8 +60,9 @@ class ConnectifImportSensor(BaseSensorOperator):
         if not self.deferrable:
             return super().execute(context)
         self.defer(
-            trigger=ConnectifImportTrigger(
-                import_ids=self._ids(),
+            trigger=ConnectifJobTrigger(
+                kind=JobKind.IMPORTS,
+                job_ids=self._ids(),
                 connectif_conn_id=self.connectif_conn_id,
                 poll_interval=float(self.poke_interval),
                 max_poll_interval=self.max_poll_interval,
@@ -65,21 +72,22 @@ class ConnectifImportSensor(BaseSensorOperator):
         )
 
     def poke(self, context: Context) -> PokeReturnValue:
+        """One read of every import, judged as the trigger judges a poll."""
         hook = ConnectifHook(self.connectif_conn_id)
-        resources = [hook.get_import(i) for i in self._ids()]
-        for resource in resources:
-            status = parse_import_status(resource.get("status"))
-            if status in (ImportStatus.ERROR, ImportStatus.CANCELLED):
-                raise ConnectifImportFailedError(f"Import {resource.get('id')} ended {status.value}")
-            if status is ImportStatus.IN_PROGRESS:
-                self.log.info("Import %s %s", resource.get("id"), progress_message(resource))
-        done = all(parse_import_status(r.get("status")) is ImportStatus.FINISHED for r in resources)
-        return PokeReturnValue(is_done=done, xcom_value=resources if done else None)
+        watch = JobsWatch(JobKind.IMPORTS, self._ids(), self.log)
+        for import_id in watch.job_ids:
+            watch.latest[import_id] = hook.get_import(import_id)
+        outcome = watch.assess(float(self.poke_interval))
+        event = outcome.event or {}
+        if event.get("status") == EventStatus.ERROR:
+            raise ConnectifImportFailedError(str(event.get("message")))
+        done = event.get("status") == EventStatus.SUCCESS
+        return PokeReturnValue(is_done=done, xcom_value=event["imports"] if done else None)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> list[dict[str, Any]]:
         status = event.get("status")
-        if status == "success":
+        if status == EventStatus.SUCCESS:
             return list(event["imports"])
-        if status == "timeout":
+        if status == EventStatus.TIMEOUT:
             raise AirflowSensorTimeout(f"Imports not finished in time: {event.get('message')}")
         raise ConnectifImportFailedError(f"Waiting for imports failed: {event.get('message')}")
