@@ -55,6 +55,7 @@ nothing, write nothing.
 a backfill. Trigger a run instead.
 """
 
+
 def _reasons(invalid: list[dict[str, Any]]) -> dict[str, int]:
     """``{"field: reason": n}`` of the requests set aside, as the sync library counts its rejects."""
     out: dict[str, int] = {}
