@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import re
 import shutil
@@ -32,8 +31,6 @@ EXPORTS_POOL = "connectif_exports"
 #: says; this pool keeps them sending one interval after the other, broadly oldest first. Give it more slots to
 #: send several intervals at once (Admin -> Pools).
 PURCHASES_POOL = "connectif_purchases"
-#: Requests per minute the deployment's shared bucket allows (the provider's default; see the connection).
-RATE_LIMIT_PER_MINUTE = 90
 #: Seconds between import status polls (the trigger backs off while an import is queued).
 POLL_INTERVAL = float(os.environ.get("CONNECTIF_POLL_INTERVAL") or 15.0)
 
@@ -169,24 +166,6 @@ def remove_run_dir(context: Any) -> None:
     ti = context["ti"]
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(ti.run_id))
     shutil.rmtree(Path(setting("work_dir")) / ti.dag_id / safe, ignore_errors=True)
-
-
-def import_requests_estimate(files: int, rows: int, rows_per_second: float = 3000.0) -> dict[str, Any]:
-    """API requests and minutes an import plan needs at the shared rate limit (for dry runs).
-
-    Per file: one upload, the status polls while Connectif processes it (about ``rows_per_second``), one
-    error-report download. Imports are processed one at a time per account, so their times add up.
-    """
-    processing_s = rows / rows_per_second if rows else 0.0
-    polls = files + math.ceil(processing_s / POLL_INTERVAL)
-    requests = files * 2 + polls
-    minutes = max(processing_s / 60.0, requests / RATE_LIMIT_PER_MINUTE)
-    return {"api_requests": requests, "expected_minutes": round(minutes, 1)}
-
-
-def calls_estimate(calls: int) -> dict[str, Any]:
-    """Requests and minutes of one-request-per-row work (purchases, erasures) at the shared rate limit."""
-    return {"api_requests": calls, "expected_minutes": round(calls / RATE_LIMIT_PER_MINUTE, 1)}
 
 
 def import_summaries(ti: Any, task_id: str, count: int) -> list[dict[str, Any]]:

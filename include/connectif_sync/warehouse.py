@@ -20,6 +20,8 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.schema import ExecutableDDLElement
 
 from connectif_sync.contract import RunState, RunSummary, SyncObject
 
@@ -144,13 +146,23 @@ def _ensure_table(conn: Connection, name: str, columns: list[str], schema: str |
         table.create(conn)
         return table
     existing = {c["name"] for c in inspector.get_columns(name, schema=schema)}
-    missing = [c for c in columns if c not in existing]
-    if missing:
-        preparer = conn.dialect.identifier_preparer
-        qualified = preparer.format_table(sa.Table(name, sa.MetaData(), schema=schema))
-        for column in missing:
-            conn.execute(sa.text(f"ALTER TABLE {qualified} ADD COLUMN {preparer.quote(column)} TEXT"))
+    grown = sa.Table(name, sa.MetaData(), *(sa.Column(c, sa.Text) for c in columns if c not in existing), schema=schema)
+    for column in grown.columns:
+        conn.execute(AddColumn(column))
     return sa.Table(name, sa.MetaData(), schema=schema, autoload_with=conn)
+
+
+class AddColumn(ExecutableDDLElement):
+    """``ALTER TABLE ... ADD COLUMN ...``, quoted by the dialect (SQLAlchemy Core has no such construct)."""
+
+    def __init__(self, column: sa.Column[Any]) -> None:
+        self.column = column
+
+
+@compiles(AddColumn)
+def _compile_add_column(element: AddColumn, compiler: Any, **kw: Any) -> str:
+    table = compiler.preparer.format_table(element.column.table)
+    return " ".join(("ALTER TABLE", table, "ADD COLUMN", compiler.get_column_specification(element.column)))
 
 
 def _load_one(

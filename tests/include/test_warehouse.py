@@ -194,3 +194,21 @@ def test_an_export_plan_round_trips_and_its_summaries_say_what_was_loaded_or_wou
     planned = exports_summary("connectif_exports", "r2", dry, None)
     assert (planned.state, planned.dry_run, planned.api_requests) == (RunState.PLANNED, True, 9)
     assert planned.plan == {"exports": 3, "api_requests": 9} and planned.as_dict()["exports"] == 3
+
+
+def test_new_columns_with_any_name_are_added_in_a_postgresql_schema(pg_database: str, tmp_path: Path) -> None:
+    """The added column is quoted by the dialect: a custom field's name with spaces, quotes or capitals."""
+    engine = sa.create_engine(pg_database)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE SCHEMA wh")
+        load_export_files(engine, {"c": write(tmp_path / "1.csv", "_email\na@x.com\n")}, W1, schema="wh")
+        odd = 'Loyalty "Tier" 2'
+        header = '_email,"Loyalty ""Tier"" 2"'  # CSV quoting of the name above
+        load_export_files(engine, {"c": write(tmp_path / "2.csv", f"{header}\nb@x.com,gold\n")}, W2, schema="wh")
+
+        with engine.connect() as conn:
+            got = {r["_email"]: r[odd] for r in conn.execute(sa.text('SELECT * FROM wh."c"')).mappings()}
+        assert got == {"a@x.com": None, "b@x.com": "gold"}
+    finally:
+        engine.dispose()
