@@ -25,9 +25,8 @@ the rate limit (this deployment's shared bucket: 90/min, about 5,400 purchases a
 * **One interval at a time.** `send` runs in pool `connectif_purchases` (1 slot): however many runs a
   backfill starts (REST and CLI default to 10), one hour sends at a time, broadly oldest first, and the hourly
   scheduled run takes its turn in the same queue. Give the pool more slots to send several hours at once.
-* **Idempotent and resumable.** Purchases are identified by `purchaseId`; each outcome is recorded in the
-  state store right after its request, so a retried task or a re-run never sends one twice (a `409` /
-  "already exists" counts as done).
+* **Idempotent and resumable.** Each outcome is recorded by `purchaseId` right after its request, so a retry
+  or a re-run never sends one twice (a `409` / "already exists" counts as done).
 * **Missing contact or product** (E0101/E0102): the contact is upserted by email, the products from the
   purchase's lines, then the purchase is sent again. A purchase that still fails (e.g. E0103, a product
   URL outside the authorised domains) is **kept** and retried by the next runs; the summary lists it.

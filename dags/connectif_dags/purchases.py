@@ -34,7 +34,10 @@ from connectif_provider.operators.purchases import fires_workflows
 if TYPE_CHECKING:  # the library's purchases module loads pyarrow: imported when a task runs, not at parse time
     from connectif_sync.purchases import PurchaseBatch, PurchaseWindow
 
-__all__ = ["check", "fires_workflows", "report", "trigger_purchase_event", "window", "window_purchases"]
+__all__ = [
+    "PARAMS", "TRIGGER_TEMPLATE", "check", "fires_workflows", "report", "trigger_purchase_event", "window",
+    "window_purchases",
+]  # fmt: skip
 
 #: The DAG's params (the docs of ``connectif_purchases`` say what each does).
 PARAMS: dict[str, Any] = {
