@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import DAG, CronTriggerTimetable, TriggerRule, get_current_context, task
+from connectif_dags import exports
 from connectif_dags.alerting import dag_alerting
-from connectif_dags.common import (
-    CONN_ID,
-    DEFAULT_ARGS,
-    EXPORTS_POOL,
-    POLL_INTERVAL,
-    TAGS,
-    dry_run_param,
-    new_summary,
-    publish_summary,
-    remove_run_dir,
-    run_dir,
-    run_window,
-    setting,
-)
+from connectif_dags.common import CONN_ID, DEFAULT_ARGS, EXPORTS_POOL, POLL_INTERVAL, TAGS, dry_run_param
 
-from connectif_provider.operators.connectif import ConnectifExportOperator, split_date_range
+from connectif_provider.operators.connectif import ConnectifExportOperator
 
 DOC = """
 ### Connectif → warehouse, weekly
@@ -44,12 +32,10 @@ exports; waits happen deferred in pool `connectif_exports` (5 slots = the accoun
 **Params** — `dry_run`: show the exports that would be created and the API requests, create nothing.
 """
 
-WEEK = timedelta(days=7)
-
 with DAG(
     dag_id="connectif_exports",
     description="Weekly export of Connectif contacts and activities into the warehouse",
-    schedule=CronTriggerTimetable("0 5 * * 1", timezone="UTC", interval=WEEK),
+    schedule=CronTriggerTimetable("0 5 * * 1", timezone="UTC", interval=exports.WEEK),
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
@@ -62,17 +48,7 @@ with DAG(
     @task
     def plan() -> dict[str, Any]:
         """The window and the exports it needs (Connectif takes at most 31 days per activities export)."""
-        context = get_current_context()
-        start, end = run_window(context, WEEK)
-        ranges = split_date_range(start.isoformat(), end.isoformat())
-        dry_run = bool(context["params"]["dry_run"])
-        return {
-            "from_date": start.isoformat(),
-            "to_date": end.isoformat(),
-            "exports": 1 + len(ranges),
-            "output_dir": "" if dry_run else str(run_dir(context)),
-            "dry_run": dry_run,
-        }
+        return exports.plan(get_current_context())
 
     @task.short_circuit(ignore_downstream_trigger_rules=False)
     def unless_dry_run(planned: dict[str, Any]) -> bool:
@@ -80,73 +56,22 @@ with DAG(
         return not planned["dry_run"]
 
     planned = plan()
-    gate = unless_dry_run(planned)
-
+    waiting = {"connectif_conn_id": CONN_ID, "poll_interval": POLL_INTERVAL, "pool": EXPORTS_POOL}
     export_contacts = ConnectifExportOperator(
-        task_id="export_contacts",
-        export_type="contacts",
-        output_dir="{{ ti.xcom_pull(task_ids='plan')['output_dir'] }}/contacts",
-        connectif_conn_id=CONN_ID,
-        poll_interval=POLL_INTERVAL,
-        pool=EXPORTS_POOL,
+        task_id="export_contacts", export_type="contacts", output_dir=f"{exports.OUTPUT_DIR}/contacts", **waiting
     )
     export_activities = ConnectifExportOperator(
         task_id="export_activities",
         export_type="activities",
         from_date="{{ ti.xcom_pull(task_ids='plan')['from_date'] }}",
         to_date="{{ ti.xcom_pull(task_ids='plan')['to_date'] }}",
-        output_dir="{{ ti.xcom_pull(task_ids='plan')['output_dir'] }}/activities",
-        connectif_conn_id=CONN_ID,
-        poll_interval=POLL_INTERVAL,
-        pool=EXPORTS_POOL,
+        output_dir=f"{exports.OUTPUT_DIR}/activities",
+        **waiting,
     )
 
     @task(trigger_rule=TriggerRule.NONE_FAILED)
     def report(planned: dict[str, Any]) -> None:
         """Load the downloaded files into the warehouse (replacing the window) and publish the summary."""
-        from connectif_sync.contract import RunState, SyncObject
-        from connectif_sync.warehouse import Window, load_export_files, table_for_export_file
+        exports.report(get_current_context(), planned)
 
-        context = get_current_context()
-        window = {"from": planned["from_date"], "to": planned["to_date"]}
-        if planned["dry_run"]:
-            plan = {"exports": planned["exports"], "api_requests": planned["exports"] * 3}
-            publish_summary(
-                context,
-                new_summary(
-                    context,
-                    SyncObject.EXPORTS,
-                    dry_run=True,
-                    state=RunState.PLANNED,
-                    api_requests=plan["api_requests"],
-                    plan=plan,
-                    notes=[f"would create {planned['exports']} exports and load them into the warehouse"],
-                    extra={"window": window, "exports": planned["exports"]},
-                ),
-            )
-            return
-        ti = context["ti"]
-        files: dict[str, list[str]] = {}
-        for task_id in ("export_contacts", "export_activities"):
-            result = ti.xcom_pull(task_ids=task_id) or {}
-            for path in result.get("files", []):
-                files.setdefault(table_for_export_file(path), []).append(path)
-        rows = load_export_files(
-            setting("warehouse_url"),
-            files,
-            Window(datetime.fromisoformat(planned["from_date"]), datetime.fromisoformat(planned["to_date"])),
-        )
-        publish_summary(
-            context,
-            new_summary(
-                context,
-                SyncObject.EXPORTS,
-                extracted=sum(rows.values()),
-                notes=[f"{table}: {n} rows" for table, n in sorted(rows.items())],
-                extra={"window": window, "exports": planned["exports"], "tables": rows, "loaded": sum(rows.values())},
-            ),
-        )
-        remove_run_dir(context)
-
-    gate >> [export_contacts, export_activities]
-    [export_contacts, export_activities] >> report(planned)
+    unless_dry_run(planned) >> [export_contacts, export_activities] >> report(planned)

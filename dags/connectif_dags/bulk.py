@@ -9,6 +9,7 @@ publishes the run summary and, when every import succeeded, the object's Asset.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from datetime import timedelta
 from typing import Any
 
@@ -45,7 +46,107 @@ from connectif_dags.common import (
 )
 from connectif_provider import metrics
 from connectif_provider.operators.connectif import ConnectifImportOperator
-from connectif_sync.contract import ImportOutcome, RunState, RunSummary, SyncObject
+from connectif_sync.contract import RunState, RunSummary, SyncObject
+
+
+def extract_files(context: Any, obj: str) -> list[str]:
+    """Extract, shape, validate, detect changes and chunk; returns the files to import.
+
+    Rejected rows go to the rejected store; the library's report is pushed as XCom ``report``, the
+    guardrail's verdict on the plan as XCom ``guardrail`` (a dry run reports the rules that would fire).
+    """
+    from connectif_sync.guardrail import evaluate
+    from connectif_sync.mappings import resolve_mapping
+    from connectif_sync.pipeline import run_sync
+    from connectif_sync.state import StateStore
+
+    ti, dry_run = context["ti"], bool(context["params"]["dry_run"])
+    mapping = resolve_mapping(obj, mapping_for(obj))
+    thresholds = guardrail_thresholds(obj, mapping.guardrail)
+    with StateStore(setting("state_url"), readonly=True) as store:
+        confirmed_before = store.count(obj)  # the run's plan is compared with this state
+    result = run_sync(
+        obj,
+        setting("source_url"),
+        None if dry_run else run_dir(context),
+        state_url=setting("state_url"),
+        mapping=mapping,
+        full_resync=bool(context["params"]["full_resync"]),
+        dry_run=dry_run,
+        run_id=f"{ti.dag_id}/{ti.run_id}/{ti.try_number}",
+    )
+    for r in result.rejected[:20]:
+        log.warning("rejected %s (%s) %s: %s", r["key"], r["source_ref"], r["field"], r["reason"])
+    report = result.report.as_dict()
+    ti.xcom_push(key="report", value={"report": report, "deleted_keys": result.deleted_keys[:20], "dry_run": dry_run})
+    with StateStore(setting("state_url"), readonly=True) as store:
+        verdict = evaluate(
+            obj,
+            report,
+            store=store,
+            thresholds=thresholds,
+            changes=result.changes,
+            deleted_keys=result.deleted_keys,
+            confirmed=confirmed_before,
+        )
+    publish_verdict(context, verdict, dry_run=dry_run)
+    return [] if dry_run else [f.path for f in result.files]  # a dry run's files are only planned
+
+
+def report_run(context: Any, obj: str) -> None:
+    """Commit what Connectif confirmed, publish the summary (always, even when a task before failed); fail
+    if an import did not finish or could not be confirmed."""
+    from connectif_sync.bulk import bulk_run_end, planned_summary
+    from connectif_sync.state import StateStore
+
+    ti = context["ti"]
+    extracted = ti.xcom_pull(task_ids="extract", key="report")
+    files = ti.xcom_pull(task_ids="extract")
+    if not isinstance(extracted, dict) or files is None:  # extract failed: nothing was sent
+        note = "extract failed: nothing was sent; its log says why (the run's rows go next run)"
+        publish_summary(
+            context,
+            new_summary(context, SyncObject(obj), state=RunState.FAILED, notes=[note], extra={"failed": "extract"}),
+        )
+        raise AirflowFailException(f"{obj}: extract failed, nothing was sent (see the extract task's log)")
+    rep, dry_run = extracted["report"], bool(extracted["dry_run"])
+    decision = approval_decision(ti)
+    held_back = decision is not None and decision != "approved"
+    started = 0 if held_back else len(files)  # nothing was released to Connectif when held back
+    summary = planned_summary(ti.dag_id, ti.run_id, SyncObject(obj), rep, dry_run=dry_run)
+    with nullcontext(None) if dry_run else StateStore(setting("state_url")) as store:  # a dry run commits nothing
+        end = bulk_run_end(
+            summary,
+            report=rep,
+            deleted_keys=extracted["deleted_keys"],
+            files=started,
+            results=import_summaries(ti, "import_file", started),
+            verdict=ti.xcom_pull(task_ids="extract", key="guardrail") or {},
+            decision=decision,
+            store=store,
+        )
+    published = publish_summary(context, summary)
+    if not dry_run and not held_back:
+        metrics.rows(obj, sent=summary.sent, rejected=summary.rejected)
+        alerted = report_anomalies(context, published)
+        if alerted:
+            log.info("alerts: %s", alerted)
+    failure = end.failure(obj)
+    if failure:
+        raise AirflowFailException(failure)
+    if not dry_run:
+        remove_run_dir(context)
+
+
+def publish_asset(context: Any, asset: Asset) -> None:
+    """Announce the Asset with the run's counts as its event's ``extra``; a dry run changed nothing."""
+    data = context["ti"].xcom_pull(task_ids="report", key="summary") or {}
+    if data.get("dry_run"):
+        raise AirflowSkipException("dry run: Connectif was not changed, no Asset event")
+    decision = (data.get("guardrail") or {}).get("decision")
+    if decision not in (None, "approved"):
+        raise AirflowSkipException(f"upload {decision}: Connectif was not changed, no Asset event")
+    context["outlet_events"][asset].extra = asset_extra(RunSummary.from_dict(data))
 
 
 def bulk_sync_dag(
@@ -79,52 +180,8 @@ def bulk_sync_dag(
 
         @task
         def extract() -> list[str]:
-            """Extract, shape, validate, detect changes and chunk; returns the files to import.
-
-            Rejected rows go to the rejected store; the library's report is pushed as XCom ``report``, the
-            guardrail's verdict on the plan as XCom ``guardrail`` (a dry run reports the rules that would fire).
-            """
-            from connectif_sync.guardrail import evaluate
-            from connectif_sync.mappings import resolve_mapping
-            from connectif_sync.pipeline import run_sync
-            from connectif_sync.state import StateStore
-
-            context = get_current_context()
-            ti = context["ti"]
-            params = context["params"]
-            dry_run = bool(params["dry_run"])
-            mapping = resolve_mapping(obj, mapping_for(obj))
-            thresholds = guardrail_thresholds(obj, mapping.guardrail)
-            with StateStore(setting("state_url"), readonly=True) as store:
-                confirmed_before = store.count(obj)  # the run's plan is compared with this state
-            result = run_sync(
-                obj,
-                setting("source_url"),
-                None if dry_run else run_dir(context),
-                state_url=setting("state_url"),
-                mapping=mapping,
-                full_resync=bool(params["full_resync"]),
-                dry_run=dry_run,
-                run_id=f"{ti.dag_id}/{ti.run_id}/{ti.try_number}",
-            )
-            for r in result.rejected[:20]:
-                log.warning("rejected %s (%s) %s: %s", r["key"], r["source_ref"], r["field"], r["reason"])
-            ti.xcom_push(
-                key="report",
-                value={"report": result.report.as_dict(), "deleted_keys": result.deleted_keys[:20], "dry_run": dry_run},
-            )
-            with StateStore(setting("state_url"), readonly=True) as store:
-                verdict = evaluate(
-                    obj,
-                    result.report.as_dict(),
-                    store=store,
-                    thresholds=thresholds,
-                    changes=result.changes,
-                    deleted_keys=result.deleted_keys,
-                    confirmed=confirmed_before,
-                )
-            publish_verdict(context, verdict, dry_run=dry_run)
-            return [] if dry_run else [f.path for f in result.files]  # a dry run's files are only planned
+            """Extract, shape, validate, detect changes and chunk; returns the files to import."""
+            return extract_files(get_current_context(), obj)
 
         extracted = extract()
         approval = GuardrailApprovalOperator(verdict_task_id="extract", default_timeout=approval_timeout)
@@ -150,130 +207,15 @@ def bulk_sync_dag(
         ).expand(file_path=released)
 
         @task(trigger_rule=TriggerRule.ALL_DONE)
-        def report() -> Any:
-            """Commit what Connectif confirmed, publish the summary (always, even when a task before failed);
-            fail if an import did not finish or could not be confirmed."""
-            from connectif_sync.state import StateStore
-
-            context = get_current_context()
-            ti = context["ti"]
-            extracted = ti.xcom_pull(task_ids="extract", key="report")
-            files = ti.xcom_pull(task_ids="extract")
-            if not isinstance(extracted, dict) or files is None:  # extract failed: nothing was sent
-                failed = new_summary(
-                    context,
-                    SyncObject(obj),
-                    state=RunState.FAILED,
-                    notes=["extract failed: nothing was sent; its log says why (the run's rows go next run)"],
-                    extra={"failed": "extract"},
-                )
-                publish_summary(context, failed)
-                raise AirflowFailException(f"{obj}: extract failed, nothing was sent (see the extract task's log)")
-            rep, deleted_keys, dry_run = extracted["report"], extracted["deleted_keys"], extracted["dry_run"]
-            verdict = ti.xcom_pull(task_ids="extract", key="guardrail") or {}
-            decision = approval_decision(ti)
-            held_back = decision is not None and decision != "approved"
-            if held_back:
-                files = []  # nothing was released to Connectif
-            results = import_summaries(ti, "import_file", len(files))
-            summary = new_summary(
-                context,
-                SyncObject(obj),
-                dry_run=dry_run,
-                mode=rep.get("mode"),
-                library_run_id=rep.get("run_id"),
-                api_requests=rep.get("api_requests"),
-                plan=rep.get("api_requests") if dry_run else None,
-                rejected_by_reason=dict(rep.get("rejected_by_reason") or {}),
-                **{k: int(rep.get(k) or 0) for k in ("extracted", "new", "changed", "unchanged", "deleted")},
-                **{k: int(rep.get(k) or 0) for k in ("invalid", "duplicate", "suppressed", "files", "bytes")},
-                to_send=int(rep.get("sent") or 0),
-            )
-            unconfirmed_rows = 0
-            unconfirmed: list[str] = []
-            if not dry_run:
-                with StateStore(setting("state_url")) as store:
-                    for s in results:
-                        outcome = store.confirm_import(s)
-                        summary.sent += outcome["confirmed"]
-                        summary.rejected_by_connectif += outcome["failed"]
-                        summary.add_import(ImportOutcome.from_operator(s))
-                        if outcome.get("unconfirmed"):
-                            unconfirmed_rows += outcome["unconfirmed"]
-                            unconfirmed.append(outcome["reason"])
-                            continue
-                        for row in s.get("rejected_rows") or []:
-                            reason = f"Connectif: {row.get('field') or ''} {row.get('error') or ''}".strip()
-                            summary.rejected_by_reason[reason] = summary.rejected_by_reason.get(reason, 0) + 1
-                spent = [i.get("api_requests") for i in results]
-                if results and len(results) == len(files) and all(isinstance(n, int) for n in spent):
-                    summary.api_requests = sum(int(n) for n in spent if n is not None)
-            summary.rejected = (
-                summary.invalid + summary.duplicate + int(rep.get("oversize") or 0) + summary.suppressed
-                + summary.rejected_by_connectif
-            )  # fmt: skip
-            unfinished = len(files) - len(results)
-            summary.notes = [f"{reason}: {n}" for reason, n in sorted(summary.rejected_by_reason.items())]
-            summary.notes += [f"not confirmed, sent again next run: {why}" for why in unconfirmed]
-            if summary.deleted:
-                summary.notes.append(
-                    f"{summary.deleted} keys confirmed earlier are gone from the source, e.g. {deleted_keys[:5]}"
-                )
-            if unfinished:
-                summary.notes.append(
-                    f"{unfinished} of {len(files)} imports did not finish; their rows go again next run"
-                )
-            if verdict.get("fired"):
-                verb = "would hold" if dry_run else "held"
-                summary.notes.append(f"guardrail {verb} the run: {', '.join(verdict['fired'])}")
-            if held_back:
-                summary.notes.append(f"upload {decision}: nothing was sent")
-            if unfinished or unconfirmed:
-                summary.state = RunState.INCOMPLETE
-            elif dry_run:
-                summary.state = RunState.PLANNED
-            summary.extra.update(
-                {
-                    "unconfirmed": unconfirmed_rows,
-                    "import_errors": unfinished,
-                    "guardrail": {
-                        "fired": verdict.get("fired", []),
-                        "held": bool(verdict.get("hold")),
-                        "would_hold": bool(verdict.get("would_hold")),
-                        "decision": decision,
-                    },
-                }
-            )
-            published = publish_summary(context, summary)
-            if not dry_run and not held_back:
-                metrics.rows(obj, sent=summary.sent, rejected=summary.rejected)
-                notes_sent = report_anomalies(context, published)
-                if notes_sent:
-                    log.info("alerts: %s", notes_sent)
-            if unfinished:
-                raise AirflowFailException(
-                    f"{unfinished} of {len(files)} {obj} imports did not finish (see the failed import_file "
-                    "tasks); confirmed rows are committed, the others will be sent again by the next run"
-                )
-            if unconfirmed:
-                raise AirflowFailException(
-                    f"{len(unconfirmed)} {obj} imports finished without an answer that proves which rows Connectif "
-                    f"took ({unconfirmed[0]}); their {unconfirmed_rows} rows stay pending and go again next run"
-                )
-            if not dry_run:
-                remove_run_dir(context)
+        def report() -> None:
+            """Commit what Connectif confirmed and publish the summary (always); fail if an import did not
+            finish or could not be confirmed."""
+            report_run(get_current_context(), obj)
 
         @task(outlets=[asset])
         def publish() -> None:
             """Announce the Asset with the run's counts as its event's ``extra``; a dry run changed nothing."""
-            context = get_current_context()
-            data = context["ti"].xcom_pull(task_ids="report", key="summary") or {}
-            if data.get("dry_run"):
-                raise AirflowSkipException("dry run: Connectif was not changed, no Asset event")
-            decision = (data.get("guardrail") or {}).get("decision")
-            if decision not in (None, "approved"):
-                raise AirflowSkipException(f"upload {decision}: Connectif was not changed, no Asset event")
-            context["outlet_events"][asset].extra = asset_extra(RunSummary.from_dict(data))
+            publish_asset(get_current_context(), asset)
 
         reported = report()
         [extracted, imports] >> reported

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import re
 import shutil
@@ -180,30 +179,6 @@ def rate_limit_per_minute(conn_id: str = CONN_ID) -> int:
         log.warning("Connection %r unusable (%s); estimating at the default %d/min", conn_id, exc,
                     DEFAULT_RATE_LIMIT_PER_MINUTE)  # fmt: skip
         return DEFAULT_RATE_LIMIT_PER_MINUTE
-
-
-def import_requests_estimate(
-    files: int, rows: int, rows_per_second: float = 3000.0, *, per_minute: int | None = None
-) -> dict[str, Any]:
-    """API requests and minutes an import plan needs at the shared rate limit (for dry runs).
-
-    Per file: one upload, the status polls while Connectif processes it (about ``rows_per_second``), one
-    error-report download. Imports are processed one at a time per account, so their times add up.
-    ``per_minute``: the budget (default: the connection's).
-    """
-    budget = per_minute or rate_limit_per_minute()
-    processing_s = rows / rows_per_second if rows else 0.0
-    polls = files + math.ceil(processing_s / POLL_INTERVAL)
-    requests = files * 2 + polls
-    minutes = max(processing_s / 60.0, requests / budget)
-    return {"api_requests": requests, "expected_minutes": round(minutes, 1), "rate_limit_per_minute": budget}
-
-
-def calls_estimate(calls: int, *, per_minute: int | None = None) -> dict[str, Any]:
-    """Requests and minutes of one-request-per-row work (purchases, erasures) at the shared rate limit
-    (``per_minute``; default: the connection's)."""
-    budget = per_minute or rate_limit_per_minute()
-    return {"api_requests": calls, "expected_minutes": round(calls / budget, 1), "rate_limit_per_minute": budget}
 
 
 def import_summaries(ti: Any, task_id: str, count: int) -> list[dict[str, Any]]:

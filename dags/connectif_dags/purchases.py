@@ -1,162 +1,128 @@
-"""Sending purchases one by one (Connectif has no bulk path for them), resumably and without duplicates.
+"""The purchases DAG's tasks: Airflow glue around the library's planning and the provider's sender.
 
-The sync library yields the payloads of a time window, skipping purchases the state store already knows
-Connectif has; each outcome is recorded right after its request, so a retried or re-run task continues
-where it stopped. A purchase whose contact (E0101) or products (E0102) are missing is not lost: the contact
-is upserted by email, the products from the purchase's own lines, and the purchase is sent again. What
-still fails is recorded as ``failed`` and retried by the next runs (their window reaches back
-``lookback_hours``), and reported. A purchase of a contact on the suppression list (erased on request) is
-not sent at all, since the repair would create the contact again: it is kept as ``failed`` (``suppressed``).
+Planning, payloads and the run summary live in :mod:`connectif_sync.purchases`; sending with the
+E0101/E0102 repair in :mod:`connectif_provider.operators.purchases`. Here: which settings and which window
+a run uses, and how its summary is published.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
-from connectif_provider.exceptions import (
-    ConnectifError,
-    ConnectifMissingContactError,
-    ConnectifMissingProductError,
-    ConnectifRateLimitedError,
-    ConnectifServerError,
-    ConnectifTransportError,
+from airflow.sdk import Param
+
+from connectif_dags.alerting import (
+    guardrail_thresholds,
+    publish_if_held,
+    publish_verdict,
+    report_anomalies,
 )
-from connectif_provider.hooks.connectif import ConnectifHook
-
-log = logging.getLogger("airflow.task")
-
-#: Fields of a purchase line that describe the purchase, not the product (not sent when upserting it).
-LINE_ONLY_FIELDS = frozenset({"quantity", "price"})
-#: Errors that no retry of the same request can fix; the hook already retried the others.
-TRANSIENT = (ConnectifServerError, ConnectifTransportError, ConnectifRateLimitedError)
-
-
-@dataclass
-class SendCounts:
-    """What sending a window did; ``as_dict()`` goes into the run summary."""
-
-    confirmed: int = 0
-    duplicate: int = 0
-    kept: int = 0
-    contacts_upserted: int = 0
-    products_upserted: int = 0
-    api_requests: int = 0
-    kept_reasons: dict[str, int] = field(default_factory=dict)
-    kept_sample: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "confirmed": self.confirmed,
-            "duplicate": self.duplicate,
-            "kept": self.kept,
-            "contacts_upserted": self.contacts_upserted,
-            "products_upserted": self.products_upserted,
-            "api_requests": self.api_requests,
-            "kept_reasons": dict(self.kept_reasons),
-            "kept_sample": list(self.kept_sample),
-        }
-
-
-def fires_workflows(requested: bool | None, run_type: object) -> bool:
-    """Whether this run's purchases fire Connectif's purchase workflows (``triggerPurchaseEvent``).
-
-    ``requested`` is the ``trigger_purchase_event`` param; empty (``None``) means on, except in a backfill:
-    history must not send e-mails. ``run_type`` is the run's ``DagRunType`` (or its string value).
-    """
-    if requested is not None:
-        return bool(requested)
-    return str(getattr(run_type, "value", run_type)) != "backfill"
-
-
-def product_fields(payload: dict[str, Any], product_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """The catalogue fields of the named products, taken from the purchase's own lines."""
-    wanted = set(product_ids)
-    out: dict[str, dict[str, Any]] = {}
-    for line in payload.get("products", []):
-        pid = str(line.get("productId"))
-        if (not wanted or pid in wanted) and pid not in out:
-            out[pid] = {k: v for k, v in line.items() if k not in LINE_ONLY_FIELDS and k != "productId"}
-    return out
-
-
-ERASED_DETAIL = (
-    "suppressed: the contact was erased at its owner's request, so the purchase is not sent "
-    "(withdraw with `connectif-sync unsuppress --object contacts EMAIL`)"
+from connectif_dags.common import (
+    bool_setting,
+    dry_run_param,
+    full_resync_param,
+    mapping_for,
+    publish_summary,
+    rate_limit_per_minute,
+    run_window,
+    setting,
+    upstream_result,
 )
+from connectif_provider import metrics
+from connectif_provider.operators.purchases import fires_workflows
+
+if TYPE_CHECKING:  # the library's purchases module loads pyarrow: imported when a task runs, not at parse time
+    from connectif_sync.purchases import PurchaseBatch, PurchaseWindow
+
+__all__ = [
+    "PARAMS", "TRIGGER_TEMPLATE", "check", "fires_workflows", "report", "trigger_purchase_event", "window",
+    "window_purchases",
+]  # fmt: skip
+
+#: The DAG's params (the docs of ``connectif_purchases`` say what each does).
+PARAMS: dict[str, Any] = {
+    "dry_run": dry_run_param(),
+    "full_resync": full_resync_param(),
+    "trigger_purchase_event": Param(
+        None,
+        type=["null", "boolean"],
+        title="Trigger purchase event",
+        description="Fire Connectif's purchase workflows. Empty: the Variable connectif_trigger_purchase_event, "
+        "else on, except for backfill runs.",
+    ),
+    "lookback_hours": Param(
+        24,
+        type="integer",
+        minimum=0,
+        title="Look-back (hours)",
+        description="Also send the window's earlier hours' purchases that are not in Connectif yet.",
+    ),
+}
+
+#: The sender's ``trigger_purchase_event``: the run's param, else the deployment's Variable
+#: ``connectif_trigger_purchase_event`` (the demo: false), else empty (on, except in a backfill).
+TRIGGER_TEMPLATE = "{{ connectif_trigger_purchase_event(params) }}"
 
 
-def send_purchase(
-    hook: ConnectifHook, payload: dict[str, Any], *, trigger_event: bool, counts: SendCounts
-) -> tuple[str, str | None]:
-    """Send one purchase, repairing a missing contact or products once each; ``(status, detail)``.
-
-    ``status`` is ``confirmed``, ``duplicate`` (Connectif already had it) or ``failed`` (kept for the next
-    run, ``detail`` says why). Transient errors that survived the hook's retries are raised: the task
-    fails and its retry resumes after the last recorded purchase.
-    """
-    fixed_contact = fixed_products = False
-    while True:
-        counts.api_requests += 1
-        try:
-            created = hook.create_purchase(payload, trigger_purchase_event=trigger_event)
-        except ConnectifMissingContactError as exc:
-            if fixed_contact:
-                return "failed", f"E0101 contact still missing after upsert: {exc}"
-            fixed_contact = True
-            counts.api_requests += 1
-            try:
-                hook.upsert_contact(str(payload["contactEmail"]), {})
-            except TRANSIENT:
-                raise
-            except ConnectifError as upsert_exc:
-                return "failed", f"E0101 and the contact could not be created: {upsert_exc}"
-            counts.contacts_upserted += 1
-            continue
-        except ConnectifMissingProductError as exc:
-            if fixed_products:
-                return "failed", f"E0102 products still missing after upsert: {exc.product_ids}"
-            fixed_products = True
-            for pid, fields in product_fields(payload, exc.product_ids).items():
-                counts.api_requests += 1
-                try:
-                    hook.upsert_product(pid, fields)
-                except TRANSIENT:
-                    raise
-                except ConnectifError as upsert_exc:
-                    return "failed", f"E0102 and product {pid} could not be created: {upsert_exc}"
-                counts.products_upserted += 1
-            continue
-        except TRANSIENT:
-            raise
-        except ConnectifError as exc:
-            return "failed", f"{exc.code or exc.status}: {exc.detail or exc}"
-        return ("duplicate" if created.get("duplicate") else "confirmed"), None
+def trigger_purchase_event(params: Any) -> bool | None:
+    """The run's choice (a DAG macro, read when the ``send`` task renders its template)."""
+    requested = params["trigger_purchase_event"]
+    return bool(requested) if requested is not None else bool_setting("trigger_purchase_event")
 
 
-def send_all(payloads: Iterable[dict[str, Any]], hook: ConnectifHook, store: Any, *, trigger_event: bool) -> SendCounts:
-    """Send every payload, recording each outcome in the state store as soon as it is known."""
-    counts = SendCounts()
-    erased = {s["key"] for s in store.suppressed("contacts")}  # the suppression list (erasure requests)
-    for payload in payloads:
-        pid = str(payload["purchaseId"])
-        if str(payload.get("contactEmail") or "").strip().lower() in erased:
-            # Sending it would make the E0101 repair create the erased contact again: kept, no request made.
-            status, detail = "failed", ERASED_DETAIL
-        else:
-            status, detail = send_purchase(hook, payload, trigger_event=trigger_event, counts=counts)
-        store.record_purchase(pid, status, detail)
-        if status == "confirmed":
-            counts.confirmed += 1
-        elif status == "duplicate":
-            counts.duplicate += 1
-        else:
-            counts.kept += 1
-            reason = (detail or "failed").split(":")[0]
-            counts.kept_reasons[reason] = counts.kept_reasons.get(reason, 0) + 1
-            if len(counts.kept_sample) < 10:
-                counts.kept_sample.append(f"{pid}: {detail}")
-            log.warning("purchase %s kept for the next run: %s", pid, detail)
-    return counts
+def window(context: Any) -> PurchaseWindow:
+    """The run's hour, reaching back ``lookback_hours`` for kept purchases and late orders."""
+    from connectif_sync.purchases import PurchaseWindow
+
+    start, end = run_window(context, timedelta(hours=1))
+    return PurchaseWindow.looking_back(start, end, int(context["params"]["lookback_hours"]))
+
+
+def window_purchases(context: Any) -> PurchaseBatch:
+    """The payloads of the run's window (a dry run's batch writes nothing)."""
+    from connectif_sync.purchases import PurchaseBatch
+
+    w, params = window(context), context["params"]
+    return PurchaseBatch(
+        setting("source_url"),
+        w.since,
+        w.end,
+        state_url=setting("state_url"),
+        mapping=mapping_for("purchases"),
+        include_done=bool(params["full_resync"]),
+        dry_run=bool(params["dry_run"]),
+    )
+
+
+def check(context: Any) -> bool:
+    """Guardrail: count the purchases this run would send; more than ``max_rows`` waits for approval."""
+    from connectif_sync.guardrail import evaluate_count
+    from connectif_sync.mappings import resolve_mapping
+    from connectif_sync.purchases import plan_purchases
+
+    params, w, mapping = context["params"], window(context), mapping_for("purchases")
+    report = plan_purchases(
+        setting("source_url"), w.since, w.end, state_url=setting("state_url"), mapping=mapping,
+        include_done=bool(params["full_resync"]),
+    )  # fmt: skip
+    thresholds = guardrail_thresholds("purchases", resolve_mapping("purchases", mapping).guardrail)
+    verdict = evaluate_count("purchases", report.sent, thresholds)
+    return bool(publish_verdict(context, verdict, dry_run=bool(params["dry_run"]))["hold"])
+
+
+def report(context: Any) -> None:
+    """Publish the run summary (also when ``send`` failed: then it says so, and fails; or was held back)."""
+    from connectif_sync.purchases import purchases_summary
+
+    if publish_if_held(context, "purchases") is not None:
+        return
+    sent = upstream_result(context, "purchases", "send")
+    ti = context["ti"]
+    published = publish_summary(context, purchases_summary(
+        ti.dag_id, ti.run_id, sent, window(context), per_minute=rate_limit_per_minute()
+    ))
+    if not sent["dry_run"]:
+        metrics.rows("purchases", sent=published["sent"] + published["already_in_connectif"],
+                     rejected=published["rejected"] + published["kept"])  # fmt: skip
+        report_anomalies(context, published)

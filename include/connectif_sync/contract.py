@@ -283,3 +283,24 @@ class RunSummary:
         for name in COUNT_FIELDS:
             setattr(summary, name, int(data.get(name) or 0))
         return summary
+
+
+@dataclass(frozen=True)
+class RequestEstimate:
+    """A dry run's estimate of one-request-per-row work (purchases, erasures) at the shared rate limit."""
+
+    api_requests: int
+    expected_minutes: float
+    rate_limit_per_minute: float
+
+    @classmethod
+    def for_calls(cls, calls: int, per_minute: float) -> RequestEstimate:
+        """``per_minute``: the connection's own budget (its ``rate_limit_per_minute``), not a copied default."""
+        return cls(api_requests=calls, expected_minutes=round(calls / per_minute, 1), rate_limit_per_minute=per_minute)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "api_requests": self.api_requests,
+            "expected_minutes": self.expected_minutes,
+            "rate_limit_per_minute": self.rate_limit_per_minute,
+        }

@@ -8,17 +8,27 @@ stops half-way resumes with exactly the requests still pending.
 state store, suppress the email, mark the request done. A try that fails after the deletion (e.g. the ERP
 refused the ``done_at`` write) leaves the request pending; the retry's delete then answers 404, and the
 outcome recorded by the earlier try makes it count as deleted, not as "not in Connectif".
+
+:func:`plan_erasures` decides which requests can go (emails normalised as the contacts sync does; a request
+whose email is no address stays pending, set aside with its reason), :func:`run_erasures` does the run's
+bookkeeping around :func:`erase_contacts`, and :func:`erasure_summary` is the run's :class:`RunSummary`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
+import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from connectif_sync.contract import REQUESTS_PER_MINUTE, RejectedRow, RequestEstimate, RunState, RunSummary, SyncObject
+from connectif_sync.mappings import FieldSpec
+from connectif_sync.shape import shape_email
 from connectif_sync.store import StateStore
 from connectif_sync.timefmt import parse_when
 
@@ -138,6 +148,135 @@ def erase_contacts(
         absent=totals.get("absent", 0),
         this_try=len(todo),
         deleted_by_earlier_try=by_earlier,
+    )
+
+
+@dataclass(frozen=True)
+class ErasurePlan:
+    """What a run can do with the pending requests: ``todo`` as ``(request id, normalised email)``, and the
+    requests set aside (rejected rows: their email is no address, so they stay pending for a human)."""
+
+    pending: int
+    todo: list[tuple[int, str]]
+    invalid: list[dict[str, Any]]
+
+
+def plan_erasures(pending: Sequence[ErasureRequest]) -> ErasurePlan:
+    """Normalise the requests' emails as the contacts sync does (trimmed, lower-cased, NFC) and check them."""
+    shaped, problems = shape_email(
+        FieldSpec(name="_email", column="email", type="email"), pa.array([r.email for r in pending], pa.string())
+    )
+    emails: list[str | None] = shaped.to_pylist()
+    bad = {int(i) for problem in problems for i in problem.mask.nonzero()[0]}
+    invalid = [
+        RejectedRow(
+            key=r.email,
+            source_ref=f"id={r.id}",
+            field="email",
+            reason="invalid email address" if emails[i] else "empty email",
+            value=r.email[:200],
+        ).as_dict()
+        for i, r in enumerate(pending)
+        if i in bad or not emails[i]
+    ]
+    todo = [(r.id, str(emails[i])) for i, r in enumerate(pending) if i not in bad and emails[i]]
+    return ErasurePlan(pending=len(pending), todo=todo, invalid=invalid)
+
+
+@dataclass
+class ErasureResult:
+    """What the erase step did (its XCom): a dry run only counts; ``deleted``/``absent`` cover every try."""
+
+    dry_run: bool
+    pending: int
+    to_delete: int
+    invalid: list[dict[str, Any]] = field(default_factory=list)
+    library_run_id: str | None = None
+    deleted: int = 0
+    absent: int = 0
+    deleted_by_earlier_try: int = 0
+    finished_by_earlier_tries: int = 0
+
+    @classmethod
+    def planned(cls, plan: ErasurePlan) -> ErasureResult:
+        return cls(dry_run=True, pending=plan.pending, to_delete=len(plan.todo), invalid=plan.invalid)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ErasureResult:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def run_erasures(
+    plan: ErasurePlan,
+    delete: Callable[[str], bool],
+    store: StateStore,
+    engine: Engine,
+    *,
+    attempt: str,
+    run: str,
+    table: ErasureTable = ErasureTable(),
+) -> ErasureResult:
+    """Erase the plan's requests as one library run ``attempt`` (the rejected rows filed under it); the
+    counts are of job run ``run``, the same for all its tries (a retry counts what earlier tries deleted)."""
+    run_id = store.begin_run("erasure", "erasure", None, attempt)
+    store.record_rejected("erasure", run_id, plan.invalid)
+    counts = erase_contacts(plan.todo, delete, store, engine, run=run, table=table)
+    store.finish_run(run_id, files=[], high_water=None, report={"deleted": counts.deleted, "absent": counts.absent})
+    return ErasureResult(
+        dry_run=False,
+        pending=plan.pending,
+        to_delete=len(plan.todo),
+        invalid=plan.invalid,
+        library_run_id=run_id,
+        deleted=counts.deleted,
+        absent=counts.absent,
+        deleted_by_earlier_try=counts.deleted_by_earlier_try,
+        finished_by_earlier_tries=counts.finished_by_earlier_tries,
+    )
+
+
+def erasure_notes(result: ErasureResult) -> list[str]:
+    """The summary's notes: the first requests left pending, and what earlier tries or Connectif did."""
+    notes = [f"request {r['source_ref']}: {r['reason']} ({r['value']!r}), left pending" for r in result.invalid[:10]]
+    if result.absent:
+        notes.append(f"{result.absent} emails were not in Connectif (counted as done)")
+    if result.finished_by_earlier_tries:
+        notes.append(f"{result.finished_by_earlier_tries} requests were finished by an earlier try of this run")
+    if result.deleted_by_earlier_try:
+        notes.append(f"{result.deleted_by_earlier_try} contacts deleted by an earlier try (404 now) counted as deleted")
+    return notes
+
+
+def erasure_summary(
+    dag_id: str, run_id: str, result: ErasureResult, *, per_minute: float = REQUESTS_PER_MINUTE
+) -> RunSummary:
+    """The run summary of an erasure run (``sent``: requests done, deleted now or already absent)."""
+    reasons: dict[str, int] = {}
+    for r in result.invalid:
+        label = f"{r['field']}: {r['reason']}"
+        reasons[label] = reasons.get(label, 0) + 1
+    estimate = RequestEstimate.for_calls(result.to_delete, per_minute).as_dict()
+    return RunSummary(
+        dag_id=dag_id,
+        run_id=run_id,
+        object=SyncObject.CONTACT_ERASURE,
+        dry_run=result.dry_run,
+        state=RunState.PLANNED if result.dry_run else RunState.SUCCESS,
+        library_run_id=result.library_run_id,
+        to_send=result.to_delete,
+        sent=result.deleted + result.absent,
+        deleted=result.deleted,
+        invalid=len(result.invalid),
+        rejected=len(result.invalid),
+        rejected_by_reason=reasons,
+        api_requests=estimate if result.dry_run else result.to_delete,
+        plan=estimate if result.dry_run else None,
+        notes=erasure_notes(result),
+        extra={"pending": result.pending, "to_delete": result.to_delete, "absent": result.absent},
     )
 
 

@@ -14,13 +14,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from collections.abc import Mapping as MappingOf
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from connectif_sync.contract import REQUESTS_PER_MINUTE, RejectedRow, RunMode
+from connectif_sync.contract import (
+    REQUESTS_PER_MINUTE,
+    RejectedRow,
+    RequestEstimate,
+    RunMode,
+    RunState,
+    RunSummary,
+    SyncObject,
+)
 from connectif_sync.extract import DEFAULT_CHUNK_ROWS, Window, extract_arrow
 from connectif_sync.mappings import Mapping, check_source_columns, resolve_mapping
 from connectif_sync.report import SyncReport
@@ -158,6 +168,10 @@ class PurchaseBatch:
         finally:
             store.close()
 
+    def describe(self) -> dict[str, Any]:
+        """What the iteration found (the library's report), for the sender's result."""
+        return {"report": self.report.as_dict()}
+
     def _flush(
         self,
         group: list[tuple[dict[str, Any], dict[str, Any], list[tuple[str, str, str | None]], str]],
@@ -214,3 +228,85 @@ def plan_purchases(source_url: str, start: str | datetime | None = None, end: st
     for _ in batch:
         pass
     return batch.report
+
+
+@dataclass(frozen=True)
+class PurchaseWindow:
+    """A purchases run's order dates: its data interval ``[start, end)``, reaching back to ``since`` so that
+    the run also retries the purchases earlier runs kept and catches orders that arrived late."""
+
+    since: datetime
+    start: datetime
+    end: datetime
+
+    @classmethod
+    def looking_back(cls, start: datetime, end: datetime, hours: int) -> PurchaseWindow:
+        if hours < 0:
+            raise ValueError(f"lookback_hours is {hours}: use 0 or more hours")
+        return cls(since=start - timedelta(hours=hours), start=start, end=end)
+
+    def as_dict(self) -> dict[str, str]:
+        return {"from": self.since.isoformat(), "to": self.end.isoformat(), "interval_from": self.start.isoformat()}
+
+
+def purchases_notes(report: MappingOf[str, Any], counts: MappingOf[str, Any]) -> list[str]:
+    """The summary's notes: rejects by reason, the purchases kept for the next run, the repairs made."""
+    notes = [f"{reason}: {n}" for reason, n in sorted((report.get("rejected_by_reason") or {}).items())]
+    if counts.get("kept"):
+        notes.append(f"{counts['kept']} purchases kept for the next run: {counts['kept_reasons']}")
+        notes += counts.get("kept_sample", [])
+    if counts.get("contacts_upserted") or counts.get("products_upserted"):
+        notes.append(
+            f"created first in Connectif: {counts.get('contacts_upserted', 0)} contacts (E0101), "
+            f"{counts.get('products_upserted', 0)} products (E0102)"
+        )
+    return notes
+
+
+def purchases_summary(
+    dag_id: str,
+    run_id: str,
+    sent: MappingOf[str, Any],
+    window: PurchaseWindow,
+    *,
+    per_minute: float = REQUESTS_PER_MINUTE,
+) -> RunSummary:
+    """The run summary of a purchases run from what its sending step returned.
+
+    ``sent`` holds ``dry_run``, ``trigger_purchase_event``, the library's ``report`` and, unless a dry run,
+    the sender's ``counts`` (``confirmed``, ``duplicate``, ``kept``, ``contacts_upserted``...).
+    """
+    dry_run = bool(sent["dry_run"])
+    rep: MappingOf[str, Any] = sent["report"]
+    counts: MappingOf[str, Any] = sent.get("counts") or {}
+    to_send = int(rep.get("sent", 0))
+    estimate = RequestEstimate.for_calls(to_send, per_minute).as_dict()
+    invalid, duplicate = int(rep.get("invalid", 0)), int(rep.get("duplicate", 0))
+    return RunSummary(
+        dag_id=dag_id,
+        run_id=run_id,
+        object=SyncObject.PURCHASES,
+        dry_run=dry_run,
+        state=RunState.PLANNED if dry_run else RunState.SUCCESS,
+        library_run_id=rep.get("run_id"),
+        extracted=int(rep.get("extracted", 0)),
+        to_send=to_send,
+        sent=int(counts.get("confirmed", 0)),
+        unchanged=int(rep.get("unchanged", 0)),
+        invalid=invalid,
+        duplicate=duplicate,
+        rejected=invalid + duplicate,
+        rejected_by_reason=dict(rep.get("rejected_by_reason") or {}),
+        api_requests=estimate if dry_run else counts.get("api_requests"),
+        plan=estimate if dry_run else None,
+        notes=purchases_notes(rep, counts),
+        extra={
+            "window": window.as_dict(),
+            "trigger_purchase_event": sent["trigger_purchase_event"],
+            "extracted_lines": rep.get("extracted", 0),
+            "already_in_connectif": counts.get("duplicate", 0),
+            "kept": counts.get("kept", 0),
+            "contacts_upserted": counts.get("contacts_upserted", 0),
+            "products_upserted": counts.get("products_upserted", 0),
+        },
+    )

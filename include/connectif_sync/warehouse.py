@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +20,10 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.schema import ExecutableDDLElement
+
+from connectif_sync.contract import RunState, RunSummary, SyncObject
 
 WINDOW_START = "etl_window_start"
 WINDOW_END = "etl_window_end"
@@ -27,6 +31,9 @@ LOADED_AT = "etl_loaded_at"
 META_COLUMNS = (WINDOW_START, WINDOW_END, LOADED_AT)
 
 _SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+#: API requests of one export: create it, poll it (at least once), download it.
+REQUESTS_PER_EXPORT = 3
 
 #: Table (suffix) that each kind of export file goes to; see :func:`table_for_export_file`.
 EXPORT_TABLES = {
@@ -139,13 +146,23 @@ def _ensure_table(conn: Connection, name: str, columns: list[str], schema: str |
         table.create(conn)
         return table
     existing = {c["name"] for c in inspector.get_columns(name, schema=schema)}
-    missing = [c for c in columns if c not in existing]
-    if missing:
-        preparer = conn.dialect.identifier_preparer
-        qualified = preparer.format_table(sa.Table(name, sa.MetaData(), schema=schema))
-        for column in missing:
-            conn.execute(sa.text(f"ALTER TABLE {qualified} ADD COLUMN {preparer.quote(column)} TEXT"))
+    grown = sa.Table(name, sa.MetaData(), *(sa.Column(c, sa.Text) for c in columns if c not in existing), schema=schema)
+    for column in grown.columns:
+        conn.execute(AddColumn(column))
     return sa.Table(name, sa.MetaData(), schema=schema, autoload_with=conn)
+
+
+class AddColumn(ExecutableDDLElement):
+    """``ALTER TABLE ... ADD COLUMN ...``, quoted by the dialect (SQLAlchemy Core has no such construct)."""
+
+    def __init__(self, column: sa.Column[Any]) -> None:
+        self.column = column
+
+
+@compiles(AddColumn)
+def _compile_add_column(element: AddColumn, compiler: Any, **kw: Any) -> str:
+    table = compiler.preparer.format_table(element.column.table)
+    return " ".join(("ALTER TABLE", table, "ADD COLUMN", compiler.get_column_specification(element.column)))
 
 
 def _load_one(
@@ -233,3 +250,75 @@ def window_row_counts(engine: Engine | str, table: str, *, schema: str | None = 
     finally:
         if isinstance(engine, str):
             eng.dispose()
+
+
+@dataclass(frozen=True)
+class ExportPlan:
+    """A weekly export run: its window, how many exports it creates (contacts, plus one activities export per
+    31 days), and where they are downloaded (empty in a dry run). ``as_dict()`` is the ``plan`` task's XCom,
+    which the export tasks' templates read."""
+
+    from_date: str
+    to_date: str
+    exports: int
+    output_dir: str
+    dry_run: bool
+
+    @property
+    def window(self) -> Window:
+        return Window(datetime.fromisoformat(self.from_date), datetime.fromisoformat(self.to_date))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "from_date": self.from_date,
+            "to_date": self.to_date,
+            "exports": self.exports,
+            "output_dir": self.output_dir,
+            "dry_run": self.dry_run,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ExportPlan:
+        return cls(
+            from_date=str(data["from_date"]),
+            to_date=str(data["to_date"]),
+            exports=int(data["exports"]),
+            output_dir=str(data["output_dir"]),
+            dry_run=bool(data["dry_run"]),
+        )
+
+
+def files_by_table(results: Iterable[Mapping[str, Any] | None], prefix: str = "connectif_") -> dict[str, list[str]]:
+    """The downloaded files of the export tasks' results (``{"files": [...]}``, None when skipped), per table."""
+    files: dict[str, list[str]] = {}
+    for result in results:
+        for path in (result or {}).get("files", []):
+            files.setdefault(table_for_export_file(path, prefix), []).append(str(path))
+    return files
+
+
+def exports_summary(dag_id: str, run_id: str, plan: ExportPlan, loaded: Mapping[str, int] | None) -> RunSummary:
+    """The run summary of an export run: the rows loaded per table, or (a dry run) the exports it would make."""
+    window = {"from": plan.from_date, "to": plan.to_date}
+    if plan.dry_run or loaded is None:
+        estimate = {"exports": plan.exports, "api_requests": plan.exports * REQUESTS_PER_EXPORT}
+        return RunSummary(
+            dag_id=dag_id,
+            run_id=run_id,
+            object=SyncObject.EXPORTS,
+            dry_run=True,
+            state=RunState.PLANNED,
+            api_requests=estimate["api_requests"],
+            plan=estimate,
+            notes=[f"would create {plan.exports} exports and load them into the warehouse"],
+            extra={"window": window, "exports": plan.exports},
+        )
+    total = sum(loaded.values())
+    return RunSummary(
+        dag_id=dag_id,
+        run_id=run_id,
+        object=SyncObject.EXPORTS,
+        extracted=total,
+        notes=[f"{table}: {n} rows" for table, n in sorted(loaded.items())],
+        extra={"window": window, "exports": plan.exports, "tables": dict(loaded), "loaded": total},
+    )

@@ -26,9 +26,12 @@ def test_estimates_use_the_connections_rate_limit(common: Any, monkeypatch: pyte
     monkeypatch.setenv("AIRFLOW_CONN_CX_SLOW", url + "30")
     monkeypatch.setenv("AIRFLOW_CONN_CONNECTIF_DEFAULT", url + "45")
     assert common.rate_limit_per_minute("cx_slow") == 30
-    assert common.calls_estimate(90) == {"api_requests": 90, "expected_minutes": 2.0, "rate_limit_per_minute": 45}
-    assert common.calls_estimate(90, per_minute=30)["expected_minutes"] == 3.0
-    assert common.import_requests_estimate(10, 0)["rate_limit_per_minute"] == 45
+    assert common.rate_limit_per_minute() == 45
+    from connectif_sync.contract import RequestEstimate
+
+    estimate = RequestEstimate.for_calls(90, common.rate_limit_per_minute()).as_dict()
+    assert estimate == {"api_requests": 90, "expected_minutes": 2.0, "rate_limit_per_minute": 45}
+    assert RequestEstimate.for_calls(90, common.rate_limit_per_minute("cx_slow")).expected_minutes == 3.0
 
 
 def test_without_a_usable_connection_the_default_is_taken(common: Any, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -136,3 +136,65 @@ def test_a_retry_counts_a_contact_deleted_by_the_failed_try_as_deleted(
         again = erase_contacts([(9, "ghost@example.com")], hook.delete_contact, store, erp, run="other-run")
         assert (again.deleted, again.absent, again.deleted_by_earlier_try) == (0, 1, 0)
     erp.dispose()
+
+
+def test_planning_normalises_emails_and_sets_bad_requests_aside(erp: sa.Engine) -> None:
+    from connectif_sync.erasure import ErasureRequest, plan_erasures
+
+    pending = [*pending_erasures(erp), ErasureRequest(7, "not an email", None), ErasureRequest(8, "  ", None)]
+
+    plan = plan_erasures(pending)
+
+    assert plan.pending == 4
+    assert plan.todo == [(2, "luis@example.com"), (1, "ana@example.com")]
+    assert [(r["source_ref"], r["field"], r["reason"], r["value"]) for r in plan.invalid] == [
+        ("id=7", "email", "invalid email address", "not an email"),
+        ("id=8", "email", "empty email", "  "),
+    ]
+    assert plan_erasures([]).todo == []
+
+
+def test_a_run_files_its_rejects_erases_and_its_summary_counts_every_try(erp: sa.Engine, tmp_path: Path) -> None:
+    from connectif_sync.contract import RunState, SyncObject
+    from connectif_sync.erasure import (
+        ErasureRequest,
+        ErasureResult,
+        erasure_summary,
+        plan_erasures,
+        run_erasures,
+    )
+    from connectif_sync.state import StateStore
+
+    plan = plan_erasures([*pending_erasures(erp), ErasureRequest(7, "nope", None)])
+    in_connectif = {"luis@example.com"}
+
+    with StateStore(f"sqlite:///{tmp_path / 'state.sqlite'}") as store:
+        result = run_erasures(
+            plan, lambda email: email in in_connectif, store, erp, attempt="dag/run-1/1", run="dag/run-1"
+        )
+        assert [r["source_ref"] for r in store.rejected("erasure")] == ["id=7"]
+        assert {s["key"] for s in store.suppressed("contacts")} == {"luis@example.com", "ana@example.com"}
+    assert pending_erasures(erp) == []
+    assert (result.deleted, result.absent, result.to_delete, result.library_run_id is not None) == (1, 1, 2, True)
+    assert ErasureResult.from_dict(result.as_dict()) == result
+
+    summary = erasure_summary("connectif_contact_erasure", "run-1", result)
+
+    assert (summary.object, summary.state, summary.sent, summary.deleted) == (
+        SyncObject.CONTACT_ERASURE, RunState.SUCCESS, 2, 1,
+    )  # fmt: skip
+    assert summary.rejected_by_reason == {"email: invalid email address": 1}
+    assert summary.api_requests == 2 and summary.plan is None
+    assert summary.notes == ["request id=7: invalid email address ('nope'), left pending",
+                             "1 emails were not in Connectif (counted as done)"]  # fmt: skip
+    assert summary.as_dict()["pending"] == 3 and summary.as_dict()["absent"] == 1
+
+
+def test_a_dry_runs_summary_is_a_plan() -> None:
+    from connectif_sync.erasure import ErasureRequest, ErasureResult, erasure_summary, plan_erasures
+
+    plan = plan_erasures([ErasureRequest(i, f"p{i}@example.com", None) for i in range(180)])
+    summary = erasure_summary("connectif_contact_erasure", "r", ErasureResult.planned(plan))
+
+    assert summary.dry_run and summary.state == "planned" and summary.sent == 0 and summary.to_send == 180
+    assert summary.plan == summary.api_requests == {"api_requests": 180, "expected_minutes": 2.0}

@@ -157,3 +157,58 @@ def test_several_files_of_one_table_load_together_and_replace_together(engine: s
     assert load_export_files(engine, {"acts": [part1, part2]}, W1) == {"acts": 2}
 
     assert sorted((r["id"], r["extra"]) for r in rows(engine, "acts")) == [("1", None), ("2", "x")]
+
+
+def test_export_results_group_their_files_by_table_and_skipped_tasks_add_none() -> None:
+    from connectif_sync.warehouse import files_by_table
+
+    results = [
+        {"files": ["/d/contacts/export-contacts-1.csv"]},
+        None,  # a skipped export task pushed nothing
+        {"files": ["/d/a/export-activities-2.csv", "/d/a/export-activities-2-products.csv",
+                   "/d/a/export-activities-3.csv"]},
+    ]  # fmt: skip
+
+    assert files_by_table(results) == {
+        "connectif_contacts": ["/d/contacts/export-contacts-1.csv"],
+        "connectif_activities": ["/d/a/export-activities-2.csv", "/d/a/export-activities-3.csv"],
+        "connectif_activity_products": ["/d/a/export-activities-2-products.csv"],
+    }
+    assert files_by_table([{}, None]) == {}
+
+
+def test_an_export_plan_round_trips_and_its_summaries_say_what_was_loaded_or_would_be() -> None:
+    from connectif_sync.contract import RunState
+    from connectif_sync.warehouse import ExportPlan, exports_summary
+
+    plan = ExportPlan(W1.start.isoformat(), W1.end.isoformat(), exports=2, output_dir="/w/run", dry_run=False)
+    assert ExportPlan.from_dict(plan.as_dict()) == plan and plan.window == W1
+
+    done = exports_summary("connectif_exports", "r1", plan, {"connectif_contacts": 5, "connectif_activities": 2})
+    assert (done.state, done.extracted, done.dry_run) == (RunState.SUCCESS, 7, False)
+    assert done.notes == ["connectif_activities: 2 rows", "connectif_contacts: 5 rows"]
+    assert done.as_dict()["tables"] == {"connectif_contacts": 5, "connectif_activities": 2}
+    assert done.as_dict()["window"] == {"from": "2026-11-09T00:00:00+00:00", "to": "2026-11-16T00:00:00+00:00"}
+
+    dry = ExportPlan(plan.from_date, plan.to_date, exports=3, output_dir="", dry_run=True)
+    planned = exports_summary("connectif_exports", "r2", dry, None)
+    assert (planned.state, planned.dry_run, planned.api_requests) == (RunState.PLANNED, True, 9)
+    assert planned.plan == {"exports": 3, "api_requests": 9} and planned.as_dict()["exports"] == 3
+
+
+def test_new_columns_with_any_name_are_added_in_a_postgresql_schema(pg_database: str, tmp_path: Path) -> None:
+    """The added column is quoted by the dialect: a custom field's name with spaces, quotes or capitals."""
+    engine = sa.create_engine(pg_database)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE SCHEMA wh")
+        load_export_files(engine, {"c": write(tmp_path / "1.csv", "_email\na@x.com\n")}, W1, schema="wh")
+        odd = 'Loyalty "Tier" 2'
+        header = '_email,"Loyalty ""Tier"" 2"'  # CSV quoting of the name above
+        load_export_files(engine, {"c": write(tmp_path / "2.csv", f"{header}\nb@x.com,gold\n")}, W2, schema="wh")
+
+        with engine.connect() as conn:
+            got = {r["_email"]: r[odd] for r in conn.execute(sa.text('SELECT * FROM wh."c"')).mappings()}
+        assert got == {"a@x.com": None, "b@x.com": "gold"}
+    finally:
+        engine.dispose()
