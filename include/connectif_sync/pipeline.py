@@ -12,9 +12,11 @@ their rows are set aside as ``suppressed`` with the suppression's reason.
 
 A full scan also hashes each row's *source* values together with the mapping: a row whose source hash
 Connectif confirmed is unchanged without being shaped, validated or rendered, which is most of the cost of
-a second run. Changing the mapping changes every source hash, so nothing stale is skipped. On a SQLite table
-keyed by an integer, the scan *probes* first (:func:`_probe`): SQLite computes the source hashes itself, so
-only each row's key, ``updated_at`` and hash are read, and the unconfirmed rows are then read in full by key.
+a second run. Changing the mapping changes every source hash, so nothing stale is skipped. On a table keyed
+by an integer, the scan *probes* first (:func:`_probe`): the database computes the source hashes itself
+(PostgreSQL and MySQL in SQL, where every read of the sync adds them; SQLite with the ``_sqlite_hash``
+extension, the same value as the Python hash), so only each row's key, ``updated_at`` and hash are read, and
+the unconfirmed rows are then read in full by key.
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ from connectif_sync.extract import (
     DEFAULT_CHUNK_ROWS,
     DEFAULT_READERS,
     PROBE_HASH_COLUMN,
-    adbc_connect,
-    adbc_uri,
+    arrow_connect,
+    arrow_source,
     extract_arrow,
     integer_ranges,
     prefetch,
@@ -46,6 +48,7 @@ from connectif_sync.extract import (
     read_rows,
     read_table,
     resume_probe,
+    source_hash_sql,
     sqlite_hash_extension,
 )
 from connectif_sync.hashing import as_signed, hash_columns, hash_csv_rows, hash_strings, mix64
@@ -252,9 +255,8 @@ def run_sync(
         if probed is not None:
             prepared: Iterator[_Prepared] = probed
         else:
-            chunks = extract_arrow(
-                source_url, m, since=since, chunk_rows=chunk_rows, path=extract_path, readers=readers
-            )
+            chunks = extract_arrow(source_url, m, since=since, chunk_rows=chunk_rows, path=extract_path,
+                                   readers=readers, source_hash=_signed(fingerprint))  # fmt: skip
             prepared = prefetch(prepare(t) for t in chunks)
         for prep in prepared:
             report.extracted += prep.rows
@@ -565,12 +567,14 @@ def _probe(
     source_url: str, mapping: Mapping, index: StateIndex | None, fingerprint: np.uint64, chunk_rows: int,
     readers: int,
 ) -> Iterator[_Prepared] | None:  # fmt: skip
-    """A full scan that reads most rows' source hash only: the chunks of a SQLite table keyed by an
-    integer, or None where a probe does not apply (another database, no ``_sqlite_hash`` extension, a SQL
-    source, no integer key, an empty index) or does not pay (the first range mostly unconfirmed, or
-    mostly REAL/BLOB values, which the SQLite hash leaves to the full read).
+    """A full scan that reads most rows' source hash only: the chunks of a table keyed by an integer on
+    PostgreSQL, MySQL or SQLite, or None where a probe does not apply (another database, no ``_sqlite_hash``
+    extension, a SQL source, no integer key, an empty index) or does not pay (the first range mostly
+    unconfirmed, e.g. confirmed by a version that hashed otherwise, or mostly REAL/BLOB values, which the
+    SQLite hash leaves to the full read).
 
-    Each range of the key is read as (key, ``updated_at``, source hash computed by SQLite); the rows whose
+    Each range of the key is read as (key, ``updated_at``, source hash computed by the database:
+    ``extract.source_hash_sql`` on PostgreSQL and MySQL, the ``_sqlite_hash`` extension on SQLite); the rows whose
     hash Connectif confirmed are done; the others are read in full by key (``IN``), hashed and shaped as in
     any other run, all in the reader threads. Reading three columns instead of every value is most of a
     second run's cost saved (bench/README.md). The hashes are those of the full read, so confirmed state
@@ -578,14 +582,17 @@ def _probe(
     """
     if index is None or len(index) == 0 or index.source_hashes is None:
         return None
-    target = adbc_uri(source_url)
-    if target is None or target[0] != "sqlite" or sqlite_hash_extension() is None or not mapping.order_by:
+    kind = arrow_source(source_url)
+    sqlite = kind == "sqlite"
+    if kind is None or (sqlite and sqlite_hash_extension() is None) or not mapping.order_by:
         return None
     ranges = integer_ranges(source_url, mapping, chunk_rows)
     if not ranges:
         return None
     dialect = sa.make_url(source_url).get_dialect()()
-    fp = int(np.array([fingerprint], np.uint64).view(np.int64)[0])
+    fp = _signed(fingerprint)
+    if not sqlite and source_hash_sql(mapping, dialect, fp) is None:
+        return None
     index.prepare_sources()  # the sorted copy, built once before the threads share the index
     key = mapping.order_by[0]
 
@@ -595,7 +602,7 @@ def _probe(
             col = pc.cast(col, pa.int64())
         return np.asarray(pc.fill_null(col, 0).to_numpy(), dtype=np.int64)
 
-    with adbc_connect(source_url, source_hash=True) as conn:  # is it worth it? the first range tells
+    with arrow_connect(source_url, source_hash=sqlite) as conn:  # is it worth it? the first range tells
         first = read_table(conn, source_url, probe_query(mapping, dialect, fp, id_range=ranges[0]), chunk_rows,
                            resume_probe(mapping, dialect, fp, id_range=ranges[0]), mapping.order_by)  # fmt: skip
     if first.num_rows == 0 or index.find_sources(hashes_of(first))[0].mean() < PROBE_MIN_KNOWN:
@@ -610,17 +617,17 @@ def _probe(
             return _Prepared(0, None, np.zeros(0, np.int64), np.zeros(0, np.int64), None)
         if (~known).mean() > PROBE_FULL_READ:  # mostly unconfirmed: read the chunk's key range whole
             lo, hi = int(pc.min(ids).as_py()), int(pc.max(ids).as_py()) + 1
-            full = read_rows(conn, source_url, mapping, dialect, chunk_rows, id_range=(lo, hi))
+            full = read_rows(conn, source_url, mapping, dialect, chunk_rows, id_range=(lo, hi), source_hash=fp)
             return _prepare(full, mapping, fingerprint, index)
         wanted = ids.filter(pa.array(~known)).to_pylist()
-        rest = read_rows(conn, source_url, mapping, dialect, chunk_rows, ids=wanted)
+        rest = read_rows(conn, source_url, mapping, dialect, chunk_rows, ids=wanted, source_hash=fp)
         # Rows read again count once: the probe's known ones plus whatever the second read returned (a row
         # deleted in between is simply not extracted, as with any read that is not one transaction).
         return _prepare(rest, mapping, fingerprint, index, high, at[known], int(known.sum()) + rest.num_rows)
 
     sqls = [probe_query(mapping, dialect, fp, id_range=r) for r in ranges]
     resumes = [resume_probe(mapping, dialect, fp, id_range=r) for r in ranges]
-    return read_ranges(source_url, sqls, chunk_rows, readers, resumes, mapping.order_by, transform, source_hash=True)
+    return read_ranges(source_url, sqls, chunk_rows, readers, resumes, mapping.order_by, transform, source_hash=sqlite)
 
 
 def mapping_fingerprint(mapping: Mapping) -> np.uint64:
@@ -629,8 +636,18 @@ def mapping_fingerprint(mapping: Mapping) -> np.uint64:
     return np.uint64(hash_strings(pa.array([text]))[0])
 
 
+def _signed(fingerprint: np.uint64) -> int:
+    return int(np.array([fingerprint], np.uint64).view(np.int64)[0])
+
+
 def source_hashes(table: pa.Table, mapping: Mapping, fingerprint: np.uint64) -> np.ndarray:
-    """A hash of each row's source values and of the mapping: equal hashes mean equal CSV output."""
+    """A hash of each row's source values and of the mapping: equal hashes mean equal CSV output. The
+    database's own (column ``PROBE_HASH_COLUMN``, see ``extract.source_hash_sql``) where the read has it."""
+    if PROBE_HASH_COLUMN in table.column_names:
+        col = table.column(PROBE_HASH_COLUMN)
+        if not pa.types.is_integer(col.type):  # NULL all through a batch: typed null by the driver
+            col = pc.cast(col, pa.int64())
+        return np.asarray(pc.fill_null(col, 0).to_numpy(), dtype=np.int64).view(np.uint64)
     cols = [to_text(table.column(c)) for c in mapping.source_columns() if c != mapping.updated_at]
     h = hash_columns(cols)
     h ^= fingerprint
