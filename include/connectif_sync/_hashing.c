@@ -17,12 +17,11 @@
  * chunk writer needs to cut files and would otherwise cost another pass over every value.
  * The GIL is released while hashing.
  *
- * Two open-addressing hash tables over 64-bit hashes (linear probing, Fibonacci slot from the hash) replace
- * sorting and binary searches where every row of a run is looked up (about 20x fewer cycles per key):
- * set_add(table, hashes, dup) adds hashes to a set kept in a uint64 table (0 = empty slot; a hash of 0 is
- * left to the caller), writing 1 in dup for each hash already present (earlier, or earlier in hashes);
+ * An open-addressing hash table over 64-bit hashes (linear probing, Fibonacci slot from the hash) replaces
+ * sorting and binary searches where every row of a full scan is looked up by its source hash:
  * positions_build(table, keys) / positions_find(table, keys, needles, found, at) index the positions of an
- * array of keys in an int32 table (position + 1; 0 = empty) and find needles in it.
+ * array of keys in an int32 table (position + 1; 0 = empty; 4 bytes a slot, against 16 bytes a key for a
+ * sorted copy and its order) and find needles in it.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -219,75 +218,6 @@ static int table_bits(Py_ssize_t slots) {
     return bits;
 }
 
-static PyObject *set_add(PyObject *self, PyObject *args) {
-    Py_buffer table, hashes, dup;
-    if (!PyArg_ParseTuple(args, "w*y*w*", &table, &hashes, &dup)) return NULL;
-    PyObject *ret = NULL;
-    Py_ssize_t slots = table.len / (Py_ssize_t)sizeof(uint64_t), n = hashes.len / (Py_ssize_t)sizeof(uint64_t);
-    int bits = table_bits(slots);
-    if (bits < 0 || dup.len < n) {
-        PyErr_SetString(PyExc_ValueError, "set_add: table length must be a power of two, dup hold n bytes");
-        goto done;
-    }
-    uint64_t *t = (uint64_t *)table.buf;
-    const uint64_t *h = (const uint64_t *)hashes.buf;
-    uint8_t *d = (uint8_t *)dup.buf;
-    Py_ssize_t added = 0, mask = slots - 1, full = 0;
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < n && !full; i++) {
-        uint64_t v = h[i];
-        d[i] = 0;
-        if (v == 0) continue;
-        Py_ssize_t s = slot_of(v, bits), probes = 0;
-        while (t[s] != 0 && t[s] != v && probes++ < slots) s = (s + 1) & mask;
-        if (t[s] == v) d[i] = 1;
-        else if (t[s] == 0) {
-            t[s] = v;
-            added++;
-        } else full = 1;
-    }
-    Py_END_ALLOW_THREADS
-    if (full) PyErr_SetString(PyExc_ValueError, "set_add: the table is full");
-    else ret = PyLong_FromSsize_t(added);
-done:
-    PyBuffer_Release(&table);
-    PyBuffer_Release(&hashes);
-    PyBuffer_Release(&dup);
-    return ret;
-}
-
-static PyObject *set_has(PyObject *self, PyObject *args) {
-    Py_buffer table, hashes, out;
-    if (!PyArg_ParseTuple(args, "y*y*w*", &table, &hashes, &out)) return NULL;
-    PyObject *ret = NULL;
-    Py_ssize_t slots = table.len / (Py_ssize_t)sizeof(uint64_t), n = hashes.len / (Py_ssize_t)sizeof(uint64_t);
-    int bits = table_bits(slots);
-    if (bits < 0 || out.len < n) {
-        PyErr_SetString(PyExc_ValueError, "set_has: table length must be a power of two, out hold n bytes");
-        goto done;
-    }
-    const uint64_t *t = (const uint64_t *)table.buf, *h = (const uint64_t *)hashes.buf;
-    uint8_t *o = (uint8_t *)out.buf;
-    Py_ssize_t mask = slots - 1;
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < n; i++) {
-        uint64_t v = h[i];
-        o[i] = 0;
-        if (v == 0) continue;
-        Py_ssize_t s = slot_of(v, bits), probes = 0;
-        while (t[s] != 0 && t[s] != v && probes++ < slots) s = (s + 1) & mask;
-        o[i] = t[s] == v;
-    }
-    Py_END_ALLOW_THREADS
-    ret = Py_None;
-    Py_INCREF(ret);
-done:
-    PyBuffer_Release(&table);
-    PyBuffer_Release(&hashes);
-    PyBuffer_Release(&out);
-    return ret;
-}
-
 static PyObject *positions_build(PyObject *self, PyObject *args) {
     Py_buffer table, keys;
     if (!PyArg_ParseTuple(args, "w*y*", &table, &keys)) return NULL;
@@ -372,10 +302,6 @@ static PyMethodDef methods[] = {
     {"hash_rows", hash_rows, METH_VARARGS,
      "hash_rows(columns, n, out, sizes=None): the joined-row hash of n rows of Arrow string columns into out "
      "(uint64) and, when given, each row's CSV size into sizes (int64)."},
-    {"set_add", set_add, METH_VARARGS,
-     "set_add(table, hashes, dup) -> added: add uint64 hashes (not 0) to an open-addressing set; dup[i] = 1 "
-     "when hashes[i] was already in it."},
-    {"set_has", set_has, METH_VARARGS, "set_has(table, hashes, out): out[i] = 1 when hashes[i] is in the set."},
     {"positions_build", positions_build, METH_VARARGS,
      "positions_build(table, keys): index the positions of uint64 keys (not 0) in an int32 table."},
     {"positions_find", positions_find, METH_VARARGS,

@@ -168,67 +168,12 @@ def as_signed(h: np.ndarray) -> np.ndarray:
 MAX_LOAD = 0.75  # filled share of a hash table's slots before it doubles
 
 
-def _slots_for(n: int, least: int = 2) -> int:
+def _slots_for(n: int) -> int:
     """A power-of-two table length that keeps ``n`` entries under :data:`MAX_LOAD`."""
-    slots = least
+    slots = 2
     while slots * MAX_LOAD <= n:
         slots *= 2
     return slots
-
-
-class HashSet:
-    """A growing set of uint64 hashes in an open-addressing table (the C accelerator): each key added or
-    looked up costs a probe or two instead of a sort and binary searches over every run of keys kept so far.
-    8 / :data:`MAX_LOAD` to 16 bytes per key. Only when :data:`ACCELERATED` (``KeySet`` falls back to its
-    sorted runs otherwise)."""
-
-    @staticmethod
-    def available() -> bool:
-        """Whether the C accelerator is there (read at each call: tests switch it off)."""
-        return _c is not None
-
-    def __init__(self) -> None:
-        if _c is None:
-            raise RuntimeError("HashSet needs the C accelerator (connectif_sync._hashing)")
-        self._table = np.zeros(_slots_for(0, 1 << 12), np.uint64)
-        self._count = 0
-        self._zero = False  # the hash 0 marks an empty slot: whether it was added is kept apart
-
-    def __len__(self) -> int:
-        return self._count + int(self._zero)
-
-    def _grow(self, extra: int) -> None:
-        slots = _slots_for(self._count + extra)
-        if slots <= len(self._table):
-            return
-        old = self._table[self._table != 0]
-        self._table = np.zeros(slots, np.uint64)
-        assert _c is not None
-        _c.set_add(self._table, old, np.empty(len(old), np.uint8))
-        del old
-
-    def add_new(self, hashes: np.ndarray) -> np.ndarray:
-        """Add ``hashes``; return the mask of those already present (earlier, or earlier in this array)."""
-        assert _c is not None
-        h = np.ascontiguousarray(hashes, dtype=np.uint64)
-        self._grow(len(h))
-        dup = np.empty(len(h), np.uint8)
-        self._count += _c.set_add(self._table, h, dup)
-        out = dup.view(bool)
-        zeros = np.flatnonzero(h == 0)
-        if len(zeros):
-            out[zeros] = True
-            out[zeros[0]] = self._zero
-            self._zero = True
-        return out
-
-    def contains(self, hashes: np.ndarray) -> np.ndarray:
-        """Whether each of ``hashes`` is in the set (nothing is added)."""
-        assert _c is not None
-        h = np.ascontiguousarray(hashes, dtype=np.uint64)
-        out = np.empty(len(h), np.uint8)
-        _c.set_has(self._table, h, out)
-        return out.view(bool) | ((h == 0) & self._zero)
 
 
 class PositionIndex:
