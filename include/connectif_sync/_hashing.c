@@ -265,19 +265,19 @@ static PyObject *positions_find(PyObject *self, PyObject *args) {
     uint8_t *f = (uint8_t *)found.buf;
     int64_t *a = (int64_t *)at.buf;
     Py_ssize_t mask = slots - 1;
-    for (Py_ssize_t s = 0; s < slots; s++) /* a table built for other keys would read outside them */
-        if (t[s] < 0 || t[s] > nk) {
-            PyErr_SetString(PyExc_ValueError, "positions_find: the table does not belong to these keys");
-            goto done;
-        }
+    int foreign = 0; /* a table built for other keys: an entry beyond them is refused, never read */
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < n; i++) {
+    for (Py_ssize_t i = 0; i < n && !foreign; i++) {
         uint64_t v = q[i];
         f[i] = 0;
         a[i] = 0;
         if (v == 0) continue;
-        Py_ssize_t s = slot_of(v, bits);
-        while (t[s] != 0) {
+        Py_ssize_t s = slot_of(v, bits), probes = 0;
+        while (t[s] != 0 && probes++ < slots) {
+            if (t[s] < 0 || t[s] > nk) {
+                foreign = 1;
+                break;
+            }
             if (k[t[s] - 1] == v) {
                 f[i] = 1;
                 a[i] = t[s] - 1;
@@ -287,6 +287,10 @@ static PyObject *positions_find(PyObject *self, PyObject *args) {
         }
     }
     Py_END_ALLOW_THREADS
+    if (foreign) {
+        PyErr_SetString(PyExc_ValueError, "positions_find: the table does not belong to these keys");
+        goto done;
+    }
     ret = Py_None;
     Py_INCREF(ret);
 done:

@@ -593,7 +593,7 @@ def _probe(
     fp = _signed(fingerprint)
     if not sqlite and source_hash_sql(mapping, dialect, fp) is None:
         return None
-    index.prepare_sources()  # the sorted copy, built once before the threads share the index
+    index.prepare_sources()  # the look-up table, built once before the threads share the index
     key = mapping.order_by[0]
 
     def hashes_of(probe: pa.Table) -> np.ndarray:
