@@ -16,10 +16,17 @@
  * row's size in bytes as pyarrow's CSV writer renders it (connectif_sync.chunk.row_bytes), which the
  * chunk writer needs to cut files and would otherwise cost another pass over every value.
  * The GIL is released while hashing.
+ *
+ * An open-addressing hash table over 64-bit hashes (linear probing, Fibonacci slot from the hash) replaces
+ * sorting and binary searches where every row of a full scan is looked up by its source hash:
+ * positions_build(table, keys) / positions_find(table, keys, needles, found, at) index the positions of an
+ * array of keys in an int32 table (position + 1; 0 = empty; 4 bytes a slot, against 16 bytes a key for a
+ * sorted copy and its order) and find needles in it.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "_hash64.h"
 /* Powers of HASH_P (mod 2^64). */
@@ -199,10 +206,110 @@ done:
     return ret;
 }
 
+/* ------------------------------------------------------------------------------------ hash tables */
+
+static inline Py_ssize_t slot_of(uint64_t h, int bits) { return (Py_ssize_t)((h * HASH_GOLDEN) >> (64 - bits)); }
+
+/* log2 of a power-of-two table length, or -1. */
+static int table_bits(Py_ssize_t slots) {
+    if (slots < 2 || (slots & (slots - 1)) != 0) return -1;
+    int bits = 0;
+    while (((Py_ssize_t)1 << bits) < slots) bits++;
+    return bits;
+}
+
+static PyObject *positions_build(PyObject *self, PyObject *args) {
+    Py_buffer table, keys;
+    if (!PyArg_ParseTuple(args, "w*y*", &table, &keys)) return NULL;
+    PyObject *ret = NULL;
+    Py_ssize_t slots = table.len / (Py_ssize_t)sizeof(int32_t), n = keys.len / (Py_ssize_t)sizeof(uint64_t);
+    int bits = table_bits(slots);
+    if (bits < 0 || n >= slots || n >= INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "positions_build: table length must be a power of two above len(keys)");
+        goto done;
+    }
+    int32_t *t = (int32_t *)table.buf;
+    const uint64_t *k = (const uint64_t *)keys.buf;
+    Py_ssize_t mask = slots - 1;
+    Py_BEGIN_ALLOW_THREADS
+    memset(t, 0, (size_t)slots * sizeof(int32_t));
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t v = k[i];
+        if (v == 0) continue;
+        Py_ssize_t s = slot_of(v, bits);
+        while (t[s] != 0 && k[t[s] - 1] != v) s = (s + 1) & mask;
+        if (t[s] == 0) t[s] = (int32_t)(i + 1); /* the first position of a repeated key stays */
+    }
+    Py_END_ALLOW_THREADS
+    ret = Py_None;
+    Py_INCREF(ret);
+done:
+    PyBuffer_Release(&table);
+    PyBuffer_Release(&keys);
+    return ret;
+}
+
+static PyObject *positions_find(PyObject *self, PyObject *args) {
+    Py_buffer table, keys, needles, found, at;
+    if (!PyArg_ParseTuple(args, "y*y*y*w*w*", &table, &keys, &needles, &found, &at)) return NULL;
+    PyObject *ret = NULL;
+    Py_ssize_t slots = table.len / (Py_ssize_t)sizeof(int32_t), nk = keys.len / (Py_ssize_t)sizeof(uint64_t);
+    Py_ssize_t n = needles.len / (Py_ssize_t)sizeof(uint64_t);
+    int bits = table_bits(slots);
+    if (bits < 0 || nk >= slots || found.len < n || at.len < n * (Py_ssize_t)sizeof(int64_t)) {
+        PyErr_SetString(PyExc_ValueError, "positions_find: bad table or output sizes");
+        goto done;
+    }
+    const int32_t *t = (const int32_t *)table.buf;
+    const uint64_t *k = (const uint64_t *)keys.buf, *q = (const uint64_t *)needles.buf;
+    uint8_t *f = (uint8_t *)found.buf;
+    int64_t *a = (int64_t *)at.buf;
+    Py_ssize_t mask = slots - 1;
+    int foreign = 0; /* a table built for other keys: an entry beyond them is refused, never read */
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n && !foreign; i++) {
+        uint64_t v = q[i];
+        f[i] = 0;
+        a[i] = 0;
+        if (v == 0) continue;
+        Py_ssize_t s = slot_of(v, bits), probes = 0;
+        while (t[s] != 0 && probes++ < slots) {
+            if (t[s] < 0 || t[s] > nk) {
+                foreign = 1;
+                break;
+            }
+            if (k[t[s] - 1] == v) {
+                f[i] = 1;
+                a[i] = t[s] - 1;
+                break;
+            }
+            s = (s + 1) & mask;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    if (foreign) {
+        PyErr_SetString(PyExc_ValueError, "positions_find: the table does not belong to these keys");
+        goto done;
+    }
+    ret = Py_None;
+    Py_INCREF(ret);
+done:
+    PyBuffer_Release(&table);
+    PyBuffer_Release(&keys);
+    PyBuffer_Release(&needles);
+    PyBuffer_Release(&found);
+    PyBuffer_Release(&at);
+    return ret;
+}
+
 static PyMethodDef methods[] = {
     {"hash_rows", hash_rows, METH_VARARGS,
      "hash_rows(columns, n, out, sizes=None): the joined-row hash of n rows of Arrow string columns into out "
      "(uint64) and, when given, each row's CSV size into sizes (int64)."},
+    {"positions_build", positions_build, METH_VARARGS,
+     "positions_build(table, keys): index the positions of uint64 keys (not 0) in an int32 table."},
+    {"positions_find", positions_find, METH_VARARGS,
+     "positions_find(table, keys, needles, found, at): where each needle is in keys (found: uint8, at: int64)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from connectif_sync.extract import PROBE_HASH_COLUMN
 from connectif_sync.hashing import hash_columns, hash_strings, mix64
 from connectif_sync.mappings import Mapping
 from connectif_sync.shape import to_text
@@ -38,8 +39,19 @@ def mapping_fingerprint(mapping: Mapping) -> np.uint64:
     return np.uint64(hash_strings(pa.array([text]))[0])
 
 
+def signed(fingerprint: np.uint64) -> int:
+    """The fingerprint as the signed 64-bit integer SQL hash expressions take."""
+    return int(np.array([fingerprint], np.uint64).view(np.int64)[0])
+
+
 def source_hashes(table: pa.Table, mapping: Mapping, fingerprint: np.uint64) -> np.ndarray:
-    """A hash of each row's source values and of the mapping: equal hashes mean equal CSV output."""
+    """A hash of each row's source values and of the mapping: equal hashes mean equal CSV output. The
+    database's own (column ``PROBE_HASH_COLUMN``, see ``extract.source_hash_sql``) where the read has it."""
+    if PROBE_HASH_COLUMN in table.column_names:
+        col = table.column(PROBE_HASH_COLUMN)
+        if not pa.types.is_integer(col.type):  # NULL all through a batch: typed null by the driver
+            col = pc.cast(col, pa.int64())
+        return np.asarray(pc.fill_null(col, 0).to_numpy(), dtype=np.int64).view(np.uint64)
     cols = [to_text(table.column(c)) for c in mapping.source_columns() if c != mapping.updated_at]
     h = hash_columns(cols)
     h ^= fingerprint

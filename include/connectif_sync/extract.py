@@ -121,6 +121,7 @@ def build_query(
     after: tuple[Any, ...] | None = None,
     ids: Sequence[int] | None = None,
     select: str | None = None,
+    source_hash: int | None = None,
 ) -> Query:
     """The SELECT that extraction runs: the mapped columns of the source, filtered and ordered.
 
@@ -130,11 +131,16 @@ def build_query(
     (used to retry specific rows); ``id_range`` ``(lo, hi)`` keeps ``lo <= order column < hi`` (parallel
     reads, see :func:`integer_ranges`); ``after`` keeps the rows that sort after these ``order_by`` values
     (resuming a read); ``ids`` keeps the rows whose integer order column is one of these (the rows a probe
-    found unconfirmed); ``select`` replaces the column list. Identifiers were validated by the mapping and are
+    found unconfirmed); ``select`` replaces the column list; ``source_hash`` (the mapping's fingerprint) adds
+    each row's source hash computed by the database (:func:`source_hash_sql`) as column
+    :data:`PROBE_HASH_COLUMN`, where the database has one. Identifiers were validated by the mapping and are
     quoted here.
     """
     q = dialect.identifier_preparer.quote
     cols = select if select is not None else ", ".join(q(c) for c in mapping.source_columns())
+    hashed = source_hash_sql(mapping, dialect, source_hash) if source_hash is not None and select is None else None
+    if hashed is not None:
+        cols += f", {hashed} AS {q(PROBE_HASH_COLUMN)}"
     table = mapping.table
     source = ".".join(q(p) for p in table.split(".")) if table is not None else f"({mapping.sql_for(dialect.name)}) src"
     where: list[str] = []
@@ -174,6 +180,33 @@ def build_query(
         plus = "+" if selective and dialect.name == "sqlite" else ""
         sql += " ORDER BY " + ", ".join(plus + q(c) for c in mapping.order_by)
     return Query(sql, params)
+
+
+def source_hash_sql(mapping: Mapping, dialect: sa.Dialect, fingerprint: int) -> str | None:
+    """The SQL expression of a row's *source hash* on databases that can compute a 64-bit hash themselves
+    (PostgreSQL, MySQL/MariaDB), or None (SQLite: its own function, see :func:`probe_query`; others).
+
+    A full scan then reads only each row's key, ``updated_at`` and this hash (:func:`probe_query`), and reads
+    in full only the rows whose hash Connectif did not confirm: the database's work to produce the values stays,
+    but the client no longer decodes, converts and hashes every value. Every read of the source by the sync
+    adds the same expression (``source_hash`` of :func:`build_query`), so the hashes stored for confirmed rows
+    are the database's. The values are joined as text with the unit separator, a NULL as empty (as the
+    Python source hash does); ``fingerprint`` (the mapping's) is part of the hash, so a changed mapping
+    changes every hash.
+    """
+    q = dialect.identifier_preparer.quote
+    cols = [c for c in mapping.source_columns() if c != mapping.updated_at]
+    if not cols:
+        return None
+    fp = int(fingerprint)
+    if dialect.name == "postgresql":
+        joined = " || chr(31) || ".join(f"coalesce({q(c)}::text, '')" for c in cols)
+        return f"hashtextextended({joined}, {fp}::bigint)"
+    if dialect.name in ("mysql", "mariadb"):
+        # MD5's first 60 bits as a signed BIGINT (MySQL has no 64-bit hash function of text).
+        joined = ", ".join([f"'{fp}'"] + [f"COALESCE({q(c)}, '')" for c in cols])
+        return f"CAST(CONV(SUBSTRING(MD5(CONCAT_WS(CHAR(31), {joined})), 1, 15), 16, 10) AS SIGNED)"
+    return None
 
 
 def adbc_uri(url: str | sa.URL) -> tuple[str, str] | None:
@@ -399,16 +432,20 @@ def integer_ranges(url: str, mapping: Mapping, chunk_rows: int) -> list[tuple[in
 
 
 def probe_query(mapping: Mapping, dialect: sa.Dialect, fingerprint: int, **filters: Any) -> str:
-    """A SQLite query of each row's order column, ``updated_at`` and source hash only (column
-    :data:`PROBE_HASH_COLUMN`, NULL for a row with REAL or BLOB values), computed by SQLite with the
-    ``connectif_source_hash()`` extension (:func:`adbc_connect` with ``source_hash=True``): the same value as
-    ``connectif_sync.pipeline.source_hashes`` of the row read in full. ``fingerprint`` is the mapping's, as a
-    signed 64-bit integer; ``filters`` are :func:`build_query`'s.
+    """A query of each row's order column, ``updated_at`` and source hash only (column
+    :data:`PROBE_HASH_COLUMN`), computed by the database: on PostgreSQL and MySQL by
+    :func:`source_hash_sql` (the value every read of the sync adds); on SQLite by the
+    ``connectif_source_hash()`` extension (:func:`adbc_connect` with ``source_hash=True``), the same value as
+    ``connectif_sync.pipeline.source_hashes`` of the row read in full (NULL for a row with REAL or BLOB values).
+    ``fingerprint`` is the mapping's, as a signed 64-bit integer; ``filters`` are :func:`build_query`'s.
     """
     q = dialect.identifier_preparer.quote
-    hashed = ", ".join(q(c) for c in mapping.source_columns() if c != mapping.updated_at)
     cols = [q(mapping.order_by[0])] + ([q(mapping.updated_at)] if mapping.updated_at else [])
-    select = ", ".join(cols) + f", connectif_source_hash({int(fingerprint)}, {hashed}) AS {q(PROBE_HASH_COLUMN)}"
+    expr = source_hash_sql(mapping, dialect, fingerprint)
+    if expr is None:
+        hashed = ", ".join(q(c) for c in mapping.source_columns() if c != mapping.updated_at)
+        expr = f"connectif_source_hash({int(fingerprint)}, {hashed})"
+    select = ", ".join(cols) + f", {expr} AS {q(PROBE_HASH_COLUMN)}"
     return build_query(mapping, dialect, select=select, **filters)
 
 
@@ -611,6 +648,7 @@ def extract_arrow(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     path: str = "auto",
     readers: int = DEFAULT_READERS,
+    source_hash: int | None = None,
 ) -> Iterator[pa.Table]:
     """Stream the mapping's source as Arrow tables of about ``chunk_rows`` rows.
 
@@ -619,20 +657,22 @@ def extract_arrow(
     ADBC is cut into ranges of its integer primary key (:func:`integer_ranges`) that ``readers``
     connections read at once, in order; each connection sees the database as of its own queries, so rows
     written during the read may or may not be in it, as with any read that is not one transaction.
+    ``source_hash`` (the mapping's fingerprint, signed): each table also has the rows' source hashes computed
+    by the database, where it can (:func:`source_hash_sql`).
     """
     if path not in ("auto", "adbc", "sqlalchemy"):
         raise ValueError(f"path must be auto, adbc or sqlalchemy, got {path!r}")
     use_adbc = path == "adbc" or (path == "auto" and arrow_source(source_url) is not None)
     dialect = sa.make_url(source_url).get_dialect()()
-    sql = build_query(mapping, dialect, since=since, window=window, keys=keys)
+    sql = build_query(mapping, dialect, since=since, window=window, keys=keys, source_hash=source_hash)
     whole = since is None and window is None and keys is None
     ranges = integer_ranges(source_url, mapping, chunk_rows) if use_adbc and whole and readers > 1 else None
     if ranges:
-        sqls = [build_query(mapping, dialect, id_range=r) for r in ranges]
-        resumes = [resume_query(mapping, dialect, id_range=r) for r in ranges]
+        sqls = [build_query(mapping, dialect, id_range=r, source_hash=source_hash) for r in ranges]
+        resumes = [resume_query(mapping, dialect, id_range=r, source_hash=source_hash) for r in ranges]
         yield from read_ranges(source_url, sqls, chunk_rows, readers, resumes, mapping.order_by)
     elif use_adbc:
-        resume = resume_query(mapping, dialect, since=since, window=window, keys=keys)
+        resume = resume_query(mapping, dialect, since=since, window=window, keys=keys, source_hash=source_hash)
         with arrow_connect(source_url) as conn:
             yield from _adbc_cursor_batches(conn, source_url, sql, chunk_rows, resume, mapping.order_by)
     else:

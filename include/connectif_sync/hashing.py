@@ -163,3 +163,53 @@ def hash_csv_rows(columns: list[pa.Array | pa.ChunkedArray]) -> tuple[np.ndarray
 def as_signed(h: np.ndarray) -> np.ndarray:
     """View uint64 hashes as int64 (what SQL ``BIGINT`` / SQLite ``INTEGER`` store)."""
     return h.view(np.int64)
+
+
+MAX_LOAD = 0.75  # filled share of a hash table's slots before it doubles
+
+
+def _slots_for(n: int) -> int:
+    """A power-of-two table length that keeps ``n`` entries under :data:`MAX_LOAD`."""
+    slots = 2
+    while slots * MAX_LOAD <= n:
+        slots *= 2
+    return slots
+
+
+class PositionIndex:
+    """Where each of a fixed array of uint64 keys is, by key (an int32 table of positions, 8 bytes per key
+    at most): :meth:`find` costs a probe or two per needle, where a binary search over a sorted copy walks
+    twenty levels of a million keys. Keys equal to 0 are never found; a repeated key is found at its first
+    position. Without the C accelerator: an argsort and binary searches, same answers."""
+
+    def __init__(self, keys: np.ndarray) -> None:
+        self.keys = np.ascontiguousarray(keys).view(np.uint64)
+        self._table: np.ndarray | None = None
+        self._order: np.ndarray | None = None
+        self._sorted: np.ndarray | None = None
+        if _c is not None and len(self.keys) < 2**31 - 1:
+            self._table = np.empty(_slots_for(len(self.keys)), np.int32)
+            _c.positions_build(self._table, self.keys)
+        else:
+            self._order = np.argsort(self.keys, kind="stable")
+            self._sorted = self.keys[self._order]
+
+    def find(self, needles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(found, position)`` of each needle (position 0 where not found)."""
+        q = np.ascontiguousarray(needles).view(np.uint64)
+        n = len(q)
+        if self._table is not None:
+            assert _c is not None
+            found = np.empty(n, np.uint8)
+            at = np.empty(n, np.int64)
+            _c.positions_find(self._table, self.keys, q, found, at)
+            return found.view(bool), at
+        assert self._order is not None and self._sorted is not None
+        if len(self.keys) == 0:
+            return np.zeros(n, bool), np.zeros(n, np.int64)
+        srt = self._sorted
+        i = np.searchsorted(srt, q)
+        i[i == len(srt)] = 0
+        found = (srt[i] == q) & (q != 0)
+        at = np.where(found, self._order[i], 0)
+        return found, at

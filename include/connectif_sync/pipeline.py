@@ -37,6 +37,7 @@ from connectif_sync.diff import (
     deleted_keys,
     empty_masks,
     mapping_fingerprint,
+    signed,
     source_hashes,
     split_known,
 )
@@ -220,7 +221,13 @@ def _prepared_chunks(run: _Run) -> Iterator[Prepared]:
             return probed
     index = run.index if run.skip_known else None
     chunks = extract_arrow(
-        p.source_url, m, since=run.since, chunk_rows=p.chunk_rows, path=p.extract_path, readers=p.readers
+        p.source_url,
+        m,
+        since=run.since,
+        chunk_rows=p.chunk_rows,
+        path=p.extract_path,
+        readers=p.readers,
+        source_hash=signed(run.fingerprint),
     )
     return prefetch(prepare(t, m, run.fingerprint, index) for t in chunks)
 

@@ -17,16 +17,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
+from connectif_sync.diff import signed
 from connectif_sync.extract import (
     PROBE_HASH_COLUMN,
-    adbc_connect,
-    adbc_uri,
+    arrow_connect,
+    arrow_source,
     integer_ranges,
     probe_query,
     read_ranges,
     read_rows,
     read_table,
     resume_probe,
+    source_hash_sql,
     sqlite_hash_extension,
 )
 from connectif_sync.mappings import Mapping
@@ -48,25 +50,30 @@ def probe(
     source_url: str, mapping: Mapping, index: StateIndex | None, fingerprint: np.uint64, chunk_rows: int,
     readers: int,
 ) -> Iterator[Prepared] | None:  # fmt: skip
-    """The prepared chunks of a probed full scan, or None where a probe does not apply (another database, no
-    ``_sqlite_hash`` extension, a SQL source, no integer key, an empty index) or does not pay (the first range
-    mostly unconfirmed, or mostly REAL/BLOB values, which the SQLite hash leaves to the full read).
+    """The prepared chunks of a probed full scan on PostgreSQL, MySQL or SQLite, or None where a probe does
+    not apply (another database, no ``_sqlite_hash`` extension, a SQL source, no integer key, an empty index)
+    or does not pay (the first range mostly unconfirmed, e.g. confirmed by a version that hashed otherwise, or
+    mostly REAL/BLOB values, which the SQLite hash leaves to the full read).
 
-    Each range of the key is read as (key, ``updated_at``, source hash computed by SQLite); the others are
+    Each range of the key is read as (key, ``updated_at``, source hash computed by the database:
+    ``extract.source_hash_sql`` on PostgreSQL and MySQL, the ``_sqlite_hash`` extension on SQLite); the others are
     read in full by key (``IN``), hashed and shaped as in any other run, all in the reader threads.
     """
     if index is None or len(index) == 0 or index.source_hashes is None:
         return None
-    target = adbc_uri(source_url)
-    if target is None or target[0] != "sqlite" or sqlite_hash_extension() is None or not mapping.order_by:
+    kind = arrow_source(source_url)
+    sqlite = kind == "sqlite"
+    if kind is None or (sqlite and sqlite_hash_extension() is None) or not mapping.order_by:
         return None
     ranges = integer_ranges(source_url, mapping, chunk_rows)
     if not ranges:
         return None
     dialect = sa.make_url(source_url).get_dialect()()
-    fp = int(np.array([fingerprint], np.uint64).view(np.int64)[0])
-    index.prepare_sources()  # the sorted copy, built once before the threads share the index
-    with adbc_connect(source_url, source_hash=True) as conn:  # is it worth it? the first range tells
+    fp = signed(fingerprint)
+    if not sqlite and source_hash_sql(mapping, dialect, fp) is None:
+        return None
+    index.prepare_sources()  # the look-up table, built once before the threads share the index
+    with arrow_connect(source_url, source_hash=sqlite) as conn:  # is it worth it? the first range tells
         first = read_table(conn, source_url, probe_query(mapping, dialect, fp, id_range=ranges[0]), chunk_rows,
                            resume_probe(mapping, dialect, fp, id_range=ranges[0]), mapping.order_by)  # fmt: skip
     if first.num_rows == 0 or index.find_sources(_hashes_of(first))[0].mean() < PROBE_MIN_KNOWN:
@@ -82,14 +89,14 @@ def probe(
             return Prepared.empty()
         if (~known).mean() > PROBE_FULL_READ:  # mostly unconfirmed: read the chunk's key range whole
             lo, hi = int(pc.min(ids).as_py()), int(pc.max(ids).as_py()) + 1
-            full = read_rows(conn, source_url, mapping, dialect, chunk_rows, id_range=(lo, hi))
+            full = read_rows(conn, source_url, mapping, dialect, chunk_rows, id_range=(lo, hi), source_hash=fp)
             return prepare(full, mapping, fingerprint, index)
         wanted = ids.filter(pa.array(~known)).to_pylist()
-        rest = read_rows(conn, source_url, mapping, dialect, chunk_rows, ids=wanted)
+        rest = read_rows(conn, source_url, mapping, dialect, chunk_rows, ids=wanted, source_hash=fp)
         # Rows read again count once: the probe's known ones plus whatever the second read returned (a row
         # deleted in between is simply not extracted, as with any read that is not one transaction).
         return prepare(rest, mapping, fingerprint, index, high, at[known], int(known.sum()) + rest.num_rows)
 
     sqls = [probe_query(mapping, dialect, fp, id_range=r) for r in ranges]
     resumes = [resume_probe(mapping, dialect, fp, id_range=r) for r in ranges]
-    return read_ranges(source_url, sqls, chunk_rows, readers, resumes, mapping.order_by, transform, source_hash=True)
+    return read_ranges(source_url, sqls, chunk_rows, readers, resumes, mapping.order_by, transform, source_hash=sqlite)

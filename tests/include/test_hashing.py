@@ -92,3 +92,34 @@ def test_accelerator_refuses_bad_buffers_instead_of_reading_past_them() -> None:
         c.hash_rows([], 5, np.empty(2, np.uint64))
     with pytest.raises(ValueError, match="different lengths"):
         hash_columns([pa.array(["a"]), pa.array(["a", "b"])])
+
+
+@pytest.mark.parametrize("accelerated", [True, False])
+def test_position_index_finds_the_first_position_of_each_key(
+    accelerated: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hash table (C) and the sorted fallback give the same answers: the first position of a repeated
+    key, 0 never found, absent needles not found (position 0)."""
+    if accelerated and not hashing.ACCELERATED:
+        pytest.skip("connectif_sync._hashing not built")
+    if not accelerated:
+        monkeypatch.setattr(hashing, "_c", None)
+    rng = np.random.default_rng(3)
+    keys = rng.integers(-(2**63), 2**63 - 1, 50_000, dtype=np.int64)
+    keys[10], keys[20], keys[30] = keys[40], 0, keys[40]  # a key three times (first at 10), and a 0
+    index = hashing.PositionIndex(keys)
+    absent = rng.integers(-(2**63), 2**63 - 1, 1000, dtype=np.int64)
+    needles = np.concatenate([keys[::-1], absent, np.zeros(1, np.int64)])
+    found, at = index.find(needles)
+    first = {}
+    for i, k in enumerate(keys.tolist()):
+        first.setdefault(k, i)
+    expected = [k != 0 and k in first for k in needles.tolist()]
+    assert found.tolist() == expected
+    assert at.tolist() == [first[k] if ok else 0 for k, ok in zip(needles.tolist(), expected, strict=True)]
+    assert index.find(keys[40:41])[1].tolist() == [10]
+
+
+def test_position_index_of_no_keys_finds_nothing() -> None:
+    found, at = hashing.PositionIndex(np.zeros(0, np.int64)).find(np.array([1, 0, 5], np.int64))
+    assert not found.any() and at.tolist() == [0, 0, 0]

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import sqlalchemy as sa
 
+from connectif_sync.hashing import PositionIndex
 from connectif_sync.store import blocks
 from connectif_sync.store.base import StoreBase
 from connectif_sync.store.schema import _LOOKUP_BATCH, _now, snapshots_table, state_table
@@ -31,8 +32,7 @@ class StateIndex:
     row_hashes: np.ndarray
     seen: np.ndarray
     source_hashes: np.ndarray | None = None
-    _by_source: np.ndarray | None = None  # positions sorted by source hash
-    _sorted_sources: np.ndarray | None = None  # source hashes in that order
+    _sources: PositionIndex | None = None  # where each source hash is (a hash table)
 
     @classmethod
     def empty(cls) -> StateIndex:
@@ -62,12 +62,10 @@ class StateIndex:
         return found, np.where(found, self.row_hashes[idx], 0)
 
     def prepare_sources(self) -> None:
-        """Sort the source hashes for :meth:`find_sources` (done on first use; call it before sharing the
+        """Index the source hashes for :meth:`find_sources` (done on first use; call it before sharing the
         index between threads)."""
-        if self.source_hashes is not None and (self._by_source is None or self._sorted_sources is None):
-            by_source = np.argsort(self.source_hashes)
-            self._sorted_sources = self.source_hashes[by_source]
-            self._by_source = by_source
+        if self.source_hashes is not None and self._sources is None:
+            self._sources = PositionIndex(self.source_hashes)
 
     def find_sources(self, source_hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(found, position)`` of rows whose source hash was confirmed (read-only once
@@ -76,14 +74,8 @@ class StateIndex:
         if self.source_hashes is None or len(self.key_hashes) == 0:
             return np.zeros(n, bool), np.zeros(n, np.int64)
         self.prepare_sources()
-        assert self._by_source is not None and self._sorted_sources is not None
-        srt = self._sorted_sources
-        order = np.argsort(source_hashes)
-        at = np.empty(n, dtype=np.int64)
-        at[order] = np.searchsorted(srt, source_hashes[order])
-        at[at == len(srt)] = 0
-        found = (srt[at] == source_hashes) & (source_hashes != 0)
-        return found, self._by_source[at]
+        assert self._sources is not None
+        return self._sources.find(source_hashes)
 
     def unseen(self) -> np.ndarray:
         return self.key_hashes[~self.seen]

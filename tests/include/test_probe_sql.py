@@ -1,0 +1,162 @@
+"""The probe of a full scan on PostgreSQL and MySQL: the database computes each row's source hash in SQL
+(``extract.source_hash_sql``), every read of the sync adds it, and a probed second run gives exactly what a
+run reading every value gives (reports, files, rejected rows)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+import sample_erp as erp
+from connectif_sync import StateStore, run_sync
+from connectif_sync import probe as probing
+from connectif_sync.diff import mapping_fingerprint, source_hashes
+from connectif_sync.extract import PROBE_HASH_COLUMN, arrow_connect, build_query, probe_query, read_table
+from connectif_sync.mappings import load_mapping
+
+pipeline = sys.modules["connectif_sync.pipeline"]  # the package exports a function of the same name
+
+DATABASES = ["postgresql", pytest.param("mysql", marks=pytest.mark.mysql)]
+
+
+def _database(request: pytest.FixtureRequest, kind: str) -> str:
+    return str(request.getfixturevalue("pg_database" if kind == "postgresql" else "mysql_database"))
+
+
+def _exec(url: str, *sql: str) -> None:
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            for s in sql:
+                conn.exec_driver_sql(s)
+    finally:
+        engine.dispose()
+
+
+def _signed(fp: np.uint64) -> int:
+    return int(np.array([fp], np.uint64).view(np.int64)[0])
+
+
+def _second_run(url: str, state: Path, out: Path, probe: bool, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    used: list[bool] = []
+    real = probing.probe
+
+    def spy(*a: Any, **k: Any) -> Any:
+        chunks = real(*a, **k) if probe else None
+        used.append(chunks is not None)
+        return chunks
+
+    copy = out.parent / f"{out.name}-state.db"
+    copy.write_bytes(state.read_bytes())
+    with monkeypatch.context() as mp:
+        mp.setattr(probing, "probe", spy)
+        result = run_sync("contacts", url, out, state_url=f"sqlite:///{copy}", chunk_rows=100)
+    report = {k: v for k, v in result.report.as_dict().items() if k not in ("run_id", "duration_s")}
+    with StateStore(f"sqlite:///{copy}") as store:
+        rejected = sorted(
+            (r["key"] or "", r["source_ref"] or "", r["field"], r["reason"], r["value"] or "")
+            for r in store.rejected("contacts", limit=100_000)
+        )
+    files = [(Path(f.path).name, Path(f.path).read_bytes()) for f in result.files]
+    return {"report": report, "files": files, "rejected": rejected, "probed": used == [True]}
+
+
+@pytest.mark.parametrize("kind", DATABASES)
+def test_probed_full_scan_gives_what_a_full_read_gives(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = _database(request, kind)
+    summary = erp.generate(url, contacts=2000, products=20, orders=10, coupons=0, seed=5, dirty_rate=0.1)
+    clean = set(range(1, 2001)) - set().union(*summary.dirty["customers"].values())
+    state = tmp_path / "state.db"
+    first = run_sync("contacts", url, tmp_path / "first", state_url=f"sqlite:///{state}", chunk_rows=100)
+    with StateStore(f"sqlite:///{state}") as store:
+        for f in first.files:
+            store.confirm_file(f.path)
+    moved = sorted(i for i in clean if i % 50 == 7)
+    invalid, gone, twin, gone2 = (sorted(clean - set(moved))[k] for k in (300, 10, 20, 1400))
+    _exec(
+        url,
+        "UPDATE customers SET last_name = 'Moved', updated_at = '2026-02-01 00:00:00' WHERE MOD(id, 50) = 7",
+        f"UPDATE customers SET email = 'not an email' WHERE id = {invalid}",
+        f"DELETE FROM customers WHERE id IN ({gone}, {gone2})",
+        "INSERT INTO customers (id, customer_code, email, first_name, created_at, updated_at) SELECT 5000, "
+        f"'X', email, 'Twin', created_at, updated_at FROM customers WHERE id = {twin}",
+        "INSERT INTO customers (id, customer_code, email, first_name, created_at, updated_at) "
+        "VALUES (5001, 'Y', 'new.one@example.com', 'New', '2025-01-01', '2025-01-01')",
+    )
+    probed = _second_run(url, state, tmp_path / "probed", True, monkeypatch)
+    full = _second_run(url, state, tmp_path / "full", False, monkeypatch)
+    assert probed["probed"] and not full["probed"]
+    assert probed["report"] == full["report"]
+    r = probed["report"]
+    assert (r["changed"], r["new"], r["deleted"], r["sent"]) == (len(moved), 1, 3, len(moved) + 1)
+    assert r["unchanged"] > 1500
+    assert probed["files"] == full["files"]
+    assert probed["rejected"] == full["rejected"]
+    assert any(x[1] == "id=5000" and x[3].startswith("duplicate key") for x in probed["rejected"])
+
+
+PEOPLE = """
+object: contacts
+source: {table: people}
+key: _email
+order_by: [id]
+fields:
+  _email: {column: email, type: email, required: true}
+  _name: {column: name, type: string}
+  _points: {column: points, type: integer}
+  _birthdate: {column: born, type: date}
+  _newsletterSubscriptionStatus: {column: consent, type: enum, map: {true: subscribed, false: unsubscribed}}
+"""
+
+
+@pytest.mark.parametrize("kind", DATABASES)
+def test_the_database_hash_changes_with_every_value_and_with_the_mapping(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """One value changed in any column (text, integer, date, boolean, a value becoming NULL, text moving
+    from one column to the next) changes the row's source hash; the full read and the probe compute the same
+    hash, which is the one the run uses; another fingerprint gives another hash."""
+    url = _database(request, kind)
+    boolean = "BOOLEAN" if kind == "postgresql" else "TINYINT(1)"
+    _exec(url, f"CREATE TABLE people (id INTEGER PRIMARY KEY, email VARCHAR(50), name VARCHAR(50), points INTEGER, "
+               f"born DATE, consent {boolean})",
+          "INSERT INTO people VALUES (1, 'a@x.com', 'Ann', 5, '2001-02-03', TRUE)")  # fmt: skip
+    path = tmp_path / "people.yaml"
+    path.write_text(PEOPLE, encoding="utf-8")
+    m = load_mapping(path)
+    dialect = sa.make_url(url).get_dialect()()
+    fp = _signed(mapping_fingerprint(m))
+
+    def hash_of(query: str) -> int:
+        with arrow_connect(url) as conn:
+            t = read_table(conn, url, query, 100)
+        value = t.column(PROBE_HASH_COLUMN).to_pylist()[0]
+        assert isinstance(value, int) and value != 0
+        assert source_hashes(t, m, mapping_fingerprint(m)).view(np.int64).tolist() == [value]
+        return value
+
+    def both() -> int:
+        full, probed = hash_of(build_query(m, dialect, source_hash=fp)), hash_of(probe_query(m, dialect, fp))
+        assert full == probed
+        return full
+
+    seen = [both()]
+    changes = [
+        "points = 6", "born = '2001-02-04'", "consent = FALSE", "name = NULL", "points = NULL",
+        "email = 'a@x.co', name = 'mAnn'", "email = 'b@x.com'",
+    ]  # fmt: skip
+    for change in changes:
+        _exec(url, f"UPDATE people SET {change} WHERE id = 1")
+        seen.append(both())
+        _exec(url, "UPDATE people SET email = 'a@x.com', name = 'Ann', points = 5, born = '2001-02-03', "
+                   "consent = TRUE WHERE id = 1")  # fmt: skip
+    assert both() == seen[0]  # the same values, the same hash
+    assert len(set(seen)) == len(seen), seen
+    assert hash_of(probe_query(m, dialect, fp ^ 1)) != seen[0]
