@@ -5,6 +5,7 @@ from __future__ import annotations
 pytest_plugins = [
     "tests.fixtures.airflow_env",
     "tests.fixtures.airflow_stack",
+    "tests.fixtures.integration",
     "tests.fixtures.emulator",
     "tests.fixtures.provider",
     "tests.fixtures.dags",
