@@ -12,4 +12,5 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.mail",
     "tests.fixtures.mariadb",
+    "tests.fixtures.databases",
 ]
