@@ -8,6 +8,7 @@ rate-limit bucket used from several processes.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,3 +48,30 @@ def test_contacts_dag_runs_through_scheduler_worker_and_triggerer(
     assert summary["imports"] >= 1
     imports = emulator.admin.imports()
     assert [i["status"] for i in imports] == ["finished"] * len(imports)
+
+
+def test_each_test_gets_its_settings_and_leaves_the_stack_as_it_found_it(
+    airflow_stack: AirflowStack, tmp_path: Path
+) -> None:
+    """What ``configured`` promises the tests sharing the stack: their Variables and connections while they run,
+    then every DAG paused, no run active, and the Variables and connections as they were."""
+    with airflow_stack.client() as client:
+        client.create_variable("connectif_mappings_dir", "/kept")  # there before the test: put back afterwards
+    smtp = {"conn_type": "smtp", "host": "127.0.0.1", "port": 2525, "extra": {"disable_tls": True}}
+    erp_url = f"sqlite:///{tmp_path / 'no-erp.sqlite'}"  # the run may fail: it is ended on leaving
+    settings = {"source_url": erp_url, "mappings_dir": ""}
+    with airflow_stack.configured(tmp_path, connections={"t": smtp}, **settings), airflow_stack.client() as client:
+        assert client.variable("connectif_source_url") == erp_url
+        assert client.variable("connectif_state_url") == f"sqlite:///{tmp_path / 'state.sqlite'}"
+        assert client.variable("connectif_mappings_dir") == ""
+        conn = client._json("GET", "/connections/t")
+        assert (conn["host"], conn["port"], json.loads(conn["extra"])) == ("127.0.0.1", 2525, {"disable_tls": True})
+        client.set_paused("connectif_products", False)
+        run = client.trigger("connectif_products", conf={"dry_run": True})
+    with airflow_stack.client() as client:
+        assert client.variable("connectif_source_url") is None
+        assert client.variable("connectif_mappings_dir") == "/kept"
+        assert client._request("GET", "/connections/t").status_code == 404
+        assert all(d["is_paused"] for d in client.dags("connectif_"))
+        assert client.run("connectif_products", run["dag_run_id"])["state"] in ("success", "failed")
+        client._json("DELETE", "/variables/connectif_mappings_dir", ok=(204,))
