@@ -1,9 +1,10 @@
 """The code stays as easy to read as the architecture: DAG files declare, functions stay short.
 
-Issue 13's "done when": no DAG file over about 80 lines, no function over about 80 lines in ``dags/``,
-``include/`` and ``plugins/``. What is over the limit today is listed in ``ALLOWLIST`` with its length now:
-an entry may shrink, never grow, and no new offender may appear. When an entry drops to the limit (or its
-code goes), the test asks for the entry to be removed, so the list only ever gets shorter.
+Issue 13's "done when": no DAG file over about 80 lines, no function over about 80 lines (in ``dags/``,
+``include/``, ``plugins/`` and the project's other packages). What is over the limit today is listed in
+``ALLOWLIST`` with its length now: an entry may shrink, never grow, and no new offender may appear. When an
+entry drops to the limit (or its code goes), the test asks for the entry to be removed, so the list only
+ever gets shorter.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 MAX_DAG_FILE_LINES = 80
 MAX_FUNCTION_LINES = 80
-CHECKED_FOLDERS = ("dags", "include", "plugins")
+#: Every first-party package (the issue names dags/, include/ and plugins/; the rule holds for all).
+CHECKED_FOLDERS = ("dags", "include", "plugins", "emulator", "sample_erp", "localdb", "demo", "deploy", "bench")
 
 #: Today's offenders -> their length in lines: a DAG file by path, a function as ``path::qualified.name``.
 ALLOWLIST: dict[str, int] = {
@@ -32,6 +34,9 @@ ALLOWLIST: dict[str, int] = {
     "include/connectif_sync/mappings.py::parse_mapping": 98,
     "include/connectif_sync/pipeline.py::run_sync": 194,
     "include/connectif_sync/state.py::StateStore._upsert_state": 97,
+    "sample_erp/__init__.py::generate": 82,
+    "demo/__main__.py::main": 144,
+    "bench/ui_bench.py::main": 90,
 }
 
 
