@@ -35,7 +35,6 @@ ALLOWLIST: dict[str, int] = {
     "include/connectif_sync/pipeline.py::run_sync": 194,
     "include/connectif_sync/state.py::StateStore._upsert_state": 97,
     "sample_erp/__init__.py::generate": 82,
-    "demo/__main__.py::main": 144,
     "bench/ui_bench.py::main": 90,
 }
 
