@@ -30,13 +30,7 @@ def _max_in_window(stamps: list[float], window: float) -> int:
     return best
 
 
-@pytest.fixture(
-    params=[
-        "sqlite",
-        pytest.param("postgresql", marks=pytest.mark.postgres),
-        pytest.param("redis", marks=pytest.mark.integration),  # its server is found through getfixturevalue
-    ]
-)
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres), "redis"])
 def backend_url(request: pytest.FixtureRequest, rate_limit_db: str) -> str:
     """Every backend: SQLite (standalone), PostgreSQL and Redis (distributed deployments)."""
     if request.param == "sqlite":
