@@ -10,6 +10,7 @@ EMULATOR_PORT ?= 8765
 
 help:
 	@echo "make test      - create the venv if missing, install everything, lint, type-check and run the tests"
+	@echo "make test-unit - the fast unit tests only (pytest -m 'not integration'); make test-integration - the rest"
 	@echo "make emulator  - run the Connectif emulator on 127.0.0.1:$(EMULATOR_PORT)"
 	@echo "make demo      - embedded PostgreSQL + sample ERP + emulator + airflow standalone, first sync of every DAG, until Ctrl-C"
 	@echo "make bench-emulator - upload/import speed and requests/s of the emulator (figures in bench/README.md)"
@@ -48,6 +49,15 @@ pytest: install system-deps
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+# The fast unit suite (no Airflow, no database server, no browser; the emulator still runs) and the rest.
+# `pytest -m integration` sets the same marker (tests/fixtures/integration.py decides at collection).
+.PHONY: test-unit test-integration
+test-unit: install
+	$(BIN)/pytest -m "not integration"
+
+test-integration: install system-deps
+	$(BIN)/pytest -m integration
 
 emulator: install
 	$(BIN)/python -m emulator --host 127.0.0.1 --port $(EMULATOR_PORT)

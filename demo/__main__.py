@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 
@@ -376,12 +376,8 @@ def print_summaries(rows: list[dict[str, Any]]) -> None:
 
 
 # -- main -------------------------------------------------------------------------------------------------
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    marker = uuid.uuid4().hex
-    procs: list[ManagedProcess] = []
-    airflow: AirflowStandalone | None = None
-    database: LocalPostgres | None = None
+def handle_stop_signals() -> None:
+    """Ctrl-C, SIGTERM and SIGHUP stop the demo cleanly (``main``'s ``finally``)."""
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         raise DemoStopped(signal.Signals(signum).name)
@@ -390,6 +386,112 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGHUP, on_term)
+
+
+def demo_airflow(args: argparse.Namespace, marker: str, database: LocalPostgres) -> AirflowStandalone:
+    """The demo's ``airflow standalone`` (not started yet): metadata on the demo's PostgreSQL."""
+    air_port = port_or_free(args.host, args.port)
+    if air_port != args.port:
+        say(f"• port {args.port} is busy; Airflow will listen on {air_port}")
+    return AirflowStandalone(
+        DEMO_DIR / "airflow",
+        marker=marker,
+        host=args.host,
+        port=air_port,
+        parallelism=PARALLELISM,
+        database_url=database.url("airflow"),
+        extra_env={
+            # The emulator imports thousands of rows a second: poll every 5 s rather than the default 15 s.
+            "CONNECTIF_POLL_INTERVAL": "5",
+            # Where the DAGs read and write (the fallbacks of the connectif_* Variables, which stay unset).
+            "CONNECTIF_SOURCE_URL": database.url("erp"),
+            "CONNECTIF_STATE_URL": database.url("state"),
+            "CONNECTIF_WAREHOUSE_URL": database.url("warehouse"),
+            "CONNECTIF_WORK_DIR": str(DEMO_DIR / "work"),
+        },
+    )
+
+
+def boot_airflow(
+    airflow: AirflowStandalone, database: LocalPostgres, emu_url: str, key: str, started: float
+) -> AirflowClient:
+    """Migrate, import the pools and ``connectif_default``, start, and wait for every DAG; a logged-in client."""
+    say("• Airflow: migrating the metadata DB, importing pools.json and the connectif_default connection")
+    airflow.prepare(
+        pools_file=REPO / "pools.json",
+        connections={
+            "connectif_default": {
+                "conn_type": "connectif",
+                "host": emu_url,
+                "password": key,
+                "extra": json.dumps({"rate_limit_backend": database.url("rate_limit")}),
+            }
+        },
+    )
+    say("• Airflow: starting `airflow standalone` (log: .demo/airflow/standalone.log)")
+    airflow.start()
+    airflow.wait_ready()
+    client = airflow.client()
+    airflow.wait_for_dags(client, ALL_DAGS)
+    say(f"• Airflow is up at {airflow.url} ({time.monotonic() - started:.0f}s since start)")
+    no_purchase_workflows(client)
+    return client
+
+
+def first_sync(
+    client: AirflowClient,
+    watchdog: Watchdog,
+    args: argparse.Namespace,
+    order_window: tuple[datetime, datetime],
+    log_path: Path,
+) -> list[dict[str, Any]]:
+    """Run every DAG once, phase by phase; the summary of each run (scheduled ones that started too)."""
+    results: list[dict[str, Any]] = []
+    since = datetime.now(UTC) - timedelta(seconds=5)
+    for phase in PHASES:
+        runs = trigger_phase(client, phase, order_window)
+        for dag_id, run_id in runs.items():
+            run = wait_for_run(client, watchdog, dag_id, run_id, timeout=args.run_timeout)
+            say(f"  ■ {dag_id}: {run['state']}")
+        # Unpausing may also have started a scheduled run (e.g. the purchases of the last hour): wait for
+        # those too and show them, since they may have done the work before our run.
+        for dag_id in phase:
+            for other in runs_since(client, dag_id, since):
+                if other["state"] not in TERMINAL_RUN_STATES:
+                    other = wait_for_run(client, watchdog, dag_id, other["dag_run_id"], timeout=args.run_timeout)
+                results.append(summarise(client, dag_id, other, log_path))
+    return results
+
+
+def print_access(airflow: AirflowStandalone, emu_url: str, database: LocalPostgres) -> None:
+    say(f"Airflow UI:  {airflow.url}   user: admin   password: {airflow.admin_password()}")
+    say(f"REST API:    POST {airflow.url}/auth/token with that user and password, then `Authorization: Bearer`")
+    say(f"Monitoring:  {airflow.url}/plugin/connectif (the Connectif page; each run has a Connectif sync tab)")
+    say(f"Emulator:    {emu_url}   (read back what Connectif holds: {emu_url}/_emulator/contacts)")
+    say(f"Data:        PostgreSQL {database.url(driver='')} (cluster {_rel(PG_DIR)}): databases")
+    say("             airflow (metadata), erp (sample ERP), state (sync state, rejected rows),")
+    say("             warehouse (exports), rate_limit (shared bucket); logs in .demo/logs and .demo/airflow/logs")
+
+
+def keep_running(airflow: AirflowStandalone, procs: list[ManagedProcess], watchdog: Watchdog) -> NoReturn:
+    """Until Ctrl-C: fail when a process exits; the watchdog says loudly what is down, and when it is back."""
+    say("Everything keeps running on its schedule. Press Ctrl-C to stop it all (the database server too).")
+    while True:
+        airflow.check_alive()
+        for proc in procs:
+            if not proc.alive():
+                raise StartupError(f"{proc.name} exited; end of its log:\n{proc.log_tail()}")
+        watchdog.check()
+        time.sleep(5)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    marker = uuid.uuid4().hex
+    procs: list[ManagedProcess] = []
+    airflow: AirflowStandalone | None = None
+    database: LocalPostgres | None = None
+    handle_stop_signals()
     started = time.monotonic()
     try:
         if args.fresh and DEMO_DIR.exists():
@@ -406,7 +508,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         erp = ensure_sample_erp(args, database.url("erp"), DEMO_DIR / "erp.json")
         order_end = datetime.fromisoformat(erp["now"])
-        order_window = (order_end - timedelta(days=1), order_end)
 
         key = api_key(DEMO_DIR / "emulator-api-key")
         emu_port = port_or_free(args.host, args.emulator_port)
@@ -417,88 +518,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed_emulator(emu_url, erp["summary"]["coupon_sets"])
         say(f"• Connectif emulator: {emu_url} (log: .demo/logs/emulator.log)")
 
-        air_port = port_or_free(args.host, args.port)
-        if air_port != args.port:
-            say(f"• port {args.port} is busy; Airflow will listen on {air_port}")
-        airflow = AirflowStandalone(
-            DEMO_DIR / "airflow",
-            marker=marker,
-            host=args.host,
-            port=air_port,
-            parallelism=PARALLELISM,
-            database_url=database.url("airflow"),
-            extra_env={
-                # The emulator imports thousands of rows a second: poll every 5 s rather than the default 15 s.
-                "CONNECTIF_POLL_INTERVAL": "5",
-                # Where the DAGs read and write (the fallbacks of the connectif_* Variables, which stay unset).
-                "CONNECTIF_SOURCE_URL": database.url("erp"),
-                "CONNECTIF_STATE_URL": database.url("state"),
-                "CONNECTIF_WAREHOUSE_URL": database.url("warehouse"),
-                "CONNECTIF_WORK_DIR": str(DEMO_DIR / "work"),
-            },
-        )
-        say("• Airflow: migrating the metadata DB, importing pools.json and the connectif_default connection")
-        airflow.prepare(
-            pools_file=REPO / "pools.json",
-            connections={
-                "connectif_default": {
-                    "conn_type": "connectif",
-                    "host": emu_url,
-                    "password": key,
-                    "extra": json.dumps({"rate_limit_backend": database.url("rate_limit")}),
-                }
-            },
-        )
-        say("• Airflow: starting `airflow standalone` (log: .demo/airflow/standalone.log)")
-        airflow.start()
-        airflow.wait_ready()
-        client = airflow.client()
-        airflow.wait_for_dags(client, ALL_DAGS)
-        say(f"• Airflow is up at {airflow.url} ({time.monotonic() - started:.0f}s since start)")
-        no_purchase_workflows(client)
+        airflow = demo_airflow(args, marker, database)
+        client = boot_airflow(airflow, database, emu_url, key, started)
         db = database
         watchdog = Watchdog(
             airflow.url, emulator_url=emu_url, database_alive=db.is_running, grace=args.health_grace, say=say
         )
-
-        results: list[dict[str, Any]] = []
-        since = datetime.now(UTC) - timedelta(seconds=5)
-        for phase in PHASES:
-            runs = trigger_phase(client, phase, order_window)
-            for dag_id, run_id in runs.items():
-                run = wait_for_run(client, watchdog, dag_id, run_id, timeout=args.run_timeout)
-                say(f"  ■ {dag_id}: {run['state']}")
-            # Unpausing may also have started a scheduled run (e.g. the purchases of the last hour): wait for
-            # those too and show them, since they may have done the work before our run.
-            for dag_id in phase:
-                for other in runs_since(client, dag_id, since):
-                    if other["state"] not in TERMINAL_RUN_STATES:
-                        other = wait_for_run(client, watchdog, dag_id, other["dag_run_id"], timeout=args.run_timeout)
-                    results.append(summarise(client, dag_id, other, airflow.log_path))
-
+        results = first_sync(client, watchdog, args, (order_end - timedelta(days=1), order_end), airflow.log_path)
         say()
         say(f"First sync finished in {time.monotonic() - started:.0f}s:")
         print_summaries(results)
         say()
-        say(f"Airflow UI:  {airflow.url}   user: admin   password: {airflow.admin_password()}")
-        say(f"REST API:    POST {airflow.url}/auth/token with that user and password, then `Authorization: Bearer`")
-        say(f"Monitoring:  {airflow.url}/plugin/connectif (the Connectif page; each run has a Connectif sync tab)")
-        say(f"Emulator:    {emu_url}   (read back what Connectif holds: {emu_url}/_emulator/contacts)")
-        say(f"Data:        PostgreSQL {database.url(driver='')} (cluster {_rel(PG_DIR)}): databases")
-        say("             airflow (metadata), erp (sample ERP), state (sync state, rejected rows),")
-        say("             warehouse (exports), rate_limit (shared bucket); logs in .demo/logs and .demo/airflow/logs")
+        print_access(airflow, emu_url, database)
         failed = [r["dag_id"] for r in results if r["state"] != "success"]
         if args.no_wait:
             return 1 if failed else 0
         say()
-        say("Everything keeps running on its schedule. Press Ctrl-C to stop it all (the database server too).")
-        while True:
-            airflow.check_alive()
-            for proc in procs:
-                if not proc.alive():
-                    raise StartupError(f"{proc.name} exited; end of its log:\n{proc.log_tail()}")
-            watchdog.check()  # says loudly what is down, and when it is back
-            time.sleep(5)
+        keep_running(airflow, procs, watchdog)
     except (KeyboardInterrupt, DemoStopped):
         say()
         say("Stopping...")

@@ -167,27 +167,6 @@ class AirflowClient:
     def create_variable(self, key: str, value: str, description: str | None = None) -> None:
         self._json("POST", "/variables", ok=(200, 201), json={"key": key, "value": value, "description": description})
 
-    def create_backfill(
-        self,
-        dag_id: str,
-        from_date: datetime,
-        to_date: datetime,
-        *,
-        max_active_runs: int | None = None,
-        conf: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        """``POST /api/v2/backfills`` (what the UI's Trigger → Backfill form posts)."""
-        body: dict[str, Any] = {
-            "dag_id": dag_id,
-            "from_date": from_date.isoformat(),
-            "to_date": to_date.isoformat(),
-            "dag_run_conf": conf or {},
-        }
-        if max_active_runs is not None:
-            body["max_active_runs"] = max_active_runs
-        result: dict[str, Any] = self._json("POST", "/backfills", ok=(200, 201), json=body)
-        return result
-
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
         """The XCom value (JSON-decoded), or ``None`` when the task pushed nothing under ``key``."""
         resp = self._request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}")

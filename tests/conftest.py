@@ -4,10 +4,13 @@ from __future__ import annotations
 
 pytest_plugins = [
     "tests.fixtures.airflow_env",
+    "tests.fixtures.airflow_stack",
+    "tests.fixtures.integration",
     "tests.fixtures.emulator",
     "tests.fixtures.provider",
     "tests.fixtures.dags",
     "tests.fixtures.postgres",
     "tests.fixtures.mail",
     "tests.fixtures.mariadb",
+    "tests.fixtures.databases",
 ]

@@ -1,9 +1,9 @@
 """Backfills as a user makes them: the Airflow UI in a real browser, the REST API and the CLI.
 
-One ``airflow standalone`` for the module, with its metadata database, the sample ERP, the state store and
-the rate-limit bucket on the session's embedded PostgreSQL (backfills are refused on SQLite under
-concurrent access), talking to the Connectif emulator. Debian's ``chromium``, driven by Playwright, logs in
-through the login page and fills *Trigger* -> *Backfill* for two days of ``connectif_purchases``.
+The session's ``airflow standalone`` (``airflow_stack``: metadata database and rate-limit bucket on the
+embedded PostgreSQL, as backfills are refused on SQLite under concurrent access), with the module's sample
+ERP and state store on PostgreSQL too, talking to the Connectif emulator. Debian's ``chromium``, driven by
+Playwright, logs in through the login page and fills *Trigger* -> *Backfill* for two days of ``connectif_purchases``.
 
 What every test checks for ``connectif_purchases``: the backfill's runs succeed; the ``send`` tasks of all
 runs (backfills and the scheduled runs that unpausing starts) never overlap, and a backfill's intervals send
@@ -19,8 +19,6 @@ Screenshots of the browser flow are kept in ``$CONNECTIF_SCREENSHOTS`` when set 
 from __future__ import annotations
 
 import itertools
-import json
-import os
 import re
 import tempfile
 import time
@@ -34,25 +32,16 @@ from typing import Any
 import pytest
 
 from demo.airflow_api import AirflowClient
-from demo.processes import marked_processes, sweep
-from demo.standalone import REPO, AirflowStandalone, StartupError
+from demo.standalone import AirflowStandalone, StartupError
 from emulator.settings import TEST_SETTINGS
 from emulator.testing import RunningEmulator
-from localdb.postgres import LocalPostgres
+from tests.fixtures.airflow_stack import AirflowStack
+from tests.fixtures.browser import chromium_page, screenshot_dir
 
 #: Generous: 48 hourly runs one after the other on a loaded 2-core machine.
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(2700)]
 
 DAG_ID = "connectif_purchases"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 LOOKBACK = timedelta(hours=24)  # the DAG's default lookback_hours
 #: The sample ERP's orders cover the 10 days before now; each test backfills its own past days.
 ERP = {"contacts": 50, "products": 12, "orders": 240, "coupons": 10, "coupon_sets": 1, "erasures": 1}
@@ -60,59 +49,35 @@ ERP = {"contacts": 50, "products": 12, "orders": 240, "coupons": 10, "coupon_set
 
 @dataclass
 class Deployment:
-    airflow: AirflowStandalone
+    stack: AirflowStack
     emulator: RunningEmulator
     erp_url: str
     today: datetime  # midnight UTC of the day the module started
     screenshots: Path
 
+    @property
+    def airflow(self) -> AirflowStandalone:
+        return self.stack.airflow
+
     def client(self) -> AirflowClient:
-        return self.airflow.client()
+        return self.stack.client()
 
 
 @pytest.fixture(scope="module")
-def deployment(
-    postgres_server: LocalPostgres, emulator_server: RunningEmulator, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Deployment]:
+def deployment(airflow_stack: AirflowStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """The session's Airflow with a sample ERP of 10 days of orders and a state store, both on PostgreSQL."""
     from sample_erp import generate
 
     tmp = tmp_path_factory.mktemp("backfills")
     tag = uuid.uuid4().hex[:10]
-    urls = {name: postgres_server.create_database(f"{name}_{tag}") for name in ("airflow", "erp", "state", "bucket")}
+    urls = {name: airflow_stack.postgres.create_database(f"{name}_{tag}") for name in ("erp", "state")}
     now = datetime.now(UTC).replace(microsecond=0)
     generate(urls["erp"], **ERP, seed=23, dirty_rate=0.0, order_days=10, now=now)
-    emulator_server.admin.reset(**TEST_SETTINGS)
-    connection = {
-        "conn_type": "connectif",
-        "host": emulator_server.base_url,
-        "password": emulator_server.api_key,
-        "extra": {"rate_limit_backend": urls["bucket"]},
-    }
-    env = {
-        "AIRFLOW_CONN_CONNECTIF_DEFAULT": json.dumps(connection),
-        "AIRFLOW_VAR_CONNECTIF_SOURCE_URL": urls["erp"],
-        "AIRFLOW_VAR_CONNECTIF_STATE_URL": urls["state"],
-        "AIRFLOW_VAR_CONNECTIF_WAREHOUSE_URL": f"sqlite:///{tmp / 'warehouse.sqlite'}",
-        "AIRFLOW_VAR_CONNECTIF_WORK_DIR": str(tmp / "work"),
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-    }
-    marker = uuid.uuid4().hex
-    airflow = AirflowStandalone(tmp / "airflow", marker=marker, extra_env=env, database_url=urls["airflow"])
-    shots = Path(os.environ.get("CONNECTIF_SCREENSHOTS") or tmp / "screenshots")
-    shots.mkdir(parents=True, exist_ok=True)
-    try:
-        airflow.prepare(pools_file=REPO / "pools.json")
-        airflow.start()
-        airflow.wait_ready(timeout=300)
-        with airflow.client() as client:
-            airflow.wait_for_dags(client, [DAG_ID, "connectif_contacts"], timeout=180)
+    airflow_stack.emulator.admin.reset(**TEST_SETTINGS)
+    shots = screenshot_dir(tmp)
+    with airflow_stack.configured(tmp, source_url=urls["erp"], state_url=urls["state"]) as stack:
         today = now.replace(hour=0, minute=0, second=0)
-        yield Deployment(airflow, emulator_server, urls["erp"], today, shots)
-    finally:
-        airflow.stop()
-        left = sweep(marker)
-        assert not left, f"processes left behind by airflow standalone: {left}"
-    assert marked_processes(marker) == []
+        yield Deployment(stack, stack.emulator, urls["erp"], today, shots)
 
 
 # -- helpers -----------------------------------------------------------------------------------------------
@@ -244,19 +209,8 @@ def check_backfill(deploy: Deployment, backfill: dict[str, Any], expected_runs: 
 # -- the browser -------------------------------------------------------------------------------------------
 @pytest.fixture
 def browser_page(deployment: Deployment) -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `make system-deps` (it installs Debian's chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(viewport={"width": 1400, "height": 1300}, timezone_id="UTC", locale="en-US")
-            page = context.new_page()
-            page.set_default_timeout(60_000)
-            yield page
-        finally:
-            browser.close()
+    with chromium_page(viewport={"width": 1400, "height": 1300}) as page:
+        yield page
 
 
 def log_in(page: Any, deploy: Deployment, path: str) -> None:

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from connectif_sync.state import StateStore
 from tests.fixtures.dags import DagSandbox
+from tests.fixtures.sql import query
 
 # Dirty kinds of the sample ERP that make a row unacceptable to Connectif (the others are shaped into valid rows).
 REJECTED_CUSTOMERS = {"invalid_email", "null_email", "duplicate_email", "long_name", "invalid_phone"}
@@ -19,12 +20,7 @@ REJECTED_PRODUCTS = {"negative_price", "null_name", "null_price", "long_name", "
 
 
 def erp_rows(sandbox: DagSandbox, sql: str) -> list[dict[str, Any]]:
-    engine = sa.create_engine(sandbox.erp_url)
-    try:
-        with engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(sa.text(sql))]
-    finally:
-        engine.dispose()
+    return query(sandbox.erp_url, sql)
 
 
 def rejected_ids(sandbox: DagSandbox, obj: str) -> dict[int, str]:

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import sqlalchemy as sa
-
 from connectif_sync.state import StateStore
 from tests.fixtures.dags import DagSandbox
+from tests.fixtures.sql import query
 
 
 def pool(sandbox: DagSandbox) -> list[dict[str, object]]:
-    engine = sa.create_engine(sandbox.erp_url)
-    try:
-        with engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(sa.text("SELECT * FROM coupon_pool ORDER BY id"))]
-    finally:
-        engine.dispose()
+    return query(sandbox.erp_url, "SELECT * FROM coupon_pool ORDER BY id")
 
 
 def seed_sets(sandbox: DagSandbox) -> list[str]:

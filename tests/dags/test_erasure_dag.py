@@ -6,15 +6,11 @@ import sqlalchemy as sa
 
 from connectif_sync.state import StateStore
 from tests.fixtures.dags import DagSandbox
+from tests.fixtures.sql import query
 
 
 def requests(sandbox: DagSandbox) -> list[dict[str, object]]:
-    engine = sa.create_engine(sandbox.erp_url)
-    try:
-        with engine.begin() as conn:
-            return [dict(r._mapping) for r in conn.execute(sa.text("SELECT * FROM erasure_requests ORDER BY id"))]
-    finally:
-        engine.dispose()
+    return query(sandbox.erp_url, "SELECT * FROM erasure_requests ORDER BY id")
 
 
 def test_erasure_deletes_pending_contacts_records_done_and_keeps_bad_requests(dag_sandbox: DagSandbox) -> None:

@@ -8,15 +8,11 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from tests.fixtures.dags import DagSandbox
+from tests.fixtures.sql import query
 
 
 def table_rows(url: str, table: str) -> list[dict[str, object]]:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(sa.text(f'SELECT * FROM "{table}"'))]
-    finally:
-        engine.dispose()
+    return query(url, f'SELECT * FROM "{table}"')
 
 
 def test_exports_load_the_window_into_the_warehouse_idempotently(dag_sandbox: DagSandbox) -> None:

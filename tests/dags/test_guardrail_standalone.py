@@ -7,9 +7,7 @@ Rejecting leaves Connectif as it was; approving a later run sends the rows.
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,10 +15,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from demo.airflow_api import AirflowClient
-from demo.processes import marked_processes, sweep
-from demo.standalone import REPO, AirflowStandalone
 from emulator.testing import RunningEmulator
+from tests.fixtures.airflow_stack import AirflowStack
 from tests.fixtures.mail import Mailbox
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
@@ -30,43 +26,20 @@ DAG_ID = "connectif_contacts"
 
 @pytest.fixture
 def stack(
-    tmp_path: Path, emulator: RunningEmulator, postgres_server: Any, mailbox: Mailbox
-) -> Iterator[tuple[AirflowStandalone, str]]:
+    tmp_path: Path, emulator: RunningEmulator, airflow_stack: AirflowStack, mailbox: Mailbox
+) -> Iterator[tuple[AirflowStack, str]]:
+    """The session's Airflow with this test's sample ERP, alert address and SMTP server (``mailbox``)."""
     from sample_erp import generate
 
-    data = tmp_path / "data"
-    data.mkdir()
-    erp_url = f"sqlite:///{data / 'erp.sqlite'}"
+    erp_url = f"sqlite:///{tmp_path / 'erp.sqlite'}"
     generate(erp_url, contacts=200, products=10, orders=5, coupons=10, seed=5, dirty_rate=0.0)
-    connection = {
-        "conn_type": "connectif",
-        "host": emulator.base_url,
-        "password": emulator.api_key,
-        "extra": {"rate_limit_backend": f"sqlite:///{data / 'rate-limit.sqlite'}"},
-    }
-    env = {
-        "AIRFLOW_CONN_CONNECTIF_DEFAULT": json.dumps(connection),
-        "AIRFLOW_CONN_SMTP_DEFAULT": json.dumps(mailbox.connection()),
-        "AIRFLOW_VAR_CONNECTIF_SOURCE_URL": erp_url,
-        "AIRFLOW_VAR_CONNECTIF_STATE_URL": f"sqlite:///{data / 'state.sqlite'}",
-        "AIRFLOW_VAR_CONNECTIF_WAREHOUSE_URL": f"sqlite:///{data / 'warehouse.sqlite'}",
-        "AIRFLOW_VAR_CONNECTIF_WORK_DIR": str(data / "work"),
-        "AIRFLOW_VAR_CONNECTIF_ALERT_EMAIL": "data-team@example.com",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-        "CONNECTIF_POLL_INTERVAL": "2",
-    }
-    marker = uuid.uuid4().hex
-    database_url = postgres_server.create_database(f"airflow_{marker[:12]}")
-    airflow = AirflowStandalone(tmp_path / "airflow", marker=marker, extra_env=env, database_url=database_url)
-    try:
-        airflow.prepare(pools_file=REPO / "pools.json")
-        airflow.start()
-        yield airflow, erp_url
-    finally:
-        airflow.stop()
-        left = sweep(marker)
-        assert not left, f"processes left behind by airflow standalone: {left}"
-    assert marked_processes(marker) == []
+    with airflow_stack.configured(
+        tmp_path,
+        source_url=erp_url,
+        alert_email="data-team@example.com",
+        connections={"smtp_default": mailbox.connection()},
+    ) as configured:
+        yield configured, erp_url
 
 
 def _names(emulator: RunningEmulator) -> dict[str, str]:
@@ -87,7 +60,7 @@ def _wait_pending(client: Any, run_id: str, timeout: float = 480) -> list[dict[s
     raise AssertionError(f"no approval request within {timeout} s")
 
 
-def _settled(airflow: AirflowStandalone, client: Any, run_id: str, timeout: float = 180) -> None:
+def _settled(airflow: AirflowStack, client: Any, run_id: str, timeout: float = 180) -> None:
     """Wait until the scheduler has seen the approval task's worker exit after parking it.
 
     Airflow 3.3.2 races here: an answer given while that worker is still exiting (seconds, under load)
@@ -113,13 +86,10 @@ def _answer(client: Any, run_id: str, option: str) -> None:
 
 
 def test_blanked_first_names_wait_for_approval(
-    stack: tuple[AirflowStandalone, str], emulator: RunningEmulator, mailbox: Mailbox
+    stack: tuple[AirflowStack, str], emulator: RunningEmulator, mailbox: Mailbox
 ) -> None:
     airflow, erp_url = stack
-    airflow.wait_ready(timeout=480)
-    # a generous HTTP timeout: the API server shares two cores with the scheduler, workers and the tests
-    with AirflowClient(airflow.url, "admin", airflow.admin_password(), timeout=120) as client:
-        airflow.wait_for_dags(client, [DAG_ID], timeout=120)
+    with airflow.client() as client:
         client.set_paused(DAG_ID, False)
         first = client.trigger(DAG_ID, conf={})
         assert client.wait_for_run(DAG_ID, first["dag_run_id"], timeout=600)["state"] == "success"

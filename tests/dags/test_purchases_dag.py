@@ -8,22 +8,17 @@ import sqlalchemy as sa
 
 from connectif_sync.state import StateStore
 from tests.fixtures.dags import DagSandbox
+from tests.fixtures.sql import query
 
 
 def paid_orders(sandbox: DagSandbox) -> dict[str, dict[str, Any]]:
-    engine = sa.create_engine(sandbox.erp_url)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                sa.text(
-                    "SELECT o.order_number, o.customer_id, COUNT(l.id) AS line_count, SUM(l.quantity) AS quantity "
-                    "FROM orders o JOIN order_lines l ON l.order_id = o.id WHERE o.status = 'paid' "
-                    "GROUP BY o.order_number, o.customer_id"
-                )
-            )
-            return {r.order_number: dict(r._mapping) for r in rows}
-    finally:
-        engine.dispose()
+    rows = query(
+        sandbox.erp_url,
+        "SELECT o.order_number, o.customer_id, COUNT(l.id) AS line_count, SUM(l.quantity) AS quantity "
+        "FROM orders o JOIN order_lines l ON l.order_id = o.id WHERE o.status = 'paid' "
+        "GROUP BY o.order_number, o.customer_id",
+    )
+    return {r["order_number"]: r for r in rows}
 
 
 def test_purchases_reach_connectif_even_before_their_contacts_and_products(dag_sandbox: DagSandbox) -> None:

@@ -25,6 +25,7 @@ from connectif_sync.state import StateStore
 from emulator.testing import RunningEmulator
 from sample_erp import generate
 from tests.fixtures.provider import DictStore
+from tests.fixtures.sql import query
 
 CONTACTS = 40
 PRODUCTS = 12
@@ -59,13 +60,8 @@ def sql(erp_url: str, statement: str, *params: Any) -> None:
         conn.execute(statement, params)
 
 
-def erp_rows(erp_url: str, query: str) -> list[dict[str, Any]]:
-    engine = sa.create_engine(erp_url)
-    try:
-        with engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(sa.text(query))]
-    finally:
-        engine.dispose()
+def erp_rows(erp_url: str, sql: str) -> list[dict[str, Any]]:
+    return query(erp_url, sql)
 
 
 def operator(conn_id: str, path: str, obj: str, ledger: str | None = None) -> ConnectifImportOperator:

@@ -1,11 +1,11 @@
-"""The sync library on a real MariaDB (MySQL) server: sample ERP, both extraction paths, full runs equal to
-SQLite's, keys that MySQL would read as escapes, time zones and NULLs."""
+"""The sync library on a real MariaDB (MySQL) server: full runs equal to SQLite's, keys that MySQL would read
+as escapes, time zones and NULLs. (The sample ERP and both extraction paths on every server:
+``tests/sample_erp/test_sample_erp_servers.py``, ``test_extract_servers.py``.)"""
 
 from __future__ import annotations
 
 import csv
-from datetime import date, datetime
-from decimal import Decimal
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,62 +14,11 @@ import pytest
 import sqlalchemy as sa
 
 import sample_erp as erp
-from connectif_sync import extract_arrow, load_mapping, resolve_mapping, run_sync
-from connectif_sync.extract import arrow_source
+from connectif_sync import extract_arrow, load_mapping, run_sync
 from connectif_sync.purchases import purchase_payloads
 from connectif_sync.state import parse_ts
 
 pytestmark = pytest.mark.mysql
-
-
-def _rows(url: str, table: sa.Table) -> list[tuple[object, ...]]:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(sa.select(table).order_by(*table.primary_key.columns))]
-    finally:
-        engine.dispose()
-
-
-def test_generator_writes_the_same_rows_on_mysql_and_sqlite(mysql_database: str, tmp_path: Path) -> None:
-    lite = f"sqlite:///{tmp_path / 'erp.db'}"
-    kwargs = {"contacts": 400, "products": 60, "orders": 80, "coupons": 40, "seed": 11, "dirty_rate": 0.1}
-    a = erp.generate(mysql_database, **kwargs)  # type: ignore[arg-type]
-    b = erp.generate(lite, **kwargs)  # type: ignore[arg-type]
-    assert a.dirty == b.dirty and a.rows == b.rows
-    for table in erp.TABLES:
-        my_rows, lite_rows = _rows(mysql_database, table), _rows(lite, table)
-        assert len(my_rows) == len(lite_rows), table.name
-        assert [str(r) for r in my_rows] == [str(r) for r in lite_rows], table.name
-
-
-@pytest.mark.parametrize("obj", ["contacts", "products", "purchases", "coupons"])
-def test_arrow_and_sqlalchemy_paths_extract_the_same_rows(mysql_database: str, obj: str) -> None:
-    assert arrow_source(mysql_database) == "mysql"
-    erp.generate(mysql_database, contacts=300, products=50, orders=60, coupons=30, seed=3)
-    m = resolve_mapping(obj)
-    fast = pa.concat_tables(list(extract_arrow(mysql_database, m, path="adbc", chunk_rows=100)))
-    slow = pa.concat_tables(list(extract_arrow(mysql_database, m, path="sqlalchemy", chunk_rows=100)))
-    assert fast.num_rows == slow.num_rows > 0
-    assert fast.column_names == slow.column_names
-    for name in fast.column_names:
-        assert [_norm(v) for v in fast.column(name).to_pylist()] == [_norm(v) for v in slow.column(name).to_pylist()], (
-            name
-        )
-
-
-def _norm(v: object) -> object:
-    """Same value, same form: numbers as floats, booleans as 0/1 (TINYINT(1)), dates as text."""
-    if v is None:
-        return v
-    if isinstance(v, bool | int | float | Decimal):
-        return float(v)
-    if isinstance(v, datetime | date):
-        return v.isoformat(sep=" ") if isinstance(v, datetime) else v.isoformat()
-    try:
-        return float(str(v))
-    except ValueError:
-        return str(v)
 
 
 @pytest.mark.parametrize("obj", ["contacts", "products"])

@@ -1,70 +1,19 @@
-"""The sync library on a real PostgreSQL server: sample ERP, extraction paths, state store, full run."""
+"""The sync library on a real PostgreSQL server: state store, full run, command line. (The sample ERP and both
+extraction paths on every server: ``tests/sample_erp/test_sample_erp_servers.py``, ``test_extract_servers.py``.)"""
 
 from __future__ import annotations
 
 import csv
-from datetime import date, datetime
-from decimal import Decimal
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
 import sample_erp as erp
-from connectif_sync import StateStore, extract_arrow, resolve_mapping, run_sync
+from connectif_sync import StateStore, run_sync
 from connectif_sync.state import metadata as state_metadata
 
 pytestmark = pytest.mark.postgres
-
-
-def _rows(url: str, table: sa.Table) -> list[tuple[object, ...]]:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(sa.select(table).order_by(*table.primary_key.columns))]
-    finally:
-        engine.dispose()
-
-
-def test_generator_writes_the_same_rows_on_postgres_and_sqlite(pg_database: str, tmp_path: Path) -> None:
-    lite = f"sqlite:///{tmp_path / 'erp.db'}"
-    kwargs = {"contacts": 400, "products": 60, "orders": 80, "coupons": 40, "seed": 11, "dirty_rate": 0.1}
-    a = erp.generate(pg_database, **kwargs)  # type: ignore[arg-type]
-    b = erp.generate(lite, **kwargs)  # type: ignore[arg-type]
-    assert a.dirty == b.dirty and a.rows == b.rows
-    for table in erp.TABLES:
-        pg_rows, lite_rows = _rows(pg_database, table), _rows(lite, table)
-        assert len(pg_rows) == len(lite_rows), table.name
-        assert [str(r) for r in pg_rows] == [str(r) for r in lite_rows], table.name
-
-
-@pytest.mark.parametrize("obj", ["contacts", "products", "purchases", "coupons"])
-def test_adbc_and_sqlalchemy_paths_extract_the_same_rows(pg_database: str, obj: str) -> None:
-    erp.generate(pg_database, contacts=300, products=50, orders=60, coupons=30, seed=3)
-    m = resolve_mapping(obj)
-    fast = pa.concat_tables(list(extract_arrow(pg_database, m, path="adbc", chunk_rows=100)))
-    slow = pa.concat_tables(list(extract_arrow(pg_database, m, path="sqlalchemy", chunk_rows=100)))
-    assert fast.num_rows == slow.num_rows > 0
-    assert fast.column_names == slow.column_names
-    for name in fast.column_names:
-        assert [_norm(v) for v in fast.column(name).to_pylist()] == [_norm(v) for v in slow.column(name).to_pylist()], (
-            name
-        )
-
-
-def _norm(v: object) -> object:
-    """Same value, same form: numbers as floats (numeric arrives as decimal or text), dates as text."""
-    if v is None or isinstance(v, bool):
-        return v
-    if isinstance(v, int | float | Decimal):
-        return float(v)
-    if isinstance(v, datetime | date):
-        return v.isoformat(sep=" ") if isinstance(v, datetime) else v.isoformat()
-    try:
-        return float(str(v))
-    except ValueError:
-        return str(v)
 
 
 def test_full_run_confirm_and_second_run_on_postgres(pg_database: str, postgres_url: str, tmp_path: Path) -> None:

@@ -10,8 +10,6 @@ the run's ``summary`` XCom, and the CSV must hold every row the run set aside. A
 from __future__ import annotations
 
 import csv
-import json
-import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,84 +19,39 @@ from typing import Any
 import httpx
 import pytest
 
-from demo.airflow_api import AirflowClient
-from demo.processes import marked_processes, sweep
-from demo.standalone import REPO, AirflowStandalone
 from emulator.testing import RunningEmulator
-from localdb.postgres import LocalPostgres
-from tests.fixtures.plugin import plugin_env
+from tests.fixtures.airflow_stack import AirflowStack
+from tests.fixtures.browser import chromium_page, screenshot_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(900)]
 
 DAG_ID = "connectif_contacts"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]  # fmt: skip
 
 
 @dataclass
 class Deployment:
-    airflow: AirflowStandalone
+    airflow: AirflowStack
     state_url: str
     shots: Path
 
 
 @pytest.fixture
-def deployment(postgres_server: LocalPostgres, emulator: RunningEmulator, tmp_path: Path) -> Iterator[Deployment]:
+def deployment(airflow_stack: AirflowStack, emulator: RunningEmulator, tmp_path: Path) -> Iterator[Deployment]:
+    """The session's Airflow with this test's sample ERP (5% dirty rows) and a state store on PostgreSQL."""
     from sample_erp import generate
 
-    tag = uuid.uuid4().hex[:10]
-    urls = {name: postgres_server.create_database(f"{name}_{tag}") for name in ("airflow", "state")}
+    state_url = airflow_stack.postgres.create_database(f"state_{uuid.uuid4().hex[:10]}")
     erp_url = f"sqlite:///{tmp_path / 'erp.sqlite'}"
     generate(erp_url, contacts=400, products=20, orders=10, coupons=30, seed=11, dirty_rate=0.05)
-    connection = {
-        "conn_type": "connectif",
-        "host": emulator.base_url,
-        "password": emulator.api_key,
-        "extra": {"rate_limit_backend": f"sqlite:///{tmp_path / 'bucket.sqlite'}"},
-    }
-    env = {
-        "AIRFLOW_CONN_CONNECTIF_DEFAULT": json.dumps(connection),
-        "AIRFLOW_VAR_CONNECTIF_SOURCE_URL": erp_url,
-        "AIRFLOW_VAR_CONNECTIF_STATE_URL": urls["state"],
-        "AIRFLOW_VAR_CONNECTIF_WORK_DIR": str(tmp_path / "work"),
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-        "CONNECTIF_POLL_INTERVAL": "2",
-        **plugin_env(tmp_path),
-    }
-    marker = uuid.uuid4().hex
-    airflow = AirflowStandalone(tmp_path / "airflow", marker=marker, extra_env=env, database_url=urls["airflow"])
-    shots = Path(os.environ.get("CONNECTIF_SCREENSHOTS") or tmp_path / "screenshots")
-    shots.mkdir(parents=True, exist_ok=True)
-    try:
-        airflow.prepare(pools_file=REPO / "pools.json")
-        airflow.start()
-        airflow.wait_ready(timeout=300)
-        yield Deployment(airflow, urls["state"], shots)
-    finally:
-        airflow.stop()
-        left = sweep(marker)
-        assert not left, f"processes left behind by airflow standalone: {left}"
-    assert marked_processes(marker) == []
+    shots = screenshot_dir(tmp_path)
+    with airflow_stack.configured(tmp_path, source_url=erp_url, state_url=state_url) as stack:
+        yield Deployment(stack, state_url, shots)
 
 
 @pytest.fixture
 def page(deployment: Deployment) -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `make system-deps` (it installs Debian's chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(
-                viewport={"width": 1440, "height": 1100}, timezone_id="UTC", locale="en-US", accept_downloads=True
-            )
-            pg = context.new_page()
-            pg.set_default_timeout(60_000)
-            yield pg
-        finally:
-            browser.close()
+    with chromium_page(viewport={"width": 1440, "height": 1100}, accept_downloads=True) as pg:
+        yield pg
 
 
 def _int(text: str) -> int:
@@ -109,8 +62,7 @@ def test_connectif_page_and_run_tab_show_the_runs_summary(deployment: Deployment
     airflow = deployment.airflow
     # A long client timeout: the API server stalls for 20-60 s when the first task starts on this loaded
     # shared machine (also without the plugin); the default 30 s makes the test flaky, not stricter.
-    with AirflowClient(airflow.url, "admin", airflow.admin_password(), timeout=180) as client:
-        airflow.wait_for_dags(client, [DAG_ID], timeout=180)
+    with airflow.client() as client:
         client.set_paused(DAG_ID, False)
         run = client.trigger(DAG_ID, conf={})
         run_id = run["dag_run_id"]
