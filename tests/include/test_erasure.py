@@ -197,4 +197,8 @@ def test_a_dry_runs_summary_is_a_plan() -> None:
     summary = erasure_summary("connectif_contact_erasure", "r", ErasureResult.planned(plan))
 
     assert summary.dry_run and summary.state == "planned" and summary.sent == 0 and summary.to_send == 180
-    assert summary.plan == summary.api_requests == {"api_requests": 180, "expected_minutes": 2.0, "rate_limit_per_minute": 90}
+    assert (
+        summary.plan
+        == summary.api_requests
+        == {"api_requests": 180, "expected_minutes": 2.0, "rate_limit_per_minute": 90}
+    )

@@ -63,5 +63,9 @@ def test_a_dry_runs_summary_is_the_plan_at_the_rate_limit() -> None:
     summary = purchases_summary("connectif_purchases", "run-2", sent, PurchaseWindow.looking_back(*HOUR, 0))
 
     assert summary.dry_run and summary.state is RunState.PLANNED and summary.sent == 0
-    assert summary.plan == summary.api_requests == {"api_requests": 180, "expected_minutes": 2.0, "rate_limit_per_minute": 90}
+    assert (
+        summary.plan
+        == summary.api_requests
+        == {"api_requests": 180, "expected_minutes": 2.0, "rate_limit_per_minute": 90}
+    )
     assert summary.as_dict()["kept"] == 0
