@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from connectif_provider import metrics
+from connectif_provider.deadlines import deadline_variable, seconds_from
 
 log = logging.getLogger(__name__)
 
@@ -175,13 +176,10 @@ def _when(value: Any) -> datetime | None:
 
 
 def late_after(dag_id: str, default: timedelta) -> timedelta:
-    """A DAG's run deadline: Variable ``connectif_deadline_<dag_id>_seconds``, else ``default``."""
-    raw = variable(f"connectif_deadline_{dag_id}_seconds")
-    try:
-        return timedelta(seconds=int(raw)) if raw else default
-    except ValueError:
-        log.warning("Variable connectif_deadline_%s_seconds=%r is not a whole number of seconds", dag_id, raw)
-        return default
+    """A DAG's run deadline: Variable ``connectif_deadline_<dag_id>_seconds``, else ``default`` (the same rule
+    as the scheduler's, :class:`connectif_provider.deadlines.QueuedPlusVariable`)."""
+    name = deadline_variable(dag_id)
+    return seconds_from(variable(name), default, name)
 
 
 class RunCallbacks:

@@ -74,19 +74,50 @@ def test_late_run_is_not_late_while_a_person_is_asked(configured: str, mailbox: 
     assert mailbox.messages() == []
 
 
+class _Session:
+    """What the scheduler's session answers to the deadline reference: the run's ``queued_at``."""
+
+    def __init__(self, queued_at: datetime | None) -> None:
+        self.queued_at = queued_at
+
+    def scalar(self, _query: Any) -> datetime | None:
+        return self.queued_at
+
+
 def test_deadline_variable_tunes_the_deadline_without_a_deploy(dagbag: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from airflow.sdk.definitions.deadline import VariableInterval
+    """The DAG file reads no Variable; the scheduler, creating a run, reads the Variable or takes the default."""
+    from airflow.sdk import Variable
+    from airflow.serialization.decoders import decode_deadline_alert
+    from airflow.serialization.encoders import encode_deadline_alert
     from connectif_dags.alerting import dag_alerting
 
-    kwargs = dag_alerting("connectif_contacts", late_after=timedelta(hours=2))
-    assert kwargs["deadline"].interval == timedelta(hours=2)
-    assert kwargs["deadline"].callback.path == "connectif_provider.alerts.run_late"
+    from connectif_provider.deadlines import QueuedPlusVariable
+
+    def no_parse_time_read(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a DAG file read a Variable while it was parsed")
+
+    with monkeypatch.context() as m:
+        m.setattr(Variable, "get", staticmethod(no_parse_time_read))
+        alert = dag_alerting("connectif_contacts", late_after=timedelta(hours=2))["deadline"]
+    assert alert.reference == QueuedPlusVariable("connectif_deadline_connectif_contacts_seconds", 7200)
+    assert alert.interval == timedelta(0) and alert.callback.path == "connectif_provider.alerts.run_late"
+    # what the scheduler does when it creates a run: decode the stored alert (the class is found through the
+    # provider's plugin), then evaluate it against the run
+    stored = decode_deadline_alert(encode_deadline_alert(alert))
+    queued = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
+
+    def deadline() -> datetime:
+        return stored.reference.evaluate_with(session=_Session(queued), interval=stored.interval,
+                                              dag_id="connectif_contacts", run_id="scheduled__x")  # fmt: skip
+
+    assert deadline() == queued + timedelta(hours=2)  # no Variable: the DAG's default, the run is created
     monkeypatch.setenv("AIRFLOW_VAR_CONNECTIF_DEADLINE_CONNECTIF_CONTACTS_SECONDS", "600")
-    assert dag_alerting("connectif_contacts", late_after=timedelta(hours=2))["deadline"].interval == timedelta(hours=2)
-    monkeypatch.setenv("CONNECTIF_DEADLINE_VARIABLES", "true")  # the deployment created the Variables
-    kwargs = dag_alerting("connectif_contacts", late_after=timedelta(hours=2))
-    assert kwargs["deadline"].interval == VariableInterval("connectif_deadline_connectif_contacts_seconds")
-    assert alerts.late_after("connectif_contacts", timedelta(hours=2)) == timedelta(seconds=600)
+    assert deadline() == queued + timedelta(seconds=600)
+    assert alerts.late_after("connectif_contacts", timedelta(hours=2)) == timedelta(seconds=600)  # recovery check
+    monkeypatch.setenv("AIRFLOW_VAR_CONNECTIF_DEADLINE_CONNECTIF_CONTACTS_SECONDS", "ten minutes")
+    assert deadline() == queued + timedelta(hours=2)  # a typo never stops runs from being created
+    assert stored.reference.evaluate_with(session=_Session(None), interval=stored.interval,
+                                          dag_id="connectif_contacts", run_id="gone") is None  # fmt: skip
 
 
 def test_every_connectif_dag_has_failure_callbacks_and_a_deadline(dagbag: Any) -> None:
