@@ -201,7 +201,9 @@ class _Runs:
         self.reports = reports
 
     def runs(self, obj: str, limit: int) -> list[dict[str, object]]:
-        return [{"run_id": f"r{n}", "mode": "full", "finished_at": "x", "report": r} for n, r in enumerate(self.reports)]
+        return [
+            {"run_id": f"r{n}", "mode": "full", "finished_at": "x", "report": r} for n, r in enumerate(self.reports)
+        ]
 
 
 def test_coupons_refill_holds_on_count_or_a_jump_of_refused_codes() -> None:
