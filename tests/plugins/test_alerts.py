@@ -157,6 +157,21 @@ def test_configured_notifier_gets_the_alert_and_a_broken_channel_does_not_silenc
         alerts.notifiers()
 
 
+def test_an_alert_no_channel_took_is_told_again_next_time(
+    configured: str, mailbox: Mailbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cb = alerts.RunCallbacks("connectif_products", late_default=timedelta(hours=2), state_url_default=None)
+    nowhere = {"conn_type": "smtp", "host": "127.0.0.1", "port": 1, "extra": {"disable_ssl": True, "timeout": 2}}
+    with monkeypatch.context() as m:
+        m.setenv("AIRFLOW_CONN_SMTP_DEFAULT", json.dumps(nowhere))  # the mail server is down
+        cb.on_failure({"run_id": "scheduled__1", "reason": "task_failure"})
+    with StateStore(configured) as store:
+        assert [a["active"] for a in store.alerts("connectif_products")] == [False]
+    cb.on_failure({"run_id": "scheduled__2", "reason": "task_failure"})  # the server is back
+    mail = mailbox.wait_for(lambda m: "failed" in m["subject"])
+    assert "scheduled__2" in mail["text"]
+
+
 def test_values_from_the_data_are_not_templates(configured: str, mailbox: Mailbox) -> None:
     alert = compose("connectif_contacts", AlertKind.HOLD, "ask", "sample key {{ 7 * 7 }} <b>x</b>")
     alerts.send(alert)
