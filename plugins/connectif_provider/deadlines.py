@@ -4,9 +4,9 @@ Airflow's own ``VariableInterval`` fails the creation of every run whose Variabl
 a Variable in the DAG file would hit the metadata database at every parse of every file. This reference is
 evaluated by the scheduler once per run, when it creates the run (as ``VariableInterval`` is): the run's
 ``queued_at`` plus the Airflow Variable's seconds, or the DAG's default when the Variable is missing or not a
-whole number of seconds (the scheduler logs which). The Variable is read as Airflow reads any Variable:
-secrets backends, the environment (``AIRFLOW_VAR_...``), the metadata database, through the secrets cache
-when ``[secrets] use_cache`` is on.
+whole number of seconds (the scheduler logs which). The Variable is read from the secrets backends in
+Airflow's order (custom backend, the environment ``AIRFLOW_VAR_...``, the metadata database through the
+scheduler's own session: see :func:`scheduler_variable`).
 
 Airflow finds the class through the provider's plugin (``deadline_references`` of ``ConnectifUIPlugin``):
 install the distribution in the scheduler and the API server, as for the rest of the provider.
@@ -63,12 +63,10 @@ class QueuedPlusVariable(BaseDeadlineReference):
     def deserialize_reference(cls, reference_data: dict[str, Any]) -> QueuedPlusVariable:
         return cls(variable=str(reference_data["variable"]), default_seconds=int(reference_data["default_seconds"]))
 
-    def span(self) -> timedelta:
-        """The deadline after queueing, read now (scheduler side: ``airflow.models.Variable``)."""
-        from airflow.models.variable import Variable
-
+    def span(self, session: Any) -> timedelta:
+        """The deadline after queueing, read now (in the scheduler, inside its transaction)."""
         try:
-            raw = Variable.get(self.variable, default_var=None)
+            raw = scheduler_variable(self.variable, session)
         except Exception:  # a secrets backend that fails must not stop runs from being created
             log.warning("Variable %s could not be read: the default deadline applies", self.variable, exc_info=True)
             raw = None
@@ -81,4 +79,27 @@ class QueuedPlusVariable(BaseDeadlineReference):
         queued = session.scalar(
             sa.select(DagRun.queued_at).where(DagRun.dag_id == kwargs["dag_id"], DagRun.run_id == kwargs["run_id"])
         )
-        return None if queued is None else queued + self.span()
+        return None if queued is None else queued + self.span(session)
+
+
+def scheduler_variable(key: str, session: Any) -> str | None:
+    """A Variable as the scheduler may read it while it creates a run: every secrets backend in Airflow's
+    order, the metadata database through the scheduler's own ``session``.
+
+    Not ``Variable.get``: its metadata-database lookup opens and closes Airflow's thread-local session, which is
+    the scheduler's, and the run being created (and everything else it holds) would be detached from it.
+    """
+    import sqlalchemy as sa
+    from airflow.configuration import ensure_secrets_loaded
+    from airflow.models.variable import Variable
+    from airflow.secrets.metastore import MetastoreBackend
+
+    for backend in ensure_secrets_loaded():
+        if isinstance(backend, MetastoreBackend):
+            row = session.scalar(sa.select(Variable).where(Variable.key == key))
+            value = row.val if row is not None else None
+        else:
+            value = backend.get_variable(key)
+        if value is not None:
+            return str(value)
+    return None

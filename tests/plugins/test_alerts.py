@@ -75,13 +75,14 @@ def test_late_run_is_not_late_while_a_person_is_asked(configured: str, mailbox: 
 
 
 class _Session:
-    """What the scheduler's session answers to the deadline reference: the run's ``queued_at``."""
+    """The scheduler's session, as the deadline reference uses it: the run's ``queued_at``, and the Variable
+    row of the metadata database (none here: the environment or the default decide)."""
 
     def __init__(self, queued_at: datetime | None) -> None:
         self.queued_at = queued_at
 
-    def scalar(self, _query: Any) -> datetime | None:
-        return self.queued_at
+    def scalar(self, query: Any) -> Any:
+        return self.queued_at if "queued_at" in str(query) else None
 
 
 def test_deadline_variable_tunes_the_deadline_without_a_deploy(dagbag: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -118,6 +119,29 @@ def test_deadline_variable_tunes_the_deadline_without_a_deploy(dagbag: Any, monk
     assert deadline() == queued + timedelta(hours=2)  # a typo never stops runs from being created
     assert stored.reference.evaluate_with(session=_Session(None), interval=stored.interval,
                                           dag_id="connectif_contacts", run_id="gone") is None  # fmt: skip
+
+
+def test_the_scheduler_reads_the_deadline_variable_inside_its_own_session(dagbag: Any) -> None:
+    """Variable.get would close Airflow's thread-local session, the scheduler's, in the middle of creating a run
+    (every object it holds detached: the scheduler crashed). The reference reads through that session instead."""
+    import sqlalchemy as sa
+    from airflow.models import DagModel
+    from airflow.models.variable import Variable
+    from airflow.utils.session import create_session
+
+    from connectif_provider.deadlines import scheduler_variable
+
+    key = "connectif_deadline_connectif_products_seconds"
+    with create_session() as session:
+        session.execute(sa.delete(Variable).where(Variable.key == key))
+        session.add(Variable(key=key, val="1200"))
+    with create_session() as session:
+        held = session.scalars(sa.select(DagModel).limit(1)).first()  # what the scheduler holds meanwhile
+        assert scheduler_variable(key, session) == "1200"
+        assert scheduler_variable("connectif_deadline_nobody_seconds", session) is None
+        if held is not None:
+            assert held in session and held.dag_id  # still attached, still readable
+        session.execute(sa.delete(Variable).where(Variable.key == key))
 
 
 def test_every_connectif_dag_has_failure_callbacks_and_a_deadline(dagbag: Any) -> None:
