@@ -125,23 +125,21 @@ def test_the_scheduler_reads_the_deadline_variable_inside_its_own_session(dagbag
     """Variable.get would close Airflow's thread-local session, the scheduler's, in the middle of creating a run
     (every object it holds detached: the scheduler crashed). The reference reads through that session instead."""
     import sqlalchemy as sa
-    from airflow.models import DagModel
     from airflow.models.variable import Variable
     from airflow.utils.session import create_session
 
     from connectif_provider.deadlines import scheduler_variable
 
-    key = "connectif_deadline_connectif_products_seconds"
+    key, other = "connectif_deadline_connectif_products_seconds", "connectif_probe_held"
     with create_session() as session:
-        session.execute(sa.delete(Variable).where(Variable.key == key))
-        session.add(Variable(key=key, val="1200"))
+        session.execute(sa.delete(Variable).where(Variable.key.in_([key, other])))
+        session.add_all([Variable(key=key, val="1200"), Variable(key=other, val="x")])
     with create_session() as session:
-        held = session.scalars(sa.select(DagModel).limit(1)).first()  # what the scheduler holds meanwhile
+        held = session.scalars(sa.select(Variable).where(Variable.key == other)).one()  # what the scheduler holds
         assert scheduler_variable(key, session) == "1200"
         assert scheduler_variable("connectif_deadline_nobody_seconds", session) is None
-        if held is not None:
-            assert held in session and held.dag_id  # still attached, still readable
-        session.execute(sa.delete(Variable).where(Variable.key == key))
+        assert held in session and held.key == other  # still attached (Variable.get would have detached it)
+        session.execute(sa.delete(Variable).where(Variable.key.in_([key, other])))
 
 
 def test_every_connectif_dag_has_failure_callbacks_and_a_deadline(dagbag: Any) -> None:
