@@ -425,10 +425,11 @@ def confirm_refill(
         extra={
             "sets_refilled": len(plan.needs),
             "marked_used": {},
-            "pool_short": dict(plan.short),
             "refused_earlier": plan.refused_earlier,
         },
     )
+    if plan.needs:  # a run with no set to refill says nothing about the pool (its alert keeps its state)
+        summary.extra["pool_short"] = dict(plan.short)
     for name in ("extracted", "unchanged", "invalid", "duplicate"):
         setattr(summary, name, int(rep.get(name) or 0))
     summary.to_send = plan.total
