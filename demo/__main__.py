@@ -10,6 +10,7 @@
 5. unpauses the DAGs and triggers a first run of each (contacts and products first, since purchases need
    their contacts and products in Connectif; exports last, so that they export what was just synced),
    watching the scheduler, triggerer, DAG processor, emulator and database while it waits,
+   Alert mails go to a local SMTP sink the demo runs (``demo.mailsink``): files in ``.demo/mail/``,
 6. prints a summary per DAG (with every task that needed more than one try, and why), the UI address and
    the admin password, and keeps running until Ctrl-C, then stops every process it started (process
    groups, a sweep of anything left, and the database server).
@@ -41,6 +42,7 @@ from typing import Any, NoReturn
 import httpx
 
 from demo.airflow_api import TERMINAL_RUN_STATES, AirflowAPIError, AirflowClient
+from demo.mailsink import DEMO_RECIPIENT, MailSink
 from demo.processes import MARKER_VAR, ManagedProcess, sweep
 from demo.retries import RetriedTask, retried_tasks
 from demo.standalone import REPO, VENV_BIN, AirflowStandalone, StartupError, free_port
@@ -408,12 +410,14 @@ def demo_airflow(args: argparse.Namespace, marker: str, database: LocalPostgres)
             "CONNECTIF_STATE_URL": database.url("state"),
             "CONNECTIF_WAREHOUSE_URL": database.url("warehouse"),
             "CONNECTIF_WORK_DIR": str(DEMO_DIR / "work"),
+            # Alerts (failures, guardrail holds, anomalies) mailed to the sink; the Variable wins if set.
+            "CONNECTIF_ALERT_EMAIL": DEMO_RECIPIENT,
         },
     )
 
 
 def boot_airflow(
-    airflow: AirflowStandalone, database: LocalPostgres, emu_url: str, key: str, started: float
+    airflow: AirflowStandalone, database: LocalPostgres, emu_url: str, key: str, mail: MailSink, started: float
 ) -> AirflowClient:
     """Migrate, import the pools and ``connectif_default``, start, and wait for every DAG; a logged-in client."""
     say("• Airflow: migrating the metadata DB, importing pools.json and the connectif_default connection")
@@ -425,7 +429,8 @@ def boot_airflow(
                 "host": emu_url,
                 "password": key,
                 "extra": json.dumps({"rate_limit_backend": database.url("rate_limit")}),
-            }
+            },
+            "smtp_default": mail.connection(),
         },
     )
     say("• Airflow: starting `airflow standalone` (log: .demo/airflow/standalone.log)")
@@ -463,11 +468,15 @@ def first_sync(
     return results
 
 
-def print_access(airflow: AirflowStandalone, emu_url: str, database: LocalPostgres) -> None:
+def print_access(airflow: AirflowStandalone, emu_url: str, database: LocalPostgres, mail: MailSink) -> None:
     say(f"Airflow UI:  {airflow.url}   user: admin   password: {airflow.admin_password()}")
     say(f"REST API:    POST {airflow.url}/auth/token with that user and password, then `Authorization: Bearer`")
     say(f"Monitoring:  {airflow.url}/plugin/connectif (the Connectif page; each run has a Connectif sync tab)")
     say(f"Emulator:    {emu_url}   (read back what Connectif holds: {emu_url}/_emulator/contacts)")
+    say(
+        f"Mail:        alerts to {DEMO_RECIPIENT}: {_rel(mail.folder)}/index.txt lists them, one .eml file each "
+        f"({len(mail.mails())} so far)"
+    )
     say(f"Data:        PostgreSQL {database.url(driver='')} (cluster {_rel(PG_DIR)}): databases")
     say("             airflow (metadata), erp (sample ERP), state (sync state, rejected rows),")
     say("             warehouse (exports), rate_limit (shared bucket); logs in .demo/logs and .demo/airflow/logs")
@@ -491,6 +500,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     procs: list[ManagedProcess] = []
     airflow: AirflowStandalone | None = None
     database: LocalPostgres | None = None
+    mail: MailSink | None = None
     handle_stop_signals()
     started = time.monotonic()
     try:
@@ -518,8 +528,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed_emulator(emu_url, erp["summary"]["coupon_sets"])
         say(f"• Connectif emulator: {emu_url} (log: .demo/logs/emulator.log)")
 
+        mail = MailSink(DEMO_DIR / "mail", port=free_port("127.0.0.1")).start()
+        say(f"• mail: alerts to {DEMO_RECIPIENT} land in {_rel(mail.folder)}/ (SMTP sink on 127.0.0.1:{mail.port})")
         airflow = demo_airflow(args, marker, database)
-        client = boot_airflow(airflow, database, emu_url, key, started)
+        client = boot_airflow(airflow, database, emu_url, key, mail, started)
         db = database
         watchdog = Watchdog(
             airflow.url, emulator_url=emu_url, database_alive=db.is_running, grace=args.health_grace, say=say
@@ -529,7 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"First sync finished in {time.monotonic() - started:.0f}s:")
         print_summaries(results)
         say()
-        print_access(airflow, emu_url, database)
+        print_access(airflow, emu_url, database, mail)
         failed = [r["dag_id"] for r in results if r["state"] != "success"]
         if args.no_wait:
             return 1 if failed else 0
@@ -547,6 +559,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if airflow is not None:
             airflow.stop()
+        if mail is not None:
+            mail.stop()
         for proc in reversed(procs):
             proc.stop()
         leftovers = sweep(marker)

@@ -7,7 +7,6 @@ upload, and the anomaly alerts of a run summary. The rules and the words live in
 from __future__ import annotations
 
 import json
-import os
 from datetime import timedelta
 from typing import Any
 
@@ -17,6 +16,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 from connectif_dags.common import DEFAULTS, log, publish_summary, setting
 from connectif_provider import alerts as provider_alerts
 from connectif_provider import metrics
+from connectif_provider.deadlines import QueuedPlusVariable, deadline_variable
 
 #: Task id of the approval step in every DAG that can hold (tests and the REST API address it by this id).
 APPROVAL_TASK_ID = "approve_upload"
@@ -26,27 +26,22 @@ VERDICT_KEY = "guardrail"
 
 def dag_alerting(dag_id: str, *, late_after: timedelta) -> dict[str, Any]:
     """The ``DAG(...)`` arguments that make a Connectif DAG tell people: failure and recovery callbacks,
-    and a Deadline Alert when a run is not done ``late_after`` after it was queued.
+    and a Deadline Alert when a run is not done in time after it was queued.
 
-    With the environment variable ``CONNECTIF_DEADLINE_VARIABLES=true`` the deadline is instead the Airflow
-    Variable ``connectif_deadline_<dag_id>_seconds`` (a ``VariableInterval``, read when each run is created:
-    change it without a deploy). It is opt-in because Airflow cannot create a run whose ``VariableInterval``
-    names a missing Variable, and reading Variables while a DAG file is parsed (to check) blocks the DAG
-    processor: the deployment that opts in creates the Variables first.
+    The deadline is the Airflow Variable ``connectif_deadline_<dag_id>_seconds`` when it exists, else
+    ``late_after``: the scheduler reads it when it creates each run (see :mod:`connectif_provider.deadlines`),
+    so it changes without a deploy and nothing is read while the DAG file is parsed.
     """
-    from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
-    from airflow.sdk.definitions.deadline import VariableInterval
+    from airflow.sdk import AsyncCallback, DeadlineAlert
 
     callbacks = provider_alerts.RunCallbacks(dag_id, late_default=late_after, state_url_default=DEFAULTS["state_url"])
-    interval: timedelta | VariableInterval = late_after
-    if os.environ.get("CONNECTIF_DEADLINE_VARIABLES", "").strip().lower() in ("1", "true", "yes"):
-        interval = VariableInterval(f"connectif_deadline_{dag_id}_seconds")
+    reference = QueuedPlusVariable(variable=deadline_variable(dag_id), default_seconds=int(late_after.total_seconds()))
     return {
         "on_failure_callback": callbacks.on_failure,
         "on_success_callback": callbacks.on_success,
         "deadline": DeadlineAlert(
-            reference=DeadlineReference.DAGRUN_QUEUED_AT,
-            interval=interval,
+            reference=reference,
+            interval=timedelta(0),  # the whole span comes from the reference (Variable, else late_after)
             callback=AsyncCallback(
                 "connectif_provider.alerts.run_late",
                 kwargs={"dag_id": dag_id, "state_url_default": DEFAULTS["state_url"]},

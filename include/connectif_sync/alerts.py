@@ -29,10 +29,13 @@ class AlertKind(StrEnum):
     REJECTED_SHARE = "rejected_share"  # more rows set aside than the threshold
     PURCHASES_KEPT = "purchases_kept"  # purchases kept for the next run
     IMPORT_ERRORS = "import_errors"  # imports that ended in error (or rows Connectif refused)
+    COUPON_POOL_LOW = "coupon_pool_low"  # the ERP's coupon pool cannot refill a set to refill_to
 
 
 #: Anomalies that do not hold a run, with their default thresholds (per cent of extracted rows, counts).
-DEFAULT_ANOMALY_THRESHOLDS: dict[str, float] = {"rejected_share_pct": 5.0, "purchases_kept": 0, "import_errors": 0}
+DEFAULT_ANOMALY_THRESHOLDS: dict[str, float] = {
+    "rejected_share_pct": 5.0, "purchases_kept": 0, "import_errors": 0, "coupon_pool_short": 0,
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ _TITLES = {
     AlertKind.REJECTED_SHARE: ("rejects too many rows", "rejected rows back under the threshold"),
     AlertKind.PURCHASES_KEPT: ("keeps purchases for the next run", "no purchase kept any more"),
     AlertKind.IMPORT_ERRORS: ("has imports that ended in error", "imports succeed again"),
+    AlertKind.COUPON_POOL_LOW: ("cannot refill coupon sets: the ERP pool is short", "the pool refills every set"),
 }
 
 
@@ -134,6 +138,15 @@ def anomalies(summary: Mapping[str, Any], thresholds: Mapping[str, float] | None
         out[AlertKind.IMPORT_ERRORS] = (
             f"{errors} imports ended in error and Connectif refused {refused} rows (they go again next run)"
             if errors + refused > t["import_errors"]
+            else None
+        )
+    if "pool_short" in summary:
+        short = {str(k): int(v) for k, v in (summary.get("pool_short") or {}).items()}
+        out[AlertKind.COUPON_POOL_LOW] = (
+            f"the ERP coupon pool lacks {sum(short.values())} codes to refill "
+            + ", ".join(f"{s} ({n} short)" for s, n in sorted(short.items()))
+            + ": add codes to the pool before the sets run out"
+            if sum(short.values()) > t["coupon_pool_short"]
             else None
         )
     return out

@@ -39,7 +39,8 @@ import numpy as np
 from connectif_sync.thresholds import DEFAULTS, SAMPLE, Rule, Thresholds, thresholds_for
 
 __all__ = [
-    "DEFAULTS", "SAMPLE", "Finding", "Rule", "Thresholds", "Verdict", "evaluate", "evaluate_count", "thresholds_for",
+    "DEFAULTS", "SAMPLE", "Finding", "Rule", "Thresholds", "Verdict", "evaluate", "evaluate_count", "evaluate_refill",
+    "thresholds_for",
 ]  # fmt: skip
 
 if TYPE_CHECKING:
@@ -241,24 +242,51 @@ def evaluate(
                 f"({max(drop, 0.0)}% fewer, threshold {t.volume_drop_pct}%)",
             )
         )
-        share = rejected_share(report)
-        base = statistics.median(rejected_share(h) for h in history)
-        jump = round(share - base, 2)
-        counts["rejected_share_pct"] = share
-        counts["median_rejected_share_pct"] = base
-        findings.append(
-            Finding(
-                Rule.REJECTED_JUMP,
-                jump > t.rejected_jump_pct,
-                jump,
-                t.rejected_jump_pct,
-                f"{share}% of extracted rows rejected against a median of {base}% "
-                f"({jump:+} points, threshold +{t.rejected_jump_pct})",
-            )
-        )
+        findings.append(_rejected_jump(report, history, t, counts))
     if t.max_rows is not None:
         findings.append(count_finding(int(report.get("sent") or 0), t.max_rows, "rows"))
     return _verdict(obj, findings, counts, t)
+
+
+def _rejected_jump(report: AbcMapping[str, Any], history: list[dict[str, Any]], t: Thresholds,
+                   counts: dict[str, Any]) -> Finding:  # fmt: skip
+    share = rejected_share(report)
+    base = statistics.median(rejected_share(h) for h in history)
+    jump = round(share - base, 2)
+    counts["rejected_share_pct"] = share
+    counts["median_rejected_share_pct"] = base
+    return Finding(
+        Rule.REJECTED_JUMP,
+        jump > t.rejected_jump_pct,
+        jump,
+        t.rejected_jump_pct,
+        f"{share}% of extracted rows rejected against a median of {base}% "
+        f"({jump:+} points, threshold +{t.rejected_jump_pct})",
+    )
+
+
+def evaluate_refill(
+    report: AbcMapping[str, Any], to_send: AbcMapping[str, int], *, store: StateStore, thresholds: Thresholds
+) -> Verdict:
+    """The guardrail of a coupons refill (``to_send``: codes per coupon set). A refill never changes what
+    Connectif holds, it adds codes that customers will receive, so the share rules do not apply: it holds when
+    more codes than ``max_rows`` would go at once (e.g. a ``refill_to`` typed with a zero too many), or when
+    the share of pool codes refused jumps (``rejected_jump``: a broken ERP job filling the pool)."""
+    t = thresholds
+    total = sum(to_send.values())
+    rejected = sum(int(report.get(k) or 0) for k in ("invalid", "duplicate", "oversize"))
+    counts: dict[str, Any] = {"sets": len(to_send), "to_send": total, "extracted": report.get("extracted", 0),
+                              "rejected": rejected}  # fmt: skip
+    findings = []
+    if t.max_rows is not None:
+        f = count_finding(total, t.max_rows, "coupon codes")
+        f.sample = [{"key": s, "field": "codes", "before": "", "after": n} for s, n in list(to_send.items())[:SAMPLE]]
+        findings.append(f)
+    history = comparable_history(store, "coupons", str(report.get("mode") or "full"), report.get("run_id"),
+                                 t.history_runs)  # fmt: skip
+    if report.get("extracted") and len(history) >= max(1, t.min_history):
+        findings.append(_rejected_jump(report, history, t, counts))
+    return _verdict("coupons", findings, counts, t)
 
 
 def evaluate_count(obj: str, to_send: int, thresholds: Thresholds, sample: list[str] | None = None) -> Verdict:

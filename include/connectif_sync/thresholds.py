@@ -73,6 +73,8 @@ DEFAULTS: dict[str, Thresholds] = {
     "products": Thresholds(),
     # An hour of purchases at the shared rate limit is about 5,400 requests.
     "purchases": Thresholds(max_rows=5_000),
+    # A refill adds codes customers will receive: 10 sets refilled from 100 to 500 is 4,000 codes.
+    "coupons": Thresholds(max_rows=5_000),
     # Deleting contacts cannot be undone: more than this many in one run needs a person.
     "erasure": Thresholds(max_rows=100),
 }

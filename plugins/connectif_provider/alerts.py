@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from connectif_provider import metrics
+from connectif_provider.deadlines import deadline_variable, seconds_from
 
 log = logging.getLogger(__name__)
 
@@ -86,18 +87,24 @@ def send(alert: Any, context: Mapping[str, Any] | None = None) -> int:
 
     A notifier that fails is logged and the others still run: one broken channel must not silence the rest.
     """
+    return _deliver(alert, context)[0]
+
+
+def _deliver(alert: Any, context: Mapping[str, Any] | None) -> tuple[int, int]:
+    """(notifiers that took the alert, notifiers configured)."""
     ctx: dict[str, Any] = dict(context or {})
     ctx["connectif_alert"] = alert.as_dict()
     log.warning("Connectif alert (%s, %s): %s\n%s", alert.kind, alert.transition, alert.subject, alert.text)
     sent = 0
-    for notifier in notifiers():
+    channels = notifiers()
+    for notifier in channels:
         try:
             notifier(ctx)
             sent += 1
         except Exception:
             log.exception("notifier %s could not send the alert %r", type(notifier).__name__, alert.subject)
     metrics.alert(str(alert.kind), alert.transition)
-    return sent
+    return sent, len(channels)
 
 
 def state_url(default: str | None = None) -> str | None:
@@ -136,8 +143,18 @@ def report_state(
 
     with StateStore(state_url(state_url_default)) as store:
         alert = on_state(store, source, kind, active, detail, run_id, run_url(source, run_id))
-    if alert is not None:
-        send(alert, context)
+    if alert is None:
+        return None
+    try:
+        sent, channels = _deliver(alert, context)
+    except Exception:
+        log.exception("the alert %r could not be sent", alert.subject)
+        sent, channels = 0, 1
+    if channels and not sent:  # told nobody: undo the change, so that the next run tells again
+        with StateStore(state_url(state_url_default)) as store:
+            store.alert_transition(source, str(kind), not active, None if active else detail)
+        log.warning("no channel took the alert %r: its state is left as it was, the next run tries again",
+                    alert.subject)  # fmt: skip
     return alert
 
 
@@ -175,13 +192,10 @@ def _when(value: Any) -> datetime | None:
 
 
 def late_after(dag_id: str, default: timedelta) -> timedelta:
-    """A DAG's run deadline: Variable ``connectif_deadline_<dag_id>_seconds``, else ``default``."""
-    raw = variable(f"connectif_deadline_{dag_id}_seconds")
-    try:
-        return timedelta(seconds=int(raw)) if raw else default
-    except ValueError:
-        log.warning("Variable connectif_deadline_%s_seconds=%r is not a whole number of seconds", dag_id, raw)
-        return default
+    """A DAG's run deadline: Variable ``connectif_deadline_<dag_id>_seconds``, else ``default`` (the same rule
+    as the scheduler's, :class:`connectif_provider.deadlines.QueuedPlusVariable`)."""
+    name = deadline_variable(dag_id)
+    return seconds_from(variable(name), default, name)
 
 
 class RunCallbacks:

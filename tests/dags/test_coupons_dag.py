@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
+from connectif_sync.coupons import refused_ids
 from connectif_sync.state import StateStore
 from tests.fixtures.dags import DagSandbox
+from tests.fixtures.mail import Mailbox
 from tests.fixtures.sql import query
 
 
@@ -29,8 +35,9 @@ def test_low_sets_of_active_workflows_get_the_pool_codes_marked_used_once_confir
 
     assert state == "success", summary
     after = {r["id"]: r for r in pool(dag_sandbox)}
+    rejected_ids = set(refused_ids(dag_sandbox.state_url))  # the pool ids refused, kept as integers
     with StateStore(dag_sandbox.state_url) as store:
-        rejected_ids = {int(r["source_ref"].split("=")[1]) for r in store.rejected("coupons")}
+        assert {r["source_ref"] for r in store.rejected("coupons")} == {f"id={i}" for i in rejected_ids}
     for refilled in sets[:2]:
         unused = [r for r in before if r["coupon_set_id"] == refilled and r["status"] == "unused"]
         valid = [r for r in unused if r["id"] not in rejected_ids]
@@ -65,3 +72,31 @@ def test_coupons_dry_run_imports_and_marks_nothing(dag_sandbox: DagSandbox) -> N
     assert summary["to_send"] > 0
     assert all(dag_sandbox.emulator.admin.coupon_codes(s) == [] for s in sets)
     assert pool(dag_sandbox) == before
+
+
+def test_coupons_guardrail_holds_a_big_refill_and_a_short_pool_alerts_once(
+    dag_sandbox: DagSandbox, mailbox: Mailbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.dags.test_guardrail_dag import _states
+
+    sets = seed_sets(dag_sandbox)
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", json.dumps(mailbox.connection()))
+    monkeypatch.setenv("AIRFLOW_VAR_CONNECTIF_ALERT_EMAIL", "ops@example.com")
+    monkeypatch.setenv("AIRFLOW_VAR_CONNECTIF_GUARDRAIL", json.dumps({"coupons": {"max_rows": 5}}))
+
+    state, plan = dag_sandbox.run("connectif_coupons", dry_run=True)
+
+    assert state == "success", plan
+    assert plan["guardrail"]["fired"] == ["count"] and plan["guardrail"]["would_hold"], plan
+    assert _states(dag_sandbox.runs[-1])["approve_upload"] == "skipped"
+    assert all(dag_sandbox.emulator.admin.coupon_codes(s) == [] for s in sets)
+    assert mailbox.messages() == []  # a dry run tells nobody
+
+    monkeypatch.delenv("AIRFLOW_VAR_CONNECTIF_GUARDRAIL")
+    for _ in range(2):  # the pool cannot give 100,000 codes a set: one mail, not one per run
+        state, summary = dag_sandbox.run("connectif_coupons", refill_to=100_000, threshold=99_999)
+        assert state == "success", summary
+        assert set(summary["pool_short"]) == set(sets[:2]) and summary["guardrail"]["fired"] == []
+    mail = mailbox.wait_for(lambda m: "cannot refill coupon sets" in m["subject"])
+    assert sets[0] in mail["text"] and mail["to"] == ["ops@example.com"]
+    assert len([m for m in mailbox.messages() if "cannot refill" in m["subject"]]) == 1

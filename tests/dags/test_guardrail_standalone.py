@@ -1,8 +1,11 @@
 """The guardrail on a real Airflow (``airflow standalone`` on PostgreSQL, emulator, local SMTP server).
 
 An upstream job blanks every customer's first name; the next ``connectif_contacts`` run must create no
-import, ask for approval (human-in-the-loop, REST ``hitlDetails``) and mail the configured address.
-Rejecting leaves Connectif as it was; approving a later run sends the rows.
+import, ask for approval (human-in-the-loop: the request with the plan is what the UI's *Required actions*
+page lists) and mail the configured address. Rejecting leaves Connectif as it was. A held run that fails
+(its approval task marked failed, as when a component dies under it) mails the failure from the DAG
+processor's DAG callback; approving a later run sends the rows and mails the recovery. The scheduler gives
+every run the deadline of the Variable ``connectif_deadline_connectif_contacts_seconds``.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ def stack(
         source_url=erp_url,
         alert_email="data-team@example.com",
         connections={"smtp_default": mailbox.connection()},
+        deadline_connectif_contacts_seconds="5400",
     ) as configured:
         yield configured, erp_url
 
@@ -77,6 +81,21 @@ def _settled(airflow: AirflowStack, client: Any, run_id: str, timeout: float = 1
     raise AssertionError(f"the approval task's worker did not finish parking within {timeout} s")
 
 
+def _deadline_after_queued(client: Any, run_id: str) -> float:
+    """Seconds between the run's queueing and its deadline, as the scheduler stored it (the UI's endpoint; only
+    while the run is not done: Airflow drops the deadlines of a run that succeeded)."""
+    from datetime import datetime
+
+    client._json("GET", f"/dags/{DAG_ID}")  # logged in
+    resp = client._http.get(f"/ui/dags/{DAG_ID}/dagRuns/{run_id}/deadlines",
+                            headers={"Authorization": f"Bearer {client._token}"})  # fmt: skip
+    assert resp.status_code == 200, resp.text
+    deadlines = resp.json()["deadlines"]
+    assert len(deadlines) == 1, deadlines
+    queued = datetime.fromisoformat(client.run(DAG_ID, run_id)["queued_at"])
+    return (datetime.fromisoformat(deadlines[0]["deadline_time"]) - queued).total_seconds()
+
+
 def _answer(client: Any, run_id: str, option: str) -> None:
     client._json(
         "PATCH",
@@ -107,9 +126,16 @@ def test_blanked_first_names_wait_for_approval(
         held = client.trigger(DAG_ID, conf={})
         details = _wait_pending(client, held["dag_run_id"])
         assert len(emulator.admin.imports()) == imports_before
+        # the scheduler gave the run the Variable's deadline (a finished run's deadline is dropped: asked now)
+        assert _deadline_after_queued(client, held["dag_run_id"]) == 5400
         body = details[0]["body"]
         assert "emptied_field" in body and "_name" in body and "(filled)" in body and "(empty)" in body
         assert set(details[0]["options"]) == {"Approve", "Reject"}
+        # what the UI's Required actions page lists: every request still waiting for an answer
+        waiting = client._json("GET", "/dags/~/dagRuns/~/hitlDetails", params={"response_received": "false"})
+        listed = [d for d in waiting["hitl_details"] if d["task_instance"]["dag_run_id"] == held["dag_run_id"]]
+        assert listed and "emptied_field" in listed[0]["body"] and "Sample keys" in listed[0]["body"], waiting
+        assert listed[0]["subject"].startswith(f"{DAG_ID}: approve the contacts upload?")
         asked = mailbox.wait_for(lambda m: "held for approval" in m["subject"], timeout=30)
         assert "data-team@example.com" in asked["to"] and "emptied_field" in asked["text"]
         _settled(airflow, client, held["dag_run_id"])
@@ -124,7 +150,19 @@ def test_blanked_first_names_wait_for_approval(
         summary = client.xcom(DAG_ID, held["dag_run_id"], "report", key="summary")
         assert summary["guardrail"]["decision"] == "rejected" and summary["sent"] == 0
 
-        # 2. held again, approved: the rows arrive
+        # 2. held again; its approval task fails (as when the worker under it dies): the DAG processor's
+        # failure callback mails the failure
+        broken = client.trigger(DAG_ID, conf={})
+        _wait_pending(client, broken["dag_run_id"])
+        _settled(airflow, client, broken["dag_run_id"])
+        client._json("PATCH", f"/dags/{DAG_ID}/dagRuns/{broken['dag_run_id']}/taskInstances/approve_upload",
+                     json={"new_state": "failed"})  # fmt: skip
+        assert client.wait_for_run(DAG_ID, broken["dag_run_id"], timeout=300)["state"] == "failed"
+        failed = mailbox.wait_for(lambda m: m["subject"] == f"[Connectif sync] {DAG_ID} failed", timeout=120)
+        assert broken["dag_run_id"] in failed["text"] and "data-team@example.com" in failed["to"]
+        assert len(emulator.admin.imports()) == imports_before and _names(emulator) == before
+
+        # 3. held again, approved: the rows arrive, and the failure clears with a recovery notice
         again = client.trigger(DAG_ID, conf={})
         _wait_pending(client, again["dag_run_id"])
         assert len(emulator.admin.imports()) == imports_before
@@ -137,3 +175,5 @@ def test_blanked_first_names_wait_for_approval(
         assert sum(int(i["total"]) for i in imports) == len(before)  # every contact, with its empty name
         summary = client.xcom(DAG_ID, again["dag_run_id"], "report", key="summary")
         assert summary["guardrail"]["decision"] == "approved" and summary["sent"] == len(before)
+        mailbox.wait_for(lambda m: m["subject"].startswith(f"[Connectif sync] RECOVERED: {DAG_ID}: runs succeed"),
+                         timeout=120)  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -135,3 +136,68 @@ def test_pool_table_and_column_names_are_configurable(tmp_path: Path) -> None:
     assert mark_codes_used(engine, "S", [7], pool=pool) == 1
     assert take_unused_codes(engine, "S", 5, pool=pool) == []
     engine.dispose()
+
+
+def test_only_pool_ids_wraps_the_mapping_sql_without_doubling_percent_signs() -> None:
+    from sqlalchemy.dialects import mysql, postgresql
+
+    from connectif_sync.coupons import only_pool_ids
+    from connectif_sync.mappings import resolve_mapping
+
+    mapping = dataclasses.replace(
+        resolve_mapping("coupons"), sql="SELECT id, coupon_set_id, code FROM coupon_pool WHERE code LIKE 'A%'"
+    )
+    for dialect in (postgresql.psycopg2.dialect(), mysql.pymysql.dialect()):
+        sql = only_pool_ids(mapping, [5, 2], dialect).sql or ""
+        assert "LIKE 'A%'" in sql and "%%" not in sql, sql
+        assert sql.rstrip().endswith("IN (2, 5)"), sql
+    with pytest.raises(ValueError, match="order_by"):
+        only_pool_ids(dataclasses.replace(mapping, order_by=()), [1], postgresql.psycopg2.dialect())
+
+
+def test_plan_and_confirm_a_refill_without_airflow(erp: sa.Engine, tmp_path: Path) -> None:
+    """Refused codes are kept by pool id and never picked again; only codes Connectif confirmed are marked."""
+    from connectif_sync.coupons import RefillPlan, confirm_refill, plan_refill, refused_ids
+    from connectif_sync.mappings import resolve_mapping
+
+    erp_url, state_url = str(erp.url), f"sqlite:///{tmp_path / 'state.sqlite'}"
+    sets = [coupon_set(SET_A, "multiple", 0, ["w1"]), coupon_set(SET_B, "multiple", 50, ["w1"])]
+    common: dict[str, Any] = {"source_url": erp_url, "state_url": state_url, "mapping": resolve_mapping("coupons"),
+                              "threshold": 10, "refill_to": 20}  # fmt: skip
+
+    dry = plan_refill(sets, lambda _: "active", out_dir=None, dry_run=True, **common)
+    assert dry.to_send == {SET_A: 2} and dry.files == [] and refused_ids(state_url) == []
+    assert dry.short == {SET_A: 17}  # wants 20, the pool has 3 unused codes
+
+    plan = plan_refill(sets, lambda _: "active", out_dir=tmp_path / "run", run_id="r1", **common)
+    assert [(f.coupon_set_id, f.codes) for f in plan.files] == [(SET_A, {"A2": 2, "A3": 5})]
+    assert plan.refused_now == {SET_A: [4]} and refused_ids(state_url) == [4]  # the code-less row
+    assert RefillPlan.from_dict(plan.as_dict()) == plan  # through XCom and back
+    answer = {"file_path": plan.files[0].file_path, "import_id": "i1", "status": "finished", "total": 2,
+              "success": 1, "errors": 1, "rejected_rows": [{"line": 1, "field": "code", "error": "taken"}]}  # fmt: skip
+
+    outcome = confirm_refill(plan, [answer], source_url=erp_url, state_url=state_url, dag_id="d", run_id="r1")
+
+    assert outcome.failure is None
+    assert outcome.summary.sent == 1 and outcome.summary.rejected_by_connectif == 1
+    assert outcome.summary.extra["marked_used"] == {SET_A: 1} and outcome.summary.extra["pool_short"] == {SET_A: 17}
+    assert status(erp)[5][0] == "used" and status(erp)[2][0] == "unused"  # line 1 (A2) was refused by Connectif
+    again = plan_refill(sets, lambda _: "active", out_dir=tmp_path / "run2", run_id="r2", **common)
+    assert again.refused_earlier == 1 and all(4 not in f.codes.values() for f in again.files)
+
+
+def test_a_held_refill_marks_nothing_and_an_unproven_import_fails_the_run(erp: sa.Engine, tmp_path: Path) -> None:
+    from connectif_sync.coupons import confirm_refill, plan_refill
+    from connectif_sync.mappings import resolve_mapping
+
+    erp_url, state_url = str(erp.url), f"sqlite:///{tmp_path / 'state.sqlite'}"
+    plan = plan_refill([coupon_set(SET_A, "multiple", 0, ["w1"])], lambda _: "active", source_url=erp_url,
+                       state_url=state_url, mapping=resolve_mapping("coupons"), threshold=10, refill_to=20,
+                       out_dir=tmp_path / "run", run_id="r1")  # fmt: skip
+    before = status(erp)
+    held = confirm_refill(plan, [], source_url=erp_url, state_url=state_url, dag_id="d", run_id="r", held="rejected")
+    assert held.failure is None and held.summary.sent == 0 and status(erp) == before
+    assert any("upload rejected: nothing was sent" in n for n in held.summary.notes)
+    unfinished = confirm_refill(plan, [], source_url=erp_url, state_url=state_url, dag_id="d", run_id="r")
+    assert unfinished.failure is not None and "1 of 1 coupon imports did not finish" in unfinished.failure
+    assert status(erp) == before

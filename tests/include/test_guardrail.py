@@ -194,3 +194,36 @@ def test_a_store_from_before_masks_gets_the_column_and_counts_old_rows_as_filled
     v = _verdict(result, state, Thresholds(changed_pct=100))
     emptied = next(f for f in v.findings if f.rule == Rule.EMPTIED_FIELD)
     assert emptied.fired and "_birthdate" in emptied.message  # unknown before-values: the safe side
+
+
+class _Runs:
+    """A state store that only knows the last runs' reports (what the history rules read)."""
+
+    def __init__(self, reports: list[dict[str, object]]) -> None:
+        self.reports = reports
+
+    def runs(self, obj: str, limit: int) -> list[dict[str, object]]:
+        return [
+            {"run_id": f"r{n}", "mode": "full", "finished_at": "x", "report": r} for n, r in enumerate(self.reports)
+        ]
+
+
+def test_coupons_refill_holds_on_count_or_a_jump_of_refused_codes() -> None:
+    from connectif_sync.guardrail import evaluate_refill, thresholds_for
+
+    t = thresholds_for("coupons")
+    calm = [{"extracted": 400, "invalid": 4, "duplicate": 0}] * 3
+    ok = evaluate_refill({"mode": "full", "extracted": 800, "invalid": 8}, {"s1": 400, "s2": 392},
+                         store=_Runs(calm), thresholds=t)  # type: ignore[arg-type]  # fmt: skip
+    assert not ok.hold and [f.rule for f in ok.findings] == ["count", "rejected_jump"]
+    big = evaluate_refill({"mode": "full", "extracted": 9000}, {"s1": 9000}, store=_Runs(calm),
+                          thresholds=t)  # type: ignore[arg-type]  # fmt: skip
+    assert big.hold and big.fired[0].rule == "count" and big.fired[0].sample == [
+        {"key": "s1", "field": "codes", "before": "", "after": 9000}
+    ]
+    broken = evaluate_refill({"mode": "full", "extracted": 400, "invalid": 200}, {"s1": 200}, store=_Runs(calm),
+                             thresholds=t)  # type: ignore[arg-type]  # fmt: skip
+    assert broken.hold and [f.rule for f in broken.fired] == ["rejected_jump"]
+    first = evaluate_refill({"mode": "full", "extracted": 400, "invalid": 200}, {"s1": 200}, store=_Runs([]),
+                            thresholds=t)  # type: ignore[arg-type]  # fmt: skip
+    assert not first.hold  # no history yet: only the count rule applies

@@ -74,19 +74,72 @@ def test_late_run_is_not_late_while_a_person_is_asked(configured: str, mailbox: 
     assert mailbox.messages() == []
 
 
+class _Session:
+    """The scheduler's session, as the deadline reference uses it: the run's ``queued_at``, and the Variable
+    row of the metadata database (none here: the environment or the default decide)."""
+
+    def __init__(self, queued_at: datetime | None) -> None:
+        self.queued_at = queued_at
+
+    def scalar(self, query: Any) -> Any:
+        return self.queued_at if "queued_at" in str(query) else None
+
+
 def test_deadline_variable_tunes_the_deadline_without_a_deploy(dagbag: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from airflow.sdk.definitions.deadline import VariableInterval
+    """The DAG file reads no Variable; the scheduler, creating a run, reads the Variable or takes the default."""
+    from airflow.sdk import Variable
+    from airflow.serialization.decoders import decode_deadline_alert
+    from airflow.serialization.encoders import encode_deadline_alert
     from connectif_dags.alerting import dag_alerting
 
-    kwargs = dag_alerting("connectif_contacts", late_after=timedelta(hours=2))
-    assert kwargs["deadline"].interval == timedelta(hours=2)
-    assert kwargs["deadline"].callback.path == "connectif_provider.alerts.run_late"
+    from connectif_provider.deadlines import QueuedPlusVariable
+
+    def no_parse_time_read(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a DAG file read a Variable while it was parsed")
+
+    with monkeypatch.context() as m:
+        m.setattr(Variable, "get", staticmethod(no_parse_time_read))
+        alert = dag_alerting("connectif_contacts", late_after=timedelta(hours=2))["deadline"]
+    assert alert.reference == QueuedPlusVariable("connectif_deadline_connectif_contacts_seconds", 7200)
+    assert alert.interval == timedelta(0) and alert.callback.path == "connectif_provider.alerts.run_late"
+    # what the scheduler does when it creates a run: decode the stored alert (the class is found through the
+    # provider's plugin), then evaluate it against the run
+    stored = decode_deadline_alert(encode_deadline_alert(alert))
+    queued = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
+
+    def deadline() -> datetime:
+        return stored.reference.evaluate_with(session=_Session(queued), interval=stored.interval,
+                                              dag_id="connectif_contacts", run_id="scheduled__x")  # fmt: skip
+
+    assert deadline() == queued + timedelta(hours=2)  # no Variable: the DAG's default, the run is created
     monkeypatch.setenv("AIRFLOW_VAR_CONNECTIF_DEADLINE_CONNECTIF_CONTACTS_SECONDS", "600")
-    assert dag_alerting("connectif_contacts", late_after=timedelta(hours=2))["deadline"].interval == timedelta(hours=2)
-    monkeypatch.setenv("CONNECTIF_DEADLINE_VARIABLES", "true")  # the deployment created the Variables
-    kwargs = dag_alerting("connectif_contacts", late_after=timedelta(hours=2))
-    assert kwargs["deadline"].interval == VariableInterval("connectif_deadline_connectif_contacts_seconds")
-    assert alerts.late_after("connectif_contacts", timedelta(hours=2)) == timedelta(seconds=600)
+    assert deadline() == queued + timedelta(seconds=600)
+    assert alerts.late_after("connectif_contacts", timedelta(hours=2)) == timedelta(seconds=600)  # recovery check
+    monkeypatch.setenv("AIRFLOW_VAR_CONNECTIF_DEADLINE_CONNECTIF_CONTACTS_SECONDS", "ten minutes")
+    assert deadline() == queued + timedelta(hours=2)  # a typo never stops runs from being created
+    assert stored.reference.evaluate_with(session=_Session(None), interval=stored.interval,
+                                          dag_id="connectif_contacts", run_id="gone") is None  # fmt: skip
+
+
+def test_the_scheduler_reads_the_deadline_variable_inside_its_own_session(dagbag: Any) -> None:
+    """Variable.get would close Airflow's thread-local session, the scheduler's, in the middle of creating a run
+    (every object it holds detached: the scheduler crashed). The reference reads through that session instead."""
+    import sqlalchemy as sa
+    from airflow.models.variable import Variable
+    from airflow.utils.session import create_session
+
+    from connectif_provider.deadlines import scheduler_variable
+
+    key, other = "connectif_deadline_connectif_products_seconds", "connectif_probe_held"
+    with create_session() as session:
+        session.execute(sa.delete(Variable).where(Variable.key.in_([key, other])))
+        session.add_all([Variable(key=key, val="1200"), Variable(key=other, val="x")])
+    with create_session() as session:
+        held = session.scalars(sa.select(Variable).where(Variable.key == other)).one()  # what the scheduler holds
+        assert scheduler_variable(key, session) == "1200"
+        assert scheduler_variable("connectif_deadline_nobody_seconds", session) is None
+        assert held in session and held.key == other  # still attached (Variable.get would have detached it)
+        session.execute(sa.delete(Variable).where(Variable.key.in_([key, other])))
 
 
 def test_every_connectif_dag_has_failure_callbacks_and_a_deadline(dagbag: Any) -> None:
@@ -126,6 +179,21 @@ def test_configured_notifier_gets_the_alert_and_a_broken_channel_does_not_silenc
         alerts.notifiers()
 
 
+def test_an_alert_no_channel_took_is_told_again_next_time(
+    configured: str, mailbox: Mailbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cb = alerts.RunCallbacks("connectif_products", late_default=timedelta(hours=2), state_url_default=None)
+    nowhere = {"conn_type": "smtp", "host": "127.0.0.1", "port": 1, "extra": {"disable_ssl": True, "timeout": 2}}
+    with monkeypatch.context() as m:
+        m.setenv("AIRFLOW_CONN_SMTP_DEFAULT", json.dumps(nowhere))  # the mail server is down
+        cb.on_failure({"run_id": "scheduled__1", "reason": "task_failure"})
+    with StateStore(configured) as store:
+        assert [a["active"] for a in store.alerts("connectif_products")] == [False]
+    cb.on_failure({"run_id": "scheduled__2", "reason": "task_failure"})  # the server is back
+    mail = mailbox.wait_for(lambda m: "failed" in m["subject"])
+    assert "scheduled__2" in mail["text"]
+
+
 def test_values_from_the_data_are_not_templates(configured: str, mailbox: Mailbox) -> None:
     alert = compose("connectif_contacts", AlertKind.HOLD, "ask", "sample key {{ 7 * 7 }} <b>x</b>")
     alerts.send(alert)
@@ -142,6 +210,10 @@ def test_anomalies_of_a_summary() -> None:
     calm = anomalies({"extracted": 100, "rejected": 1, "kept": 0, "imports": 1, "rejected_by_connectif": 0})
     assert calm == {AlertKind.REJECTED_SHARE: None, AlertKind.PURCHASES_KEPT: None, AlertKind.IMPORT_ERRORS: None}
     assert anomalies({"dry_run": True, "extracted": 10, "rejected": 10}) == {}
+    short = anomalies({"pool_short": {"set-b": 30, "set-a": 5}})[AlertKind.COUPON_POOL_LOW]
+    assert short is not None and "lacks 35 codes" in short and "set-a (5 short), set-b (30 short)" in short
+    assert anomalies({"pool_short": {}}) == {AlertKind.COUPON_POOL_LOW: None}
+    assert anomalies({"pool_short": {"s": 3}}, {"coupon_pool_short": 10}) == {AlertKind.COUPON_POOL_LOW: None}
 
 
 def test_metrics_go_through_airflow_stats(monkeypatch: pytest.MonkeyPatch) -> None:

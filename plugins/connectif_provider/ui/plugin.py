@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
+from connectif_provider.deadlines import QueuedPlusVariable
 from connectif_provider.links import RUN_TAB_ROUTE, ConnectifRunTabLink
 from connectif_provider.ui.app import app
 
@@ -38,3 +39,5 @@ class ConnectifUIPlugin(AirflowPlugin):
         },
     ]
     operator_extra_links = [ConnectifRunTabLink()]
+    # The run deadline the scheduler reads from a Variable when it creates a run (connectif_provider.deadlines).
+    deadline_references = [QueuedPlusVariable]
