@@ -173,6 +173,7 @@ with DAG(
 
         from connectif_sync.contract import ImportOutcome, RunState, SyncObject
         from connectif_sync.coupons import mark_codes_used
+        from connectif_sync.import_rejects import record_import_rejects, with_keys
         from connectif_sync.state import StateStore
 
         context = get_current_context()
@@ -194,6 +195,7 @@ with DAG(
             engine = sa.create_engine(setting("source_url"))
             try:
                 with StateStore(setting("state_url")) as store:
+                    summaries = [with_keys(s) for s in summaries]  # the code of each line Connectif rejected
                     for s in summaries:
                         if store.confirm_import(s).get("unconfirmed"):  # no proof of which codes arrived
                             unconfirmed += 1
@@ -202,6 +204,7 @@ with DAG(
                             continue
                         with open(s["file_path"], newline="", encoding="utf-8") as fh:
                             codes = [row["code"] for row in csv.DictReader(fh)]
+                        record_import_rejects(store, "coupons", rep.get("run_id"), s)
                         failed = {int(r["line"]) for r in s.get("rejected_rows") or []}
                         connectif_rejected += len(failed)
                         set_id = next(f["coupon_set_id"] for f in files if f["file_path"] == s["file_path"])

@@ -153,6 +153,7 @@ def bulk_sync_dag(
         def report() -> Any:
             """Commit what Connectif confirmed, publish the summary (always, even when a task before failed);
             fail if an import did not finish or could not be confirmed."""
+            from connectif_sync.import_rejects import reason_label, record_import_rejects, with_keys
             from connectif_sync.state import StateStore
 
             context = get_current_context()
@@ -194,6 +195,7 @@ def bulk_sync_dag(
             if not dry_run:
                 with StateStore(setting("state_url")) as store:
                     for s in results:
+                        s = with_keys(s)  # the key of each line Connectif rejected, while the chunk files exist
                         outcome = store.confirm_import(s)
                         summary.sent += outcome["confirmed"]
                         summary.rejected_by_connectif += outcome["failed"]
@@ -202,8 +204,9 @@ def bulk_sync_dag(
                             unconfirmed_rows += outcome["unconfirmed"]
                             unconfirmed.append(outcome["reason"])
                             continue
+                        record_import_rejects(store, SyncObject(obj).store_object, rep.get("run_id"), s)
                         for row in s.get("rejected_rows") or []:
-                            reason = f"Connectif: {row.get('field') or ''} {row.get('error') or ''}".strip()
+                            reason = reason_label(row.get("field"), row.get("error"))
                             summary.rejected_by_reason[reason] = summary.rejected_by_reason.get(reason, 0) + 1
                 spent = [i.get("api_requests") for i in results]
                 if results and len(results) == len(files) and all(isinstance(n, int) for n in spent):

@@ -23,7 +23,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
-from connectif_provider.links import run_tab_url
+from connectif_provider.links import NAV_ROUTE, URL_PREFIX, run_tab_url
 from connectif_provider.ui import data
 from connectif_provider.ui.render import (
     badge,
@@ -40,6 +40,7 @@ from connectif_provider.ui.render import (
     when,
 )
 from connectif_sync.contract import RunSummary, SyncObject
+from connectif_sync.import_rejects import CONNECTIF_PREFIX
 
 PAGE_SIZE = 50
 STATIC = Path(__file__).parent / "static"
@@ -189,8 +190,14 @@ def run_tab(request: Request, dag_id: str, run_id: str) -> HTMLResponse:
     """One run: counts, reasons, notes, imports with their rejected rows, requests spent, a dry run's plan."""
     base = _base(request)
     obj = SyncObject.from_dag_id(dag_id)
-    if obj is None:
-        body = f"<p>{e(dag_id)} is not a Connectif sync DAG: nothing to show here.</p>"
+    if obj is None:  # Airflow shows this tab on every DAG's runs: its external views have no per-DAG filter
+        connectif_page = f"{base.removesuffix(URL_PREFIX)}/plugin/{NAV_ROUTE}"
+        body = (
+            f"<h1>Connectif sync</h1><p><b>{e(dag_id)} is not a Connectif sync</b>: this tab shows the runs of "
+            f"the <code>connectif_*</code> DAGs ({', '.join(e(o.dag_id) for o in SyncObject)}). Airflow adds it "
+            "to the runs of every DAG. What the Connectif syncs did is on the "
+            f"<a href='{e(connectif_page)}' target=_top>Connectif page</a>.</p>"
+        )
         return HTMLResponse(page("Connectif sync", body, base=base))
     summary = data.store().run_summary(dag_id, run_id)
     if summary is None:
@@ -267,14 +274,17 @@ def _reason_link(base: str, s: RunSummary, label: str, mask: Any) -> str:
 
 def _reason_of(label: str) -> str:
     """The stored ``reason`` of a ``"field: reason"`` label of the library's counts."""
-    return label.split(": ", 1)[1] if ": " in label and not label.startswith("Connectif") else ""
+    if label.startswith(CONNECTIF_PREFIX):  # filed under the label itself (connectif_sync.import_rejects)
+        return label
+    return label.split(": ", 1)[1] if ": " in label else ""
 
 
 def _import_rejects(rows: list[dict[str, Any]], errors: int, mask: Any) -> str:
     if not rows:
         return "—"
-    body = table(["line", "field", "error"], [(n(r.get("line")), e(r.get("field")), e(mask(r.get("error"))))
-                                               for r in rows], numeric=(0,))  # fmt: skip
+    body = table(["line", "key", "field", "error"],
+                 [(n(r.get("line")), e(mask(r.get("key"))), e(r.get("field")), e(mask(r.get("error")))) for r in rows],
+                 numeric=(0,))  # fmt: skip
     more = f"<small>first {len(rows)} of {errors:,}</small>" if errors > len(rows) else ""
     return f"<details><summary>{len(rows):,} rows</summary>{body}{more}</details>"
 
@@ -354,8 +364,10 @@ def rejected(
         suppressed_html += f"<a href='{e(more)}#suppressed'>more →</a>"
     body = (
         f"{_nav(base)}<h1>Rejected rows · {e(obj.label)}</h1>"
-        "<p class=muted>Rows the sync set aside before sending (kept for the last runs of each object). "
-        "Rows Connectif itself rejected wait under <a href='#pending'>pending retry</a>.</p>"
+        "<p class=muted>The rows a run set aside before sending, and those Connectif rejected in its imports "
+        "(reason <q>Connectif: …</q>, source row: the file sent and its line); kept for the last runs of each "
+        "object. Rows Connectif rejected also wait under <a href='#pending'>pending retry</a>: the next run sends "
+        "them again.</p>"
         f"{form}{table_html}<p>{first_link}{next_link}</p>"
         f"<h2 id=pending>Pending retry</h2>{pending_html}<h2 id=suppressed>Suppressed keys</h2>{suppressed_html}"
     )
