@@ -11,8 +11,9 @@
    their contacts and products in Connectif; exports last, so that they export what was just synced),
    watching the scheduler, triggerer, DAG processor, emulator and database while it waits,
 6. prints a summary per DAG (with every task that needed more than one try, and why), the UI address and
-   the admin password, and keeps running until Ctrl-C, then stops every process it started (process
-   groups, a sweep of anything left, and the database server).
+   the admin password, checks that the monitoring pages show the same figures (:mod:`demo.pages`), and
+   keeps running until Ctrl-C, then stops every process it started (process groups, a sweep of anything
+   left, and the database server).
 
 Everything lives under ``.demo/`` (git-ignored). Run it again and it reuses that state, the database
 included: the second runs send nothing, because nothing changed. ``--fresh`` starts from an empty ``.demo/``.
@@ -41,6 +42,7 @@ from typing import Any
 import httpx
 
 from demo.airflow_api import TERMINAL_RUN_STATES, AirflowAPIError, AirflowClient
+from demo.pages import check_pages
 from demo.processes import MARKER_VAR, ManagedProcess, sweep
 from demo.retries import RetriedTask, retried_tasks
 from demo.standalone import REPO, VENV_BIN, AirflowStandalone, StartupError, free_port
@@ -483,13 +485,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"Airflow UI:  {airflow.url}   user: admin   password: {airflow.admin_password()}")
         say(f"REST API:    POST {airflow.url}/auth/token with that user and password, then `Authorization: Bearer`")
         say(f"Monitoring:  {airflow.url}/plugin/connectif (the Connectif page; each run has a Connectif sync tab)")
+        say(f"             rejected rows: {airflow.url}/connectif/rejected?object=contacts (CSV: rejected.csv?...)")
+        say()
+        say("Checking the monitoring pages against the summary above:")
+        pages = check_pages(airflow.url, "admin", airflow.admin_password(), [r["summary"] for r in results])
+        for line in pages.lines():
+            say(f"  {line}")
+        say()
         say(f"Emulator:    {emu_url}   (read back what Connectif holds: {emu_url}/_emulator/contacts)")
         say(f"Data:        PostgreSQL {database.url(driver='')} (cluster {_rel(PG_DIR)}): databases")
         say("             airflow (metadata), erp (sample ERP), state (sync state, rejected rows),")
         say("             warehouse (exports), rate_limit (shared bucket); logs in .demo/logs and .demo/airflow/logs")
         failed = [r["dag_id"] for r in results if r["state"] != "success"]
         if args.no_wait:
-            return 1 if failed else 0
+            return 1 if failed or not pages.ok else 0
         say()
         say("Everything keeps running on its schedule. Press Ctrl-C to stop it all (the database server too).")
         while True:

@@ -236,3 +236,27 @@ def test_emails_are_masked_by_the_setting(client: TestClient, monkeypatch: pytes
     assert "@example.com" in html and not re.search(r"user\d+@", html) and "late@" not in html
     tab = client.get(f"/connectif/runs/{DAG}/{RUN}", headers=_as("viewer")).text
     assert "late@example.com" not in tab and "l***@example.com" in tab
+
+
+def test_the_demos_check_compares_the_pages_with_the_summary(client: TestClient, state_url: str) -> None:
+    """``python -m demo`` runs this check after its first runs (``demo.pages``): here on the same app."""
+    from demo.pages import compare
+
+    client.app.add_api_route(  # type: ignore[attr-defined]  # Airflow's login, as the API server has it
+        "/auth/token", lambda: {"access_token": _token("admin")}, methods=["POST"], status_code=201
+    )
+    with StateStore(state_url, readonly=True) as store:
+        recorded = store.run_summary(DAG, RUN)
+    assert recorded is not None
+    summary = recorded.as_dict()
+
+    check = compare(client, "admin", "secret", [summary])
+
+    assert check.ok, check.problems
+    assert (check.tabs, check.objects, check.csv_rows, check.csv_run) == (1, 1, 121, LIB_RUN)
+    assert check.anonymous_status == 401
+    wrong = compare(client, "admin", "secret", [{**summary, "sent": 700, "rejected": 120}])
+    assert not wrong.ok
+    assert any("the tab shows sent 749, the summary 700" in p for p in wrong.problems)
+    assert any("rejected.csv?object=contacts lists 121 rows" in p for p in wrong.problems)
+    assert any("the Connectif page shows contacts sent/rejected (749, 121)" in p for p in wrong.problems)
