@@ -260,3 +260,14 @@ def test_the_demos_check_compares_the_pages_with_the_summary(client: TestClient,
     assert any("the tab shows sent 749, the summary 700" in p for p in wrong.problems)
     assert any("rejected.csv?object=contacts lists 121 rows" in p for p in wrong.problems)
     assert any("the Connectif page shows contacts sent/rejected (749, 121)" in p for p in wrong.problems)
+
+
+def test_a_long_rejected_value_is_cut_on_the_page_not_in_the_csv(client: TestClient, state_url: str) -> None:
+    with StateStore(state_url) as store:
+        store.record_rejected("contacts", LIB_RUN, [{"key": "long@example.com", "source_ref": "id=999",
+                                                     "field": "_name", "reason": "longer than 255 characters",
+                                                     "value": "X" * 300}])  # fmt: skip
+    html = client.get("/connectif/rejected?object=contacts&key=long@example.com", headers=_as("viewer")).text
+    assert "X" * 80 + "… <small>(300 characters" in html and "X" * 81 not in html
+    text = client.get("/connectif/rejected.csv?object=contacts&key=long@example.com", headers=_as("viewer")).text
+    assert "X" * 300 in text

@@ -279,6 +279,17 @@ def _reason_of(label: str) -> str:
     return label.split(": ", 1)[1] if ": " in label else ""
 
 
+#: Characters of a rejected value the page shows (the CSV has them all): a 300-character name fits no table.
+VALUE_CHARS = 80
+
+
+def _cut(value: Any) -> str:
+    text = None if value is None else str(value)
+    if text is None or len(text) <= VALUE_CHARS:
+        return e(text)
+    return f"{e(text[:VALUE_CHARS])}… <small>({len(text):,} characters; the CSV has them all)</small>"
+
+
 def _import_rejects(rows: list[dict[str, Any]], errors: int, mask: Any) -> str:
     if not rows:
         return "—"
@@ -338,7 +349,7 @@ def rejected(
     )
     table_html = table(
         ["key", "source row", "field", "reason", "value"],
-        [(e(mask(r["key"])), e(mask(r["source_ref"])), e(r["field"]), e(r["reason"]), e(mask(r["value"])))
+        [(e(mask(r["key"])), e(mask(r["source_ref"])), e(r["field"]), e(r["reason"]), _cut(mask(r["value"])))
          for r in rows],
         tid="rejected",
     ) if rows else "<p class=muted>No rejected row matches.</p>"  # fmt: skip
