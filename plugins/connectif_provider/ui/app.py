@@ -25,6 +25,7 @@ from fastapi.staticfiles import StaticFiles
 
 from connectif_provider.links import NAV_ROUTE, URL_PREFIX, run_tab_url
 from connectif_provider.ui import data
+from connectif_provider.ui.overview_queries import object_counts, run_histories
 from connectif_provider.ui.render import (
     badge,
     e,
@@ -128,11 +129,13 @@ def overview(request: Request, user: UserDep) -> HTMLResponse:
     statuses = data.dag_statuses([o.dag_id for o in allowed])
     st = data.store()
     mask = _masker()
+    histories = run_histories(st, [o.value for o in allowed], limit=30)
+    all_counts = object_counts(st, [o.store_object for o in allowed])
     cards = []
     for obj in allowed:
         s = statuses[obj.dag_id]
-        history = st.run_history(obj.value, limit=30)
-        counts = st.counts(obj.store_object)
+        history = histories[obj.value]
+        counts = all_counts[obj.store_object]
         last = history[0] if history else None
         tab = (
             f" · <a target=_top href='{e(run_tab_url(obj.dag_id, s.last_run_id, ''))}'>run tab</a>"
