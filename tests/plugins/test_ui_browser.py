@@ -184,7 +184,7 @@ def test_connectif_page_and_run_tab_show_the_runs_summary(deployment: Deployment
     with open(path, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == summary["rejected"] > 1
-    assert all(r["reason"] and r["key"] for r in rows)
+    assert all(r["reason"] for r in rows)  # a row without an email has no key, but always a reason
     assert [r["key"] for r in rows if r["reason"].startswith("Connectif:")] == [REFUSED_EMAIL]
     assert {r["run"] for r in rows} == {summary["library_run_id"]}
 
