@@ -12,8 +12,9 @@
    watching the scheduler, triggerer, DAG processor, emulator and database while it waits,
    Alert mails go to a local SMTP sink the demo runs (``demo.mailsink``): files in ``.demo/mail/``,
 6. prints a summary per DAG (with every task that needed more than one try, and why), the UI address and
-   the admin password, and keeps running until Ctrl-C, then stops every process it started (process
-   groups, a sweep of anything left, and the database server).
+   the admin password, checks that the monitoring pages show the same figures (:mod:`demo.pages`), and
+   keeps running until Ctrl-C, then stops every process it started (process groups, a sweep of anything
+   left, and the database server).
 
 Everything lives under ``.demo/`` (git-ignored). Run it again and it reuses that state, the database
 included: the second runs send nothing, because nothing changed. ``--fresh`` starts from an empty ``.demo/``.
@@ -43,6 +44,7 @@ import httpx
 
 from demo.airflow_api import TERMINAL_RUN_STATES, AirflowAPIError, AirflowClient
 from demo.mailsink import DEMO_RECIPIENT, MailSink
+from demo.pages import check_pages
 from demo.processes import MARKER_VAR, ManagedProcess, sweep
 from demo.retries import RetriedTask, retried_tasks
 from demo.standalone import REPO, VENV_BIN, AirflowStandalone, StartupError, free_port
@@ -480,6 +482,7 @@ def print_access(airflow: AirflowStandalone, emu_url: str, database: LocalPostgr
     say(f"Data:        PostgreSQL {database.url(driver='')} (cluster {_rel(PG_DIR)}): databases")
     say("             airflow (metadata), erp (sample ERP), state (sync state, rejected rows),")
     say("             warehouse (exports), rate_limit (shared bucket); logs in .demo/logs and .demo/airflow/logs")
+    say(f"             rejected rows: {airflow.url}/connectif/rejected?object=contacts (CSV: rejected.csv?...)")
 
 
 def keep_running(airflow: AirflowStandalone, procs: list[ManagedProcess], watchdog: Watchdog) -> NoReturn:
@@ -542,9 +545,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_summaries(results)
         say()
         print_access(airflow, emu_url, database, mail)
+        say()
+        say("Checking the monitoring pages against the summary above:")
+        pages = check_pages(airflow.url, "admin", airflow.admin_password(), [r["summary"] for r in results])
+        for line in pages.lines():
+            say(f"  {line}")
         failed = [r["dag_id"] for r in results if r["state"] != "success"]
         if args.no_wait:
-            return 1 if failed else 0
+            return 1 if failed or not pages.ok else 0
         say()
         keep_running(airflow, procs, watchdog)
     except (KeyboardInterrupt, DemoStopped):

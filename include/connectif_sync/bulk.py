@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from connectif_sync.contract import ImportOutcome, RunState, RunSummary, SyncObject
-from connectif_sync.state import StateStore
+from connectif_sync.import_rejects import reason_label, record_import_rejects, with_keys
+from connectif_sync.store import StateStore
 
 #: Report counts copied as they are into the summary.
 PLANNED_COUNTS = ("extracted", "new", "changed", "unchanged", "deleted", "invalid", "duplicate", "suppressed",
@@ -69,17 +70,19 @@ def planned_summary(
 def confirm_imports(end: BulkRunEnd, results: Sequence[Mapping[str, Any]], store: StateStore) -> None:
     """Commit each finished import's confirmed rows and add its outcome (and Connectif's rejects) to the summary."""
     summary = end.summary
-    for result in results:
-        outcome = store.confirm_import(dict(result))
+    for plain in results:
+        result = with_keys(plain)  # the key of each line Connectif rejected, while the chunk files exist
+        outcome = store.confirm_import(result)
         summary.sent += outcome["confirmed"]
         summary.rejected_by_connectif += outcome["failed"]
-        summary.add_import(ImportOutcome.from_operator(dict(result)))
+        summary.add_import(ImportOutcome.from_operator(result))
         if outcome.get("unconfirmed"):
             end.unconfirmed_rows += outcome["unconfirmed"]
             end.unconfirmed.append(outcome["reason"])
             continue
+        record_import_rejects(store, end.summary.object.store_object, end.summary.library_run_id, result)
         for row in result.get("rejected_rows") or []:
-            reason = f"Connectif: {row.get('field') or ''} {row.get('error') or ''}".strip()
+            reason = reason_label(row.get("field"), row.get("error"))
             summary.rejected_by_reason[reason] = summary.rejected_by_reason.get(reason, 0) + 1
     spent = [r.get("api_requests") for r in results]
     if results and len(results) == end.files and all(isinstance(n, int) for n in spent):

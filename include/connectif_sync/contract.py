@@ -114,7 +114,7 @@ class ImportOutcome:
     errors: int = 0
     duration_s: float | None = None
     file_path: str | None = None
-    rejected_rows: list[dict[str, Any]] = field(default_factory=list)  # [{"line", "field", "error"}]
+    rejected_rows: list[dict[str, Any]] = field(default_factory=list)  # [{"line", "field", "error", "key"?}]
 
     @classmethod
     def from_operator(cls, summary: dict[str, Any]) -> ImportOutcome:
@@ -130,6 +130,7 @@ class ImportOutcome:
             file_path=summary.get("file_path"),
             rejected_rows=[
                 {"line": r.get("line"), "field": r.get("field"), "error": r.get("error")}
+                | {k: r[k] for k in ("key", "value") if k in r}  # the row's key (connectif_sync.import_rejects)
                 for r in rows[:MAX_IMPORT_REJECTS_KEPT]
             ],
         )

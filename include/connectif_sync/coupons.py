@@ -26,9 +26,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from connectif_sync.contract import ImportOutcome, RunState, RunSummary, SyncObject
+from connectif_sync.import_rejects import record_import_rejects, with_keys
 from connectif_sync.mappings import Mapping as SyncMapping
 from connectif_sync.pipeline import run_sync
-from connectif_sync.state import StateStore
+from connectif_sync.store import StateStore
 
 ACTIVE_WORKFLOW = "active"
 
@@ -437,8 +438,9 @@ def _mark_confirmed(
     engine = sa.create_engine(source_url)
     try:
         with StateStore(state_url) as store:
-            for s in results:
-                summary.add_import(ImportOutcome.from_operator(dict(s)))
+            for plain in results:
+                s = with_keys(plain)  # the code of each line Connectif rejected, while the files exist
+                summary.add_import(ImportOutcome.from_operator(s))
                 if store.confirm_import(s).get("unconfirmed"):  # no proof of which codes arrived
                     unconfirmed += 1
                     summary.notes.append(
@@ -446,6 +448,7 @@ def _mark_confirmed(
                         "report; its codes stay unused in the ERP and go again next run"
                     )
                     continue
+                record_import_rejects(store, "coupons", summary.library_run_id, s)
                 file = by_path[str(s["file_path"])]
                 failed = {int(r["line"]) for r in s.get("rejected_rows") or []}
                 summary.rejected_by_connectif += len(failed)

@@ -14,6 +14,10 @@ from airflow.sdk import BaseOperatorLink
 
 #: ``url_route`` of the run tab (the UI serves it at ``/dags/{dag_id}/runs/{run_id}/plugin/<route>``).
 RUN_TAB_ROUTE = "connectif-sync"
+#: ``url_route`` of the Connectif page in the navigation (the UI serves it at ``/plugin/<route>``).
+NAV_ROUTE = "connectif"
+#: Where the API server mounts the monitoring app.
+URL_PREFIX = "/connectif"
 
 
 def run_tab_url(dag_id: str, run_id: str, base_url: str = "") -> str:

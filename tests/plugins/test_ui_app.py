@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from connectif_provider.ui.data import Freshness
 from connectif_sync.contract import ImportOutcome, RunState, RunSummary, SyncObject
+from connectif_sync.import_rejects import rejected_rows
 from connectif_sync.state import StateStore, pending_table
 from emulator.testing import RunningEmulator
 
@@ -24,6 +25,9 @@ DAG = "connectif_contacts"
 RUN = "manual__2026-01-02T03:04:05+00:00"
 LIB_RUN = f"{DAG}/{RUN}/1"
 REJECTED = 120  # more than two pages of 50
+#: The row Connectif rejected in the run's import, keyed by the report task from the chunk file's manifest.
+CONNECTIF_REJECT = {"line": 4, "field": "_email", "error": "late@example.com invalid", "key": "late@example.com",
+                    "value": "late@example.com"}  # fmt: skip
 
 
 @pytest.fixture
@@ -50,13 +54,17 @@ def state_url(tmp_path: Path) -> str:
             dag_id=DAG, run_id=RUN, object=SyncObject.CONTACTS, state=RunState.SUCCESS, mode="full",
             extracted=1000, new=700, changed=50, unchanged=130, to_send=750, sent=749, invalid=80, duplicate=40,
             rejected=121, rejected_by_connectif=1, api_requests=7, library_run_id=LIB_RUN,
-            rejected_by_reason={"_email: invalid email address": 80, "_points: not an integer": 40},
+            rejected_by_reason={"_email: invalid email address": 80, "_points: not an integer": 40,
+                            "Connectif: _email late@example.com invalid": 1},
             notes=["_email: invalid email address: 80"],
             import_outcomes=[ImportOutcome(import_id="imp-1", status="finished", total=750, success=749, errors=1,
-                                           duration_s=12.5, rejected_rows=[{"line": 4, "field": "_email",
-                                                                            "error": "late@example.com invalid"}])],
+                                           duration_s=12.5, file_path="/work/contacts-0001.csv",
+                                           rejected_rows=[CONNECTIF_REJECT])],
         )  # fmt: skip
         store.record_run_summary(summary)
+        # as the report task files it (connectif_sync.import_rejects), with the run's other rejected rows
+        store.record_rejected("contacts", LIB_RUN, rejected_rows({"file_path": "/work/contacts-0001.csv",
+                                                                  "rejected_rows": [CONNECTIF_REJECT]}))  # fmt: skip
     return url
 
 
@@ -138,9 +146,29 @@ def test_run_tab_shows_the_recorded_summary(client: TestClient) -> None:
     assert data["sent"] == 749 and data["imports"] == 1 and data["import_outcomes"][0]["import_id"] == "imp-1"
 
 
-def test_run_tab_of_an_unreported_or_foreign_run(client: TestClient) -> None:
+def test_run_tab_shows_the_key_of_each_row_connectif_rejected(client: TestClient) -> None:
+    html = client.get(f"/connectif/runs/{DAG}/{RUN}", headers=_as("viewer")).text
+    imports = html.split("id='imports'")[1]
+    assert re.search(r"<td class='n'>4</td><td class=''>late@example\.com</td><td class=''>_email</td>", imports)
+    reason = "Connectif: _email late@example.com invalid"
+    link = re.search(rf"<a href='([^']+)'>{re.escape(reason)}</a>", html)  # the reason links to its rows
+    assert link is not None
+    rows = client.get(link.group(1).replace("&amp;", "&"), headers=_as("viewer")).text.split("id='rejected'")[1]
+    assert "late@example.com" in rows and "contacts-0001.csv line 4" in rows and "user001" not in rows
+
+
+def test_run_tab_of_an_unreported_run(client: TestClient) -> None:
     assert "not reported yet" in client.get(f"/connectif/runs/{DAG}/other", headers=_as("viewer")).text
-    assert "not a Connectif sync DAG" in client.get("/connectif/runs/example/x", headers=_as("admin")).text
+
+
+@pytest.mark.parametrize("dag_id", ["example_bash_operator", "connectif_unknown"])
+def test_run_tab_of_another_dag_says_so_and_links_the_connectif_page(client: TestClient, dag_id: str) -> None:
+    """Airflow shows a plugin's run tab on every DAG's runs (external views have no per-DAG filter)."""
+    resp = client.get(f"/connectif/runs/{dag_id}/manual__x", headers=_as("admin"))
+    assert resp.status_code == 200
+    assert f"{dag_id} is not a Connectif sync" in resp.text
+    assert "href='/plugin/connectif' target=_top" in resp.text  # the Connectif page, in the whole window
+    assert client.get(f"/connectif/runs/{dag_id}/manual__x", headers=_as(None)).status_code == 403
 
 
 def test_status_page_shows_objects_and_account(client: TestClient, emulator: RunningEmulator) -> None:
@@ -192,9 +220,12 @@ def test_rejected_csv_lists_every_row_of_the_latest_run(client: TestClient) -> N
     resp = client.get("/connectif/rejected.csv?object=contacts", headers=_as("viewer"))
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(resp.text)))
-    assert len(rows) == REJECTED
+    assert len(rows) == REJECTED + 1 == 121  # the run summary's "rejected": validation's and Connectif's
     assert rows[1] == {"key": "user001@example.com", "source_row": "id=1", "field": "_email",
                        "reason": "invalid email address", "value": "bad1", "run": LIB_RUN}  # fmt: skip
+    assert rows[-1] == {"key": "late@example.com", "source_row": "contacts-0001.csv line 4", "field": "_email",
+                        "reason": "Connectif: _email late@example.com invalid", "value": "late@example.com",
+                        "run": LIB_RUN}  # fmt: skip
 
 
 def test_emails_are_masked_by_the_setting(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -205,3 +236,38 @@ def test_emails_are_masked_by_the_setting(client: TestClient, monkeypatch: pytes
     assert "@example.com" in html and not re.search(r"user\d+@", html) and "late@" not in html
     tab = client.get(f"/connectif/runs/{DAG}/{RUN}", headers=_as("viewer")).text
     assert "late@example.com" not in tab and "l***@example.com" in tab
+
+
+def test_the_demos_check_compares_the_pages_with_the_summary(client: TestClient, state_url: str) -> None:
+    """``python -m demo`` runs this check after its first runs (``demo.pages``): here on the same app."""
+    from demo.pages import compare
+
+    client.app.add_api_route(  # type: ignore[attr-defined]  # Airflow's login, as the API server has it
+        "/auth/token", lambda: {"access_token": _token("admin")}, methods=["POST"], status_code=201
+    )
+    with StateStore(state_url, readonly=True) as store:
+        recorded = store.run_summary(DAG, RUN)
+    assert recorded is not None
+    summary = recorded.as_dict()
+
+    check = compare(client, "admin", "secret", [summary])
+
+    assert check.ok, check.problems
+    assert (check.tabs, check.objects, check.csv_rows, check.csv_run) == (1, 1, 121, LIB_RUN)
+    assert check.anonymous_status == 401
+    wrong = compare(client, "admin", "secret", [{**summary, "sent": 700, "rejected": 120}])
+    assert not wrong.ok
+    assert any("the tab shows sent 749, the summary 700" in p for p in wrong.problems)
+    assert any("rejected.csv?object=contacts lists 121 rows" in p for p in wrong.problems)
+    assert any("the Connectif page shows contacts sent/rejected (749, 121)" in p for p in wrong.problems)
+
+
+def test_a_long_rejected_value_is_cut_on_the_page_not_in_the_csv(client: TestClient, state_url: str) -> None:
+    with StateStore(state_url) as store:
+        store.record_rejected("contacts", LIB_RUN, [{"key": "long@example.com", "source_ref": "id=999",
+                                                     "field": "_name", "reason": "longer than 255 characters",
+                                                     "value": "X" * 300}])  # fmt: skip
+    html = client.get("/connectif/rejected?object=contacts&key=long@example.com", headers=_as("viewer")).text
+    assert "X" * 80 + "… <small>(300 characters" in html and "X" * 81 not in html
+    text = client.get("/connectif/rejected.csv?object=contacts&key=long@example.com", headers=_as("viewer")).text
+    assert "X" * 300 in text

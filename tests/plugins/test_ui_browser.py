@@ -3,7 +3,8 @@ session's embedded PostgreSQL), the Connectif emulator, Debian's chromium driven
 
 The user logs in through Airflow's login page, runs ``connectif_contacts``, opens the "Connectif" page from the
 navigation and the run's "Connectif sync" tab, and downloads the rejected rows: every figure shown must equal
-the run's ``summary`` XCom, and the CSV must hold every row the run set aside. An anonymous request is refused.
+the run's ``summary`` XCom, and the CSV must hold every row the run rejected (the one Connectif refused too,
+by its key). An anonymous request is refused.
 ``CONNECTIF_SCREENSHOTS=<dir>`` keeps the screenshots (``make screenshots`` writes the README's into docs/).
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from emulator.testing import RunningEmulator
 from tests.fixtures.airflow_stack import AirflowStack
@@ -26,6 +28,7 @@ from tests.fixtures.browser import chromium_page, screenshot_dir
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(900)]
 
 DAG_ID = "connectif_contacts"
+REFUSED_EMAIL = "a" * 60 + "@" + ".".join(["b" * 60] * 19) + ".com"  # valid to us, too long for Connectif
 
 
 @dataclass
@@ -43,6 +46,10 @@ def deployment(airflow_stack: AirflowStack, emulator: RunningEmulator, tmp_path:
     state_url = airflow_stack.postgres.create_database(f"state_{uuid.uuid4().hex[:10]}")
     erp_url = f"sqlite:///{tmp_path / 'erp.sqlite'}"
     generate(erp_url, contacts=400, products=20, orders=10, coupons=30, seed=11, dirty_rate=0.05)
+    engine = sa.create_engine(erp_url)
+    with engine.begin() as conn:  # one contact our validation lets through and Connectif rejects
+        conn.execute(sa.text("UPDATE customers SET email = :e WHERE id = 1"), {"e": REFUSED_EMAIL})
+    engine.dispose()
     shots = screenshot_dir(tmp_path)
     with airflow_stack.configured(tmp_path, source_url=erp_url, state_url=state_url) as stack:
         yield Deployment(stack, state_url, shots)
@@ -112,20 +119,25 @@ def test_connectif_page_and_run_tab_show_the_runs_summary(deployment: Deployment
     reasons = {r.locator("td").nth(0).inner_text(): _int(r.locator("td").nth(1).inner_text())
                for r in frame.locator("#reasons tbody tr").all()}  # fmt: skip
     assert reasons == summary["rejected_by_reason"]
-    imports = frame.locator("#imports tbody tr")
+    imports = frame.locator("#imports > tbody > tr")  # not the rows of the nested tables
     assert imports.count() == summary["imports"]
     assert imports.first.locator("td").first.inner_text() == summary["import_outcomes"][0]["import_id"]
+    assert summary["rejected_by_connectif"] == 1
+    imports.first.locator("details summary").click()  # the rows Connectif rejected: by line and key
+    refused = imports.first.locator("details tbody tr").first.locator("td")
+    assert [refused.nth(i).inner_text() for i in (1, 2)] == [REFUSED_EMAIL, "_email"]
     page.wait_for_timeout(500)
     page.screenshot(path=deployment.shots / "ui-run-tab.png", full_page=True)
 
-    # download the rejected rows from the tab: every row the run set aside before sending, with its reason
+    # download the rejected rows from the tab: every row the run rejected (set aside, or Connectif's), by key
     with page.expect_download() as info:
         frame.get_by_role("link", name="download CSV").click()
     path = info.value.path()
     with open(path, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == summary["rejected"] - summary["rejected_by_connectif"] > 0
-    assert all(r["reason"] and r["key"] is not None for r in rows)
+    assert len(rows) == summary["rejected"] > 1
+    assert all(r["reason"] for r in rows)  # a row without an email has no key, but always a reason
+    assert [r["key"] for r in rows if r["reason"].startswith("Connectif:")] == [REFUSED_EMAIL]
     assert {r["run"] for r in rows} == {summary["library_run_id"]}
 
     # the browser: the rejected rows of the same run, filtered by one reason

@@ -23,8 +23,9 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
-from connectif_provider.links import run_tab_url
+from connectif_provider.links import NAV_ROUTE, URL_PREFIX, run_tab_url
 from connectif_provider.ui import data
+from connectif_provider.ui.overview_queries import object_counts, run_histories
 from connectif_provider.ui.render import (
     badge,
     e,
@@ -40,6 +41,7 @@ from connectif_provider.ui.render import (
     when,
 )
 from connectif_sync.contract import RunSummary, SyncObject
+from connectif_sync.import_rejects import CONNECTIF_PREFIX
 
 PAGE_SIZE = 50
 STATIC = Path(__file__).parent / "static"
@@ -127,11 +129,13 @@ def overview(request: Request, user: UserDep) -> HTMLResponse:
     statuses = data.dag_statuses([o.dag_id for o in allowed])
     st = data.store()
     mask = _masker()
+    histories = run_histories(st, [o.value for o in allowed], limit=30)
+    all_counts = object_counts(st, [o.store_object for o in allowed])
     cards = []
     for obj in allowed:
         s = statuses[obj.dag_id]
-        history = st.run_history(obj.value, limit=30)
-        counts = st.counts(obj.store_object)
+        history = histories[obj.value]
+        counts = all_counts[obj.store_object]
         last = history[0] if history else None
         tab = (
             f" · <a target=_top href='{e(run_tab_url(obj.dag_id, s.last_run_id, ''))}'>run tab</a>"
@@ -189,8 +193,14 @@ def run_tab(request: Request, dag_id: str, run_id: str) -> HTMLResponse:
     """One run: counts, reasons, notes, imports with their rejected rows, requests spent, a dry run's plan."""
     base = _base(request)
     obj = SyncObject.from_dag_id(dag_id)
-    if obj is None:
-        body = f"<p>{e(dag_id)} is not a Connectif sync DAG: nothing to show here.</p>"
+    if obj is None:  # Airflow shows this tab on every DAG's runs: its external views have no per-DAG filter
+        connectif_page = f"{base.removesuffix(URL_PREFIX)}/plugin/{NAV_ROUTE}"
+        body = (
+            f"<h1>Connectif sync</h1><p><b>{e(dag_id)} is not a Connectif sync</b>: this tab shows the runs of "
+            f"the <code>connectif_*</code> DAGs ({', '.join(e(o.dag_id) for o in SyncObject)}). Airflow adds it "
+            "to the runs of every DAG. What the Connectif syncs did is on the "
+            f"<a href='{e(connectif_page)}' target=_top>Connectif page</a>.</p>"
+        )
         return HTMLResponse(page("Connectif sync", body, base=base))
     summary = data.store().run_summary(dag_id, run_id)
     if summary is None:
@@ -267,14 +277,28 @@ def _reason_link(base: str, s: RunSummary, label: str, mask: Any) -> str:
 
 def _reason_of(label: str) -> str:
     """The stored ``reason`` of a ``"field: reason"`` label of the library's counts."""
-    return label.split(": ", 1)[1] if ": " in label and not label.startswith("Connectif") else ""
+    if label.startswith(CONNECTIF_PREFIX):  # filed under the label itself (connectif_sync.import_rejects)
+        return label
+    return label.split(": ", 1)[1] if ": " in label else ""
+
+
+#: Characters of a rejected value the page shows (the CSV has them all): a 300-character name fits no table.
+VALUE_CHARS = 80
+
+
+def _cut(value: Any) -> str:
+    text = None if value is None else str(value)
+    if text is None or len(text) <= VALUE_CHARS:
+        return e(text)
+    return f"{e(text[:VALUE_CHARS])}… <small>({len(text):,} characters; the CSV has them all)</small>"
 
 
 def _import_rejects(rows: list[dict[str, Any]], errors: int, mask: Any) -> str:
     if not rows:
         return "—"
-    body = table(["line", "field", "error"], [(n(r.get("line")), e(r.get("field")), e(mask(r.get("error"))))
-                                               for r in rows], numeric=(0,))  # fmt: skip
+    body = table(["line", "key", "field", "error"],
+                 [(n(r.get("line")), e(mask(r.get("key"))), e(r.get("field")), e(mask(r.get("error")))) for r in rows],
+                 numeric=(0,))  # fmt: skip
     more = f"<small>first {len(rows)} of {errors:,}</small>" if errors > len(rows) else ""
     return f"<details><summary>{len(rows):,} rows</summary>{body}{more}</details>"
 
@@ -328,7 +352,7 @@ def rejected(
     )
     table_html = table(
         ["key", "source row", "field", "reason", "value"],
-        [(e(mask(r["key"])), e(mask(r["source_ref"])), e(r["field"]), e(r["reason"]), e(mask(r["value"])))
+        [(e(mask(r["key"])), e(mask(r["source_ref"])), e(r["field"]), e(r["reason"]), _cut(mask(r["value"])))
          for r in rows],
         tid="rejected",
     ) if rows else "<p class=muted>No rejected row matches.</p>"  # fmt: skip
@@ -354,8 +378,10 @@ def rejected(
         suppressed_html += f"<a href='{e(more)}#suppressed'>more →</a>"
     body = (
         f"{_nav(base)}<h1>Rejected rows · {e(obj.label)}</h1>"
-        "<p class=muted>Rows the sync set aside before sending (kept for the last runs of each object). "
-        "Rows Connectif itself rejected wait under <a href='#pending'>pending retry</a>.</p>"
+        "<p class=muted>The rows a run set aside before sending, and those Connectif rejected in its imports "
+        "(reason <q>Connectif: …</q>, source row: the file sent and its line); kept for the last runs of each "
+        "object. Rows Connectif rejected also wait under <a href='#pending'>pending retry</a>: the next run sends "
+        "them again.</p>"
         f"{form}{table_html}<p>{first_link}{next_link}</p>"
         f"<h2 id=pending>Pending retry</h2>{pending_html}<h2 id=suppressed>Suppressed keys</h2>{suppressed_html}"
     )

@@ -11,10 +11,8 @@ from __future__ import annotations
 from airflow.plugins_manager import AirflowPlugin
 
 from connectif_provider.deadlines import QueuedPlusVariable
-from connectif_provider.links import RUN_TAB_ROUTE, ConnectifRunTabLink
+from connectif_provider.links import NAV_ROUTE, RUN_TAB_ROUTE, URL_PREFIX, ConnectifRunTabLink
 from connectif_provider.ui.app import app
-
-URL_PREFIX = "/connectif"
 
 
 class ConnectifUIPlugin(AirflowPlugin):
@@ -27,7 +25,7 @@ class ConnectifUIPlugin(AirflowPlugin):
             "name": "Connectif",
             "href": f"{URL_PREFIX}/",
             "icon": f"{URL_PREFIX}/static/connectif.svg",
-            "url_route": "connectif",
+            "url_route": NAV_ROUTE,
             "destination": "nav",
         },
         {
