@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from connectif_sync.chunk import read_manifest
+from connectif_sync.contract import RejectedRow
 
 #: Every reason of a row Connectif rejected starts with this (the rows our validation set aside never do).
 CONNECTIF_PREFIX = "Connectif:"
@@ -116,13 +117,13 @@ def rejected_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The rows of a keyed result (:func:`with_keys`) as the state store's rejected rows."""
     path = str(result.get("file_path") or "")
     return [
-        {
-            "key": r.get("key"),
-            "source_ref": source_ref(path, r.get("line")),
-            "field": r.get("field"),
-            "reason": reason_label(r.get("field"), r.get("error")),
-            "value": r.get("value"),
-        }
+        RejectedRow(
+            key=r.get("key"),
+            source_ref=source_ref(path, r.get("line")),
+            field=str(r.get("field") or ""),
+            reason=reason_label(r.get("field"), r.get("error")),
+            value=r.get("value"),
+        ).as_dict()
         for r in result.get("rejected_rows") or []
     ]
 

@@ -23,9 +23,17 @@ class Ledger:
         self.answers = answers
         self.confirmed: list[str] = []
 
+        self.rejected: list[tuple[str, str, dict[str, Any]]] = []
+
     def confirm_import(self, result: Mapping[str, Any]) -> dict[str, Any]:
         self.confirmed.append(result["import_id"])
         return self.answers[result["import_id"]]
+
+    def rejected_page(self, obj: str, run_id: str, *, key: str, limit: int) -> list[dict[str, Any]]:
+        return [r for o, rid, r in self.rejected if (o, rid) == (obj, run_id) and r["key"] == key][:limit]
+
+    def record_rejected(self, obj: str, run_id: str, rows: list[dict[str, Any]]) -> None:
+        self.rejected += [(obj, run_id, r) for r in rows]
 
 
 def imported(import_id: str, rejected: list[dict[str, Any]] | None = None, requests: int = 4) -> dict[str, Any]:
@@ -61,6 +69,11 @@ def test_confirmed_rows_and_connectifs_rejects_are_counted_and_the_run_succeeds(
     assert s.rejected_by_reason == {"email: invalid email": 3, "Connectif: _email bad": 2}
     assert "2 keys confirmed earlier are gone from the source, e.g. ['a', 'b']" in s.notes
     assert s.extra["guardrail"] == {"fired": [], "held": False, "would_hold": False, "decision": None}
+    # Connectif's rejects are filed with the run's rejected rows, by line (no manifest here: no key), once
+    assert [(o, rid, r["source_ref"], r["reason"]) for o, rid, r in ledger.rejected] == [
+        ("contacts", "lib-7", "i2.csv line 2", "Connectif: _email bad"),
+        ("contacts", "lib-7", "i2.csv line 3", "Connectif: _email bad"),
+    ]
 
 
 def test_an_unfinished_or_unproven_import_leaves_the_run_incomplete_and_says_why_it_fails() -> None:
