@@ -39,6 +39,7 @@ from connectif_dags.common import (
     mapping_for,
     new_summary,
     publish_summary,
+    rate_limit_per_minute,
     remove_run_dir,
     run_dir,
     setting,
@@ -74,6 +75,7 @@ def extract_files(context: Any, obj: str) -> list[str]:
         full_resync=bool(context["params"]["full_resync"]),
         dry_run=dry_run,
         run_id=f"{ti.dag_id}/{ti.run_id}/{ti.try_number}",
+        requests_per_minute=rate_limit_per_minute(),
     )
     for r in result.rejected[:20]:
         log.warning("rejected %s (%s) %s: %s", r["key"], r["source_ref"], r["field"], r["reason"])

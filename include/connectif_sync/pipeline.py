@@ -89,6 +89,7 @@ class SyncParams:
     run_id: str | None = None
     extract_path: str = "auto"
     readers: int = DEFAULT_READERS
+    requests_per_minute: float = REQUESTS_PER_MINUTE
 
     def check(self) -> None:
         if self.obj == "purchases":
@@ -113,6 +114,7 @@ def run_sync(
     run_id: str | None = None,
     extract_path: str = "auto",
     readers: int = DEFAULT_READERS,
+    requests_per_minute: float = REQUESTS_PER_MINUTE,
 ) -> SyncResult:
     """Sync one bulk object (contacts, products, coupons): write the CSV chunks of new and changed rows.
 
@@ -121,6 +123,7 @@ def run_sync(
     * ``full_resync``: send every valid row, changed or not (state is still compared, for the report).
     * ``dry_run``: compute everything (files, bytes, requests) but write nothing anywhere.
     * ``readers``: connections that read a full scan of an integer-keyed table at once (ADBC sources).
+    * ``requests_per_minute``: the connection's request budget, for the dry run's time estimate.
 
     Files are NOT committed to the state: call :meth:`StateStore.confirm_file` / ``confirm_import`` for
     each after Connectif imported it.
@@ -129,6 +132,7 @@ def run_sync(
         obj, source_url, out_dir, state_url=state_url, mapping=mapping, full_resync=full_resync,
         incremental=incremental, lookback=lookback, max_file_bytes=max_file_bytes, chunk_rows=chunk_rows,
         dry_run=dry_run, run_id=run_id, extract_path=extract_path, readers=readers,
+        requests_per_minute=requests_per_minute,
     )  # fmt: skip
     return sync(params)
 
@@ -382,7 +386,7 @@ def _finish(run: _Run, started: float) -> SyncResult:
     report.deleted, deleted = deleted_keys(run.index, run.store, run.params.obj)
     report.high_water = run.high
     run.rejects.flush()
-    report.finish(files, run.rejects.reasons, time.perf_counter() - started)
+    report.finish(files, run.rejects.reasons, time.perf_counter() - started, run.params.requests_per_minute)
     if not run.params.dry_run and report.run_id is not None:
         run.store.finish_run(report.run_id, files=files, high_water=run.high, report=report.as_dict())
     run.changes.close()

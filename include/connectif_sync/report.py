@@ -45,13 +45,20 @@ class SyncReport:
         out["mode"] = str(self.mode)  # the plain text value: XCom and the run history store it as before
         return out
 
-    def finish(self, files: list[ChunkFile], rejected_by_reason: dict[str, int], duration_s: float) -> None:
-        """Fill in what the written files and the rejected rows say, once the run has read everything."""
+    def finish(
+        self,
+        files: list[ChunkFile],
+        rejected_by_reason: dict[str, int],
+        duration_s: float,
+        per_minute: float = REQUESTS_PER_MINUTE,
+    ) -> None:
+        """Fill in what the written files and the rejected rows say, once the run has read everything
+        (``per_minute``: the connection's request budget, for the estimate)."""
         self.files = len(files)
         self.bytes = sum(f.bytes for f in files)
         self.sent = sum(f.rows for f in files)
         self.rejected_by_reason = rejected_by_reason
-        self.api_requests = import_requests(files)
+        self.api_requests = import_requests(files, per_minute)
         self.duration_s = round(duration_s, 3)
 
 
@@ -75,14 +82,16 @@ class SyncResult:
         }
 
 
-def import_requests(files: list[ChunkFile]) -> dict[str, Any]:
+def import_requests(files: list[ChunkFile], per_minute: float = REQUESTS_PER_MINUTE) -> dict[str, Any]:
     """The API requests the imports of ``files`` need at least: create, one status poll, and the error
-    report when there are errors; and how they fit the account's queue (10 imports at a time)."""
+    report when there are errors; and how they fit the account's queue (10 imports at a time) and the
+    connection's budget (``per_minute``, its ``rate_limit_per_minute``)."""
     n = len(files)
     return {
         "imports": n,
         "min_requests": 2 * n,
         "max_requests_if_every_import_has_errors": 3 * n,
         "queue_waves": -(-n // IMPORT_QUEUE) if n else 0,
-        "min_minutes_at_rate_limit": round(2 * n / REQUESTS_PER_MINUTE, 2),
+        "min_minutes_at_rate_limit": round(2 * n / per_minute, 2),
+        "rate_limit_per_minute": per_minute,
     }

@@ -160,7 +160,8 @@ def test_dry_run_writes_nothing(sample, tmp_path: Path) -> None:  # type: ignore
     report = plan_sync("contacts", url, state_url=f"sqlite:///{state_file}")
     assert report.mode == "plan" and report.files == 1 and report.bytes > 0 and report.sent > 0
     assert report.api_requests == {"imports": 1, "min_requests": 2, "max_requests_if_every_import_has_errors": 3,
-                                   "queue_waves": 1, "min_minutes_at_rate_limit": 0.02}  # fmt: skip
+                                   "queue_waves": 1, "min_minutes_at_rate_limit": 0.02,
+                                   "rate_limit_per_minute": 90}  # fmt: skip
     assert not state_file.exists() and list(tmp_path.iterdir()) == []
     real = run_sync("contacts", url, tmp_path / "out", state_url=f"sqlite:///{state_file}", max_file_bytes=100_000)
     assert real.report.files == plan_sync("contacts", url, max_file_bytes=100_000).files > 1

@@ -36,6 +36,7 @@ def test_finish_totals_the_files_and_the_requests() -> None:
         "max_requests_if_every_import_has_errors": 33,
         "queue_waves": 2,  # ten queued imports at a time
         "min_minutes_at_rate_limit": round(22 / 90, 2),
+        "rate_limit_per_minute": 90,
     }
     result = SyncResult(report=report, files=_files(11), deleted_keys=["x@y.com"], rejected=[])
     assert result.as_dict()["rejected"] == 2 and len(result.as_dict()["files"]) == 11
@@ -48,4 +49,14 @@ def test_no_files_need_no_requests() -> None:
         "max_requests_if_every_import_has_errors": 0,
         "queue_waves": 0,
         "min_minutes_at_rate_limit": 0.0,
+        "rate_limit_per_minute": 90,
     }
+
+
+def test_the_estimate_takes_the_connections_own_budget() -> None:
+    """A connection allowed 30 requests a minute plans three times the minutes of the default 90."""
+    slow = import_requests(_files(15), per_minute=30)
+    assert (slow["min_minutes_at_rate_limit"], slow["rate_limit_per_minute"]) == (1.0, 30)
+    report = SyncReport(object="contacts", mode=RunMode.PLAN)
+    report.finish(_files(15), {}, 0.1, per_minute=30)
+    assert report.api_requests == slow
