@@ -105,6 +105,65 @@ def timed(fn: Any, repeat: int) -> tuple[float, float]:
     return statistics.median(times), max(times)
 
 
+def _client() -> Any:
+    """A client of the plugin's app with a viewer's token, as the API server would serve it."""
+    from airflow.api_fastapi.app import init_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from connectif_provider.ui.app import app
+
+    manager = init_auth_manager()
+    token = manager.generate_jwt(SimpleAuthManagerUser(username="bench", role="viewer"))  # type: ignore[arg-type]
+    root = FastAPI()
+    root.mount("/connectif", app)
+    return TestClient(root, headers={"Authorization": f"Bearer {token}"})
+
+
+def _measure(client: Any, engine: Any, info: dict[str, Any], repeat: int) -> tuple[list[Any], Any]:
+    """Each page timed ``repeat`` times, and the baseline: the deep page read with OFFSET, SQL alone."""
+    import sqlalchemy as sa
+
+    latest = info["latest"]
+    with engine.connect() as conn:
+        mid_id = conn.execute(
+            sa.text("SELECT id FROM connectif_sync_rejected WHERE run_id = :r ORDER BY id OFFSET 150000 LIMIT 1"),
+            {"r": latest},
+        ).scalar_one()
+
+    def get(path: str) -> Any:
+        def call() -> None:
+            resp = client.get(path)
+            assert resp.status_code == 200, (path, resp.status_code, resp.text[:300])
+
+        return call
+
+    def offset_page() -> None:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text("SELECT id, key, source_ref, field, reason, value FROM connectif_sync_rejected "
+                        "WHERE object = 'contacts' AND run_id = :r ORDER BY id OFFSET 150000 LIMIT 50"),
+                {"r": latest},
+            ).all()  # fmt: skip
+        assert len(rows) == 50
+
+    run_tab = "/connectif/runs/connectif_contacts/scheduled__0996"
+    deep = f"/connectif/rejected?object=contacts&after={mid_id}"
+    both = f"/connectif/rejected?object=contacts&run={info['middle']}&field=_email&reason=invalid+email+address"
+    pages = [
+        ("Connectif page `/connectif/` (6 objects x 30 runs, counts, freshness, account)", get("/connectif/")),
+        ("run tab `/connectif/runs/connectif_contacts/<run>`", get(run_tab)),
+        ("rejected rows, first page of the latest run", get("/connectif/rejected?object=contacts")),
+        ("rejected rows, page at row 150,000 (keyset `after=`)", get(deep)),
+        ("rejected rows, filter reason (1 in 4 rows)",
+         get("/connectif/rejected?object=contacts&reason=not+an+integer")),
+        ("rejected rows, filter field + reason, older run", get(both)),
+        ("rejected rows, key search (prefix)", get("/connectif/rejected?object=contacts&key=user09999*")),
+    ]  # fmt: skip
+    return [(name, *timed(fn, repeat)) for name, fn in pages], timed(offset_page, repeat)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rejected", type=int, default=1_000_000)
@@ -122,60 +181,12 @@ def main() -> int:
         info = populate(url, args.rejected, args.runs)
 
         import sqlalchemy as sa
-        from airflow.api_fastapi.app import init_auth_manager
-        from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
-        from fastapi import FastAPI
-        from fastapi.testclient import TestClient
 
-        from connectif_provider.ui.app import app
-
-        manager = init_auth_manager()
-        token = manager.generate_jwt(SimpleAuthManagerUser(username="bench", role="viewer"))  # type: ignore[arg-type]
-        root = FastAPI()
-        root.mount("/connectif", app)
-        client = TestClient(root, headers={"Authorization": f"Bearer {token}"})
-
+        client = _client()
         engine = sa.create_engine(url)
-        with engine.connect() as conn:
-            mid_id = conn.execute(
-                sa.text("SELECT id FROM connectif_sync_rejected WHERE run_id = :r ORDER BY id OFFSET 150000 LIMIT 1"),
-                {"r": info["latest"]},
-            ).scalar_one()
-        latest = info["latest"]
-
-        def get(path: str) -> Any:
-            def call() -> None:
-                resp = client.get(path)
-                assert resp.status_code == 200, (path, resp.status_code, resp.text[:300])
-
-            return call
-
-        def offset_page() -> None:
-            with engine.connect() as conn:
-                rows = conn.execute(
-                    sa.text("SELECT id, key, source_ref, field, reason, value FROM connectif_sync_rejected "
-                            "WHERE object = 'contacts' AND run_id = :r ORDER BY id OFFSET 150000 LIMIT 50"),
-                    {"r": latest},
-                ).all()  # fmt: skip
-            assert len(rows) == 50
-
-        run_tab = "/connectif/runs/connectif_contacts/scheduled__0996"
-        deep = f"/connectif/rejected?object=contacts&after={mid_id}"
-        both = f"/connectif/rejected?object=contacts&run={info['middle']}&field=_email&reason=invalid+email+address"
-        pages = [
-            ("Connectif page `/connectif/` (6 objects x 30 runs, counts, freshness, account)", get("/connectif/")),
-            ("run tab `/connectif/runs/connectif_contacts/<run>`", get(run_tab)),
-            ("rejected rows, first page of the latest run", get("/connectif/rejected?object=contacts")),
-            ("rejected rows, page at row 150,000 (keyset `after=`)", get(deep)),
-            ("rejected rows, filter reason (1 in 4 rows)",
-             get("/connectif/rejected?object=contacts&reason=not+an+integer")),
-            ("rejected rows, filter field + reason, older run", get(both)),
-            ("rejected rows, key search (prefix)", get("/connectif/rejected?object=contacts&key=user09999*")),
-        ]  # fmt: skip
-        results = [(name, *timed(fn, args.repeat)) for name, fn in pages]
-        base = timed(offset_page, args.repeat)
+        results, base = _measure(client, engine, info, args.repeat)
         t0 = time.perf_counter()
-        csv_rows = client.get(f"/connectif/rejected.csv?object=contacts&run={latest}").text.count("\n") - 1
+        csv_rows = client.get(f"/connectif/rejected.csv?object=contacts&run={info['latest']}").text.count("\n") - 1
         csv_s = time.perf_counter() - t0
         load = os.getloadavg()
         print(f"\nstate store: PostgreSQL {url.rsplit('@', 1)[-1]}; {args.rejected:,} rejected rows "

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from connectif_sync.pipeline import ChangeSet
     from connectif_sync.store import StateStore
 
+
 @dataclass
 class Finding:
     """One rule, checked: the measured value against its threshold, and whether it fired."""
@@ -189,63 +190,81 @@ def evaluate(
     }
     t = thresholds
     findings: list[Finding] = []
-    shares = confirmed >= t.min_confirmed and confirmed > 0
-    if shares:
-        changed = int(report.get("changed") or 0)
-        pct = _pct(changed, confirmed)
-        sample = [
-            {"key": s["key"], "field": "(row)", "before": "confirmed", "after": _short(s["after"])}
-            for s in (changes.sample if changes is not None else [])[:SAMPLE]
-        ]
-        findings.append(
-            Finding(
-                Rule.CHANGED_SHARE,
-                pct > t.changed_pct,
-                pct,
-                t.changed_pct,
-                f"{changed} of {confirmed} confirmed rows would change ({pct}%, threshold {t.changed_pct}%)",
-                sample,
-            )
-        )
-        if changes is not None and len(changes):
-            findings.append(_emptied(obj, changes, store, confirmed, t))
-        if mode != "incremental":
-            gone = int(report.get("deleted") or 0)
-            pct = _pct(gone, confirmed)
-            findings.append(
-                Finding(
-                    Rule.DISAPPEARED_KEYS,
-                    pct > t.disappeared_pct,
-                    pct,
-                    t.disappeared_pct,
-                    f"{gone} of {confirmed} confirmed keys are gone from the source ({pct}%, threshold "
-                    f"{t.disappeared_pct}%)",
-                    [
-                        {"key": k, "field": "(row)", "before": "confirmed", "after": "gone"}
-                        for k in (deleted_keys or [])[:SAMPLE]
-                    ],
-                )
-            )
+    if confirmed >= t.min_confirmed and confirmed > 0:
+        findings += _share_findings(obj, report, store, t, confirmed, changes, deleted_keys, mode)
     history = comparable_history(store, obj, mode, report.get("run_id"), t.history_runs)
     if len(history) >= max(1, t.min_history):
-        median = statistics.median(int(h.get("extracted") or 0) for h in history)
-        extracted = int(report.get("extracted") or 0)
-        drop = _pct(median - extracted, median) if median > 0 else 0.0
-        counts["median_extracted"] = median
-        findings.append(
-            Finding(
-                Rule.VOLUME_DROP,
-                drop > t.volume_drop_pct,
-                drop,
-                t.volume_drop_pct,
-                f"{extracted} rows extracted against a median of {median:g} over the last {len(history)} runs "
-                f"({max(drop, 0.0)}% fewer, threshold {t.volume_drop_pct}%)",
-            )
-        )
+        findings.append(_volume_drop(report, history, t, counts))
         findings.append(_rejected_jump(report, history, t, counts))
     if t.max_rows is not None:
         findings.append(count_finding(int(report.get("sent") or 0), t.max_rows, "rows"))
     return _verdict(obj, findings, counts, t)
+
+
+def _share_findings(
+    obj: str,
+    report: AbcMapping[str, Any],
+    store: StateStore,
+    t: Thresholds,
+    confirmed: int,
+    changes: ChangeSet | None,
+    deleted_keys: list[str] | None,
+    mode: str,
+) -> list[Finding]:
+    """The rules measured against the confirmed rows: changed share, emptied fields, disappeared keys."""
+    changed = int(report.get("changed") or 0)
+    pct = _pct(changed, confirmed)
+    sample = [
+        {"key": s["key"], "field": "(row)", "before": "confirmed", "after": _short(s["after"])}
+        for s in (changes.sample if changes is not None else [])[:SAMPLE]
+    ]
+    findings = [
+        Finding(
+            Rule.CHANGED_SHARE,
+            pct > t.changed_pct,
+            pct,
+            t.changed_pct,
+            f"{changed} of {confirmed} confirmed rows would change ({pct}%, threshold {t.changed_pct}%)",
+            sample,
+        )
+    ]
+    if changes is not None and len(changes):
+        findings.append(_emptied(obj, changes, store, confirmed, t))
+    if mode != "incremental":  # an incremental run does not see the whole source: no deletions to count
+        gone = int(report.get("deleted") or 0)
+        pct = _pct(gone, confirmed)
+        findings.append(
+            Finding(
+                Rule.DISAPPEARED_KEYS,
+                pct > t.disappeared_pct,
+                pct,
+                t.disappeared_pct,
+                f"{gone} of {confirmed} confirmed keys are gone from the source ({pct}%, threshold "
+                f"{t.disappeared_pct}%)",
+                [
+                    {"key": k, "field": "(row)", "before": "confirmed", "after": "gone"}
+                    for k in (deleted_keys or [])[:SAMPLE]
+                ],
+            )
+        )
+    return findings
+
+
+def _volume_drop(
+    report: AbcMapping[str, Any], history: list[dict[str, Any]], t: Thresholds, counts: dict[str, Any]
+) -> Finding:
+    median = statistics.median(int(h.get("extracted") or 0) for h in history)
+    extracted = int(report.get("extracted") or 0)
+    drop = _pct(median - extracted, median) if median > 0 else 0.0
+    counts["median_extracted"] = median
+    return Finding(
+        Rule.VOLUME_DROP,
+        drop > t.volume_drop_pct,
+        drop,
+        t.volume_drop_pct,
+        f"{extracted} rows extracted against a median of {median:g} over the last {len(history)} runs "
+        f"({max(drop, 0.0)}% fewer, threshold {t.volume_drop_pct}%)",
+    )
 
 
 def _rejected_jump(report: AbcMapping[str, Any], history: list[dict[str, Any]], t: Thresholds,
