@@ -485,6 +485,16 @@ def print_access(airflow: AirflowStandalone, emu_url: str, database: LocalPostgr
     say(f"             rejected rows: {airflow.url}/connectif/rejected?object=contacts (CSV: rejected.csv?...)")
 
 
+def print_page_check(airflow: AirflowStandalone, results: list[dict[str, Any]]) -> bool:
+    """Whether the monitoring pages show the figures of the summary just printed (each check said)."""
+    say()
+    say("Checking the monitoring pages against the summary above:")
+    pages = check_pages(airflow.url, "admin", airflow.admin_password(), [r["summary"] for r in results])
+    for line in pages.lines():
+        say(f"  {line}")
+    return pages.ok
+
+
 def keep_running(airflow: AirflowStandalone, procs: list[ManagedProcess], watchdog: Watchdog) -> NoReturn:
     """Until Ctrl-C: fail when a process exits; the watchdog says loudly what is down, and when it is back."""
     say("Everything keeps running on its schedule. Press Ctrl-C to stop it all (the database server too).")
@@ -545,14 +555,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_summaries(results)
         say()
         print_access(airflow, emu_url, database, mail)
-        say()
-        say("Checking the monitoring pages against the summary above:")
-        pages = check_pages(airflow.url, "admin", airflow.admin_password(), [r["summary"] for r in results])
-        for line in pages.lines():
-            say(f"  {line}")
+        pages_ok = print_page_check(airflow, results)
         failed = [r["dag_id"] for r in results if r["state"] != "success"]
         if args.no_wait:
-            return 1 if failed or not pages.ok else 0
+            return 1 if failed or not pages_ok else 0
         say()
         keep_running(airflow, procs, watchdog)
     except (KeyboardInterrupt, DemoStopped):
