@@ -23,7 +23,8 @@ h3{font-size:14px;margin:0 0 6px}a{color:var(--info)}small,.muted{color:var(--mu
 .badge{display:inline-block;border-radius:10px;padding:0 8px;font-size:12px;font-weight:600;color:#fff;
 background:var(--muted)}.b-ok{background:var(--ok)}.b-warn{background:var(--warn)}.b-bad{background:var(--bad)}
 .b-info{background:var(--info)}table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:4px 8px;
-border-bottom:1px solid var(--line);vertical-align:top}th{font-weight:600;color:var(--muted);font-size:12px}
+border-bottom:1px solid var(--line);vertical-align:top;overflow-wrap:anywhere}
+th{font-weight:600;color:var(--muted);font-size:12px}
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}.kv td:first-child{color:var(--muted);width:45%}
 .figures{display:flex;flex-wrap:wrap;gap:8px;margin:8px 0}.fig{background:var(--card);border:1px solid var(--line);
 border-radius:8px;padding:8px 12px;min-width:110px}.fig b{display:block;font-size:20px}
