@@ -38,3 +38,14 @@ def test_job_kinds_declare_what_differs() -> None:
         "Export", ExportStatus, "E0301",
     )  # fmt: skip
     assert [s.value for s in EventStatus] == ["success", "error", "timeout"]
+
+
+def test_the_librarys_copy_of_the_limits_is_the_providers() -> None:
+    """The sync library may not import the provider (nor the provider load the library in the triggerer), so
+    the library's estimates keep the few limits they need as constants: this is what keeps them the same."""
+    from connectif_provider import models
+    from connectif_sync import chunk, contract
+
+    assert contract.IMPORT_QUEUE == models.MAX_QUEUED_IMPORTS
+    assert contract.REQUESTS_PER_MINUTE == models.DEFAULT_RATE_LIMIT_PER_MINUTE
+    assert chunk.DEFAULT_MAX_FILE_BYTES <= models.MAX_FILE_BYTES
