@@ -102,7 +102,7 @@ bench-ui: install
 # chromium) run with CONNECTIF_SCREENSHOTS=docs.
 .PHONY: screenshots
 screenshots: install system-deps
-	CONNECTIF_SCREENSHOTS=$(CURDIR)/docs $(BIN)/pytest -q -p no:cacheprovider tests/plugins/test_ui_browser.py
+	CONNECTIF_SCREENSHOTS=$(CURDIR)/docs $(BIN)/pytest -q -p no:cacheprovider tests/plugins/ui/test_browser.py
 
 # ---- deployment: Debian packages the tests need, the compose file check, the no-Docker distributed run ----
 .PHONY: system-deps compose-check test-distributed

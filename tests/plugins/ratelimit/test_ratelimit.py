@@ -16,7 +16,7 @@ import pytest
 
 from connectif_provider.ratelimit import SharedRateLimiter
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _max_in_window(stamps: list[float], window: float) -> int:
