@@ -41,7 +41,7 @@ def populate(url: str, rejected: int, runs: int) -> dict[str, Any]:
     import sqlalchemy as sa
 
     from connectif_sync.contract import ImportOutcome, RunSummary, SyncObject
-    from connectif_sync.state import StateStore
+    from connectif_sync.store import StateStore
 
     objs = [o for o in SyncObject]
     with StateStore(url) as store:

@@ -537,7 +537,7 @@ def _query(url: str, sql: str) -> list[dict[str, Any]]:
 
 def _rejected_ids(state_url: str, obj: str) -> dict[int, str]:
     """Source ids of the rows the sync set aside, with their reasons (``source_ref`` is ``id=<n>...``)."""
-    from connectif_sync.state import StateStore
+    from connectif_sync.store import StateStore
 
     with StateStore(state_url) as store:
         rows = store.rejected(obj, limit=1_000_000)
@@ -573,7 +573,7 @@ def check_contacts(stack: Stack, erp_url: str, state_url: str, dirty_ids: set[in
 
 def check_purchases(stack: Stack, erp_url: str, state_url: str, summary: Mapping[str, Any]) -> str:
     """Every paid ERP order is in Connectif or rejected with a reason (not both), with its lines and quantity."""
-    from connectif_sync.state import StateStore
+    from connectif_sync.store import StateStore
 
     orders = {
         str(o["order_number"]): o

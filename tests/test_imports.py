@@ -34,7 +34,7 @@ LAZY_FIRST_PARTY: dict[tuple[str, str], str] = {
     "commands must not pay for importing the generator)",
     ("connectif_provider.alerts", "connectif_sync.alerts"): "the alert words and kinds are the library's; the "
     "provider's hooks, operators and triggers import without the sync library, only sending an alert needs it",
-    ("connectif_provider.alerts", "connectif_sync.state"): "the on-state-change record lives in the state store "
+    ("connectif_provider.alerts", "connectif_sync.store"): "the on-state-change record lives in the state store "
     "(SQLAlchemy engines): imported only when an alert is decided, never by the triggerer's other work",
 }
 

@@ -155,7 +155,7 @@ class GuardrailApprovalOperator(ApprovalOperator):
         except ValueError:
             url = None
         state_url = setting("state_url")
-        from connectif_sync.state import StateStore
+        from connectif_sync.store import StateStore
 
         with StateStore(state_url) as store:  # the late-run alert does not fire while a person is asked
             store.alert_transition(ti.dag_id, str(AlertKind.HOLD), True, ti.run_id)
@@ -172,7 +172,7 @@ class GuardrailApprovalOperator(ApprovalOperator):
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         from connectif_sync.alerts import AlertKind
-        from connectif_sync.state import StateStore
+        from connectif_sync.store import StateStore
 
         ti = context["ti"]
         chosen = (event.get("chosen_options") or [None])[0] if "error" not in event else None

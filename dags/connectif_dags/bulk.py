@@ -59,7 +59,7 @@ def extract_files(context: Any, obj: str) -> list[str]:
     from connectif_sync.guardrail import evaluate
     from connectif_sync.mappings import resolve_mapping
     from connectif_sync.pipeline import run_sync
-    from connectif_sync.state import StateStore
+    from connectif_sync.store import StateStore
 
     ti, dry_run = context["ti"], bool(context["params"]["dry_run"])
     mapping = resolve_mapping(obj, mapping_for(obj))
@@ -99,7 +99,7 @@ def report_run(context: Any, obj: str) -> None:
     """Commit what Connectif confirmed, publish the summary (always, even when a task before failed); fail
     if an import did not finish or could not be confirmed."""
     from connectif_sync.bulk import bulk_run_end, planned_summary
-    from connectif_sync.state import StateStore
+    from connectif_sync.store import StateStore
 
     ti = context["ti"]
     extracted = ti.xcom_pull(task_ids="extract", key="report")

@@ -112,7 +112,7 @@ def mapping_for(obj: str) -> str | None:
 
 def upload_ledger() -> Any:
     """The state store, as the import operator's record of uploads (no duplicate import across runs)."""
-    from connectif_sync.state import StateStore
+    from connectif_sync.store import StateStore
 
     return StateStore(setting("state_url"))
 
@@ -221,7 +221,7 @@ def publish_summary(context: Any, summary: RunSummary | dict[str, Any]) -> dict[
     Airflow UI read: it survives XCom clean-up. A dry run writes nothing but this record. A plain dict (the
     object-specific summaries) is read as a :class:`RunSummary`; its own keys stay at the top level.
     """
-    from connectif_sync.state import StateStore
+    from connectif_sync.store import StateStore
 
     if isinstance(summary, dict):
         ti = context["ti"]

@@ -32,7 +32,7 @@ from connectif_sync.contract import RunState, SyncObject
 from connectif_sync.coupons import RefillPlan, confirm_refill, plan_refill
 from connectif_sync.guardrail import evaluate_refill
 from connectif_sync.mappings import resolve_mapping
-from connectif_sync.state import StateStore
+from connectif_sync.store import StateStore
 
 PLAN_KEY = "plan"  # XCom key of the refill plan (RefillPlan.as_dict)
 

@@ -32,7 +32,7 @@ def erase(context: Any) -> dict[str, Any]:
     import sqlalchemy as sa
 
     from connectif_sync.erasure import ErasureResult, pending_erasures, plan_erasures, run_erasures
-    from connectif_sync.state import StateStore
+    from connectif_sync.store import StateStore
 
     ti = context["ti"]
     engine = sa.create_engine(setting("source_url"))

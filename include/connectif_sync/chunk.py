@@ -9,7 +9,7 @@ limit without rendering twice; tests compare the computed sizes with the files o
 Each ``<name>.csv`` gets a companion ``<name>.csv.manifest`` (an Arrow IPC file, fast to write and read:
 columns ``line,key,key_hash,row_hash,updated_at,source_hash,empty_mask``, ``line`` being the 1-based data
 line of the CSV as in Connectif's error report; the schema metadata names the object and partition). The
-state store reads it in :meth:`~connectif_sync.state.StateStore.confirm_file` to commit exactly the rows
+state store reads it in :meth:`~connectif_sync.store.StateStore.confirm_file` to commit exactly the rows
 Connectif confirmed.
 """
 

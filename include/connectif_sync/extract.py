@@ -436,7 +436,7 @@ def probe_query(mapping: Mapping, dialect: sa.Dialect, fingerprint: int, **filte
     :data:`PROBE_HASH_COLUMN`), computed by the database: on PostgreSQL and MySQL by
     :func:`source_hash_sql` (the value every read of the sync adds); on SQLite by the
     ``connectif_source_hash()`` extension (:func:`adbc_connect` with ``source_hash=True``), the same value as
-    ``connectif_sync.pipeline.source_hashes`` of the row read in full (NULL for a row with REAL or BLOB values).
+    ``connectif_sync.diff.source_hashes`` of the row read in full (NULL for a row with REAL or BLOB values).
     ``fingerprint`` is the mapping's, as a signed 64-bit integer; ``filters`` are :func:`build_query`'s.
     """
     q = dialect.identifier_preparer.quote

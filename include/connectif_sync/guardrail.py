@@ -44,7 +44,7 @@ __all__ = [
 ]  # fmt: skip
 
 if TYPE_CHECKING:
-    from connectif_sync.pipeline import ChangeSet
+    from connectif_sync.diff import ChangeSet
     from connectif_sync.store import StateStore
 
 

@@ -26,7 +26,7 @@ CONNECTIF_PREFIX = "Connectif:"
 
 
 class _RejectedStore(Protocol):
-    """What :func:`record_import_rejects` needs of :class:`connectif_sync.state.StateStore` (public methods)."""
+    """What :func:`record_import_rejects` needs of :class:`connectif_sync.store.StateStore` (public methods)."""
 
     def record_rejected(self, obj: str, run_id: str, rows: list[dict[str, Any]]) -> None: ...
 

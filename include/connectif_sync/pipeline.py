@@ -38,35 +38,19 @@ from connectif_sync.diff import (
     empty_masks,
     mapping_fingerprint,
     signed,
-    source_hashes,
     split_known,
 )
 from connectif_sync.extract import DEFAULT_CHUNK_ROWS, DEFAULT_READERS, extract_arrow, prefetch
 from connectif_sync.hashing import as_signed, hash_csv_rows, hash_strings
 from connectif_sync.mappings import Mapping, check_source_columns, resolve_mapping
 from connectif_sync.prepare import Prepared, later, prepare, updated_values
-from connectif_sync.rejects import SUPPRESSED_REASON, Rejects, duplicate_row, oversize_rows, suppressed_row
+from connectif_sync.rejects import Rejects, duplicate_row, oversize_rows, suppressed_row
 from connectif_sync.report import SyncReport, SyncResult
 from connectif_sync.shape import to_text
 from connectif_sync.store import StateIndex, StateStore
-from connectif_sync.timefmt import parse_when
 from connectif_sync.validate import Validated, source_refs, validate
 
-#: Names other modules imported from here before the stages had modules of their own.
-__all__ = [
-    "REQUESTS_PER_MINUTE",
-    "SUPPRESSED_REASON",
-    "ChangeSet",
-    "SyncParams",
-    "SyncReport",
-    "SyncResult",
-    "mapping_fingerprint",
-    "parse_when",
-    "run_sync",
-    "source_hashes",
-    "sync",
-    "use_system_allocator",
-]
+__all__ = ["SyncParams", "run_sync", "sync", "use_system_allocator"]
 
 DEFAULT_LOOKBACK = timedelta(hours=1)
 

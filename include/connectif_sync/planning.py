@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from connectif_sync.pipeline import SyncReport, run_sync
+from connectif_sync.pipeline import run_sync
 from connectif_sync.purchases import plan_purchases
+from connectif_sync.report import SyncReport
 
 
 def plan_sync(obj: str, source_url: str, **kwargs: Any) -> SyncReport:

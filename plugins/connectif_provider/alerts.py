@@ -139,7 +139,7 @@ def report_state(
     """Record alert (source, kind) as ``active`` or not; tell people when that changed. Returns the alert
     sent, or None."""
     from connectif_sync.alerts import on_state
-    from connectif_sync.state import StateStore
+    from connectif_sync.store import StateStore
 
     with StateStore(state_url(state_url_default)) as store:
         alert = on_state(store, source, kind, active, detail, run_id, run_url(source, run_id))
@@ -244,7 +244,7 @@ def _late_sync(dag_id: str, context: Mapping[str, Any], state_url_default: str |
         "or the triggerer down, or is Connectif slow? Tune the deadline with the Variable "
         f"connectif_deadline_{dag_id}_seconds."
     )
-    from connectif_sync.state import StateStore
+    from connectif_sync.store import StateStore
 
     with StateStore(state_url(state_url_default)) as store:
         held = [a for a in store.alerts(dag_id) if a["kind"] == str(AlertKind.HOLD) and a["active"]]

@@ -18,8 +18,9 @@ import sqlalchemy as sa
 
 from connectif_provider.operators.connectif import ConnectifImportOperator
 from connectif_sync.mappings import MappingError
-from connectif_sync.pipeline import SyncResult, run_sync
+from connectif_sync.pipeline import run_sync
 from connectif_sync.purchases import PurchaseBatch
+from connectif_sync.report import SyncResult
 from connectif_sync.shape import BAD_UTF8_REASON, TOO_LARGE_REASON
 from connectif_sync.state import StateStore
 from emulator.testing import RunningEmulator

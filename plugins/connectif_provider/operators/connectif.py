@@ -214,7 +214,7 @@ class ConnectifImportOperator(_ConnectifJobOperator):
     :param max_row_error_ratio: fail the task when rejected/total exceeds this ratio (None: never).
     :param upload_ledger: a callable returning a store of uploads that outlives runs, with
         ``record_upload(path, *, started_at, rows, import_id=None)``, ``earlier_upload(path)`` and
-        ``claimed_imports()`` (e.g. ``connectif_sync.state.StateStore``); closed after use when it has
+        ``claimed_imports()`` (e.g. ``connectif_sync.store.StateStore``); closed after use when it has
         ``close()``. None: re-attachment within the task's own tries only.
     """
 

@@ -107,7 +107,7 @@ class SendCounts:
 
 
 class PurchaseLedger(Protocol):
-    """Where outcomes are recorded as they happen (``connectif_sync.state.StateStore`` is one)."""
+    """Where outcomes are recorded as they happen (``connectif_sync.store.StateStore`` is one)."""
 
     def suppressed(self, obj: str | None = None) -> list[dict[str, Any]]: ...
 

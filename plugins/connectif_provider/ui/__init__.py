@@ -5,6 +5,6 @@ run history and rejected rows, Airflow's own DAG runs, the shared rate-limit buc
 account's import queue. Every route checks the logged-in user's right to read the DAG's runs.
 
 Unlike the rest of the provider (hooks, operators, triggers), this sub-package reads the sync library's state
-store (``connectif_sync.state``) and its typed records (``connectif_sync.contract``): the pages show what the
+store (``connectif_sync.store``) and its typed records (``connectif_sync.contract``): the pages show what the
 library recorded. Nothing in the provider's task-side code imports it.
 """

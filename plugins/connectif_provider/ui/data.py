@@ -20,7 +20,7 @@ from typing import Any
 from connectif_provider.hooks.connectif import ConnectifHook, settings_from_connection
 from connectif_provider.models import ImportStatus, parse_import_status
 from connectif_sync.contract import SyncObject
-from connectif_sync.state import StateStore
+from connectif_sync.store import StateStore
 
 CONN_ID = "connectif_default"
 #: Seconds the account's import queue is cached: the page costs at most one list request per minute.

@@ -1,6 +1,6 @@
 """The Connectif page's reads of the state store, one query per kind for all six objects at once.
 
-Why apart from :class:`~connectif_sync.state.StateStore`: the page used the store's per-object methods, 18
+Why apart from :class:`~connectif_sync.store.StateStore`: the page used the store's per-object methods, 18
 round trips (history, pending, suppressed for each object), which on a loaded machine took the page over its
 300 ms target (``make bench-ui``). These read the same tables through the store's engine, read-only; they are
 the only store queries the plugin adds (the lead may move them into the store package).
@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from connectif_sync.state import RunHistoryEntry, pending_table, run_history_table, suppressed_table
+from connectif_sync.store import RunHistoryEntry, pending_table, run_history_table, suppressed_table
 
 _HISTORY_COLUMNS = ("dag_id", "run_id", "object", "state", "dry_run", "library_run_id", "recorded_at", "to_send",
                     "sent", "changed", "unchanged", "rejected", "api_requests")  # fmt: skip
