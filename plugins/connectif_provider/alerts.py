@@ -27,6 +27,7 @@ from typing import Any
 
 from connectif_provider import metrics
 from connectif_provider.deadlines import deadline_variable, seconds_from
+from connectif_provider.utils.dates import parse_iso
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,7 @@ def _when(value: Any) -> datetime | None:
     if value is None:
         return None
     if not isinstance(value, datetime):
-        value = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        value = parse_iso(value)
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 

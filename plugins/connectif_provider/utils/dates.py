@@ -8,6 +8,13 @@ from datetime import date, datetime, timedelta
 from connectif_provider.models import MAX_EXPORT_RANGE_DAYS
 
 
+def parse_iso(value: object) -> datetime:
+    """The provider's one time parser: an ISO-8601 date-time as Connectif and Airflow write it (``Z`` or an
+    offset; naive stays naive). The sync library has its own (``connectif_sync.timefmt``): the provider does
+    not import the library, so that the triggerer stays light."""
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
 def _split_days(from_date: str, to_date: str, max_days: int) -> list[tuple[str, str]]:
     start, end = date.fromisoformat(from_date), date.fromisoformat(to_date)
     if end < start:
@@ -40,8 +47,7 @@ def split_date_range(from_date: str, to_date: str, max_days: int = MAX_EXPORT_RA
     """
     if len(from_date) == 10 and len(to_date) == 10:
         return _split_days(from_date, to_date, max_days)
-    start = datetime.fromisoformat(from_date.replace("Z", "+00:00"))
-    end = datetime.fromisoformat(to_date.replace("Z", "+00:00"))
+    start, end = parse_iso(from_date), parse_iso(to_date)
     if end < start:
         raise ValueError(f"from_date {from_date} is after to_date {to_date}")
     fmt = _iso_formatter(from_date)

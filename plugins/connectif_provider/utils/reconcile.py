@@ -18,12 +18,12 @@ import threading
 import time
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from connectif_provider.exceptions import ConnectifNotFoundError
 from connectif_provider.models import ImportStatus, ImportType, parse_import_status
+from connectif_provider.utils.dates import parse_iso
 from connectif_provider.utils.files import count_csv_rows, fingerprint
 
 #: Imports created up to this long before the upload's recorded start still match (clock skew).
@@ -47,7 +47,7 @@ def parse_time(value: Any) -> float | None:
     if not value:
         return None
     try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+        return parse_iso(value).timestamp()
     except ValueError:
         return None
 
