@@ -85,7 +85,6 @@ class Stats:
             self.max_queued_imports = 0
             self.max_queued_exports = 0
             self.faults: Counter[str] = Counter()
-            self.imports_created = 0
             self.started = time.time()
 
     def count(self, endpoint: str, status: int) -> None:

@@ -11,7 +11,7 @@ A guardrail hold is a question to a person, not a state: each hold asks (its app
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -150,9 +150,3 @@ def anomalies(summary: Mapping[str, Any], thresholds: Mapping[str, float] | None
             else None
         )
     return out
-
-
-def sample_lines(items: Iterable[str], limit: int = 10) -> str:
-    items = list(items)
-    more = f"\n... and {len(items) - limit} more" if len(items) > limit else ""
-    return "\n".join(f"- {i}" for i in items[:limit]) + more

@@ -61,12 +61,6 @@ class KeySet:
             found |= run[idx] == sorted_h
         return found
 
-    def contains(self, hashes: np.ndarray) -> np.ndarray:
-        order = np.argsort(hashes)
-        found = np.empty(len(hashes), dtype=bool)
-        found[order] = self._contains_sorted(hashes[order])
-        return found
-
     def add_new(self, hashes: np.ndarray) -> np.ndarray:
         """Add ``hashes``; return the mask of those already present (earlier, or earlier in this array)."""
         order = np.argsort(hashes)  # introsort: twice as fast as a stable sort ...

@@ -176,14 +176,6 @@ def _run_id(context: Mapping[str, Any]) -> str | None:
     return context.get("run_id") or getattr(dag_run, "run_id", None)
 
 
-def _dag_id(context: Mapping[str, Any]) -> str:
-    dag_run = context.get("dag_run")
-    if isinstance(dag_run, Mapping):
-        return str(dag_run.get("dag_id"))
-    dag = context.get("dag")
-    return str(getattr(dag, "dag_id", None) or getattr(dag_run, "dag_id", None))
-
-
 def _when(value: Any) -> datetime | None:
     if value is None:
         return None

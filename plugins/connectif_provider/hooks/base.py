@@ -49,7 +49,6 @@ from connectif_provider.exceptions import (
     is_retryable,
     safe_path,
 )
-from connectif_provider.get_provider_info import CONN_FIELDS
 from connectif_provider.get_provider_info import UI_FIELD_BEHAVIOUR as _UI
 from connectif_provider.models import DEFAULT_BASE_URL, DEFAULT_RATE_LIMIT_PER_MINUTE
 from connectif_provider.ratelimit import SharedRateLimiter, default_backend_url
@@ -57,7 +56,6 @@ from connectif_provider.ratelimit import SharedRateLimiter, default_backend_url
 log = logging.getLogger(__name__)
 
 #: Extras of the connection and the UI form, declared once in the provider info.
-EXTRA_FIELDS: dict[str, dict[str, Any]] = CONN_FIELDS
 UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     "hidden_fields": _UI["hidden-fields"],
     "relabeling": _UI["relabeling"],

@@ -32,7 +32,6 @@ from connectif_provider.exceptions import (
     is_expired_link,
 )
 from connectif_provider.hooks.base import (
-    EXTRA_FIELDS,
     FILE_TIMEOUT_SECONDS,
     UI_FIELD_BEHAVIOUR,
     ConnectifBaseHook,
@@ -54,7 +53,6 @@ from connectif_provider.utils.polling import JobsWatch, PollPolicy, QueueWatch, 
 from connectif_provider.utils.reconcile import claim, created_by_upload
 
 __all__ = [
-    "EXTRA_FIELDS",
     "UI_FIELD_BEHAVIOUR",
     "ConnectifHook",
     "ConnectifSettings",
