@@ -20,11 +20,12 @@ background:var(--bg);margin:0;padding:16px 20px}h1{font-size:20px;margin:0 0 12p
 h3{font-size:14px;margin:0 0 6px}a{color:var(--info)}small,.muted{color:var(--muted)}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(360px,1fr));gap:12px}
 .card{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:12px}
-.badge{display:inline-block;border-radius:10px;padding:0 8px;font-size:12px;font-weight:600;color:#fff;
+.badge{display:inline-block;white-space:nowrap;border-radius:10px;padding:0 8px;font-size:12px;font-weight:600;
+color:#fff;
 background:var(--muted)}.b-ok{background:var(--ok)}.b-warn{background:var(--warn)}.b-bad{background:var(--bad)}
 .b-info{background:var(--info)}table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:4px 8px;
-border-bottom:1px solid var(--line);vertical-align:top;overflow-wrap:anywhere}
-th{font-weight:600;color:var(--muted);font-size:12px}
+border-bottom:1px solid var(--line);vertical-align:top}td,li{overflow-wrap:anywhere}
+th{white-space:nowrap;font-weight:600;color:var(--muted);font-size:12px}
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}.kv td:first-child{color:var(--muted);width:45%}
 .figures{display:flex;flex-wrap:wrap;gap:8px;margin:8px 0}.fig{background:var(--card);border:1px solid var(--line);
 border-radius:8px;padding:8px 12px;min-width:110px}.fig b{display:block;font-size:20px}
