@@ -12,11 +12,11 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from emulator.jobs import JobStopped
+from emulator.jobs import JobRun, JobStopped
 from emulator.store import now_iso
 
 if TYPE_CHECKING:
-    from emulator.state import EmulatorState
+    pass
 
 CONTACT_SYSTEM_COLUMNS = [
     "_email",
@@ -109,15 +109,8 @@ def normalise_bound(value: str, end: bool) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class ExportRun:
+class ExportRun(JobRun):
     """Processes one export: waits ``export_processing_s`` (queued work on Connectif's side), writes the ZIP."""
-
-    def __init__(self, state: EmulatorState, job: dict[str, Any], account_id: str) -> None:
-        self.state = state
-        self.store = state.store
-        self.job = job
-        self.account_id = account_id
-        self.generation = self.store.generation
 
     def run(self) -> None:
         job = self.job

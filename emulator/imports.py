@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from emulator.jobs import JobStopped
+from emulator.jobs import JobRun, JobStopped
 from emulator.store import new_id, new_ids, now_iso
 from emulator.validation import PRODUCT_REQUIRED, check_columns, url_in_domains
 
@@ -73,15 +73,11 @@ def read_header(path: Path, delimiter: str) -> list[str]:
         return [h.strip() for h in next(csv.reader(handle, delimiter=delimiter), [])]
 
 
-class ImportRun:
+class ImportRun(JobRun):
     """Processes one import file in batches of rows (validated column by column), as Connectif would."""
 
     def __init__(self, state: EmulatorState, job: dict[str, Any], account_id: str) -> None:
-        self.state = state
-        self.store = state.store
-        self.job = job
-        self.account_id = account_id
-        self.generation = self.store.generation
+        super().__init__(state, job, account_id)
         options = job["options"]
         self.delimiter: str = options["delimiter"]
         self.override: bool = options["overrideExisting"]

@@ -164,17 +164,26 @@ def product_fields(payload: dict[str, Any], product_ids: Iterable[str]) -> dict[
     return out
 
 
-def _repair_contact(hook: ConnectifHook, payload: dict[str, Any], counts: SendCounts) -> PurchaseOutcome | None:
-    """Upsert the purchase's contact by email; the outcome that keeps the purchase, or None when repaired."""
+def _upsert(call: Callable[[], object], counts: SendCounts, code: str, what: str) -> PurchaseOutcome | None:
+    """One repair request: None when it worked; the outcome that keeps the purchase when Connectif refused.
+    Transient errors propagate (the task retries and the ledger resumes)."""
     counts.api_requests += 1
     try:
-        hook.upsert_contact(str(payload["contactEmail"]), {})
+        call()
     except TRANSIENT:
         raise
     except ConnectifError as exc:
-        return PurchaseOutcome.kept("E0101", f"the contact could not be created: {exc}")
-    counts.contacts_upserted += 1
+        return PurchaseOutcome.kept(code, f"{what} could not be created: {exc}")
     return None
+
+
+def _repair_contact(hook: ConnectifHook, payload: dict[str, Any], counts: SendCounts) -> PurchaseOutcome | None:
+    """Upsert the purchase's contact by email; the outcome that keeps the purchase, or None when repaired."""
+    email = str(payload["contactEmail"])
+    kept = _upsert(lambda: hook.upsert_contact(email, {}), counts, "E0101", "the contact")
+    if kept is None:
+        counts.contacts_upserted += 1
+    return kept
 
 
 def _repair_products(
@@ -182,13 +191,9 @@ def _repair_products(
 ) -> PurchaseOutcome | None:
     """Upsert the missing products from the purchase's lines; the outcome that keeps it, or None."""
     for pid, fields in product_fields(payload, product_ids).items():
-        counts.api_requests += 1
-        try:
-            hook.upsert_product(pid, fields)
-        except TRANSIENT:
-            raise
-        except ConnectifError as exc:
-            return PurchaseOutcome.kept("E0102", f"product {pid} could not be created: {exc}")
+        kept = _upsert(lambda: hook.upsert_product(pid, fields), counts, "E0102", f"product {pid}")  # noqa: B023
+        if kept is not None:
+            return kept
         counts.products_upserted += 1
     return None
 
