@@ -182,7 +182,9 @@ def check_backfill(deploy: Deployment, backfill: dict[str, Any], expected_runs: 
     assert len(by_date) >= len(runs) // 2, "most hours needed a retry: look at the task logs"
     by_start = sorted(by_date, key=first_try.__getitem__)
     out_of_place = sum(abs(by_start.index(run) - i) > 2 for i, run in enumerate(by_date))
-    assert out_of_place <= len(by_date) // 10, f"hours sent far out of order: {by_start}"
+    # One hour in ten may be ready before its elders, and at least one: in a six-hour backfill the newest
+    # hour's check can finish first on a loaded machine (seen in CI), and the pool rightly sends it then.
+    assert out_of_place <= max(1, len(by_date) // 10), f"hours sent far out of order: {by_start}"
 
     # The emulator holds exactly the purchases of the backfill's windows (with their look-back) ...
     start = min(_ts(r["data_interval_start"]) for r in runs) - LOOKBACK
