@@ -35,11 +35,12 @@ SCHEMA = pa.schema(
         ("key_hash", pa.int64()),
         ("row_hash", pa.int64()),
         ("source_hash", pa.int64()),
-        ("source_updated_at", pa.string()),
         ("empty_mask", pa.int64()),
     ]
 )
-"""The columns of a block: those of ``connectif_sync_state`` but the object and the time (one per block)."""
+"""The columns of a block: those of ``connectif_sync_state`` but the object, the time (one per block) and the
+source's ``updated_at``, which no reader needs (a quarter of a block's bytes; blocks written before it was
+dropped still hold it, and readers ask for columns by name)."""
 
 HASHES = ("key_hash", "row_hash", "source_hash")
 
@@ -56,7 +57,7 @@ def from_manifest(rows: pa.Table) -> pa.Table:
             return rows.column(source).cast(SCHEMA.field(name).type)
         return pa.nulls(rows.num_rows, SCHEMA.field(name).type)
 
-    return pa.table({f.name: column(f.name, "updated_at" if f.name == "source_updated_at" else f.name) for f in SCHEMA})
+    return pa.table({f.name: column(f.name, f.name) for f in SCHEMA})
 
 
 def encode(table: pa.Table) -> pa.Buffer:
@@ -73,9 +74,11 @@ def encode(table: pa.Table) -> pa.Buffer:
 
 
 def decode(data: bytes, columns: Sequence[str]) -> pa.Table:
-    """The ``columns`` of one block."""
-    fields = [SCHEMA.get_field_index(c) for c in columns]
-    table = ipc.open_file(pa.py_buffer(data), options=ipc.IpcReadOptions(included_fields=fields)).read_all()
+    """The ``columns`` of one block (by name: blocks of earlier versions have one column more)."""
+    buffer = pa.py_buffer(data)
+    schema = ipc.open_file(buffer).schema
+    fields = [schema.get_field_index(c) for c in columns]
+    table = ipc.open_file(buffer, options=ipc.IpcReadOptions(included_fields=fields)).read_all()
     return table.select(list(columns))
 
 

@@ -244,7 +244,8 @@ def _sqlite_int_columns(conn: sa.Connection, sql: str, obj: str, ncols: int) -> 
 
 
 def _read_snapshot(conn: sa.Connection, obj: str) -> np.ndarray | None:
-    """The object's snapshot as an ``(n, 3)`` int64 array sorted by key hash, or None when there is none."""
+    """The object's snapshot as an ``(n, 3)`` int64 array sorted by key hash, or None when there is none.
+    Read-only: a view of the bytes read (no copy: 24 MB per million keys less at the peak)."""
     try:
         row = conn.execute(
             sa.select(snapshots_table.c.rows, snapshots_table.c.data).where(snapshots_table.c.object == obj)
@@ -253,7 +254,7 @@ def _read_snapshot(conn: sa.Connection, obj: str) -> np.ndarray | None:
         return None
     if row is None:
         return None
-    arr = np.frombuffer(row.data, dtype="<i8").astype(np.int64).reshape(-1, 3)
+    arr = np.frombuffer(row.data, dtype="<i8").reshape(-1, 3)
     if len(arr) != row.rows:
         return None
     return arr
@@ -267,8 +268,6 @@ def _write_snapshot(conn: sa.Connection, obj: str, merged: np.ndarray) -> None:
     fraction of a second, against seconds saved by every full scan that reads it.
     """
     conn.execute(snapshots_table.delete().where(snapshots_table.c.object == obj))
-    conn.execute(
-        snapshots_table.insert().values(
-            object=obj, rows=len(merged), data=merged.astype("<i8").tobytes(), updated_at=_now()
-        )
-    )
+    flat = np.ascontiguousarray(merged, dtype="<i8").reshape(-1).view(np.uint8)
+    data = memoryview(flat) if conn.dialect.name == "sqlite" else flat.tobytes()  # SQLite binds it without a copy
+    conn.execute(snapshots_table.insert().values(object=obj, rows=len(merged), data=data, updated_at=_now()))

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
@@ -144,3 +145,35 @@ def test_latest_row_per_key_hash_wins() -> None:
               np.stack([kh[3:], np.arange(3, 6), np.zeros(3, np.int64)], axis=1)]  # fmt: skip
     merged = blocks.latest_hashes(layers)
     assert merged[:, 0].tolist() == [1, 3, 5] and merged[:, 1].tolist() == [3, 4, 5]
+
+
+def test_blocks_written_with_the_updated_at_column_still_read(
+    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blocks of the version that still stored ``source_updated_at`` (one column more, before ``empty_mask``)
+    read as before, alone and under blocks of this version, and survive compaction."""
+    url = _erp(tmp_path)
+    first = run_sync("contacts", url, tmp_path / "run1", state_url=store_url)
+    old_schema = pa.schema([*list(blocks.SCHEMA)[:4], ("source_updated_at", pa.string()), blocks.SCHEMA.field(4)])
+
+    def old_from_manifest(rows: pa.Table) -> pa.Table:
+        return pa.table({f.name: rows.column("updated_at" if f.name == "source_updated_at" else f.name).cast(f.type)
+                         for f in old_schema})  # fmt: skip
+
+    with monkeypatch.context() as mp:  # confirmed by the previous version
+        mp.setattr(blocks, "SCHEMA", old_schema)
+        mp.setattr(blocks, "from_manifest", old_from_manifest)
+        with StateStore(store_url) as store:
+            for f in first.files:
+                store.confirm_file(f.path)
+    seen = _seen(store_url)
+    assert seen["count"] == first.report.sent and all(seen["lookup"][0])
+    with StateStore(store_url) as store:  # and again by this one: the same rows over the old blocks
+        for f in first.files:
+            store.confirm_file(f.path)
+    assert _seen(store_url) == seen
+    monkeypatch.setattr(blocks, "COMPACT_BLOCKS", 0)
+    with StateStore(store_url) as store:
+        store.confirm_file(first.files[0].path)  # compacts the old blocks and the new into this version's
+    assert _tables(store_url)[1] == 1 and _seen(store_url) == seen
+    assert run_sync("contacts", url, tmp_path / "run2", state_url=store_url).report.sent == 0
