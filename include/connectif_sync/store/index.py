@@ -269,5 +269,5 @@ def _write_snapshot(conn: sa.Connection, obj: str, merged: np.ndarray) -> None:
     """
     conn.execute(snapshots_table.delete().where(snapshots_table.c.object == obj))
     flat = np.ascontiguousarray(merged, dtype="<i8").reshape(-1).view(np.uint8)
-    data = memoryview(flat) if conn.dialect.name == "sqlite" else flat.tobytes()  # SQLite binds it without a copy
+    data = flat.data if conn.dialect.name == "sqlite" else flat.tobytes()  # SQLite binds the buffer: no copy
     conn.execute(snapshots_table.insert().values(object=obj, rows=len(merged), data=data, updated_at=_now()))
