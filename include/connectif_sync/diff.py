@@ -44,14 +44,33 @@ def signed(fingerprint: np.uint64) -> int:
     return int(np.array([fingerprint], np.uint64).view(np.int64)[0])
 
 
+def database_hashes(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """The source hashes a database computed (column :data:`PROBE_HASH_COLUMN`) as int64, NULL as 0: an
+    integer column as is (PostgreSQL, SQLite's extension), MySQL's 8 bytes of MD5 as their first 60 bits."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+        try:
+            fixed = column.cast(pa.binary(8))
+        except pa.ArrowInvalid as exc:
+            raise ValueError(
+                f"a MySQL source hash is not 8 bytes ({exc}): was the query built by connectif_sync?"
+            ) from exc
+        raw = np.frombuffer(fixed.buffers()[1], ">u8")[fixed.offset : fixed.offset + len(fixed)]
+        out = (raw >> np.uint64(4)).astype(np.int64)
+        if fixed.null_count:
+            out[~np.asarray(fixed.is_valid().to_numpy(zero_copy_only=False), bool)] = 0
+        return out
+    if not pa.types.is_integer(column.type):  # NULL all through a batch: typed null by the driver
+        column = pc.cast(column, pa.int64())
+    return np.asarray(pc.fill_null(column, 0).to_numpy(), dtype=np.int64)
+
+
 def source_hashes(table: pa.Table, mapping: Mapping, fingerprint: np.uint64) -> np.ndarray:
     """A hash of each row's source values and of the mapping: equal hashes mean equal CSV output. The
     database's own (column ``PROBE_HASH_COLUMN``, see ``extract.source_hash_sql``) where the read has it."""
     if PROBE_HASH_COLUMN in table.column_names:
-        col = table.column(PROBE_HASH_COLUMN)
-        if not pa.types.is_integer(col.type):  # NULL all through a batch: typed null by the driver
-            col = pc.cast(col, pa.int64())
-        return np.asarray(pc.fill_null(col, 0).to_numpy(), dtype=np.int64).view(np.uint64)
+        return database_hashes(table.column(PROBE_HASH_COLUMN)).view(np.uint64)
     cols = [to_text(table.column(c)) for c in mapping.source_columns() if c != mapping.updated_at]
     h = hash_columns(cols)
     h ^= fingerprint

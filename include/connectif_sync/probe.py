@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
-from connectif_sync.diff import signed
+from connectif_sync.diff import database_hashes, signed
 from connectif_sync.extract import (
     PROBE_HASH_COLUMN,
     arrow_connect,
@@ -40,10 +40,7 @@ PROBE_FULL_READ = 0.25  # a probed chunk with more unconfirmed rows than this sh
 
 
 def _hashes_of(probe: pa.Table) -> np.ndarray:
-    col = probe.column(PROBE_HASH_COLUMN)
-    if not pa.types.is_integer(col.type):  # NULL all through a batch: typed null by the driver
-        col = pc.cast(col, pa.int64())
-    return np.asarray(pc.fill_null(col, 0).to_numpy(), dtype=np.int64)
+    return database_hashes(probe.column(PROBE_HASH_COLUMN))
 
 
 def probe(
