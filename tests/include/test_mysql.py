@@ -128,3 +128,40 @@ def test_time_zones_and_nulls(mysql_database: str, mariadb_server: Any, tmp_path
             assert rows == [["a@example.com", "1990-02-03", "7", "subscribed"], ["b@example.com", "", "", ""]], path
     finally:
         mariadb_server.sql("SET GLOBAL time_zone = 'SYSTEM'")
+
+
+def test_ranged_reads_go_by_pages_read_whole(
+    mysql_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read by ranges of the integer key fetches MySQL results by pages (``LIMIT``, resumed after the last
+    key), each read whole, since ConnectorX's stream holds the GIL; every row comes once, in order, with
+    gaps in the keys (ranges of very different sizes) and a range longer than a page."""
+    from connectif_sync.extract import _StreamCursor
+
+    engine = sa.create_engine(mysql_database)
+    ids = [*range(1, 300), *range(5000, 5003), *range(90_000, 90_400)]  # dense, sparse, dense
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE people (id INT PRIMARY KEY, email VARCHAR(80), updated_at DATETIME)"))
+        conn.execute(sa.text("INSERT INTO people VALUES (:i, :e, '2025-01-01 00:00:00')"),
+                     [{"i": i, "e": f"p{i}@example.com"} for i in ids])  # fmt: skip
+    engine.dispose()
+    mapping_file = tmp_path / "people.yaml"
+    mapping_file.write_text(
+        "object: contacts\nsource: {table: people}\nkey: _email\norder_by: [id]\nupdated_at: updated_at\n"
+        "fields:\n  _email: {column: email, type: email, required: true}\n"
+    )
+    calls: list[tuple[str, bool]] = []
+    real = _StreamCursor.execute
+
+    def spy(self: Any, sql: str, parameters: Any = None, *, whole: bool = False) -> None:
+        calls.append((str(sql), whole))
+        real(self, sql, parameters, whole=whole)
+
+    monkeypatch.setattr(_StreamCursor, "execute", spy)
+    m = load_mapping(mapping_file)
+    got = pa.concat_tables(list(extract_arrow(mysql_database, m, chunk_rows=20, readers=2)))
+    assert got.column("id").to_pylist() == ids
+    reads = [sql for sql, whole in calls if "FROM people" in sql and "MIN(" not in sql]
+    assert reads and all(whole for sql, whole in calls if sql in reads)
+    assert all(sql.endswith("LIMIT 40") for sql in reads)
+    assert any("id > " in sql for sql in reads)  # a range of more than a page was resumed after its last key
