@@ -369,7 +369,7 @@ def _adbc_cursor_batches(
     mismatch", a documented limitation of the driver). Such a read is resumed after the last row received,
     with ``resume(last order_by values)``: the new statement infers again from its own first batch.
     ``empty``: a result without rows yields one empty table (with the result's columns) rather than none.
-    ``page``: on MySQL, read ``sql`` by pages of ``2 * chunk_rows`` rows (``LIMIT``, then ``resume`` after the
+    ``page``: on MySQL, read ``sql`` by pages of ``chunk_rows`` rows (``LIMIT``, then ``resume`` after the
     last row), each read whole, so that ConnectorX does not hold the GIL (:class:`_StreamCursor`); for queries
     whose ``order_by`` an index serves from any starting value (ranges of an integer primary key).
     """
@@ -388,7 +388,7 @@ def _adbc_cursor_batches(
                 text, params = _bound(sql, "qmark" if kind == "sqlite" else "dollar")
                 cur.execute(text, params) if params else cur.execute(text)
             elif paged:
-                limit = Query(f"{sql} LIMIT {2 * chunk_rows}", sql.params if isinstance(sql, Query) else None)
+                limit = Query(f"{sql} LIMIT {chunk_rows}", sql.params if isinstance(sql, Query) else None)
                 cur.execute(limit, whole=True)
             else:
                 cur.execute(sql)
@@ -405,7 +405,7 @@ def _adbc_cursor_batches(
                         yield pa.Table.from_batches(pending)
                         pending, rows, yielded = [], 0, True
                 sql = (
-                    resume(last) if paged and resume is not None and last is not None and got == 2 * chunk_rows else ""
+                    resume(last) if paged and resume is not None and last is not None and got == chunk_rows else ""
                 )
             except Exception as exc:
                 if resume is None or last is None or "type mismatch" not in str(exc).lower():

@@ -163,5 +163,5 @@ def test_ranged_reads_go_by_pages_read_whole(
     assert got.column("id").to_pylist() == ids
     reads = [sql for sql, whole in calls if "FROM people" in sql and "MIN(" not in sql]
     assert reads and all(whole for sql, whole in calls if sql in reads)
-    assert all(sql.endswith("LIMIT 40") for sql in reads)
+    assert all(sql.endswith("LIMIT 20") for sql in reads)
     assert any("id > " in sql for sql in reads)  # a range of more than a page was resumed after its last key
