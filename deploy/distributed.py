@@ -45,6 +45,7 @@ import httpx
 from demo.airflow_api import AirflowClient
 from demo.processes import MARKER_VAR, ManagedProcess, sweep
 from localdb import postgres
+from localdb.server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -55,13 +56,6 @@ SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_mana
 
 class DistributedRunError(AssertionError):
     """An expectation of the distributed run did not hold."""
-
-
-def free_port() -> int:
-    """A port free on loopback right now (bound to 0 and released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:
