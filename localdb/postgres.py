@@ -8,7 +8,8 @@ server that outlives the Python process that started it (``make demo`` reuses it
 itself on Ctrl-C).
 
 PostgreSQL refuses to run as root. As root, the server runs as the system user ``postgres`` (created with
-``useradd`` when missing), as the machine's packages would do.
+``useradd`` when missing), as the machine's packages would do; :mod:`localdb.server` (the lifecycle this module
+shares with :mod:`localdb.mariadb`) gives it its folder and a way to it, :func:`server_bin_dir` the binaries.
 
 Use::
 
