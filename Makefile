@@ -106,7 +106,7 @@ screenshots: install system-deps
 
 # ---- deployment: Debian packages the tests need, the compose file check, the no-Docker distributed run ----
 .PHONY: system-deps compose-check test-distributed
-SYSTEM_PACKAGES := redis-server:redis-server docker-compose:docker-compose chromium:chromium chromedriver:chromium-driver mariadbd:mariadb-server
+SYSTEM_PACKAGES := redis-server:redis-server docker-compose:docker-compose chromium:chromium chromedriver:chromium-driver mariadbd:mariadb-server setfacl:acl
 
 # Installs (as root, with apt-get) only the packages whose command is missing: quick when all are there.
 system-deps:

@@ -1,11 +1,12 @@
 """The docker-compose topology without Docker: ``make test-distributed`` (``python -m deploy.distributed``).
 
 Starts, from Debian packages and the project venv, on loopback and free ports, in one temporary directory:
-PostgreSQL 15 (metadata DB, sync state + rate-limit bucket, warehouse, sample ERP), ``redis-server`` (Celery
-broker), the Connectif emulator, and Airflow with the CeleryExecutor: api-server, scheduler, dag-processor,
-triggerer and two ``airflow celery worker`` processes with distinct hostnames. It initialises Airflow with
-``deploy/init.sh`` (the script docker-compose's ``airflow-init`` runs), runs DAGs through the REST API,
-restarts the triggerer while deferred imports wait, and asserts:
+the project's embedded PostgreSQL (``localdb.postgres``: metadata DB, sync state + rate-limit bucket,
+warehouse, sample ERP), ``redis-server`` (Celery broker), the Connectif emulator, and Airflow with the
+CeleryExecutor: api-server, scheduler, dag-processor, triggerer and two ``airflow celery worker`` processes
+with distinct hostnames. It initialises Airflow with ``deploy/init.sh`` (the script docker-compose's
+``airflow-init`` runs), runs DAGs through the REST API, restarts the triggerer while deferred imports wait,
+and asserts:
 
 - both workers executed tasks (task instances carry each worker's hostname);
 - the imports deferred before the restart were still deferred after the old triggerer stopped, and finished
@@ -23,7 +24,6 @@ import argparse
 import base64
 import contextlib
 import os
-import pwd
 import secrets
 import shutil
 import signal
@@ -44,7 +44,8 @@ import httpx
 
 from demo.airflow_api import AirflowClient
 from demo.processes import MARKER_VAR, ManagedProcess, sweep
-from localdb.postgres import server_bin_dir
+from localdb import postgres
+from localdb.server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -55,13 +56,6 @@ SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_mana
 
 class DistributedRunError(AssertionError):
     """An expectation of the distributed run did not hold."""
-
-
-def free_port() -> int:
-    """A port free on loopback right now (bound to 0 and released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:
@@ -108,7 +102,7 @@ class Stack:
         self.processes: dict[str, ManagedProcess] = {}
         self.ports = {
             name: free_port()
-            for name in ("postgres", "redis", "api", "emulator", "triggerer_logs", "scheduler_health",
+            for name in ("redis", "api", "emulator", "triggerer_logs", "scheduler_health",
                          *(f"{w}_logs" for w in WORKERS))
         }
         self.api_key = f"dist{secrets.token_hex(4)}:{secrets.token_hex(16)}"
@@ -116,13 +110,15 @@ class Stack:
         self.fernet_key = base64.urlsafe_b64encode(os.urandom(32)).decode()
         self.jwt_secret = secrets.token_urlsafe(48)
         self.api_secret_key = secrets.token_urlsafe(48)
-        self.pg_user = "airflow"
+        self.postgres: postgres.LocalPostgres | None = None
         self.logs = workdir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
 
     # -- urls --------------------------------------------------------------------------------------------
     def db_url(self, database: str, driver: str = "postgresql+psycopg2") -> str:
-        return f"{driver}://{self.pg_user}@127.0.0.1:{self.ports['postgres']}/{database}"
+        if self.postgres is None:
+            raise DistributedRunError("PostgreSQL is not started")
+        return f"{driver}://{postgres.DB_USER}@127.0.0.1:{self.postgres.port}/{database}"
 
     @property
     def api_url(self) -> str:
@@ -148,16 +144,24 @@ class Stack:
 
     def stop(self) -> None:
         """Workers first (warm shutdown), then Airflow's services, then the emulator, Redis and PostgreSQL."""
-        order = [*WORKERS, "triggerer", "scheduler", "dag-processor", "api-server", "emulator", "redis", "postgres"]
+        order = [*WORKERS, "triggerer", "scheduler", "dag-processor", "api-server", "emulator", "redis"]
         names = [n for n in order if n in self.processes] + [n for n in self.processes if n not in order]
         for name in names:
             with contextlib.suppress(Exception):
                 self.processes[name].stop(timeout=30)
+        server = self.postgres or postgres.running(self.workdir / "pg")  # also one whose start was interrupted
+        if server is not None:
+            with contextlib.suppress(Exception):
+                server.stop()
         leftovers = sweep(self.marker)
         if leftovers:
             print(f"[distributed] swept {len(leftovers)} leftover process(es): {leftovers}", flush=True)
 
     def check_alive(self) -> None:
+        if self.postgres is not None and not self.postgres.is_running():
+            log = self.postgres.log_file
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:]) if log.exists() else ""
+            raise DistributedRunError(f"PostgreSQL stopped; last lines of {log}:\n{tail}")
         for name, proc in self.processes.items():
             if not proc.alive():
                 raise DistributedRunError(
@@ -166,43 +170,10 @@ class Stack:
 
     # -- PostgreSQL --------------------------------------------------------------------------------------
     def start_postgres(self, databases: Sequence[str]) -> None:
-        data = self.workdir / "pgdata"
-        sockets = self.workdir / "pgsock"
-        sockets.mkdir()
-        as_user: list[str] = []
-        server_user: str | None = None
-        if os.geteuid() == 0:  # initdb and postgres refuse to run as root
-            server_user = "postgres" if _user_exists("postgres") else "nobody"
-            owner = pwd.getpwnam(server_user)
-            for path in (self.workdir, sockets):
-                os.chown(path, owner.pw_uid, owner.pw_gid)
-            os.chmod(self.workdir, 0o755)
-            as_user = ["setpriv", f"--reuid={owner.pw_uid}", f"--regid={owner.pw_gid}", "--init-groups"]
-        # the embedded PostgreSQL the project brings ($PG_BINDIR overrides), where the server user can read it
-        pg_bin = server_bin_dir(server_user)
-        subprocess.run(
-            [*as_user, str(pg_bin / "initdb"), "-D", str(data), "-U", self.pg_user, "--auth=trust",
-             "--encoding=UTF8", "--no-sync"],
-            check=True, capture_output=True, env=self.base_env(),
-        )
-        self.start("postgres", [*as_user, str(pg_bin / "postgres"), "-D", str(data), "-h", "127.0.0.1",
-                                "-p", str(self.ports["postgres"]), "-k", str(sockets), "-c", "fsync=off",
-                                "-c", "max_connections=300"])
-
-        def ready() -> bool:
-            self.check_alive()
-            return subprocess.run(
-                [str(pg_bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.ports["postgres"]), "-U", self.pg_user],
-                capture_output=True,
-            ).returncode == 0
-
-        wait_for("PostgreSQL", ready, timeout=60)
+        """The project's embedded PostgreSQL in ``workdir/pg`` (throw-away: no fsync), with ``databases``."""
+        self.postgres = postgres.start(self.workdir / "pg", settings={"fsync": "off"}, max_connections=300)
         for database in databases:
-            subprocess.run(
-                [str(pg_bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.ports["postgres"]), "-U", self.pg_user,
-                 database],
-                check=True, capture_output=True,
-            )
+            self.postgres.create_database(database)
 
     # -- Redis -------------------------------------------------------------------------------------------
     def start_redis(self) -> None:
@@ -336,14 +307,6 @@ class Stack:
 
     def client(self) -> AirflowClient:
         return AirflowClient(self.api_url, ADMIN, self.admin_password)
-
-
-def _user_exists(name: str) -> bool:
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return False
-    return True
 
 
 # -- scenarios -------------------------------------------------------------------------------------------

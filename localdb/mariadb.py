@@ -17,16 +17,16 @@ or from a shell: ``python -m localdb.mariadb start DIR`` (prints the URL) / ``st
 
 from __future__ import annotations
 
-import argparse
 import os
-import pwd
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from localdb import server as base
+from localdb.server import LOOPBACK, LocalServer, LocalServerError, check_database_name, free_port, pid_alive
 
 SERVER_USER = "mysql"
 DB_USER = "connectif"
@@ -40,7 +40,7 @@ FAST_SETTINGS: dict[str, str] = {
 }
 
 
-class MariaDBError(RuntimeError):
+class MariaDBError(LocalServerError):
     """The server could not be found, initialised or started; the message says what to do."""
 
 
@@ -60,24 +60,6 @@ def client() -> str:
         return _binary("mysql")
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _server_user() -> str | None:
-    """The system user the server runs as when we are root (``None``: run as ourselves)."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        pwd.getpwnam(SERVER_USER)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVER_USER],
-                       check=True, capture_output=True)  # fmt: skip
-    return SERVER_USER
-
-
 def _running_port(root: Path) -> int | None:
     """The port of the server running on ``root`` (from the pid and port files we write), or ``None``."""
     try:
@@ -85,36 +67,31 @@ def _running_port(root: Path) -> int | None:
         port = int((root / "port").read_text().strip())
     except (OSError, ValueError):
         return None
-    return port if _alive(pid) else None
+    return port if pid_alive(pid) else None
 
 
 @dataclass(frozen=True)
-class LocalMariaDB:
+class LocalMariaDB(LocalServer):
     """A running server: where its files are, its port, and URLs to its databases."""
 
-    root: Path
-    port: int
+    kind = "MariaDB"
 
-    @property
-    def data_dir(self) -> Path:
-        return self.root / "data"
+    @staticmethod
+    def running_port(root: Path) -> int | None:
+        return _running_port(root)
 
     @property
     def socket(self) -> Path:
         return self.root / "mariadbd.sock"
 
-    @property
-    def log_file(self) -> Path:
-        return self.root / "server.log"
-
     def url(self, database: str = "", driver: str = "pymysql") -> str:
         """SQLAlchemy URL (utf8mb4: the full Unicode range, as the sample ERP has names in every script)."""
         scheme = f"mysql+{driver}" if driver else "mysql"
-        return f"{scheme}://{DB_USER}@127.0.0.1:{self.port}/{database}?charset=utf8mb4"
+        return f"{scheme}://{DB_USER}@{LOOPBACK}:{self.port}/{database}?charset=utf8mb4"
 
     def client_args(self, database: str = "") -> list[str]:
         """The command line of the ``mariadb`` client connected to ``database`` over TCP."""
-        args = [client(), "--protocol=TCP", "-h", "127.0.0.1", "-P", str(self.port), "-u", DB_USER]
+        args = [client(), "--protocol=TCP", "-h", LOOPBACK, "-P", str(self.port), "-u", DB_USER]
         return [*args, database] if database else args
 
     def sql(self, statement: str, database: str = "") -> str:
@@ -127,16 +104,12 @@ class LocalMariaDB:
 
     def create_database(self, name: str) -> str:
         """Create ``name`` (utf8mb4, binary-free general collation) unless it exists; return its URL."""
-        if not name.replace("_", "").isalnum():
-            raise ValueError(f"database name {name!r}: use letters, digits and underscores")
+        check_database_name(name)
         self.sql(f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
         return self.url(name)
 
     def drop_database(self, name: str) -> None:
         self.sql(f"DROP DATABASE IF EXISTS `{name}`")
-
-    def is_running(self) -> bool:
-        return _running_port(self.root) == self.port
 
     def stop(self, timeout: float = 60) -> None:
         """Stop the server (SIGTERM, a clean shutdown) and wait for it. Nothing happens if it is not running."""
@@ -149,31 +122,11 @@ class LocalMariaDB:
             return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not _alive(pid):
+            if not pid_alive(pid):
                 return
             time.sleep(0.1)
         os.kill(pid, 9)
-        _alive(pid)
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` still runs; reaps it when it is our child that exited (a zombie answers ``kill 0``)."""
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    except ChildProcessError:  # not our child: started by another process (a reused server)
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return True
+        pid_alive(pid)
 
 
 def _wait_ready(server: LocalMariaDB, proc: subprocess.Popen[bytes], deadline: float) -> None:
@@ -193,19 +146,11 @@ def _wait_ready(server: LocalMariaDB, proc: subprocess.Popen[bytes], deadline: f
 def start(root: Path, *, port: int | None = None, settings: dict[str, str] | None = None) -> LocalMariaDB:
     """Start (or reuse) the server whose data lives in ``root/data``; initialise it on first use."""
     root = root.resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    running = _running_port(root)
-    if running is not None:
-        return LocalMariaDB(root, running)
-    user = _server_user()
+    found = LocalMariaDB.running(root)
+    if found is not None:
+        return found
+    user = base.prepare(root, SERVER_USER)
     data = root / "data"
-    if user:
-        for parent in [root, *root.parents]:  # the server user must traverse every parent of its files
-            mode = parent.stat().st_mode
-            if not mode & 0o001:
-                parent.chmod(mode | 0o005)
-        uid = pwd.getpwnam(user).pw_uid
-        os.chown(root, uid, -1)
     if not (data / "mysql").exists():
         if data.exists():
             shutil.rmtree(data)
@@ -216,12 +161,12 @@ def start(root: Path, *, port: int | None = None, settings: dict[str, str] | Non
         init = subprocess.run(args, capture_output=True, text=True, timeout=300)
         if init.returncode != 0:
             raise MariaDBError(f"mariadb-install-db failed in {data}: {(init.stderr or init.stdout).strip()[-2000:]}")
-    port = port or _free_port()
+    port = port or free_port()
     server = LocalMariaDB(root, port)
     options = {
         "datadir": str(data),
         "port": str(port),
-        "bind-address": "127.0.0.1",
+        "bind-address": LOOPBACK,
         "socket": str(server.socket),
         "pid-file": str(root / "mariadbd.pid"),
         "log-error": str(server.log_file),
@@ -248,25 +193,8 @@ def start(root: Path, *, port: int | None = None, settings: dict[str, str] | Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m localdb.mariadb", description=__doc__.split("\n")[0])
-    parser.add_argument("action", choices=["start", "stop", "url"])
-    parser.add_argument("root", type=Path, help="the server's folder (its data is ROOT/data)")
-    parser.add_argument("--database", default="", help="with start/url: create and print this database")
-    args = parser.parse_args(argv)
-    if args.action == "start":
-        server = start(args.root)
-        print(server.create_database(args.database) if args.database else server.url())
-        return 0
-    port = _running_port(args.root.resolve())
-    if port is None:
-        print(f"no MariaDB is running on {args.root}", file=sys.stderr)
-        return 1 if args.action == "url" else 0
-    server = LocalMariaDB(args.root.resolve(), port)
-    if args.action == "stop":
-        server.stop()
-    else:
-        print(server.url(args.database))
-    return 0
+    return base.main(argv, server=LocalMariaDB, start=start, description=__doc__.split("\n")[0],
+                     default_database="")  # fmt: skip
 
 
 if __name__ == "__main__":

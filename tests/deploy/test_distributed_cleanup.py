@@ -1,6 +1,7 @@
 """The distributed run stops everything it started when its scenario fails or when it receives SIGTERM.
 
-These use the real services (PostgreSQL 15, redis-server, the emulator) but no Airflow, so they are quick.
+These use the real services (the embedded PostgreSQL, redis-server, the emulator) but no Airflow, so they are
+quick.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ def run_scenario(monkeypatch: pytest.MonkeyPatch, body: Callable[[Stack], None])
 
     def scenario(stack: Stack, timings: Timings) -> list[str]:
         stacks.append(stack)
-        assert {name for name, p in stack.processes.items() if p.alive()} == {"postgres", "redis", "emulator"}
+        assert {name for name, p in stack.processes.items() if p.alive()} == {"redis", "emulator"}
+        assert stack.postgres is not None and stack.postgres.is_running()
         body(stack)
         return ["unreachable"]
 
@@ -36,6 +38,7 @@ def run_scenario(monkeypatch: pytest.MonkeyPatch, body: Callable[[Stack], None])
 
 def assert_all_stopped(stack: Stack) -> None:
     assert not [name for name, p in stack.processes.items() if p.alive()]
+    assert stack.postgres is not None and not stack.postgres.is_running()
     assert marked_processes(stack.marker) == []
     shutil.rmtree(stack.workdir)  # kept on failure for its logs
 
