@@ -200,8 +200,9 @@ def structured(value: Any, mask: Masker = _same, *, depth: int = 0) -> str:
         if not value:
             return "<span class=muted>none</span>"
         items = sorted(value, key=str) if isinstance(value, set | frozenset) else value
-        sep = "<br>" if any(isinstance(v, Mapping) for v in items) else ", "
-        return sep.join(structured(v, mask, depth=depth + 1) for v in items)
+        shown = [structured(v, mask, depth=depth + 1) for v in items]
+        one_per_line = any(isinstance(v, Mapping) for v in items) or any("," in x for x in shown)
+        return ("<br>" if one_per_line else ", ").join(shown)
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int):

@@ -28,6 +28,7 @@ def test_scalars_lists_and_empty_values() -> None:
     assert structured("a & b") == "a &amp; b"
     assert structured([]) == structured({}) == "<span class=muted>none</span>"
     assert structured({"b", "a"}) == "a, b"  # a set in a stable order
+    assert structured(["a, b", "c"]) == "a, b<br>c"  # items with commas of their own: one per line
     exports = [{"id": "e1", "rows": 1200}, {"id": "e2", "rows": 3}]
     assert structured(exports) == "id: e1 · rows: 1,200<br>id: e2 · rows: 3"
     assert structured({"tables": {"sales": 10, "contacts": 2000}}).count("<table") == 1
