@@ -43,7 +43,7 @@ tests can assert exact outcomes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -61,6 +61,8 @@ from sample_erp.rows import (
     SPECIAL_DESCRIPTION,
     SPECIAL_LAST,
     UNICODE_FIRST,
+    Columns,
+    Rows,
     clean_email,
     coupon_rows,
     coupon_set_ids,
@@ -111,9 +113,6 @@ __all__ = [
     "products",
 ]
 
-_PRODUCTS = products  # generate() has parameters of the same names
-_ORDERS = orders
-
 
 @dataclass
 class GenerationSummary:
@@ -140,11 +139,6 @@ class GenerationSummary:
         }
 
 
-def _batches(total: int) -> Iterator[tuple[int, int]]:
-    for start in range(0, total, BATCH):
-        yield start, min(total, start + BATCH)
-
-
 def generate(
     url: str,
     *,
@@ -164,6 +158,48 @@ def generate(
     ``orders`` are spread over the ``order_days`` days before ``now`` (default :data:`DEFAULT_NOW`); every
     other timestamp is also relative to ``now``. ``dirty_rate`` is the share of rows made dirty per table.
     """
+    plan = _plan(
+        contacts=contacts, products=products, orders=orders, coupons=coupons, coupon_sets=coupon_sets,
+        erasures=erasures, seed=seed, dirty_rate=dirty_rate, order_days=order_days, now=now,
+    )  # fmt: skip
+    summary = GenerationSummary(url=_safe_url(url), seed=seed, now=plan.now.isoformat(), coupon_sets=plan.sets)
+    engine = _engine(url)
+    writer: Writer | None = None
+    try:
+        create_schema(engine, indexes=False)
+        engine.dispose()  # no sqlite3 connection stays open while ADBC's own SQLite library writes the file
+        writer = Writer(engine)
+        _write_rows(writer, plan, summary)
+        writer.close()
+        create_indexes(engine)  # after the rows: loading into indexed tables is slower
+    finally:
+        if writer is not None:
+            writer.close()
+        engine.dispose()
+    return summary
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The checked arguments of :func:`generate`, defaults resolved: everything the rows are made from."""
+
+    seed: int
+    contacts: int
+    products: int
+    orders: int
+    coupons: int  # 0 when there is no coupon set to put codes in
+    erasures: int
+    dirty_rate: float
+    order_days: float
+    now: datetime  # naive UTC, whole seconds
+    sets: list[str]  # the Connectif coupon set ids
+
+
+def _plan(
+    *, contacts: int, products: int, orders: int, coupons: int, coupon_sets: int, erasures: int | None, seed: int,
+    dirty_rate: float, order_days: float, now: datetime | None,
+) -> _Plan:  # fmt: skip
+    """Refuse sizes that make no ERP, before anything is written (the database is recreated)."""
     if contacts < 1 or products < 1:
         raise ValueError("the sample ERP needs at least 1 contact and 1 product (orders reference them)")
     counts = {"orders": orders, "coupons": coupons, "coupon_sets": coupon_sets, "erasures": erasures or 0}
@@ -172,61 +208,84 @@ def generate(
         raise ValueError(f"row counts cannot be negative ({', '.join(negative)}): use 0 for an empty table")
     if not 0 <= dirty_rate <= 0.5:
         raise ValueError(f"dirty_rate must be between 0 and 0.5, got {dirty_rate}")
-    anchor = (now or DEFAULT_NOW).astimezone(UTC).replace(tzinfo=None) if (now and now.tzinfo) else (now or DEFAULT_NOW)
-    anchor = anchor.replace(microsecond=0)
-    n_erasures = erasures if erasures is not None else max(3, contacts // 1000)
     sets = coupon_set_ids(seed, coupon_sets) if coupon_sets else []
-    summary = GenerationSummary(url=_safe_url(url), seed=seed, now=anchor.isoformat(), coupon_sets=sets)
+    return _Plan(
+        seed=seed, contacts=contacts, products=products, orders=orders, coupons=coupons if sets else 0,
+        erasures=erasures if erasures is not None else max(3, contacts // 1000), dirty_rate=dirty_rate,
+        order_days=order_days, now=_naive_utc(now or DEFAULT_NOW), sets=sets,
+    )  # fmt: skip
+
+
+def _naive_utc(now: datetime) -> datetime:
+    """``now`` as the naive UTC time in whole seconds every generated timestamp is relative to."""
+    if now.tzinfo is not None:
+        now = now.astimezone(UTC).replace(tzinfo=None)
+    return now.replace(microsecond=0)
+
+
+def _engine(url: str) -> sa.Engine:
     u = sa.make_url(url)
     # PyMySQL loads the rows with LOAD DATA LOCAL INFILE (see writer._load_data_mysql), which the client must allow.
     mysql = u.get_backend_name() in ("mysql", "mariadb") and u.get_driver_name() == "pymysql"
-    engine = sa.create_engine(url, connect_args={"local_infile": True} if mysql else {})
-    writer: Writer | None = None
-    try:
-        create_schema(engine, indexes=False)
-        engine.dispose()  # no sqlite3 connection stays open while ADBC's own SQLite library writes the file
-        writer = Writer(engine)
-        writer.write(categories, [tuple(c) for c in CATEGORY_TREE])
-        summary.rows["categories"] = len(CATEGORY_TREE)
-        summary.dirty["customers"] = {k: [] for k in CUSTOMER_DIRT}
-        for start, stop in _batches(contacts):
-            cols, dirty = customer_rows(seed, start, stop, anchor, dirty_rate)
-            writer.write(customers, cols)
-            for k, v in dirty.items():
-                summary.dirty["customers"][k].extend(v)
-        summary.rows["customers"] = contacts
-        summary.dirty["products"] = {k: [] for k in PRODUCT_DIRT}
-        for start, stop in _batches(products):
-            rows, dirty = product_rows(seed, start, stop, anchor, dirty_rate)
-            writer.write(_PRODUCTS, rows)
-            for k, v in dirty.items():
-                summary.dirty["products"][k].extend(v)
-        summary.rows["products"] = products
-        line_id = 0
-        for start, stop in _batches(orders):
-            o, lines = order_rows(seed, start, stop, anchor, contacts, products, order_days, line_id)
-            line_id += len(lines)
-            writer.write(_ORDERS, o)
-            writer.write(order_lines, lines)
-        summary.rows["orders"] = orders
-        summary.rows["order_lines"] = line_id
-        summary.dirty["coupon_pool"] = {k: [] for k in COUPON_DIRT}
-        if sets:
-            for start, stop in _batches(coupons):
-                rows, dirty = coupon_rows(seed, start, stop, anchor, sets, dirty_rate)
-                writer.write(coupon_pool, rows)
-                for k, v in dirty.items():
-                    summary.dirty["coupon_pool"][k].extend(v)
-        summary.rows["coupon_pool"] = coupons if sets else 0
-        writer.write(erasure_requests, erasure_rows(seed, n_erasures, anchor, contacts))
-        summary.rows["erasure_requests"] = n_erasures
-        writer.close()
-        create_indexes(engine)
-    finally:
-        if writer is not None:
-            writer.close()
-        engine.dispose()
-    return summary
+    return sa.create_engine(url, connect_args={"local_infile": True} if mysql else {})
+
+
+def _write_rows(writer: Writer, plan: _Plan, summary: GenerationSummary) -> None:
+    """Every table's rows, in the order their foreign keys need; counts and dirty ids go into ``summary``."""
+    seed, now, rate = plan.seed, plan.now, plan.dirty_rate
+    writer.write(categories, [tuple(c) for c in CATEGORY_TREE])
+    summary.rows["categories"] = len(CATEGORY_TREE)
+    summary.dirty["customers"] = _write_batches(
+        writer, customers, plan.contacts, CUSTOMER_DIRT, lambda a, b: customer_rows(seed, a, b, now, rate)
+    )
+    summary.rows["customers"] = plan.contacts
+    summary.dirty["products"] = _write_batches(
+        writer, products, plan.products, PRODUCT_DIRT, lambda a, b: product_rows(seed, a, b, now, rate)
+    )
+    summary.rows["products"] = plan.products
+    summary.rows["orders"] = plan.orders
+    summary.rows["order_lines"] = _write_orders(writer, plan)
+    summary.dirty["coupon_pool"] = _write_batches(
+        writer, coupon_pool, plan.coupons, COUPON_DIRT, lambda a, b: coupon_rows(seed, a, b, now, plan.sets, rate)
+    )
+    summary.rows["coupon_pool"] = plan.coupons
+    writer.write(erasure_requests, erasure_rows(seed, plan.erasures, now, plan.contacts))
+    summary.rows["erasure_requests"] = plan.erasures
+
+
+#: Rows ``[start, stop)`` of a table and the ids of its dirty rows per kind.
+RowMaker = Callable[[int, int], tuple[Columns | Rows, dict[str, list[int]]]]
+
+
+def _write_batches(
+    writer: Writer, table: sa.Table, total: int, kinds: Sequence[str], make: RowMaker
+) -> dict[str, list[int]]:
+    """Write ``total`` rows of ``table`` :data:`BATCH` at a time; the dirty ids of each kind, in id order."""
+    dirty: dict[str, list[int]] = {kind: [] for kind in kinds}
+    for start, stop in _batches(total):
+        rows, batch_dirty = make(start, stop)
+        writer.write(table, rows)
+        for kind, ids in batch_dirty.items():
+            dirty[kind].extend(ids)
+    return dirty
+
+
+def _write_orders(writer: Writer, plan: _Plan) -> int:
+    """The orders and their lines; the number of lines (their ids run on across batches)."""
+    line_id = 0
+    for start, stop in _batches(plan.orders):
+        order_batch, lines = order_rows(
+            plan.seed, start, stop, plan.now, plan.contacts, plan.products, plan.order_days, line_id
+        )
+        line_id += len(lines)
+        writer.write(orders, order_batch)
+        writer.write(order_lines, lines)
+    return line_id
+
+
+def _batches(total: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, total, BATCH):
+        yield start, min(total, start + BATCH)
 
 
 def _safe_url(url: str) -> str:

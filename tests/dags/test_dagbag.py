@@ -60,3 +60,11 @@ def test_purchases_send_one_interval_at_a_time_through_their_pool(dagbag: Any) -
     assert dag.task_dict["send"].pool == "connectif_purchases"
     pools = json.loads((Path(__file__).resolve().parents[2] / "pools.json").read_text())
     assert pools["connectif_purchases"]["slots"] == 1
+
+
+def test_every_connectif_dag_has_failure_callbacks_and_a_deadline(dagbag: Any) -> None:
+    for dag_id in ("connectif_contacts", "connectif_products", "connectif_purchases", "connectif_contact_erasure",
+                   "connectif_coupons", "connectif_exports"):  # fmt: skip
+        dag = dagbag.get_dag(dag_id)
+        assert dag.on_failure_callback and dag.on_success_callback, dag_id
+        assert dag.deadline, dag_id

@@ -1,5 +1,5 @@
 """Alerts reach people through Airflow notifiers (mails read from a local SMTP server), only when their state
-changes; the late-run Deadline Alert and its callback; the metrics names."""
+changes; the late-run Deadline Alert's callback."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from connectif_provider import alerts, metrics
-from connectif_sync.alerts import AlertKind, anomalies, compose
+from connectif_provider import alerts
+from connectif_sync.alerts import AlertKind, compose
 from connectif_sync.state import StateStore
 from tests.fixtures.mail import Mailbox
 
@@ -74,82 +74,6 @@ def test_late_run_is_not_late_while_a_person_is_asked(configured: str, mailbox: 
     assert mailbox.messages() == []
 
 
-class _Session:
-    """The scheduler's session, as the deadline reference uses it: the run's ``queued_at``, and the Variable
-    row of the metadata database (none here: the environment or the default decide)."""
-
-    def __init__(self, queued_at: datetime | None) -> None:
-        self.queued_at = queued_at
-
-    def scalar(self, query: Any) -> Any:
-        return self.queued_at if "queued_at" in str(query) else None
-
-
-def test_deadline_variable_tunes_the_deadline_without_a_deploy(dagbag: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The DAG file reads no Variable; the scheduler, creating a run, reads the Variable or takes the default."""
-    from airflow.sdk import Variable
-    from airflow.serialization.decoders import decode_deadline_alert
-    from airflow.serialization.encoders import encode_deadline_alert
-    from connectif_dags.alerting import dag_alerting
-
-    from connectif_provider.deadlines import QueuedPlusVariable
-
-    def no_parse_time_read(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("a DAG file read a Variable while it was parsed")
-
-    with monkeypatch.context() as m:
-        m.setattr(Variable, "get", staticmethod(no_parse_time_read))
-        alert = dag_alerting("connectif_contacts", late_after=timedelta(hours=2))["deadline"]
-    assert alert.reference == QueuedPlusVariable("connectif_deadline_connectif_contacts_seconds", 7200)
-    assert alert.interval == timedelta(0) and alert.callback.path == "connectif_provider.alerts.run_late"
-    # what the scheduler does when it creates a run: decode the stored alert (the class is found through the
-    # provider's plugin), then evaluate it against the run
-    stored = decode_deadline_alert(encode_deadline_alert(alert))
-    queued = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
-
-    def deadline() -> datetime:
-        return stored.reference.evaluate_with(session=_Session(queued), interval=stored.interval,
-                                              dag_id="connectif_contacts", run_id="scheduled__x")  # fmt: skip
-
-    assert deadline() == queued + timedelta(hours=2)  # no Variable: the DAG's default, the run is created
-    monkeypatch.setenv("AIRFLOW_VAR_CONNECTIF_DEADLINE_CONNECTIF_CONTACTS_SECONDS", "600")
-    assert deadline() == queued + timedelta(seconds=600)
-    assert alerts.late_after("connectif_contacts", timedelta(hours=2)) == timedelta(seconds=600)  # recovery check
-    monkeypatch.setenv("AIRFLOW_VAR_CONNECTIF_DEADLINE_CONNECTIF_CONTACTS_SECONDS", "ten minutes")
-    assert deadline() == queued + timedelta(hours=2)  # a typo never stops runs from being created
-    assert stored.reference.evaluate_with(session=_Session(None), interval=stored.interval,
-                                          dag_id="connectif_contacts", run_id="gone") is None  # fmt: skip
-
-
-def test_the_scheduler_reads_the_deadline_variable_inside_its_own_session(dagbag: Any) -> None:
-    """Variable.get would close Airflow's thread-local session, the scheduler's, in the middle of creating a run
-    (every object it holds detached: the scheduler crashed). The reference reads through that session instead."""
-    import sqlalchemy as sa
-    from airflow.models.variable import Variable
-    from airflow.utils.session import create_session
-
-    from connectif_provider.deadlines import scheduler_variable
-
-    key, other = "connectif_deadline_connectif_products_seconds", "connectif_probe_held"
-    with create_session() as session:
-        session.execute(sa.delete(Variable).where(Variable.key.in_([key, other])))
-        session.add_all([Variable(key=key, val="1200"), Variable(key=other, val="x")])
-    with create_session() as session:
-        held = session.scalars(sa.select(Variable).where(Variable.key == other)).one()  # what the scheduler holds
-        assert scheduler_variable(key, session) == "1200"
-        assert scheduler_variable("connectif_deadline_nobody_seconds", session) is None
-        assert held in session and held.key == other  # still attached (Variable.get would have detached it)
-        session.execute(sa.delete(Variable).where(Variable.key.in_([key, other])))
-
-
-def test_every_connectif_dag_has_failure_callbacks_and_a_deadline(dagbag: Any) -> None:
-    for dag_id in ("connectif_contacts", "connectif_products", "connectif_purchases", "connectif_contact_erasure",
-                   "connectif_coupons", "connectif_exports"):  # fmt: skip
-        dag = dagbag.get_dag(dag_id)
-        assert dag.on_failure_callback and dag.on_success_callback, dag_id
-        assert dag.deadline, dag_id
-
-
 class _Recorder:
     """A notifier the user configures by a Variable (its class path), collecting what it was given."""
 
@@ -199,48 +123,3 @@ def test_values_from_the_data_are_not_templates(configured: str, mailbox: Mailbo
     alerts.send(alert)
     mail = mailbox.wait_for(lambda m: True)
     assert "{{ 7 * 7 }}" in mail["html"] and "49" not in mail["html"] and "&lt;b&gt;" in mail["html"]
-
-
-def test_anomalies_of_a_summary() -> None:
-    summary = {"extracted": 100, "rejected": 9, "rejected_by_connectif": 2, "imports": 3, "import_errors": 1}
-    found = anomalies(summary)
-    assert found[AlertKind.REJECTED_SHARE] is not None and "7 of 100" in found[AlertKind.REJECTED_SHARE]
-    assert found[AlertKind.IMPORT_ERRORS] is not None
-    assert AlertKind.PURCHASES_KEPT not in found
-    calm = anomalies({"extracted": 100, "rejected": 1, "kept": 0, "imports": 1, "rejected_by_connectif": 0})
-    assert calm == {AlertKind.REJECTED_SHARE: None, AlertKind.PURCHASES_KEPT: None, AlertKind.IMPORT_ERRORS: None}
-    assert anomalies({"dry_run": True, "extracted": 10, "rejected": 10}) == {}
-    short = anomalies({"pool_short": {"set-b": 30, "set-a": 5}})[AlertKind.COUPON_POOL_LOW]
-    assert short is not None and "lacks 35 codes" in short and "set-a (5 short), set-b (30 short)" in short
-    assert anomalies({"pool_short": {}}) == {AlertKind.COUPON_POOL_LOW: None}
-    assert anomalies({"pool_short": {"s": 3}}, {"coupon_pool_short": 10}) == {AlertKind.COUPON_POOL_LOW: None}
-
-
-def test_metrics_go_through_airflow_stats(monkeypatch: pytest.MonkeyPatch) -> None:
-    from airflow.sdk.observability import stats
-
-    calls: list[tuple[str, str, Any, dict[str, Any]]] = []
-
-    class Backend:
-        def incr(self, stat: str, count: int = 1, rate: Any = None, tags: Any = None) -> None:
-            calls.append(("incr", stat, count, tags or {}))
-
-        def timing(self, stat: str, dt: Any, tags: Any = None) -> None:
-            calls.append(("timing", stat, dt, tags or {}))
-
-    stats.initialize(factory=Backend, export_legacy_names=False)
-    try:
-        metrics.rows("contacts", sent=120, rejected=7)
-        metrics.api_request("POST")
-        metrics.rate_limited()
-        metrics.rate_limit_wait(1.5)
-        metrics.rate_limit_wait(None)
-    finally:
-        stats.initialize(factory=stats.NoStatsLogger if hasattr(stats, "NoStatsLogger") else Backend,
-                         export_legacy_names=True)  # fmt: skip
-    names = [(kind, name, value) for kind, name, value, _ in calls]
-    assert ("incr", "connectif.rows_sent", 120) in names and ("incr", "connectif.rows_sent.contacts", 120) in names
-    assert ("incr", "connectif.rows_rejected.contacts", 7) in names
-    assert ("incr", "connectif.api_requests", 1) in names and ("incr", "connectif.api_429", 1) in names
-    assert ("timing", "connectif.rate_limit_wait_ms", 1500.0) in names
-    assert all(name in metrics.ALL or name.rsplit(".", 1)[0] in metrics.ALL for _, name, _ in names)

@@ -35,6 +35,7 @@ from connectif_provider.ui.render import (
     page,
     runs_chart,
     state_badge,
+    structured,
     table,
     url,
     usage_chart,
@@ -252,9 +253,9 @@ def _run_body(base: str, s: RunSummary) -> str:
     ]  # fmt: skip
     plan = ""
     if s.dry_run and s.plan:
-        plan = "<h2>Plan (dry run)</h2>" + kv([(str(k), e(v)) for k, v in s.plan.items()], tid="plan")
+        plan = "<h2>Plan (dry run)</h2>" + kv([(str(k), structured(v, mask)) for k, v in s.plan.items()], tid="plan")
     notes = "".join(f"<li>{e(mask(x))}</li>" for x in s.notes) or "<li class=muted>none</li>"
-    extra = kv([(k, e(mask(v))) for k, v in s.extra.items()]) if s.extra else ""
+    extra = kv([(k, structured(v, mask)) for k, v in s.extra.items()], tid="extra") if s.extra else ""
     return (
         f"<h1>{e(s.object.label)} · <small>{e(s.run_id)}</small> {state_badge(s.state.value)}"
         f"{' ' + badge('dry run', 'info') if s.dry_run else ''}</h1>"

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from html import escape
 from typing import Any
@@ -34,6 +34,7 @@ flex-direction:column;font-size:12px;color:var(--muted)}input,select{font:inheri
 var(--line);border-radius:4px;background:var(--bg);color:var(--fg)}button{font:inherit;padding:4px 12px;
 border-radius:4px;border:1px solid var(--info);background:var(--info);color:#fff;cursor:pointer}code{font-size:12px}
 svg text{font:11px system-ui,sans-serif;fill:var(--muted)}nav.top{margin-bottom:10px}nav.top a{margin-right:12px}
+table.nested{font-size:12px}table.nested td{padding:1px 6px;border-bottom:0;text-align:left}
 """
 
 SERIES = (("sent", "var(--sent)"), ("changed", "var(--changed)"), ("unchanged", "var(--unchanged)"),
@@ -172,3 +173,38 @@ def options(values: Iterable[tuple[str, str]], selected: str | None) -> str:
 
 
 Masker = Callable[[Any], Any]
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+#: Below this depth a dict is shown inline (``key: value · key: value``): a table in a table in a table reads badly.
+NESTED_TABLE_DEPTH = 1
+
+
+def structured(value: Any, mask: Masker = _same, *, depth: int = 0) -> str:
+    """A value of a summary's ``extra`` or ``plan`` as escaped HTML a person reads: a dict as key/value rows (one
+    level of nested table, deeper dicts inline), a list as its items, booleans as yes/no, numbers grouped.
+    The values come from the data (coupon set names, table names, who decided), so every text is escaped and
+    goes through ``mask`` (the UI's email masking)."""
+    if isinstance(value, Mapping):
+        if not value:
+            return "<span class=muted>none</span>"
+        pairs = [(e(mask(k)), structured(v, mask, depth=depth + 1)) for k, v in value.items()]
+        if depth >= NESTED_TABLE_DEPTH:
+            return " · ".join(f"{k}: {v}" for k, v in pairs)
+        rows = "".join(f"<tr data-key='{k}'><td>{k}</td><td>{v}</td></tr>" for k, v in pairs)
+        return f"<table class='kv nested'><tbody>{rows}</tbody></table>"
+    if isinstance(value, list | tuple | set | frozenset):
+        if not value:
+            return "<span class=muted>none</span>"
+        items = sorted(value, key=str) if isinstance(value, set | frozenset) else value
+        shown = [structured(v, mask, depth=depth + 1) for v in items]
+        one_per_line = any(isinstance(v, Mapping) for v in items) or any("," in x for x in shown)
+        return ("<br>" if one_per_line else ", ").join(shown)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return n(value)
+    return e(mask(value))

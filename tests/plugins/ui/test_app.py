@@ -57,6 +57,8 @@ def state_url(tmp_path: Path) -> str:
             rejected_by_reason={"_email: invalid email address": 80, "_points: not an integer": 40,
                             "Connectif: _email late@example.com invalid": 1},
             notes=["_email: invalid email address: 80"],
+            extra={"unconfirmed": 0, "guardrail": {"fired": ["deletes <b>12%</b> > 5%"], "held": True,
+                                                   "would_hold": False, "decision": {"by": "ops@example.com"}}},
             import_outcomes=[ImportOutcome(import_id="imp-1", status="finished", total=750, success=749, errors=1,
                                            duration_s=12.5, file_path="/work/contacts-0001.csv",
                                            rejected_rows=[CONNECTIF_REJECT])],
@@ -144,6 +146,19 @@ def test_run_tab_shows_the_recorded_summary(client: TestClient) -> None:
     assert re.search(r"API requests spent</td><td class=n>7<", html)
     data = client.get(f"/connectif/api/runs/{DAG}/{RUN}", headers=_as("viewer")).json()
     assert data["sent"] == 749 and data["imports"] == 1 and data["import_outcomes"][0]["import_id"] == "imp-1"
+
+
+def test_run_tab_shows_extra_values_as_escaped_tables(client: TestClient) -> None:
+    """``extra`` values such as the guardrail's verdict read as key/value rows, not as a Python dict."""
+    html = client.get(f"/connectif/runs/{DAG}/{RUN}", headers=_as("viewer")).text
+    extra = html.split("id='extra'")[1].split("</section>")[0]
+    assert "<tr data-key='unconfirmed'><td>unconfirmed</td><td class=n>0</td></tr>" in extra
+    guardrail = extra.split("<tr data-key='guardrail'>")[1]
+    assert guardrail.startswith("<td>guardrail</td><td class=n><table class='kv nested'>")
+    assert "<td>fired</td><td>deletes &lt;b&gt;12%&lt;/b&gt; &gt; 5%</td>" in guardrail
+    assert "<td>held</td><td>yes</td>" in guardrail and "<td>would_hold</td><td>no</td>" in guardrail
+    assert "<td>decision</td><td>by: ops@example.com</td>" in guardrail
+    assert "{'" not in extra and "<b>12%" not in extra and "True" not in extra
 
 
 def test_run_tab_shows_the_key_of_each_row_connectif_rejected(client: TestClient) -> None:
@@ -236,6 +251,7 @@ def test_emails_are_masked_by_the_setting(client: TestClient, monkeypatch: pytes
     assert "@example.com" in html and not re.search(r"user\d+@", html) and "late@" not in html
     tab = client.get(f"/connectif/runs/{DAG}/{RUN}", headers=_as("viewer")).text
     assert "late@example.com" not in tab and "l***@example.com" in tab
+    assert "ops@example.com" not in tab and "by: o***@example.com" in tab  # inside the guardrail's extra
 
 
 def test_the_demos_check_compares_the_pages_with_the_summary(client: TestClient, state_url: str) -> None:

@@ -1,58 +1,12 @@
-"""The provider as Airflow sees it: connection type registration and a DAG run through ``dag.test()``."""
+"""The provider in Airflow: DAG runs through ``dag.test()`` (migrated metadata DB, the emulator over HTTP) and
+the pools file."""
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from emulator.testing import RunningEmulator
-
-
-def test_connection_type_and_form_are_registered() -> None:
-    from airflow.providers_manager import ProvidersManager
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        manager = ProvidersManager()
-        hook_info = manager.hooks["connectif"]
-    assert hook_info is not None
-    assert hook_info.hook_class_name == "connectif_provider.hooks.connectif.ConnectifHook"
-    assert hook_info.connection_id_attribute_name == "connectif_conn_id"
-    behaviour = manager.field_behaviours["connectif"]
-    assert behaviour["relabeling"]["password"] == "API key"
-    assert behaviour["placeholders"]["host"] == "https://api.connectif.cloud"
-    widgets = manager.connection_form_widgets
-    assert "extra__connectif__rate_limit_per_minute" in widgets
-    assert "extra__connectif__rate_limit_backend" in widgets
-
-
-def test_env_var_connection_with_prefixed_extras(monkeypatch: pytest.MonkeyPatch) -> None:
-    from connectif_provider.hooks.connectif import ConnectifHook
-
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_CONNECTIF_DEFAULT",
-        '{"conn_type": "connectif", "host": "https://api.connectif.cloud", "password": "id:secret",'
-        ' "extra": {"extra__connectif__rate_limit_per_minute": 42}}',
-    )
-    settings = ConnectifHook().get_settings()
-    assert settings.base_url == "https://api.connectif.cloud"
-    assert settings.rate_limit_per_minute == 42
-
-
-def test_uri_form_of_the_connection(monkeypatch: pytest.MonkeyPatch) -> None:
-    from connectif_provider.hooks.connectif import ConnectifHook
-
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_CX_URI", "connectif://:keyid%3Asecret@api.connectif.cloud/?rate_limit_per_minute=80"
-    )
-    monkeypatch.setenv("AIRFLOW_CONN_CX_EMU", "connectif://:k%3As@127.0.0.1:8765/?scheme=http")
-    cloud, emu = ConnectifHook("cx_uri").get_settings(), ConnectifHook("cx_emu").get_settings()
-    assert (cloud.base_url, cloud.api_key) == ("https://api.connectif.cloud", "keyid:secret")
-    assert cloud.rate_limit_per_minute == 80
-    assert (emu.base_url, emu.api_key) == ("http://127.0.0.1:8765", "k:s")
 
 
 def _register(dag: Any) -> None:
@@ -83,7 +37,7 @@ def test_dag_uploads_defers_and_completes(
 
     from connectif_provider.operators.connectif import ConnectifImportOperator
 
-    pool_import_helper(str(Path(__file__).resolve().parents[2] / "pools.json"))
+    pool_import_helper(str(Path(__file__).resolve().parents[3] / "pools.json"))
     conn_id = connectif_conn(base_url=emulator.base_url, api_key=emulator.api_key, rate_limit_per_minute=600)
     emulator.admin.configure(rate_limit=1000, import_rows_per_s=50)
     files = [str(_contacts(tmp_path / f"chunk-{i}.csv", 5)) for i in range(2)]
@@ -139,7 +93,7 @@ def test_pools_file_imports_with_deferred_slots(airflow_db: Path) -> None:
     from airflow.cli.commands.pool_command import pool_import_helper
     from airflow.models.pool import Pool
 
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[3]
     pool_import_helper(str(repo / "pools.json"))
     imports, exports = Pool.get_pool("connectif_imports"), Pool.get_pool("connectif_exports")
     assert imports is not None and exports is not None
