@@ -69,6 +69,8 @@ OURS = """
 from connectif_sync import run_sync
 from datetime import timedelta
 import adbc_driver_sqlite.dbapi, adbc_driver_postgresql.dbapi, connectorx, pandas  # imported on first use
+import sqlalchemy as sa
+sa.create_engine(SOURCE).dispose()  # the dialect's and driver's imports, outside the time as for naive pandas
 T0 = time.perf_counter()
 r = run_sync("contacts", SOURCE, OUT, state_url=STATE, mapping=MAPPING, incremental=INCREMENTAL,
              lookback=timedelta(hours=1))
