@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,17 +19,10 @@ from typing import Any
 
 from demo.airflow_api import AirflowClient
 from demo.processes import MARKER_VAR, ManagedProcess
+from localdb.server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on right now (bind to port 0 and let the kernel choose)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class StartupError(RuntimeError):

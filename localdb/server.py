@@ -31,10 +31,11 @@ class LocalServerError(RuntimeError):
     """A server could not be found, initialised or started; the message says what to do."""
 
 
-def free_port() -> int:
-    """A port free on loopback right now (bound to 0 and released)."""
+def free_port(host: str = LOOPBACK) -> int:
+    """A port free on ``host`` right now (bound to 0 and released): the one helper the demo, the deployment
+    checks and the tests use."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 

@@ -160,10 +160,11 @@ def usage_chart(
     return "".join(parts)
 
 
-def kv(rows: Iterable[tuple[str, str]], tid: str = "") -> str:
+def kv(rows: Iterable[tuple[str, str]], tid: str = "", cls: str = "kv") -> str:
+    """Key/value rows: keys are escaped here, values are HTML already."""
     ident = f" id='{e(tid)}'" if tid else ""
     body = "".join(f"<tr data-key='{e(k)}'><td>{e(k)}</td><td class=n>{v}</td></tr>" for k, v in rows)
-    return f"<table class=kv{ident}><tbody>{body}</tbody></table>"
+    return f"<table class='{e(cls)}'{ident}><tbody>{body}</tbody></table>"
 
 
 def options(values: Iterable[tuple[str, str]], selected: str | None) -> str:
@@ -191,11 +192,10 @@ def structured(value: Any, mask: Masker = _same, *, depth: int = 0) -> str:
     if isinstance(value, Mapping):
         if not value:
             return "<span class=muted>none</span>"
-        pairs = [(e(mask(k)), structured(v, mask, depth=depth + 1)) for k, v in value.items()]
+        pairs = [(str(mask(k)), structured(v, mask, depth=depth + 1)) for k, v in value.items()]
         if depth >= NESTED_TABLE_DEPTH:
-            return " · ".join(f"{k}: {v}" for k, v in pairs)
-        rows = "".join(f"<tr data-key='{k}'><td>{k}</td><td>{v}</td></tr>" for k, v in pairs)
-        return f"<table class='kv nested'><tbody>{rows}</tbody></table>"
+            return " · ".join(f"{e(k)}: {v}" for k, v in pairs)
+        return kv(pairs, cls="kv nested")
     if isinstance(value, list | tuple | set | frozenset):
         if not value:
             return "<span class=muted>none</span>"

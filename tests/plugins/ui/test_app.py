@@ -155,9 +155,9 @@ def test_run_tab_shows_extra_values_as_escaped_tables(client: TestClient) -> Non
     assert "<tr data-key='unconfirmed'><td>unconfirmed</td><td class=n>0</td></tr>" in extra
     guardrail = extra.split("<tr data-key='guardrail'>")[1]
     assert guardrail.startswith("<td>guardrail</td><td class=n><table class='kv nested'>")
-    assert "<td>fired</td><td>deletes &lt;b&gt;12%&lt;/b&gt; &gt; 5%</td>" in guardrail
-    assert "<td>held</td><td>yes</td>" in guardrail and "<td>would_hold</td><td>no</td>" in guardrail
-    assert "<td>decision</td><td>by: ops@example.com</td>" in guardrail
+    assert "<td>fired</td><td class=n>deletes &lt;b&gt;12%&lt;/b&gt; &gt; 5%</td>" in guardrail
+    assert "<td>held</td><td class=n>yes</td>" in guardrail and "<td>would_hold</td><td class=n>no</td>" in guardrail
+    assert "<td>decision</td><td class=n>by: ops@example.com</td>" in guardrail
     assert "{'" not in extra and "<b>12%" not in extra and "True" not in extra
 
 

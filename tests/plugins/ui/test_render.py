@@ -15,10 +15,10 @@ def test_a_dict_is_a_table_of_key_value_rows_with_nested_values_inline() -> None
     }
     html = structured(guardrail)
     assert html.startswith("<table class='kv nested'><tbody>") and html.endswith("</tbody></table>")
-    assert "<tr data-key='fired'><td>fired</td><td>deletes 12% &gt; 5%, changed 40% &gt; 30%</td></tr>" in html
-    assert "<tr data-key='held'><td>held</td><td>yes</td></tr>" in html
-    assert "<tr data-key='would_hold'><td>would_hold</td><td>no</td></tr>" in html
-    assert "<td>decision</td><td>approved: yes · by: ops</td>" in html  # one table level, then inline
+    assert "<tr data-key='fired'><td>fired</td><td class=n>deletes 12% &gt; 5%, changed 40% &gt; 30%</td></tr>" in html
+    assert "<tr data-key='held'><td>held</td><td class=n>yes</td></tr>" in html
+    assert "<tr data-key='would_hold'><td>would_hold</td><td class=n>no</td></tr>" in html
+    assert "<td>decision</td><td class=n>approved: yes · by: ops</td>" in html  # one table level, then inline
     assert "{" not in html and "True" not in html  # no Python repr left
 
 
@@ -41,7 +41,7 @@ def test_values_and_keys_from_the_data_are_escaped() -> None:
     assert html.count("&lt;script&gt;alert(1)&lt;/script&gt;") == 5  # key (attribute, cell), value, two items
     assert "data-key='x&#x27; onmouseover=&#x27;alert(1)'" in html
     row = kv([("guardrail", structured({"fired": [attack]}))], tid="extra")
-    assert "<script>" not in row and row.startswith("<table class=kv id='extra'>")
+    assert "<script>" not in row and row.startswith("<table class='kv' id='extra'>")
 
 
 def test_emails_are_masked_everywhere_in_the_value() -> None:
