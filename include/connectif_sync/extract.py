@@ -186,7 +186,7 @@ def source_hash_sql(mapping: Mapping, dialect: sa.Dialect, fingerprint: int) -> 
     """The SQL expression of a row's *source hash* on databases that can compute a 64-bit hash themselves
     (PostgreSQL, MySQL/MariaDB), or None (SQLite: its own function, see :func:`probe_query`; others).
 
-    A full scan then reads only each row's key, ``updated_at`` and this hash (:func:`probe_query`), and reads
+    A full scan then reads only each row's key and this hash (:func:`probe_query`), and reads
     in full only the rows whose hash Connectif did not confirm: the database's work to produce the values stays,
     but the client no longer decodes, converts and hashes every value. Every read of the source by the sync
     adds the same expression (``source_hash`` of :func:`build_query`), so the hashes stored for confirmed rows
@@ -454,21 +454,33 @@ def integer_ranges(url: str, mapping: Mapping, chunk_rows: int) -> list[tuple[in
 
 
 def probe_query(mapping: Mapping, dialect: sa.Dialect, fingerprint: int, **filters: Any) -> str:
-    """A query of each row's order column, ``updated_at`` and source hash only (column
-    :data:`PROBE_HASH_COLUMN`), computed by the database: on PostgreSQL and MySQL by
+    """A query of each row's order column and source hash only (column :data:`PROBE_HASH_COLUMN`; the
+    run's latest ``updated_at`` is one query of its own, :func:`latest_update_query`), computed by the
+    database: on PostgreSQL and MySQL by
     :func:`source_hash_sql` (the value every read of the sync adds); on SQLite by the
     ``connectif_source_hash()`` extension (:func:`adbc_connect` with ``source_hash=True``), the same value as
     ``connectif_sync.diff.source_hashes`` of the row read in full (NULL for a row with REAL or BLOB values).
     ``fingerprint`` is the mapping's, as a signed 64-bit integer; ``filters`` are :func:`build_query`'s.
     """
     q = dialect.identifier_preparer.quote
-    cols = [q(mapping.order_by[0])] + ([q(mapping.updated_at)] if mapping.updated_at else [])
+    cols = [q(mapping.order_by[0])]
     expr = source_hash_sql(mapping, dialect, fingerprint)
     if expr is None:
         hashed = ", ".join(q(c) for c in mapping.source_columns() if c != mapping.updated_at)
         expr = f"connectif_source_hash({int(fingerprint)}, {hashed})"
     select = ", ".join(cols) + f", {expr} AS {q(PROBE_HASH_COLUMN)}"
     return build_query(mapping, dialect, select=select, **filters)
+
+
+def latest_update_query(mapping: Mapping, dialect: sa.Dialect) -> str | None:
+    """The latest ``updated_at`` of a table source, as a one-row query of that column (None without a table
+    or an ``updated_at``). A probe reads it instead of every row's: one index probe where the column is
+    indexed (as incremental runs want it), and a row's text conversion less per row everywhere."""
+    if mapping.table is None or not mapping.updated_at:
+        return None
+    q = dialect.identifier_preparer.quote
+    source = ".".join(q(p) for p in mapping.table.split("."))
+    return f"SELECT MAX({q(mapping.updated_at)}) AS {q(mapping.updated_at)} FROM {source}"
 
 
 def read_table(

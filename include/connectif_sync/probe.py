@@ -1,10 +1,11 @@
 """The probe: a second full scan that reads most rows' source hash only.
 
-On a SQLite table keyed by an integer, SQLite computes each row's source hash itself (the ``_sqlite_hash``
-extension), so only each row's key, ``updated_at`` and hash are read; the rows whose hash Connectif confirmed
-are done, and only the others are read in full by key. Reading three columns instead of every value is most of
-a second run's cost saved (bench/README.md). The hashes are those of the full read
-(:func:`~connectif_sync.diff.source_hashes`), so confirmed state written by either path serves both.
+On a table keyed by an integer, the database computes each row's source hash itself (the ``_sqlite_hash``
+extension on SQLite, SQL on PostgreSQL and MySQL), so only each row's key and hash are read (and the latest
+``updated_at``, once); the rows whose hash Connectif confirmed are done, and only the others are read in full by
+key. Reading two columns instead of every value is most of a second run's cost saved (bench/README.md). The
+hashes are those of the full read (:func:`~connectif_sync.diff.source_hashes`), so confirmed state written by
+either path serves both.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from connectif_sync.extract import (
     arrow_connect,
     arrow_source,
     integer_ranges,
+    latest_update_query,
     probe_query,
     read_ranges,
     read_rows,
@@ -52,7 +54,7 @@ def probe(
     or does not pay (the first range mostly unconfirmed, e.g. confirmed by a version that hashed otherwise, or
     mostly REAL/BLOB values, which the SQLite hash leaves to the full read).
 
-    Each range of the key is read as (key, ``updated_at``, source hash computed by the database:
+    Each range of the key is read as (key, source hash computed by the database:
     ``extract.source_hash_sql`` on PostgreSQL and MySQL, the ``_sqlite_hash`` extension on SQLite); the others are
     read in full by key (``IN``), hashed and shaped as in any other run, all in the reader threads.
     """
@@ -73,15 +75,15 @@ def probe(
     with arrow_connect(source_url, source_hash=sqlite) as conn:  # is it worth it? the first range tells
         first = read_table(conn, source_url, probe_query(mapping, dialect, fp, id_range=ranges[0]), chunk_rows,
                            resume_probe(mapping, dialect, fp, id_range=ranges[0]), mapping.order_by)  # fmt: skip
-    if first.num_rows == 0 or index.find_sources(_hashes_of(first))[0].mean() < PROBE_MIN_KNOWN:
-        return None
+        if first.num_rows == 0 or index.find_sources(_hashes_of(first))[0].mean() < PROBE_MIN_KNOWN:
+            return None
+        top = _latest_update(conn, source_url, mapping, dialect, chunk_rows)
     key = mapping.order_by[0]
 
     def transform(conn: Any, probed: pa.Table) -> Prepared:
         """In a reader thread: the rows of one probed chunk that are not confirmed, read in full and shaped."""
         known, at = index.find_sources(_hashes_of(probed))
         ids = probed.column(key)
-        high = chunk_high(probed, mapping)
         if probed.num_rows == 0:
             return Prepared.empty()
         if (~known).mean() > PROBE_FULL_READ:  # mostly unconfirmed: read the chunk's key range whole
@@ -92,8 +94,24 @@ def probe(
         rest = read_rows(conn, source_url, mapping, dialect, chunk_rows, ids=wanted, source_hash=fp)
         # Rows read again count once: the probe's known ones plus whatever the second read returned (a row
         # deleted in between is simply not extracted, as with any read that is not one transaction).
-        return prepare(rest, mapping, fingerprint, index, high, at[known], int(known.sum()) + rest.num_rows)
+        return prepare(rest, mapping, fingerprint, index, None, at[known], int(known.sum()) + rest.num_rows)
 
     sqls = [probe_query(mapping, dialect, fp, id_range=r) for r in ranges]
     resumes = [resume_probe(mapping, dialect, fp, id_range=r) for r in ranges]
-    return read_ranges(source_url, sqls, chunk_rows, readers, resumes, mapping.order_by, transform, source_hash=sqlite)
+
+    def chunks() -> Iterator[Prepared]:
+        yield Prepared(0, top, np.zeros(0, np.int64), np.zeros(0, np.int64), None)  # the run's high-water mark
+        yield from read_ranges(source_url, sqls, chunk_rows, readers, resumes, mapping.order_by, transform,
+                               source_hash=sqlite)  # fmt: skip
+
+    return chunks()
+
+
+def _latest_update(conn: Any, url: str, mapping: Mapping, dialect: sa.Dialect, chunk_rows: int) -> str | None:
+    """The latest ``updated_at`` of the source, as text (the run's high-water mark), read before the ranges.
+
+    Read before them, it is at most the latest of the rows they read: a row updated during the run is read
+    again by the next incremental run (which finds it unchanged if it was read after its update), never
+    missed."""
+    sql = latest_update_query(mapping, dialect)
+    return chunk_high(read_table(conn, url, sql, chunk_rows), mapping) if sql is not None else None

@@ -86,10 +86,11 @@ def test_probed_full_scan_gives_what_a_full_read_gives(
         for f in first.files:
             store.confirm_file(f.path)
     moved = sorted(i for i in clean if i % 50 == 7)
-    invalid, gone, twin, gone2 = (sorted(clean - set(moved))[k] for k in (300, 10, 20, 1400))
+    invalid, gone, twin, gone2, touched = (sorted(clean - set(moved))[k] for k in (300, 10, 20, 1400, 500))
     _exec(
         url,
         "UPDATE customers SET last_name = 'Moved', updated_at = '2026-02-01 00:00:00' WHERE MOD(id, 50) = 7",
+        f"UPDATE customers SET updated_at = '2026-03-01 00:00:00' WHERE id = {touched}",  # the latest: unchanged
         f"UPDATE customers SET email = 'not an email' WHERE id = {invalid}",
         f"DELETE FROM customers WHERE id IN ({gone}, {gone2})",
         "INSERT INTO customers (id, customer_code, email, first_name, created_at, updated_at) SELECT 5000, "
@@ -104,6 +105,7 @@ def test_probed_full_scan_gives_what_a_full_read_gives(
     r = probed["report"]
     assert (r["changed"], r["new"], r["deleted"], r["sent"]) == (len(moved), 1, 3, len(moved) + 1)
     assert r["unchanged"] > 1500
+    assert r["high_water"].startswith("2026-03-01 00:00:00")  # a row the probe found unchanged still counts
     assert probed["files"] == full["files"]
     assert probed["rejected"] == full["rejected"]
     assert any(x[1] == "id=5000" and x[3].startswith("duplicate key") for x in probed["rejected"])

@@ -339,10 +339,19 @@ def _migrate(conn: sa.Connection) -> None:
                 conn.exec_driver_sql(f'ALTER TABLE {table.name} ALTER COLUMN "{column.name}" TYPE text')
 
 
+SQLITE_PAGE_SIZE = 32768
+"""Bytes per page of a new SQLite store (SQLite's default is 4096). Most of a store's bytes are blocks and
+snapshots of a few MB each, stored as chains of overflow pages: with 8x fewer, larger pages, confirming a
+million rows went 1.0 -> 0.7 s (bench/README.md, session 7). A store keeps the page size it was created
+with (SQLite cannot change it in WAL mode)."""
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     """WAL: readers never block the writer and each commit is one append; NORMAL sync keeps it safe from
-    corruption (a power cut may forget the last commits, which then are simply sent again)."""
+    corruption (a power cut may forget the last commits, which then are simply sent again). The page size
+    only applies to a new, empty file, so it comes first."""
     cur = dbapi_conn.cursor()
+    cur.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
