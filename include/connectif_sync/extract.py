@@ -25,7 +25,7 @@ import functools
 import importlib.machinery
 import importlib.util
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -505,7 +505,7 @@ def read_ranges(
     readers: int,
     resumes: list[Resume] | None = None,
     order_by: Sequence[str] = (),
-    transform: Callable[[Any, pa.Table], Any] | None = None,
+    transform: Callable[[Any, pa.Table], Iterable[Any]] | None = None,
     source_hash: bool = False,
 ) -> Iterator[Any]:
     """The chunks of ``sqls`` in order, read by ``readers`` ADBC connections at once.
@@ -513,7 +513,8 @@ def read_ranges(
     Query ``i`` is read by thread ``i % readers``, each with its own connection and a one-chunk queue; the
     consumer takes query 0's chunks, then query 1's, and so on, so the order is exactly that of reading the
     queries one after another, while the next queries are already being read. ``transform(conn, chunk)``, when
-    given, runs in the reader thread (with its connection) and its result is yielded instead of the chunk;
+    given, runs in the reader thread (with its connection) and the items it gives are yielded instead of the
+    chunk;
     ``source_hash`` loads the source-hash extension (:func:`adbc_connect`). Errors are re-raised in the
     consumer; closing the consumer stops the threads.
     """
@@ -526,9 +527,9 @@ def read_ranges(
                 for i in range(w, len(sqls), readers):
                     resume = resumes[i] if resumes is not None else None
                     for table in _adbc_cursor_batches(conn, url, sqls[i], chunk_rows, resume, order_by, page=True):
-                        item = transform(conn, table) if transform is not None else table
-                        if not handoff.put(w, item):
-                            return
+                        for item in transform(conn, table) if transform is not None else (table,):
+                            if not handoff.put(w, item):
+                                return
                     if not handoff.put(w, _DONE):
                         return
         except BaseException as exc:  # handed to the consumer

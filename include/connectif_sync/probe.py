@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from connectif_sync.diff import database_hashes, signed
@@ -39,6 +38,12 @@ from connectif_sync.store import StateIndex
 
 PROBE_MIN_KNOWN = 0.5  # a probe is used when at least this share of the first range's rows is confirmed
 PROBE_FULL_READ = 0.25  # a probed chunk with more unconfirmed rows than this share is read whole instead
+PROBE_SPAN = 8
+"""Key ranges (and pages) of a probe hold this many times ``chunk_rows`` rows. A probe's rows are two integers
+(16 bytes), and what a page leaves to read in full is a few percent of it: with pages the size of a chunk,
+a second run validated, hashed and wrote 31 slivers of a few hundred rows for a million, and each stage's
+fixed cost per chunk was a third of the run's CPU (bench/README.md, session 7). Rows read in full still come
+in chunks of at most ``chunk_rows``."""
 
 
 def _hashes_of(probe: pa.Table) -> np.ndarray:
@@ -67,6 +72,7 @@ def probe(
     ranges = integer_ranges(source_url, mapping, chunk_rows)
     if not ranges:
         return None
+    spans = [(ranges[i][0], ranges[min(i + PROBE_SPAN, len(ranges)) - 1][1]) for i in range(0, len(ranges), PROBE_SPAN)]
     dialect = sa.make_url(source_url).get_dialect()()
     fp = signed(fingerprint)
     if not sqlite and source_hash_sql(mapping, dialect, fp) is None:
@@ -80,29 +86,39 @@ def probe(
         top = _latest_update(conn, source_url, mapping, dialect, chunk_rows)
     key = mapping.order_by[0]
 
-    def transform(conn: Any, probed: pa.Table) -> Prepared:
-        """In a reader thread: the rows of one probed chunk that are not confirmed, read in full and shaped."""
-        known, at = index.find_sources(_hashes_of(probed))
-        ids = probed.column(key)
+    def transform(conn: Any, probed: pa.Table) -> Iterator[Prepared]:
+        """In a reader thread: the rows of one probed page that are not confirmed, read in full and shaped, in
+        chunks of at most ``chunk_rows`` rows (the first also carries the page's confirmed rows)."""
         if probed.num_rows == 0:
-            return Prepared.empty()
-        if (~known).mean() > PROBE_FULL_READ:  # mostly unconfirmed: read the chunk's key range whole
-            lo, hi = int(pc.min(ids).as_py()), int(pc.max(ids).as_py()) + 1
-            full = read_rows(conn, source_url, mapping, dialect, chunk_rows, id_range=(lo, hi), source_hash=fp)
-            return prepare(full, mapping, fingerprint, index)
+            return
+        known, at = index.find_sources(_hashes_of(probed))
+        ids = probed.column(key).combine_chunks()
+        if (~known).mean() > PROBE_FULL_READ:  # mostly unconfirmed: read the page's key range whole
+            values = ids.to_numpy()  # in key order
+            for start in range(0, len(values), chunk_rows):
+                lo, hi = int(values[start]), int(values[min(start + chunk_rows, len(values)) - 1]) + 1
+                full = read_rows(conn, source_url, mapping, dialect, chunk_rows, id_range=(lo, hi), source_hash=fp)
+                yield prepare(full, mapping, fingerprint, index)
+            return
         wanted = ids.filter(pa.array(~known)).to_pylist()
-        rest = read_rows(conn, source_url, mapping, dialect, chunk_rows, ids=wanted, source_hash=fp)
-        # Rows read again count once: the probe's known ones plus whatever the second read returned (a row
-        # deleted in between is simply not extracted, as with any read that is not one transaction).
-        return prepare(rest, mapping, fingerprint, index, None, at[known], int(known.sum()) + rest.num_rows)
+        step = max(1, int(chunk_rows * PROBE_FULL_READ))
+        for start in range(0, max(len(wanted), 1), step):  # at least once: the confirmed rows go with the first
+            rest = read_rows(conn, source_url, mapping, dialect, chunk_rows, ids=wanted[start : start + step],
+                             source_hash=fp)  # fmt: skip
+            if start:
+                yield prepare(rest, mapping, fingerprint, index)
+                continue
+            # Rows read again count once: the probe's known ones plus whatever the second read returned (a row
+            # deleted in between is simply not extracted, as with any read that is not one transaction).
+            yield prepare(rest, mapping, fingerprint, index, None, at[known], int(known.sum()) + rest.num_rows)
 
-    sqls = [probe_query(mapping, dialect, fp, id_range=r) for r in ranges]
-    resumes = [resume_probe(mapping, dialect, fp, id_range=r) for r in ranges]
+    sqls = [probe_query(mapping, dialect, fp, id_range=r) for r in spans]
+    resumes = [resume_probe(mapping, dialect, fp, id_range=r) for r in spans]
 
     def chunks() -> Iterator[Prepared]:
         yield Prepared(0, top, np.zeros(0, np.int64), np.zeros(0, np.int64), None)  # the run's high-water mark
-        yield from read_ranges(source_url, sqls, chunk_rows, readers, resumes, mapping.order_by, transform,
-                               source_hash=sqlite)  # fmt: skip
+        yield from read_ranges(source_url, sqls, chunk_rows * PROBE_SPAN, readers, resumes, mapping.order_by,
+                               transform, source_hash=sqlite)  # fmt: skip
 
     return chunks()
 

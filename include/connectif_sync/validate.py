@@ -8,8 +8,10 @@ that are otherwise valid, the *first* is kept and each later one is rejected wit
 ``duplicate key``. (An invalid row never blocks a later valid row of the same key.) For partitioned
 objects (coupons) a key is unique within its partition. With an ``updated_at`` watermark only the rows of
 the window are compared with each other. In a full scan, rows whose source Connectif already confirmed are
-not reshaped; inside one chunk (32,768 rows by default) their keys are counted before the other rows', so
-should a changed row and an unchanged confirmed row of one chunk share a key, the confirmed one is kept.
+not reshaped; inside one chunk (32,768 rows by default; a probed full scan, :mod:`connectif_sync.probe`, takes
+them a page of :data:`~connectif_sync.probe.PROBE_SPAN` chunks at a time) their keys are counted before the
+other rows', so should a changed row and an unchanged confirmed row of one chunk (page) share a key, the
+confirmed one is kept.
 
 Keys are tracked as 64-bit hashes in sorted numpy runs (:class:`KeySet`), 8 bytes per key instead of a
 Python set's ~100, so that memory stays flat at millions of rows.

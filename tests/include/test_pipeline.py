@@ -12,6 +12,7 @@ import yaml
 
 import sample_erp as erp
 from connectif_sync import MAPPINGS_DIR, StateStore, plan_sync, run_sync
+from connectif_sync.probe import PROBE_SPAN
 from connectif_sync.rejects import SUPPRESSED_REASON
 
 SEED = 3
@@ -210,7 +211,9 @@ def test_full_scan_skips_confirmed_sources_but_keeps_the_rules(sample, tmp_path:
     first = run_sync("contacts", url, tmp_path / "a", state_url=state, chunk_rows=100)
     with StateStore(state) as store:
         store.confirm_file(first.files[0].path)
-    target = next(i for i in range(501, 2000, 2) if i not in set().union(*sample[1].dirty["customers"].values()))
+    # beyond the first probe page (PROBE_SPAN chunks of 100 rows): the early row comes in an earlier page
+    assert PROBE_SPAN * 100 <= 1200
+    target = next(i for i in range(1201, 2000, 2) if i not in set().union(*sample[1].dirty["customers"].values()))
     email = erp.clean_email(SEED, target)
     _exec(url, f"INSERT INTO customers SELECT 0, '000000000', '{email}', 'Early', last_name, birthdate, mobile_phone, "
                f"country, loyalty_points, newsletter_consent, sms_consent, favourite_categories, customer_tier, "

@@ -219,3 +219,37 @@ def test_probe_stands_aside_when_it_would_not_pay(
     run = _second_run(db, state, tmp_path / "b", True, monkeypatch)
     assert not run["probed"]
     assert run["report"]["changed"] > 1500 and run["report"]["unchanged"] < 200
+
+
+def test_a_mostly_changed_page_is_read_whole_a_chunk_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A probe page (PROBE_SPAN chunks) where most rows changed is read in full by key ranges of at most one
+    chunk each (memory stays that of a chunk), and gives what a full read gives; the other pages are probed."""
+    db = tmp_path / "people.db"
+    _exec(
+        db,
+        "CREATE TABLE people (id INTEGER PRIMARY KEY, email TEXT, points INTEGER, updated_at TEXT)",
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000) "
+        "INSERT INTO people SELECT i, 'p' || i || '@example.com', i, '2025-01-01 00:00:00' FROM n",
+    )
+    mapping = tmp_path / "people.yaml"
+    mapping.write_text(PEOPLE, encoding="utf-8")
+    state = _confirmed(db, tmp_path, mapping)
+    page = probing.PROBE_SPAN * 100  # chunk_rows=100 in these runs
+    _exec(db, f"UPDATE people SET points = points + 1 WHERE id > {page} AND id <= {2 * page} AND id % 5 IN (1, 2, 3)")
+    reads: list[int] = []
+    real = probing.read_rows
+
+    def counting(*a: Any, **k: Any) -> pa.Table:
+        table = real(*a, **k)
+        reads.append(table.num_rows)
+        return table
+
+    monkeypatch.setattr(probing, "read_rows", counting)
+    probed = _second_run(db, state, tmp_path / "probed", True, monkeypatch, mapping)
+    full = _second_run(db, state, tmp_path / "full", False, monkeypatch, mapping)
+    assert probed["probed"] and probed["report"] == full["report"] and probed["files"] == full["files"]
+    changed = 3 * page // 5
+    assert (probed["report"]["changed"], probed["report"]["unchanged"]) == (changed, 3000 - changed)
+    assert max(reads) == 100 and sum(reads) == page  # the changed page, read whole, a chunk at a time
