@@ -221,9 +221,7 @@ def test_probe_stands_aside_when_it_would_not_pay(
     assert run["report"]["changed"] > 1500 and run["report"]["unchanged"] < 200
 
 
-def test_a_mostly_changed_page_is_read_whole_a_chunk_at_a_time(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_mostly_changed_page_is_read_whole_a_chunk_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A probe page (PROBE_SPAN chunks) where most rows changed is read in full by key ranges of at most one
     chunk each (memory stays that of a chunk), and gives what a full read gives; the other pages are probed."""
     db = tmp_path / "people.db"
