@@ -65,15 +65,14 @@ class KeySet:
 
     def add_new(self, hashes: np.ndarray) -> np.ndarray:
         """Add ``hashes``; return the mask of those already present (earlier, or earlier in this array)."""
-        order = np.argsort(hashes)  # introsort: twice as fast as a stable sort ...
+        order = np.argsort(hashes)  # introsort: twice as fast as a stable sort, so equal hashes come in any order
         sorted_h = hashes[order]
-        repeats = sorted_h[1:] == sorted_h[:-1]
-        if repeats.any():  # ... but a repeated key must keep its first occurrence first: sort stably then
-            order = np.argsort(hashes, kind="stable")
-            sorted_h = hashes[order]
         dup_sorted = self._contains_sorted(sorted_h)
         if len(sorted_h) > 1:
-            dup_sorted[1:] |= repeats  # in a stable order, later occurrences come later
+            starts = np.flatnonzero(np.concatenate(([True], sorted_h[1:] != sorted_h[:-1])))
+            if len(starts) < len(sorted_h):  # repeated keys: only each one's first occurrence in ``hashes`` is new
+                first = np.minimum.reduceat(order, starts)
+                dup_sorted |= order != np.repeat(first, np.diff(np.append(starts, len(order))))
         dup = np.empty(len(hashes), dtype=bool)
         dup[order] = dup_sorted
         fresh = sorted_h[~dup_sorted]  # sorted, and unique: repeats and known keys are gone

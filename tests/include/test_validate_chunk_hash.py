@@ -86,6 +86,21 @@ def test_keyset_across_many_additions() -> None:
     assert len(ks) == 50_000
 
 
+def test_keyset_marks_every_occurrence_but_the_first_with_many_repeats() -> None:
+    """Batches full of repeated keys (in any order) against a plain set: the first occurrence of a key, in
+    the order given, is the new one; every later one, and every key of an earlier batch, is a repeat."""
+    rng = np.random.default_rng(7)
+    ks, seen = KeySet(), set()
+    for size in (1, 2, 5_000, 20_000, 3, 40_000):
+        batch = rng.integers(0, 3_000, size=size).astype(np.uint64)  # few distinct values: many repeats
+        expected = []
+        for h in batch.tolist():
+            expected.append(h in seen)
+            seen.add(h)
+        assert ks.add_new(batch).tolist() == expected
+    assert len(ks) == len(seen)
+
+
 def _manifest(keys: list[str]) -> pa.Table:
     n = len(keys)
     return pa.table({"line": [0] * n, "key": keys, "key_hash": list(range(n)), "row_hash": [7] * n,
