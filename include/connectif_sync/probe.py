@@ -40,10 +40,10 @@ PROBE_MIN_KNOWN = 0.5  # a probe is used when at least this share of the first r
 PROBE_FULL_READ = 0.25  # a probed chunk with more unconfirmed rows than this share is read whole instead
 PROBE_SPAN = 8
 """Key ranges (and pages) of a probe hold this many times ``chunk_rows`` rows. A probe's rows are two integers
-(16 bytes), and what a page leaves to read in full is a few percent of it: with pages the size of a chunk,
-a second run validated, hashed and wrote 31 slivers of a few hundred rows for a million, and each stage's
-fixed cost per chunk was a third of the run's CPU (bench/README.md, session 7). Rows read in full still come
-in chunks of at most ``chunk_rows``."""
+(16 bytes), and what a page leaves to read in full is a few percent of it: with pages the size of a chunk, a
+second run validated, hashed and wrote 31 slivers of a few hundred rows for a million, and the stages' fixed
+costs per chunk were about a quarter of the run's CPU (bench/README.md, session 7). Rows read in full still
+come in chunks of at most ``chunk_rows``."""
 
 
 def _hashes_of(probe: pa.Table) -> np.ndarray:
