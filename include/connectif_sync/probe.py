@@ -59,9 +59,10 @@ def probe(
     or does not pay (the first range mostly unconfirmed, e.g. confirmed by a version that hashed otherwise, or
     mostly REAL/BLOB values, which the SQLite hash leaves to the full read).
 
-    Each range of the key is read as (key, source hash computed by the database:
-    ``extract.source_hash_sql`` on PostgreSQL and MySQL, the ``_sqlite_hash`` extension on SQLite); the others are
-    read in full by key (``IN``), hashed and shaped as in any other run, all in the reader threads.
+    Each page of the key (a range of :data:`PROBE_SPAN` chunks) is read as (key, source hash computed by the
+    database: ``extract.source_hash_sql`` on PostgreSQL and MySQL, the ``_sqlite_hash`` extension on SQLite);
+    the rows whose hash Connectif did not confirm are read in full by key (``IN``), hashed and shaped as in any
+    other run, all in the reader threads. The latest ``updated_at`` is read once, before the pages.
     """
     if index is None or len(index) == 0 or index.source_hashes is None:
         return None
