@@ -142,7 +142,7 @@ def build_query(
     if hashed is not None:
         cols += f", {hashed} AS {q(PROBE_HASH_COLUMN)}"
     table = mapping.table
-    source = ".".join(q(p) for p in table.split(".")) if table is not None else f"({mapping.sql_for(dialect.name)}) src"
+    source = quoted_table(table, dialect) if table is not None else f"({mapping.sql_for(dialect.name)}) src"
     where: list[str] = []
     if since is not None:
         if not mapping.updated_at:
@@ -436,7 +436,7 @@ def integer_ranges(url: str, mapping: Mapping, chunk_rows: int) -> list[tuple[in
         if pk != [mapping.order_by[0]]:
             return None
         q = engine.dialect.identifier_preparer.quote
-        col, src = q(pk[0]), ".".join(q(p) for p in mapping.table.split("."))
+        col, src = q(pk[0]), quoted_table(mapping.table, engine.dialect)
         with engine.connect() as conn:  # three subqueries: each MIN/MAX is then one index probe
             lo, hi, count = conn.execute(
                 sa.text(
@@ -479,8 +479,13 @@ def latest_update_query(mapping: Mapping, dialect: sa.Dialect) -> str | None:
     if mapping.table is None or not mapping.updated_at:
         return None
     q = dialect.identifier_preparer.quote
-    source = ".".join(q(p) for p in mapping.table.split("."))
-    return f"SELECT MAX({q(mapping.updated_at)}) AS {q(mapping.updated_at)} FROM {source}"
+    return f"SELECT MAX({q(mapping.updated_at)}) AS {q(mapping.updated_at)} FROM {quoted_table(mapping.table, dialect)}"
+
+
+def quoted_table(table: str, dialect: sa.Dialect) -> str:
+    """A mapping's table name (``schema.table`` or ``table``, validated by the mapping) quoted for ``dialect``."""
+    q = dialect.identifier_preparer.quote
+    return ".".join(q(p) for p in table.split("."))
 
 
 def read_table(

@@ -36,8 +36,9 @@ class Prepared:
     invalid: int = 0  # how many rows ``rejected`` names
 
     @classmethod
-    def empty(cls) -> Prepared:
-        return cls(0, None, np.zeros(0, np.int64), np.zeros(0, np.int64), None)
+    def empty(cls, high: str | None = None) -> Prepared:
+        """No rows (``high``: a high-water mark found otherwise, e.g. by the probe's one query of it)."""
+        return cls(0, high, np.zeros(0, np.int64), np.zeros(0, np.int64), None)
 
 
 def updated_values(table: pa.Table, mapping: Mapping) -> pa.Array | None:

@@ -102,7 +102,7 @@ def probe(
                 yield prepare(full, mapping, fingerprint, index)
             return
         wanted = ids.filter(pa.array(~known)).to_pylist()
-        step = max(1, int(chunk_rows * PROBE_FULL_READ))
+        step = max(1, int(chunk_rows * PROBE_FULL_READ))  # at most what a chunk's read by key ever asked for
         for start in range(0, max(len(wanted), 1), step):  # at least once: the confirmed rows go with the first
             rest = read_rows(conn, source_url, mapping, dialect, chunk_rows, ids=wanted[start : start + step],
                              source_hash=fp)  # fmt: skip
@@ -117,7 +117,7 @@ def probe(
     resumes = [resume_probe(mapping, dialect, fp, id_range=r) for r in spans]
 
     def chunks() -> Iterator[Prepared]:
-        yield Prepared(0, top, np.zeros(0, np.int64), np.zeros(0, np.int64), None)  # the run's high-water mark
+        yield Prepared.empty(high=top)  # the run's high-water mark
         yield from read_ranges(source_url, sqls, chunk_rows * PROBE_SPAN, readers, resumes, mapping.order_by,
                                transform, source_hash=sqlite)  # fmt: skip
 
