@@ -18,11 +18,14 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -132,6 +135,7 @@ def sync(params: SyncParams) -> SyncResult:
     mapping = resolve_mapping(params.obj, params.mapping)
     check_source_columns(mapping, params.source_url)
     store = StateStore(params.state_url, readonly=params.dry_run)
+    run: _Run | None = None
     try:
         run = _begin(params, mapping, store)
         for prepared in _prepared_chunks(run):
@@ -142,6 +146,8 @@ def sync(params: SyncParams) -> SyncResult:
                 _take_shaped(run, prepared)
         return _finish(run, started)
     finally:
+        if run is not None and run.confirmed is not None:
+            run.confirmed.exception()  # its read ends before the store closes
         store.close()
 
 
@@ -155,6 +161,7 @@ class _Run:
     report: SyncReport
     since: datetime | None
     index: StateIndex | None  # the confirmed state, loaded whole for a full scan
+    confirmed: Future[StateIndex | None] | None  # incremental runs: the state's look-up table, read meanwhile
     writer: ChunkWriter
     seen: IndexedSeen
     rejects: Rejects
@@ -186,6 +193,7 @@ def _begin(p: SyncParams, mapping: Mapping, store: StateStore) -> _Run:
     if not p.dry_run:
         report.run_id = store.begin_run(p.obj, mode.value, since, p.run_id)
     index = store.load_index(p.obj) if since is None else None
+    confirmed = _in_background(functools.partial(store.lookup_index, p.obj)) if index is None else None
     return _Run(
         params=p,
         mapping=mapping,
@@ -193,6 +201,7 @@ def _begin(p: SyncParams, mapping: Mapping, store: StateStore) -> _Run:
         report=report,
         since=since,
         index=index,
+        confirmed=confirmed,
         writer=ChunkWriter(p.out_dir, p.obj, mapping.output_columns, max_bytes=p.max_file_bytes, dry_run=p.dry_run),
         seen=IndexedSeen(index),
         rejects=Rejects(store, p.obj, report.run_id, dry_run=p.dry_run),
@@ -263,9 +272,7 @@ def _take_shaped(run: _Run, prepared: Prepared) -> None:
         return
     row_hash_u, row_sizes = hash_csv_rows([checked.valid.column(c) for c in m.output_columns])
     row_hash, key_hash = as_signed(row_hash_u), as_signed(checked.key_hashes)
-    found, confirmed = (
-        run.index.lookup(key_hash) if run.index is not None else run.store.lookup(run.params.obj, key_hash)
-    )
+    found, confirmed = _lookup(run, key_hash)
     verdict = classify(row_hash, found, confirmed, run.suppression.mask(key_hash))
     _count_verdict(run, verdict, checked, key_hash, prepared.shaped.source)
     send = verdict.to_send(full_resync=run.params.full_resync)
@@ -280,6 +287,35 @@ def _take_shaped(run: _Run, prepared: Prepared) -> None:
         )
     outgoing = _Outgoing.of(run, checked, send, prepared, key_hash, row_hash, row_sizes, masks)
     _write(run, outgoing)
+
+
+def _lookup(run: _Run, key_hash: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(found, confirmed row hash)`` of each key: from the full scan's index, else the incremental run's
+    look-up table, else the store, chunk by chunk."""
+    if run.index is not None:
+        return run.index.lookup(key_hash)
+    table = run.confirmed.result() if run.confirmed is not None else None
+    if table is not None:
+        return table.lookup(key_hash)
+    return run.store.lookup(run.params.obj, key_hash)
+
+
+T = TypeVar("T")
+
+
+def _in_background(work: Callable[[], T]) -> Future[T]:
+    """``work()`` in a thread of its own, its result (or error) in the returned future: an incremental run
+    reads the state's look-up table while the source's first rows are read and shaped."""
+    future: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(work())
+        except BaseException as exc:  # handed to whoever asks for the result
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="connectif-sync-state", daemon=True).start()
+    return future
 
 
 def _count_verdict(run: _Run, verdict: Verdict, checked: Validated, key_hash: np.ndarray, source: pa.Table) -> None:
