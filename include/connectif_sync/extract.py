@@ -402,20 +402,30 @@ def _adbc_cursor_batches(
                     if order_by and batch.num_rows:
                         last = tuple(batch.column(c)[batch.num_rows - 1].as_py() for c in order_by)
                     if rows >= chunk_rows:
-                        yield pa.Table.from_batches(pending)
+                        yield from _pieces(pending, chunk_rows)
                         pending, rows, yielded = [], 0, True
-                sql = (
-                    resume(last) if paged and resume is not None and last is not None and got == chunk_rows else ""
-                )
+                sql = resume(last) if paged and resume is not None and last is not None and got == chunk_rows else ""
             except Exception as exc:
                 if resume is None or last is None or "type mismatch" not in str(exc).lower():
                     raise
                 sql = resume(last)
         if pending:
-            yield pa.Table.from_batches(pending)
+            yield from _pieces(pending, chunk_rows)
             yielded = True
     if empty and not yielded and schema is not None:
         yield schema.empty_table()
+
+
+def _pieces(batches: list[pa.RecordBatch], chunk_rows: int) -> Iterator[pa.Table]:
+    """``batches`` as one table, or as slices of ``chunk_rows`` rows (no copy) when they hold more than two
+    chunks: PostgreSQL's driver sizes its batches in bytes (about 16 MB), so one batch of a range larger than
+    planned may hold many chunks' rows, and every stage after the read works on one chunk at a time."""
+    table = pa.Table.from_batches(batches)
+    if table.num_rows <= 2 * chunk_rows:
+        yield table
+        return
+    for start in range(0, table.num_rows, chunk_rows):
+        yield table.slice(start, chunk_rows)
 
 
 def integer_ranges(url: str, mapping: Mapping, chunk_rows: int) -> list[tuple[int, int]] | None:
@@ -425,7 +435,8 @@ def integer_ranges(url: str, mapping: Mapping, chunk_rows: int) -> list[tuple[in
     then reading the ranges one after another gives exactly the rows, in exactly the order, of the whole
     ``ORDER BY``, and several connections can read them at once. The cut assumes keys spread evenly
     between their minimum and maximum; gaps only make some ranges smaller or larger (each is still read in
-    chunks, so memory stays bounded).
+    chunks, so memory stays bounded). How many rows there are is the database's estimate where it keeps one
+    (:func:`_row_count`): it sizes the ranges, and whatever its value the ranges cover every key.
     """
     if mapping.table is None or len(mapping.order_by) != 1:
         return None
@@ -437,13 +448,11 @@ def integer_ranges(url: str, mapping: Mapping, chunk_rows: int) -> list[tuple[in
             return None
         q = engine.dialect.identifier_preparer.quote
         col, src = q(pk[0]), quoted_table(mapping.table, engine.dialect)
-        with engine.connect() as conn:  # three subqueries: each MIN/MAX is then one index probe
-            lo, hi, count = conn.execute(
-                sa.text(
-                    f"SELECT (SELECT MIN({col}) FROM {src}), (SELECT MAX({col}) FROM {src}), "
-                    f"(SELECT COUNT(*) FROM {src})"
-                )
+        with engine.connect() as conn:  # two subqueries: each MIN/MAX is then one index probe
+            lo, hi = conn.execute(
+                sa.text(f"SELECT (SELECT MIN({col}) FROM {src}), (SELECT MAX({col}) FROM {src})")
             ).one()
+            count = _row_count(conn, mapping.table, chunk_rows)
     finally:
         engine.dispose()
     if not (isinstance(lo, int) and isinstance(hi, int)) or count <= 2 * chunk_rows:
@@ -451,6 +460,38 @@ def integer_ranges(url: str, mapping: Mapping, chunk_rows: int) -> list[tuple[in
     parts = -(-count // chunk_rows)
     width = max(1, -(-(hi - lo + 1) // parts))
     return [(start, start + width) for start in range(lo, hi + 1, width)]
+
+
+def _row_count(conn: sa.Connection, table: str, chunk_rows: int) -> int:
+    """How many rows ``table`` has, to size :func:`integer_ranges`: PostgreSQL's and MySQL's own estimate
+    (``pg_class.reltuples``, ``information_schema.TABLES.TABLE_ROWS``, kept by ANALYZE and autovacuum or
+    InnoDB's statistics), else ``COUNT(*)``: no estimate yet, another database, or an estimate small enough
+    that the table may be read in one go (counted to be sure, cheap if it is small).
+
+    ``COUNT(*)`` reads the whole table before any read can start: 0.1-0.15 s per million rows on PostgreSQL,
+    0.2-0.4 s on MariaDB (0.4-0.55 s for 3 million), a tenth of a full scan. An estimate off by any amount
+    only makes the ranges larger or smaller, each still read in chunks (:func:`_pieces`).
+    """
+    dialect = conn.dialect
+    schema, _, name = table.rpartition(".")
+    estimate: Any = None
+    if dialect.name == "postgresql":  # as the planner does: rows per page at the last ANALYZE, times pages now
+        sql = (
+            "SELECT reltuples / NULLIF(relpages, 0) * (pg_relation_size(oid) / current_setting('block_size')::int) "
+            "FROM pg_class WHERE oid = to_regclass(:name) AND reltuples > 0"
+        )
+        estimate = conn.execute(sa.text(sql), {"name": quoted_table(table, dialect)}).scalar()
+    elif dialect.name in ("mysql", "mariadb"):
+        sql = (
+            "SELECT TABLE_ROWS FROM information_schema.TABLES "
+            "WHERE TABLE_SCHEMA = COALESCE(:schema, DATABASE()) AND TABLE_NAME = :name"
+        )
+        estimate = conn.execute(sa.text(sql), {"schema": schema or None, "name": name}).scalar()
+    if estimate is not None and estimate > 2 * chunk_rows:
+        # A tenth more: ranges a little smaller than a chunk rather than a little larger (a range a few rows
+        # over a chunk is read as a chunk and a sliver, and every stage pays its fixed cost per piece).
+        return int(estimate * 1.1) + 1
+    return int(conn.execute(sa.text(f"SELECT COUNT(*) FROM {quoted_table(table, dialect)}")).scalar_one())
 
 
 def probe_query(mapping: Mapping, dialect: sa.Dialect, fingerprint: int, **filters: Any) -> str:

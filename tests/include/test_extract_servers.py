@@ -3,15 +3,18 @@ PostgreSQL, ConnectorX on MySQL) and SQLAlchemy."""
 
 from __future__ import annotations
 
+import itertools
+import sys
 from datetime import date, datetime
 from decimal import Decimal
 
 import pyarrow as pa
 import pytest
+import sqlalchemy as sa
 
 import sample_erp as erp
 from connectif_sync import extract_arrow, resolve_mapping
-from connectif_sync.extract import arrow_source
+from connectif_sync.extract import arrow_source, integer_ranges
 
 
 @pytest.mark.parametrize("obj", ["contacts", "products", "purchases", "coupons"])
@@ -44,3 +47,40 @@ def _norm(v: object) -> object:
         return float(str(v))
     except ValueError:
         return str(v)
+
+
+def test_ranges_come_from_the_database_estimate_and_always_cover_every_key(
+    server_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL and MySQL size the ranges of a full read by their own row estimate: no ``COUNT(*)``, which
+    reads the whole table before any read can start. A wrong estimate, far too large or too small, changes
+    only how the keys are cut: every row is still read once, in order."""
+    erp.generate(server_database, contacts=3000, products=5, orders=5, seed=3)
+    engine = sa.create_engine(server_database)
+    mysql = engine.dialect.name in ("mysql", "mariadb")
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM customers WHERE (id BETWEEN 200 AND 450 OR id % 7 = 0) "
+                             "AND id NOT IN (SELECT customer_id FROM orders)"))  # fmt: skip
+        conn.execute(sa.text("ANALYZE TABLE customers" if mysql else "ANALYZE customers"))
+        expected = [r[0] for r in conn.execute(sa.text("SELECT id FROM customers ORDER BY id"))]
+    engine.dispose()
+    m = resolve_mapping("contacts")
+    seen: list[str] = []
+
+    def log(conn: object, cursor: object, statement: str, *args: object) -> None:
+        seen.append(statement)
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", log)
+    try:
+        ranges = integer_ranges(server_database, m, 100)
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", log)
+    assert not [s for s in seen if "COUNT(" in s.upper()]
+    assert ranges is not None and 10 <= len(ranges) <= 60  # about 2,300 rows in ranges of about 100
+    assert ranges[0][0] == expected[0] and ranges[-1][1] > expected[-1]
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
+    for estimate in (10_000_000, 201):  # one range per key; three ranges of about 900 rows
+        monkeypatch.setattr(sys.modules["connectif_sync.extract"], "_row_count", lambda *a, n=estimate: n)
+        chunks = list(extract_arrow(server_database, m, chunk_rows=100, readers=2))
+        assert all(c.num_rows <= 200 for c in chunks)  # a range over two chunks comes in slices of one
+        assert [i for c in chunks for i in c.column("id").to_pylist()] == expected
