@@ -33,6 +33,22 @@ def test_email_trimmed_lower_cased_and_checked() -> None:
     assert bad == {1: "invalid email address", 4: "invalid email address", 6: "invalid email address"}
 
 
+def test_trimming_is_exactly_unicode_trimming() -> None:
+    """The fast trim (the ASCII kernel, the Unicode one only for values that are not ASCII) removes exactly
+    what ``utf8_trim_whitespace`` removes: every ASCII character at either end, Unicode spaces, nulls."""
+    import pyarrow.compute as pc
+
+    from connectif_sync.shape import _trim
+
+    ends = [chr(c) for c in range(128)] + ["\u00a0", "\u2003", "\u3000", "\u0085", "\u200b", "é"]
+    values = [f"{a}{b}x y{b}{a}" for a in ends for b in (" ", "", "\x1f")] + [None, "", "  ", "\u00a0"]
+    for data in (pa.array(values), pa.chunked_array([values[:100], values[100:]]), pa.array(values[:128])):
+        expected = pc.utf8_trim_whitespace(data).to_pylist()
+        assert _trim(data).to_pylist() == expected
+    out, _ = run(["\x1cAna@Example.com\u3000", "\u00a0zoë@EXAMPLE.com\t", "\x1fbob@example.com "], "email")
+    assert out == ["ana@example.com", "zoë@example.com", "bob@example.com"]
+
+
 def test_phone_international_format() -> None:
     values = ["612 345 678", "+34 612-345-678", "0034612345678", "06 12 34 56 78", "074 191 0378", "06 1234 5678",
               "(415) 555-0134", "12ab", None, ""]  # fmt: skip
