@@ -23,7 +23,7 @@ Bulk objects (contacts, products, coupons)::
                 .min_updated_at, .max_updated_at, .as_dict()
     SyncReport: .object, .run_id, .mode (RunMode: full | incremental | full_resync | plan | window), .since,
                 .high_water, .extracted, .invalid, .duplicate, .oversize, .unchanged, .new, .changed,
-                .deleted, .suppressed, .sent, .files, .bytes,
+                .deleted, .suppressed, .sent, .refreshed (source hashes stored by a full scan), .files, .bytes,
                 .rejected_by_reason {"field: reason": n}, .api_requests {...}, .duration_s, .as_dict()
 
 State store (SQLAlchemy URL; default ``sqlite:///connectif_sync_state.db``, PostgreSQL in deployments)::

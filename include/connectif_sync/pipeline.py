@@ -50,6 +50,7 @@ from connectif_sync.extract import DEFAULT_CHUNK_ROWS, DEFAULT_READERS, extract_
 from connectif_sync.hashing import as_signed, hash_csv_rows, hash_strings
 from connectif_sync.mappings import Mapping, check_source_columns, resolve_mapping
 from connectif_sync.prepare import Prepared, later, prepare, updated_values
+from connectif_sync.refresh import SourceHashRefresh
 from connectif_sync.rejects import Rejects, duplicate_row, oversize_rows, suppressed_row
 from connectif_sync.report import SyncReport, SyncResult
 from connectif_sync.shape import to_text
@@ -148,6 +149,8 @@ def sync(params: SyncParams) -> SyncResult:
     finally:
         if run is not None and run.confirmed is not None:
             run.confirmed.exception()  # its read ends before the store closes
+        if run is not None and run.refresh is not None:
+            run.refresh.discard()  # a run that failed stores none of it
         store.close()
 
 
@@ -162,6 +165,7 @@ class _Run:
     since: datetime | None
     index: StateIndex | None  # the confirmed state, loaded whole for a full scan
     confirmed: Future[StateIndex | None] | None  # incremental runs: the state's look-up table, read meanwhile
+    refresh: SourceHashRefresh | None  # full scans: unchanged rows whose stored source hash is not theirs
     writer: ChunkWriter
     seen: IndexedSeen
     rejects: Rejects
@@ -202,6 +206,9 @@ def _begin(p: SyncParams, mapping: Mapping, store: StateStore) -> _Run:
         since=since,
         index=index,
         confirmed=confirmed,
+        refresh=SourceHashRefresh(p.out_dir, p.obj, list(mapping.output_columns))
+        if p.out_dir is not None and index is not None and len(index) and not (p.dry_run or p.full_resync)
+        else None,
         writer=ChunkWriter(p.out_dir, p.obj, mapping.output_columns, max_bytes=p.max_file_bytes, dry_run=p.dry_run),
         seen=IndexedSeen(index),
         rejects=Rejects(store, p.obj, report.run_id, dry_run=p.dry_run),
@@ -275,6 +282,9 @@ def _take_shaped(run: _Run, prepared: Prepared) -> None:
     found, confirmed = _lookup(run, key_hash)
     verdict = classify(row_hash, found, confirmed, run.suppression.mask(key_hash))
     _count_verdict(run, verdict, checked, key_hash, prepared.shaped.source)
+    if run.refresh is not None and run.index is not None:
+        run.refresh.add(run.index, checked.keys, checked.valid, verdict.unchanged, key_hash, row_hash,
+                        prepared.src[checked.positions])  # fmt: skip
     send = verdict.to_send(full_resync=run.params.full_resync)
     if not send.any():
         return
@@ -409,6 +419,7 @@ def _finish(run: _Run, started: float) -> SyncResult:
     report.deleted, deleted = deleted_keys(run.index, run.store, run.params.obj)
     report.high_water = run.high
     run.rejects.flush()
+    report.refreshed = run.refresh.apply(run.store) if run.refresh is not None else 0
     report.finish(files, run.rejects.reasons, time.perf_counter() - started, run.params.requests_per_minute)
     if not run.params.dry_run and report.run_id is not None:
         run.store.finish_run(report.run_id, files=files, high_water=run.high, report=report.as_dict())

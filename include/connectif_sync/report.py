@@ -34,6 +34,7 @@ class SyncReport:
     deleted: int = 0
     suppressed: int = 0
     sent: int = 0
+    refreshed: int = 0  # unchanged rows whose new source hash was stored (full scans: see connectif_sync.refresh)
     files: int = 0
     bytes: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)

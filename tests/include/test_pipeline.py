@@ -167,8 +167,9 @@ def test_an_incremental_run_reads_the_confirmed_state_once(sample, tmp_path: Pat
         for f in first.files:
             store.confirm_file(f.path)
     ids = sorted({int(r["_externalId"]) for r in _csv(first.files[0].path)})[:120]
-    _exec(url, "UPDATE customers SET updated_at = '2026-01-02 00:00:00' WHERE id IN (%s)" % ",".join(map(str, ids)))
-    _exec(url, "UPDATE customers SET last_name = 'Changed' WHERE id IN (%s)" % ",".join(map(str, ids[::2])))
+    listed, halves = ",".join(map(str, ids)), ",".join(map(str, ids[::2]))
+    _exec(url, f"UPDATE customers SET updated_at = '2026-01-02 00:00:00' WHERE id IN ({listed})")
+    _exec(url, f"UPDATE customers SET last_name = 'Changed' WHERE id IN ({halves})")
     reads = []
     real = index._read_snapshot
     monkeypatch.setattr(index, "_read_snapshot", lambda *a: reads.append(1) or real(*a))

@@ -157,6 +157,41 @@ class Ledger(IndexReads):
             "reason": reason,
         }
 
+    def refresh_source_hashes(self, obj: str, rows: pa.Table) -> int:
+        """Store the source hash a full scan found for rows it read whole and found unchanged (their CSV row
+        hash is the confirmed one, their source hash is not the stored one); returns how many were stored.
+
+        Why: a full scan reads in full every row whose source hash the state does not have. Without this, a
+        row whose source changed in a way its CSV does not show (an email's case or spaces, a column the
+        mapping reads but sends the same), or that was confirmed by a version that stored no source hash,
+        was read in full by every full scan, forever; a whole table of them (an upgrade, a clean-up of the
+        source) made the probe give up for good.
+
+        ``rows``: block columns (key, key_hash, row_hash, source_hash, empty_mask). Compare-and-set, in one
+        transaction that holds the object as a confirmation does: only rows whose confirmed row hash is
+        still ``row_hash`` are stored, so a confirmation that landed since the scan read them always wins.
+        """
+        self._write()
+        if rows.num_rows == 0:
+            return 0
+        now = _now()
+        with self.engine.begin() as conn:
+            if self.engine.dialect.name == "sqlite":  # the write lock first: the check below reads what is final
+                conn.execute(sa.text("DELETE FROM connectif_sync_snapshots WHERE 1 = 0"))
+            elif self.engine.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _object_lock(obj)})
+            current = self._hashes(conn, obj)  # (key hash, row hash, source hash), sorted by key hash
+            key_hash = np.asarray(rows.column("key_hash").to_numpy(), np.int64)
+            at = np.minimum(np.searchsorted(current[:, 0], key_hash), max(len(current) - 1, 0))
+            found = current[at, 0] == key_hash if len(current) else np.zeros(len(key_hash), bool)
+            row_hash = np.asarray(rows.column("row_hash").to_numpy(), np.int64)
+            source_hash = np.asarray(rows.column("source_hash").to_numpy(), np.int64)
+            keep = found & (current[at, 1] == row_hash) & (current[at, 2] != source_hash) if len(current) else found
+            if not keep.any():
+                return 0
+            self._append_state(conn, obj, rows.filter(pa.array(keep)), now)
+        return int(keep.sum())
+
     def _append_state(self, conn: sa.Connection, obj: str, rows: pa.Table, now: datetime) -> None:
         """Append ``rows`` (manifest rows Connectif confirmed) to the confirmed state of ``obj``, in ``conn``'s
         transaction; on SQLite the snapshot follows in the same transaction. Compacts when due."""
