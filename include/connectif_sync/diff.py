@@ -46,7 +46,8 @@ def signed(fingerprint: np.uint64) -> int:
 
 def database_hashes(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """The source hashes a database computed (column :data:`PROBE_HASH_COLUMN`) as int64, NULL as 0: an
-    integer column as is (PostgreSQL, SQLite's extension), MySQL's 8 bytes of MD5 as their first 60 bits."""
+    integer column as is (PostgreSQL, SQLite's extension, MariaDB's CRCs), MySQL's 8 bytes of MD5 as their
+    first 60 bits."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):

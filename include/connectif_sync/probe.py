@@ -29,6 +29,7 @@ from connectif_sync.extract import (
     read_rows,
     read_table,
     resume_probe,
+    source_dialect,
     source_hash_sql,
     sqlite_hash_extension,
 )
@@ -74,7 +75,7 @@ def probe(
     if not ranges:
         return None
     spans = [(ranges[i][0], ranges[min(i + PROBE_SPAN, len(ranges)) - 1][1]) for i in range(0, len(ranges), PROBE_SPAN)]
-    dialect = sa.make_url(source_url).get_dialect()()
+    dialect = source_dialect(source_url)
     fp = signed(fingerprint)
     if not sqlite and source_hash_sql(mapping, dialect, fp) is None:
         return None

@@ -20,8 +20,10 @@ from connectif_sync.extract import (
     PROBE_HASH_COLUMN,
     arrow_connect,
     build_query,
+    has_crc32c,
     probe_query,
     read_table,
+    source_dialect,
     source_hash_sql,
 )
 from connectif_sync.mappings import load_mapping
@@ -140,41 +142,48 @@ def test_the_database_hash_changes_with_every_value_and_with_the_mapping(
     path = tmp_path / "people.yaml"
     path.write_text(PEOPLE, encoding="utf-8")
     m = load_mapping(path)
-    dialect = sa.make_url(url).get_dialect()()
     fp = _signed(mapping_fingerprint(m))
 
-    def hash_of(query: str) -> int:
-        with arrow_connect(url) as conn:
-            t = read_table(conn, url, query, 100)
-        value = int(database_hashes(t.column(PROBE_HASH_COLUMN))[0])
-        assert value != 0
-        assert source_hashes(t, m, mapping_fingerprint(m)).view(np.int64).tolist() == [value]
-        return value
+    def check(dialect: sa.Dialect) -> None:
+        def hash_of(query: str) -> int:
+            with arrow_connect(url) as conn:
+                t = read_table(conn, url, query, 100)
+            value = int(database_hashes(t.column(PROBE_HASH_COLUMN))[0])
+            assert value != 0
+            assert source_hashes(t, m, mapping_fingerprint(m)).view(np.int64).tolist() == [value]
+            return value
 
-    def both() -> int:
-        full, probed = hash_of(build_query(m, dialect, source_hash=fp)), hash_of(probe_query(m, dialect, fp))
-        assert full == probed
-        return full
+        def both() -> int:
+            full, probed = hash_of(build_query(m, dialect, source_hash=fp)), hash_of(probe_query(m, dialect, fp))
+            assert full == probed
+            return full
 
-    seen = [both()]
-    changes = [
-        "points = 6", "born = '2001-02-04'", "consent = FALSE", "name = NULL", "points = NULL",
-        "email = 'a@x.co', name = 'mAnn'", "email = 'b@x.com'",
-    ]  # fmt: skip
-    for change in changes:
-        _exec(url, f"UPDATE people SET {change} WHERE id = 1")
-        seen.append(both())
-        _exec(url, "UPDATE people SET email = 'a@x.com', name = 'Ann', points = 5, born = '2001-02-03', "
-                   "consent = TRUE WHERE id = 1")  # fmt: skip
-    assert both() == seen[0]  # the same values, the same hash
-    if kind == "mysql":  # the value versions before wrote as a BIGINT (stored hashes keep matching)
-        expr = source_hash_sql(m, dialect, fp)
-        assert expr is not None and expr.startswith("UNHEX(LEFT(MD5(") and expr.endswith("), 16))")
-        inner = expr[len("UNHEX(LEFT(MD5(") : -len("), 16))")]  # CONCAT_WS(...): the hashed text
-        earlier = f"CAST(CONV(SUBSTRING(MD5({inner}), 1, 15), 16, 10) AS SIGNED)"
-        engine = sa.create_engine(url)
-        with engine.connect() as conn:
-            assert conn.execute(sa.text(f"SELECT {earlier} FROM people WHERE id = 1")).scalar() == seen[0]
-        engine.dispose()
-    assert len(set(seen)) == len(seen), seen
-    assert hash_of(probe_query(m, dialect, fp ^ 1)) != seen[0]
+        seen = [both()]
+        changes = [
+            "points = 6", "born = '2001-02-04'", "consent = FALSE", "name = NULL", "points = NULL",
+            "email = 'a@x.co', name = 'mAnn'", "email = 'b@x.com'",
+        ]  # fmt: skip
+        for change in changes:
+            _exec(url, f"UPDATE people SET {change} WHERE id = 1")
+            seen.append(both())
+            _exec(url, "UPDATE people SET email = 'a@x.com', name = 'Ann', points = 5, born = '2001-02-03', "
+                       "consent = TRUE WHERE id = 1")  # fmt: skip
+        assert both() == seen[0]  # the same values, the same hash
+        if kind == "mysql" and not has_crc32c(dialect):  # MD5 as versions before wrote it, as a BIGINT
+            expr = source_hash_sql(m, dialect, fp)
+            assert expr is not None and expr.startswith("UNHEX(LEFT(MD5(") and expr.endswith("), 16))")
+            inner = expr[len("UNHEX(LEFT(MD5(") : -len("), 16))")]  # CONCAT_WS(...): the hashed text
+            earlier = f"CAST(CONV(SUBSTRING(MD5({inner}), 1, 15), 16, 10) AS SIGNED)"
+            engine = sa.create_engine(url)
+            with engine.connect() as conn:
+                assert conn.execute(sa.text(f"SELECT {earlier} FROM people WHERE id = 1")).scalar() == seen[0]
+            engine.dispose()
+        assert len(set(seen)) == len(seen), seen
+        assert hash_of(probe_query(m, dialect, fp ^ 1)) != seen[0]
+
+    md5 = sa.make_url(url).get_dialect()()  # a dialect that never connected: MD5 on any MySQL server
+    check(md5)
+    if kind == "mysql":  # the server's own dialect: MariaDB 10.8+ (the tests' 10.11) hashes with CRC32C and CRC32
+        server = source_dialect(url)
+        assert has_crc32c(server) and "CRC32C(" in (source_hash_sql(m, server, fp) or "")
+        check(server)

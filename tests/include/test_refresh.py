@@ -3,6 +3,7 @@ and a refresh never overwrites a confirmation that landed since the scan read it
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from connectif_sync import StateStore, run_sync
 from connectif_sync.hashing import as_signed, hash_strings
 from connectif_sync.store.blocks import SCHEMA
 
-pipeline = __import__("sys").modules["connectif_sync.pipeline"]
+pipeline = sys.modules["connectif_sync.pipeline"]  # the package exports a function of the same name
 
 
 def _erp(tmp_path: Path) -> str:
@@ -101,3 +102,39 @@ def test_a_refresh_stores_only_rows_still_confirmed_as_the_scan_saw_them(store_u
     assert np.array_equal(after.key_hashes, before.key_hashes) and np.array_equal(after.row_hashes, before.row_hashes)
     changed = np.flatnonzero(after.source_hashes != before.source_hashes).tolist()
     assert changed == [pick[0]] and int(after.source_hashes[pick[0]]) == 777
+
+
+@pytest.mark.mysql
+def test_a_store_hashed_with_md5_moves_to_mariadb_crcs_in_one_full_scan(
+    mysql_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MariaDB 10.8+ hashes rows with CRC32C and CRC32, earlier versions (and MySQL) with MD5: a store whose
+    rows were confirmed with MD5 hashes is read whole by one full scan, which stores the CRC hashes; the next
+    full scan probes and reads nothing whole; nothing is sent either time."""
+    erp.generate(mysql_database, contacts=400, products=5, orders=5, coupons=0, seed=11, dirty_rate=0.0)
+    extract = sys.modules["connectif_sync.extract"]
+    real = extract.source_dialect
+
+    def md5(url: str) -> sa.Dialect:  # a dialect that never connected: MD5, as versions before hashed
+        return sa.make_url(url).get_dialect()()
+
+    for module in (extract, sys.modules["connectif_sync.probe"]):
+        monkeypatch.setattr(module, "source_dialect", md5)
+    state = f"sqlite:///{tmp_path / 'state.db'}"
+    sent = _confirmed_first_run(mysql_database, state, tmp_path / "a", 100)
+    for module in (extract, sys.modules["connectif_sync.probe"]):
+        monkeypatch.setattr(module, "source_dialect", real)
+    assert extract.has_crc32c(real(mysql_database))
+    shaped: list[int] = []
+    take = pipeline._take_shaped
+
+    def counting(run: Any, prepared: Any) -> None:
+        shaped.append(prepared.shaped.num_rows)
+        take(run, prepared)
+
+    monkeypatch.setattr(pipeline, "_take_shaped", counting)
+    second = run_sync("contacts", mysql_database, tmp_path / "b", state_url=state, chunk_rows=100)
+    assert (second.report.sent, second.report.refreshed, sum(shaped)) == (0, sent, sent)
+    shaped.clear()
+    third = run_sync("contacts", mysql_database, tmp_path / "c", state_url=state, chunk_rows=100)
+    assert (third.report.sent, third.report.unchanged, third.report.refreshed, sum(shaped)) == (0, sent, 0, 0)
