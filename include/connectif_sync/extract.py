@@ -210,7 +210,7 @@ def source_hash_sql(mapping: Mapping, dialect: sa.Dialect, fingerprint: int) -> 
         text = f"CONCAT_WS(CHAR(31), {joined})"
         if has_crc32c(dialect):
             # Two CRCs of the text (their polynomials differ: a change both miss is one neither misses below 63
-            # bits), 63 bits: MariaDB's CPU per million rows 2.0-2.4 -> 1.1-1.3 s against MD5 (bench/README.md).
+            # bits), 63 bits: mariadbd's CPU per 1M-row full scan 2.6-3.1 -> 1.4-1.9 s against MD5 (bench/README.md).
             return f"((CRC32C({text}) & 2147483647) << 32) | CRC32({text})"
         # MD5's first 64 bits as 8 bytes (MySQL has no 64-bit hash function of text); the reader keeps their
         # first 60 (``diff.database_hashes``), the value versions before wrote (``CAST(CONV(SUBSTRING(MD5(..),
