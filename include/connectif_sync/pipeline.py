@@ -18,14 +18,12 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -197,7 +195,11 @@ def _begin(p: SyncParams, mapping: Mapping, store: StateStore) -> _Run:
     if not p.dry_run:
         report.run_id = store.begin_run(p.obj, mode.value, since, p.run_id)
     index = store.load_index(p.obj) if since is None else None
-    confirmed = _in_background(functools.partial(store.lookup_index, p.obj)) if index is None else None
+    confirmed = None
+    if index is None:  # an incremental run: its look-up table is read while the first rows are (see _lookup)
+        pool = ThreadPoolExecutor(1, thread_name_prefix="connectif-sync-state")
+        confirmed = pool.submit(store.lookup_index, p.obj)
+        pool.shutdown(wait=False)  # its one thread ends with the read
     return _Run(
         params=p,
         mapping=mapping,
@@ -308,24 +310,6 @@ def _lookup(run: _Run, key_hash: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if table is not None:
         return table.lookup(key_hash)
     return run.store.lookup(run.params.obj, key_hash)
-
-
-T = TypeVar("T")
-
-
-def _in_background(work: Callable[[], T]) -> Future[T]:
-    """``work()`` in a thread of its own, its result (or error) in the returned future: an incremental run
-    reads the state's look-up table while the source's first rows are read and shaped."""
-    future: Future[T] = Future()
-
-    def run() -> None:
-        try:
-            future.set_result(work())
-        except BaseException as exc:  # handed to whoever asks for the result
-            future.set_exception(exc)
-
-    threading.Thread(target=run, name="connectif-sync-state", daemon=True).start()
-    return future
 
 
 def _count_verdict(run: _Run, verdict: Verdict, checked: Validated, key_hash: np.ndarray, source: pa.Table) -> None:
