@@ -33,7 +33,6 @@ class SourceHashRefresh:
         self.out_dir, self.obj, self.columns = Path(out_dir), obj, columns
         self.path: Path | None = None
         self._writer: ipc.RecordBatchFileWriter | None = None
-        self.rows = 0
 
     def add(
         self,
@@ -72,7 +71,6 @@ class SourceHashRefresh:
             self.path = Path(name)
             self._writer = ipc.new_file(str(self.path), SCHEMA)
         self._writer.write_table(table)
-        self.rows += table.num_rows
 
     def apply(self, store: StateStore) -> int:
         """Store the kept rows' source hashes (compare-and-set), remove the file; returns how many were stored."""

@@ -34,6 +34,19 @@ def _confirmed_first_run(url: str, state: str, out: Path, chunk_rows: int) -> in
     return first.report.sent
 
 
+def _count_shaped(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The rows each chunk shaped (read in full, not known by their source hash), as the run goes."""
+    shaped: list[int] = []
+    take = pipeline._take_shaped
+
+    def counting(run: Any, prepared: Any) -> None:
+        shaped.append(prepared.shaped.num_rows)
+        take(run, prepared)
+
+    monkeypatch.setattr(pipeline, "_take_shaped", counting)
+    return shaped
+
+
 @pytest.mark.parametrize("chunk_rows", [100, 32_768])  # ranges and the probe; one read of the whole table
 def test_rows_whose_source_changed_but_not_their_csv_are_read_whole_by_one_full_scan(
     tmp_path: Path, chunk_rows: int, monkeypatch: pytest.MonkeyPatch
@@ -44,14 +57,7 @@ def test_rows_whose_source_changed_but_not_their_csv_are_read_whole_by_one_full_
     with engine.begin() as conn:  # every row's source changes; the CSV does not (emails are sent lower-cased)
         conn.execute(sa.text("UPDATE customers SET email = UPPER(email)"))
     engine.dispose()
-    shaped: list[int] = []
-    take = pipeline._take_shaped
-
-    def counting(run: Any, prepared: Any) -> None:
-        shaped.append(prepared.shaped.num_rows)
-        take(run, prepared)
-
-    monkeypatch.setattr(pipeline, "_take_shaped", counting)
+    shaped = _count_shaped(monkeypatch)
     second = run_sync("contacts", url, tmp_path / "b", state_url=state, chunk_rows=chunk_rows)
     r = second.report
     assert (r.sent, r.unchanged, r.refreshed, sum(shaped)) == (0, sent, sent, sent)
@@ -125,14 +131,7 @@ def test_a_store_hashed_with_md5_moves_to_mariadb_crcs_in_one_full_scan(
     for module in (extract, sys.modules["connectif_sync.probe"]):
         monkeypatch.setattr(module, "source_dialect", real)
     assert extract.has_crc32c(real(mysql_database))
-    shaped: list[int] = []
-    take = pipeline._take_shaped
-
-    def counting(run: Any, prepared: Any) -> None:
-        shaped.append(prepared.shaped.num_rows)
-        take(run, prepared)
-
-    monkeypatch.setattr(pipeline, "_take_shaped", counting)
+    shaped = _count_shaped(monkeypatch)
     second = run_sync("contacts", mysql_database, tmp_path / "b", state_url=state, chunk_rows=100)
     assert (second.report.sent, second.report.refreshed, sum(shaped)) == (0, sent, sent)
     shaped.clear()

@@ -148,11 +148,10 @@ class IndexReads(StoreBase):
         hashes = np.zeros(len(key_hashes), np.int64)
         if self._missing or len(key_hashes) == 0:
             return found, hashes
+        table = self.lookup_index(obj)
+        if table is not None:  # one read, then a binary search
+            return table.lookup(np.asarray(key_hashes, dtype=np.int64))
         with self.engine.connect() as conn:
-            snap = _read_snapshot(conn, obj) if self.engine.dialect.name == "sqlite" else None
-            if snap is not None:  # one read, then a binary search
-                index = StateIndex(snap[:, 0], snap[:, 1], np.zeros(len(snap), bool))
-                return index.lookup(np.asarray(key_hashes, dtype=np.int64))
             confirmed = self._legacy_row_hashes(conn, obj, np.unique(key_hashes).tolist())
             for block in self._blocks(conn, obj, ("key_hash", "row_hash"), key_hashes):
                 confirmed.update(blocks.pairs(block))

@@ -189,12 +189,15 @@ class Ledger(IndexReads):
             keep = found & (current[at, 1] == row_hash) & (current[at, 2] != source_hash) if len(current) else found
             if not keep.any():
                 return 0
-            self._append_state(conn, obj, rows.filter(pa.array(keep)), now)
+            self._append_state(conn, obj, rows.filter(pa.array(keep)), now, base=current)
         return int(keep.sum())
 
-    def _append_state(self, conn: sa.Connection, obj: str, rows: pa.Table, now: datetime) -> None:
+    def _append_state(
+        self, conn: sa.Connection, obj: str, rows: pa.Table, now: datetime, base: np.ndarray | None = None
+    ) -> None:
         """Append ``rows`` (manifest rows Connectif confirmed) to the confirmed state of ``obj``, in ``conn``'s
-        transaction; on SQLite the snapshot follows in the same transaction. Compacts when due."""
+        transaction; on SQLite the snapshot follows in the same transaction. Compacts when due. ``base``: the
+        confirmed hashes before these rows, when the caller read them in this transaction already."""
         if rows.num_rows == 0:
             return
         if self.engine.dialect.name == "postgresql":  # confirmations of one object one after the other
@@ -204,7 +207,7 @@ class Ledger(IndexReads):
         count, held = blocks.sizes(conn, obj)
         live = None
         if self.engine.dialect.name == "sqlite":
-            base = _read_snapshot(conn, obj)
+            base = _read_snapshot(conn, obj) if base is None else base
             if base is None and count == written and not _has_state_rows(conn, obj):
                 base = np.empty((0, 3), np.int64)  # nothing was confirmed before these blocks
             merged = (
