@@ -252,7 +252,7 @@ def empty_masks(table: pa.Table, columns: list[str]) -> np.ndarray:
     masks = np.zeros(table.num_rows, np.int64)
     for i, c in enumerate(columns[:MASK_COLUMNS]):
         col = table.column(c)
-        empty = pc.fill_null(pc.equal(pc.utf8_length(col), 0), True) if col.null_count < len(col) else None
+        empty = pc.fill_null(pc.equal(pc.binary_length(col), 0), True) if col.null_count < len(col) else None
         bits = (
             np.ones(table.num_rows, bool)
             if empty is None

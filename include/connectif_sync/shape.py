@@ -83,6 +83,16 @@ def _mask(values: pa.Array) -> np.ndarray:
     return np.asarray(pc.fill_null(values, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
+def _longer_than(values: pa.Array, characters: int) -> np.ndarray:
+    """Per value, whether it has more than ``characters`` characters (nulls: False). A character is one to
+    four UTF-8 bytes, so no value is longer than its bytes: the byte lengths (read off the offsets) settle
+    a chunk without counting characters, unless one of its values has more bytes than the limit."""
+    longest = pc.max(pc.binary_length(values)).as_py()
+    if longest is None or longest <= characters:
+        return np.zeros(len(values), dtype=bool)
+    return _mask(pc.greater(pc.utf8_length(values), characters))
+
+
 def to_text(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     """Any Arrow array as strings (timestamps as ``YYYY-MM-DD HH:MM:SS``, booleans as true/false)."""
     values = _arr(values)
@@ -251,7 +261,7 @@ def shape_string(spec: FieldSpec, values: pa.Array) -> tuple[pa.Array, list[Prob
     s = _empty_to_null(to_text(values))
     problems = []
     if spec.max_length:
-        too_long = _mask(pc.greater(pc.utf8_length(s), spec.max_length))
+        too_long = _longer_than(s, spec.max_length)
         problems.append(Problem(spec.name, too_long, f"longer than {spec.max_length} characters"))
     return s, problems
 
@@ -509,7 +519,7 @@ def shape_url(spec: FieldSpec, values: pa.Array) -> tuple[pa.Array, list[Problem
         problems.append(
             Problem(
                 spec.name,
-                _mask(pc.greater(pc.utf8_length(s), spec.max_length)),
+                _longer_than(s, spec.max_length),
                 f"longer than {spec.max_length} characters",
             )
         )

@@ -144,6 +144,19 @@ def test_strings_keep_everything_but_check_length() -> None:
     assert out == [values[0], values[1], "000123", None, "x" * 256] and bad == {4: "longer than 255 characters"}
 
 
+@pytest.mark.parametrize("type_", ["string", "url"])
+def test_length_is_counted_in_characters_not_bytes(type_: str) -> None:
+    """Byte lengths settle a chunk only when no value has more bytes than the limit; otherwise characters
+    are counted: five 4-byte characters fit a limit of 5, six do not; a chunk of short values flags none."""
+    base = "https://e.com/" if type_ == "url" else ""
+    fits, over = base + "🎉" * 5, base + "🎉" * 6
+    limit = len(base) + 5
+    assert run([fits, over, None, base + "abc"], type_, max_length=limit)[1] == {1: f"longer than {limit} characters"}
+    assert run([fits, None], type_, max_length=limit)[1] == {}
+    assert run([base + "ab", None], type_, max_length=limit)[1] == {}
+    assert run([None, None], type_, pa.string(), max_length=limit)[1] == {}
+
+
 @pytest.mark.parametrize("type_", ["string", "email", "date", "integer", "decimal", "list", "url"])
 def test_all_null_columns(type_: str) -> None:
     out, bad = run([None, None], type_, pa.null())
