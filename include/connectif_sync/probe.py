@@ -10,6 +10,7 @@ either path serves both.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -47,6 +48,18 @@ costs per chunk were about a quarter of the run's CPU (bench/README.md, session 
 come in chunks of at most ``chunk_rows``."""
 
 
+def probe_pages(ranges: list[tuple[int, int]], readers: int) -> list[tuple[int, int]]:
+    """The key ranges grouped into pages of at most :data:`PROBE_SPAN` consecutive ranges, as many pages as
+    a multiple of ``readers`` allows and as even as can be: page ``i`` is read by reader ``i % readers``
+    (:func:`~connectif_sync.extract.read_ranges`), so each reader gets the same number of rows. 34 ranges
+    cut every 8 made pages of 8, 8, 8, 8 and 2: one reader read 18 ranges and the other 16, and a
+    PostgreSQL full scan waited 0.1-0.2 s for the first (bench/README.md, session 9); now 6 pages of 5-6."""
+    readers = max(1, readers)
+    count = min(len(ranges), readers * -(-len(ranges) // (PROBE_SPAN * readers)))
+    bounds = [i * len(ranges) // count for i in range(count + 1)]
+    return [(ranges[a][0], ranges[b - 1][1]) for a, b in itertools.pairwise(bounds)]
+
+
 def _hashes_of(probe: pa.Table) -> np.ndarray:
     return database_hashes(probe.column(PROBE_HASH_COLUMN))
 
@@ -60,10 +73,11 @@ def probe(
     or does not pay (the first range mostly unconfirmed, e.g. confirmed by a version that hashed otherwise, or
     mostly REAL/BLOB values, which the SQLite hash leaves to the full read).
 
-    Each page of the key (a range of :data:`PROBE_SPAN` chunks) is read as (key, source hash computed by the
-    database: ``extract.source_hash_sql`` on PostgreSQL and MySQL, the ``_sqlite_hash`` extension on SQLite);
-    the rows whose hash Connectif did not confirm are read in full by key (``IN``), hashed and shaped as in any
-    other run, all in the reader threads. The latest ``updated_at`` is read once, before the pages.
+    Each page of the key (at most :data:`PROBE_SPAN` chunks' ranges, :func:`probe_pages`) is read as (key,
+    source hash computed by the database: ``extract.source_hash_sql`` on PostgreSQL and MySQL, the
+    ``_sqlite_hash`` extension on SQLite); the rows whose hash Connectif did not confirm are read in full by
+    key (``IN``), hashed and shaped as in any other run, all in the reader threads. The latest ``updated_at``
+    is read once, before the pages.
     """
     if index is None or len(index) == 0 or index.source_hashes is None:
         return None
@@ -74,7 +88,7 @@ def probe(
     ranges = integer_ranges(source_url, mapping, chunk_rows)
     if not ranges:
         return None
-    spans = [(ranges[i][0], ranges[min(i + PROBE_SPAN, len(ranges)) - 1][1]) for i in range(0, len(ranges), PROBE_SPAN)]
+    spans = probe_pages(ranges, readers)
     dialect = source_dialect(source_url)
     fp = signed(fingerprint)
     if not sqlite and source_hash_sql(mapping, dialect, fp) is None:

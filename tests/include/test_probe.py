@@ -3,6 +3,7 @@ gives exactly what a run reading every value gives (reports, files, rejected row
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from connectif_sync import StateStore, run_sync
 from connectif_sync import probe as probing
 from connectif_sync.diff import mapping_fingerprint, source_hashes
 from connectif_sync.extract import (
+    DEFAULT_READERS,
     PROBE_HASH_COLUMN,
     adbc_connect,
     build_query,
@@ -234,8 +236,12 @@ def test_a_mostly_changed_page_is_read_whole_a_chunk_at_a_time(tmp_path: Path, m
     mapping = tmp_path / "people.yaml"
     mapping.write_text(PEOPLE, encoding="utf-8")
     state = _confirmed(db, tmp_path, mapping)
-    page = probing.PROBE_SPAN * 100  # chunk_rows=100 in these runs
-    _exec(db, f"UPDATE people SET points = points + 1 WHERE id > {page} AND id <= {2 * page} AND id % 5 IN (1, 2, 3)")
+    # chunk_rows=100 in these runs: 30 ranges of 100 ids, read as pages of at most PROBE_SPAN ranges
+    pages = probing.probe_pages([(i * 100 + 1, i * 100 + 101) for i in range(30)], DEFAULT_READERS)
+    assert all(hi - lo <= probing.PROBE_SPAN * 100 for lo, hi in pages)
+    lo, hi = pages[1]
+    page = hi - lo
+    _exec(db, f"UPDATE people SET points = points + 1 WHERE id >= {lo} AND id < {hi} AND id % 5 IN (1, 2, 3)")
     reads: list[int] = []
     real = probing.read_rows
 
@@ -251,3 +257,22 @@ def test_a_mostly_changed_page_is_read_whole_a_chunk_at_a_time(tmp_path: Path, m
     changed = 3 * page // 5
     assert (probed["report"]["changed"], probed["report"]["unchanged"]) == (changed, 3000 - changed)
     assert max(reads) == 100 and sum(reads) == page  # the changed page, read whole, a chunk at a time
+
+
+@pytest.mark.parametrize("readers", [1, 2, 3])
+def test_probe_pages_share_the_ranges_evenly_between_readers(readers: int) -> None:
+    """Pages cover the ranges in order, hold at most PROBE_SPAN of them, and page i goes to reader
+    i % readers: every reader reads the same number of ranges, give or take one per page (34 ranges cut every
+    8 gave one of two readers 18 and the other 16)."""
+    for n in range(1, 120):
+        ranges = [(10 * i, 10 * i + 10) for i in range(n)]
+        pages = probing.probe_pages(ranges, readers)
+        assert pages[0][0] == 0 and pages[-1][1] == 10 * n
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(pages))
+        sizes = [(hi - lo) // 10 for lo, hi in pages]
+        assert max(sizes) <= probing.PROBE_SPAN and max(sizes) - min(sizes) <= 1
+        per_reader = [sum(sizes[r::readers]) for r in range(readers)]
+        assert len(pages) % readers == 0 or len(pages) == n
+        assert max(per_reader) - min(per_reader) <= -(-len(pages) // readers)
+    assert [(hi - lo) // 10 for lo, hi in probing.probe_pages([(10 * i, 10 * i + 10) for i in range(34)], 2)] == [
+        5, 6, 6, 5, 6, 6]  # fmt: skip
