@@ -21,8 +21,7 @@
  * sorting and binary searches where every row of a full scan is looked up by its source hash:
  * positions_build(table, keys) / positions_find(table, keys, needles, found, at) index the positions of an
  * array of keys in an int32 table (position + 1; 0 = empty; 4 bytes a slot, against 16 bytes a key for a
- * sorted copy and its order) and find needles in it; positions_add(table, keys, n, needles, dup) grows such
- * a table, the set of keys kept for the duplicate rule.
+ * sorted copy and its order) and find needles in it.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -303,65 +302,6 @@ done:
     return ret;
 }
 
-/* positions_add(table, keys, n, needles, dup) -> n: add the needles that are not among keys[:n] (nor earlier
- * among the needles) at keys[n], keys[n + 1]... and in the table; dup[i] = 1 for the others. The caller
- * keeps room in keys and a table that stays under full (KeyTable in hashing.py). A needle equal to 0 is
- * left to the caller (dup 0, not added). */
-static PyObject *positions_add(PyObject *self, PyObject *args) {
-    Py_buffer table, keys, needles, dup;
-    Py_ssize_t n;
-    if (!PyArg_ParseTuple(args, "w*w*ny*w*", &table, &keys, &n, &needles, &dup)) return NULL;
-    PyObject *ret = NULL;
-    Py_ssize_t slots = table.len / (Py_ssize_t)sizeof(int32_t), cap = keys.len / (Py_ssize_t)sizeof(uint64_t);
-    Py_ssize_t m = needles.len / (Py_ssize_t)sizeof(uint64_t);
-    int bits = table_bits(slots);
-    if (bits < 0 || n < 0 || n + m > cap || n + m >= slots || n + m >= INT32_MAX || dup.len < m) {
-        PyErr_SetString(PyExc_ValueError,
-                        "positions_add: the keys need room and the table a free slot for every needle");
-        goto done;
-    }
-    int32_t *t = (int32_t *)table.buf;
-    uint64_t *k = (uint64_t *)keys.buf;
-    const uint64_t *q = (const uint64_t *)needles.buf;
-    uint8_t *d = (uint8_t *)dup.buf;
-    Py_ssize_t mask = slots - 1;
-    int foreign = 0;
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < m; i++) {
-        uint64_t v = q[i];
-        d[i] = 0;
-        if (v == 0) continue;
-        Py_ssize_t s = slot_of(v, bits);
-        while (t[s] != 0) {
-            if (t[s] < 0 || t[s] > n) {
-                foreign = 1;
-                break;
-            }
-            if (k[t[s] - 1] == v) break;
-            s = (s + 1) & mask;
-        }
-        if (foreign) break;
-        if (t[s] != 0) {
-            d[i] = 1;
-            continue;
-        }
-        k[n] = v;
-        t[s] = (int32_t)(++n);
-    }
-    Py_END_ALLOW_THREADS
-    if (foreign) {
-        PyErr_SetString(PyExc_ValueError, "positions_add: the table does not belong to these keys");
-        goto done;
-    }
-    ret = PyLong_FromSsize_t(n);
-done:
-    PyBuffer_Release(&table);
-    PyBuffer_Release(&keys);
-    PyBuffer_Release(&needles);
-    PyBuffer_Release(&dup);
-    return ret;
-}
-
 static PyMethodDef methods[] = {
     {"hash_rows", hash_rows, METH_VARARGS,
      "hash_rows(columns, n, out, sizes=None): the joined-row hash of n rows of Arrow string columns into out "
@@ -370,9 +310,6 @@ static PyMethodDef methods[] = {
      "positions_build(table, keys): index the positions of uint64 keys (not 0) in an int32 table."},
     {"positions_find", positions_find, METH_VARARGS,
      "positions_find(table, keys, needles, found, at): where each needle is in keys (found: uint8, at: int64)."},
-    {"positions_add", positions_add, METH_VARARGS,
-     "positions_add(table, keys, n, needles, dup): add the needles not among keys[:n] to keys and the table; "
-     "dup (uint8) marks the others; returns the new n."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -13,9 +13,8 @@ them a page of :data:`~connectif_sync.probe.PROBE_SPAN` chunks at a time) their 
 other rows', so should a changed row and an unchanged confirmed row of one chunk (page) share a key, the
 confirmed one is kept.
 
-Keys are tracked as 64-bit hashes (:class:`KeySet`: a hash table of positions, or sorted numpy runs without
-the C accelerator), 8-16 bytes per key instead of a Python set's ~100, so that memory stays flat at millions
-of rows.
+Keys are tracked as 64-bit hashes in sorted numpy runs (:class:`KeySet`), 8 bytes per key instead of a
+Python set's ~100, so that memory stays flat at millions of rows.
 """
 
 from __future__ import annotations
@@ -27,9 +26,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from connectif_sync import hashing
 from connectif_sync.contract import RejectedRow
-from connectif_sync.hashing import KeyTable, hash_strings
+from connectif_sync.hashing import hash_strings
 from connectif_sync.mappings import Mapping
 from connectif_sync.shape import ShapedChunk
 
@@ -45,19 +43,15 @@ class SeenKeys(Protocol):
 
 
 class KeySet:
-    """A set of uint64 key hashes: a :class:`~connectif_sync.hashing.KeyTable` (a hash table, C) where the
-    accelerator is built, else sorted runs that merge geometrically (amortised O(n log n)), 8 bytes a key.
+    """A set of uint64 key hashes kept as sorted runs that merge geometrically (amortised O(n log n)).
 
-    The runs' binary searches cost 0.40 CPU s per million keys of a first run, the table 0.05; the table
-    takes up to 16 bytes a key (bench/README.md, session 9)."""
+    (A hash table in C was measured: 0.05-0.1 CPU s less per million keys, but 16-24 MB more at the peak of a
+    million-row run, which the 300 MB target cannot spare.)"""
 
     def __init__(self) -> None:
         self._runs: list[np.ndarray] = []
-        self._table = KeyTable() if hashing.ACCELERATED else None
 
     def __len__(self) -> int:
-        if self._table is not None:
-            return len(self._table)
         return sum(len(r) for r in self._runs)
 
     def _contains_sorted(self, sorted_h: np.ndarray) -> np.ndarray:
@@ -71,8 +65,6 @@ class KeySet:
 
     def add_new(self, hashes: np.ndarray) -> np.ndarray:
         """Add ``hashes``; return the mask of those already present (earlier, or earlier in this array)."""
-        if self._table is not None:
-            return self._table.add_new(hashes)
         order = np.argsort(hashes)  # introsort: twice as fast as a stable sort, so equal hashes come in any order
         sorted_h = hashes[order]
         dup_sorted = self._contains_sorted(sorted_h)

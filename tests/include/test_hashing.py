@@ -123,20 +123,3 @@ def test_position_index_finds_the_first_position_of_each_key(
 def test_position_index_of_no_keys_finds_nothing() -> None:
     found, at = hashing.PositionIndex(np.zeros(0, np.int64)).find(np.array([1, 0, 5], np.int64))
     assert not found.any() and at.tolist() == [0, 0, 0]
-
-
-def test_positions_add_refuses_a_call_that_would_write_out_of_bounds() -> None:
-    """The C set never writes past the keys' room or fills its table: a bad call raises instead."""
-    assert hashing.ACCELERATED, "connectif_sync._hashing is not built: run `make install`"
-    c = hashing._c
-    assert c is not None
-    table, keys, dup = np.zeros(8, np.int32), np.zeros(4, np.uint64), np.empty(5, np.uint8)
-    with pytest.raises(ValueError, match="need room"):
-        c.positions_add(table, keys, 0, np.arange(1, 6, dtype=np.uint64), dup)  # 5 keys, room for 4
-    with pytest.raises(ValueError, match="need room"):
-        c.positions_add(np.zeros(4, np.int32), np.zeros(8, np.uint64), 0, np.arange(1, 5, dtype=np.uint64), dup)
-    assert c.positions_add(table, keys, 0, np.array([5, 6, 5], np.uint64), dup) == 2
-    assert dup[:3].tolist() == [0, 0, 1] and keys[:2].tolist() == [5, 6]
-    table[table != 0] = 9  # an entry beyond the keys: another set's table
-    with pytest.raises(ValueError, match="does not belong"):
-        c.positions_add(table, keys, 2, np.array([5], np.uint64), dup)

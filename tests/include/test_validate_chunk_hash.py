@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from connectif_sync import ChunkWriter, KeySet, hashing, load_mapping, shape, validate
+from connectif_sync import ChunkWriter, KeySet, load_mapping, shape, validate
 from connectif_sync.chunk import header_bytes, read_manifest, row_bytes
 
 MAPPING = {
@@ -75,16 +75,7 @@ def test_on_invalid_empty_keeps_the_row(mapping) -> None:  # type: ignore[no-unt
     assert v.rejected == []
 
 
-@pytest.fixture(params=[True, False], ids=["hash-table", "sorted-runs"])
-def accelerated(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
-    """KeySet with the C accelerator's hash table, and with the numpy runs used where it is not built."""
-    if request.param:  # make install builds it; a missing build must fail, not skip
-        assert hashing.ACCELERATED, "connectif_sync._hashing is not built: run `make install`"
-    monkeypatch.setattr(hashing, "ACCELERATED", request.param)
-    return bool(request.param)
-
-
-def test_keyset_across_many_additions(accelerated: bool) -> None:
+def test_keyset_across_many_additions() -> None:
     ks = KeySet()
     rng = np.random.default_rng(1)
     all_keys = rng.integers(0, 2**63, size=50_000, dtype=np.uint64)
@@ -95,7 +86,7 @@ def test_keyset_across_many_additions(accelerated: bool) -> None:
     assert len(ks) == 50_000
 
 
-def test_keyset_marks_every_occurrence_but_the_first_with_many_repeats(accelerated: bool) -> None:
+def test_keyset_marks_every_occurrence_but_the_first_with_many_repeats() -> None:
     """Batches full of repeated keys (in any order) against a plain set: the first occurrence of a key, in
     the order given, is the new one; every later one, and every key of an earlier batch, is a repeat."""
     rng = np.random.default_rng(7)
@@ -110,9 +101,9 @@ def test_keyset_marks_every_occurrence_but_the_first_with_many_repeats(accelerat
     assert len(ks) == len(seen)
 
 
-def test_keyset_grows_through_many_batches_and_keeps_the_zero_key(accelerated: bool) -> None:
-    """Keys added in batches of every size (the table doubles and is rebuilt many times, the keys grow a
-    quarter at a time) are each new once, whatever their value: 0 and the largest included."""
+def test_keyset_grows_through_many_batches_and_keeps_the_zero_key() -> None:
+    """Keys added in batches of every size (the sorted runs merge many times) are each new once, whatever
+    their value: 0 and the largest included."""
     rng = np.random.default_rng(11)
     ks, seen = KeySet(), set()
     for size in (0, 1, 7, 100, 1_000, 3_000, 30_000, 70_000, 5):
