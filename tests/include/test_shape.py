@@ -131,6 +131,11 @@ def test_enums_with_map_and_values() -> None:
     assert out == ["subscribed", "none", "maybe"] and bad == {2: "not one of subscribed, unsubscribed, none"}
     out, bad = run(["G", "S", "X"], "enum", map={"G": "gold", "S": "silver"})
     assert out == ["gold", "silver", None] and bad == {2: "value not in map (G, S)"}
+    assert run([1, None, 2, 0], "enum", pa.int64(), **opts) == (["subscribed", None, "subscribed", "unsubscribed"], {})
+    # a flag mapped to a value that is not allowed is still flagged, row by row
+    odd = {"map": {"true": "yes-please", "false": "unsubscribed"}, "values": opts["values"]}
+    out, bad = run([True, False, None], "enum", pa.bool_(), **odd)
+    assert out == ["yes-please", "unsubscribed", None] and bad == {0: "not one of subscribed, unsubscribed, none"}
     flag = {"map": {"true": "subscribed", "false": "unsubscribed"}}  # a flag column, no `values`: no text made
     assert run([1, 0, None, 2], "enum", pa.int64(), **flag) == (["subscribed", "unsubscribed", None, "subscribed"], {})
     assert run([False, None], "enum", pa.bool_(), **flag) == (["unsubscribed", None], {})
