@@ -93,12 +93,17 @@ def test_keyset_marks_every_occurrence_but_the_first_with_many_repeats() -> None
     ks, seen = KeySet(), set()
     for size in (1, 2, 5_000, 20_000, 3, 40_000):
         batch = rng.integers(0, 3_000, size=size).astype(np.uint64)  # few distinct values: many repeats
-        expected = []
-        for h in batch.tolist():
-            expected.append(h in seen)
-            seen.add(h)
-        assert ks.add_new(batch).tolist() == expected
+        _add_as_a_set_would(ks, seen, batch)
     assert len(ks) == len(seen)
+
+
+def _add_as_a_set_would(ks: KeySet, seen: set[int], batch: np.ndarray) -> None:
+    """``ks.add_new(batch)`` marks as repeats exactly the keys a Python set has already seen."""
+    expected = []
+    for h in batch.tolist():
+        expected.append(h in seen)
+        seen.add(h)
+    assert ks.add_new(batch).tolist() == expected
 
 
 def test_keyset_grows_through_many_batches_and_keeps_the_zero_key() -> None:
@@ -111,11 +116,7 @@ def test_keyset_grows_through_many_batches_and_keeps_the_zero_key() -> None:
         batch[: size // 3] = rng.choice(np.array(sorted(seen) or [0], np.uint64), size // 3)  # a third repeats
         if size > 3:
             batch[1], batch[2], batch[3] = 0, 2**64 - 1, 0
-        expected = []
-        for h in batch.tolist():
-            expected.append(h in seen)
-            seen.add(h)
-        assert ks.add_new(batch).tolist() == expected
+        _add_as_a_set_would(ks, seen, batch)
         assert len(ks) == len(seen)
     assert ks.add_new(np.array(sorted(seen), np.uint64)).all()
 
