@@ -45,8 +45,8 @@ class SeenKeys(Protocol):
 class KeySet:
     """A set of uint64 key hashes kept as sorted runs that merge geometrically (amortised O(n log n)).
 
-    (A hash table in C was measured: 0.05-0.1 CPU s less per million keys, but 16-24 MB more at the peak of a
-    million-row run, which the 300 MB target cannot spare.)"""
+    (A hash table in C was measured twice: 0.05-0.1 CPU s less per million keys, but 12-24 MB more at the peak
+    of a million-row run, which the 300 MB target cannot spare; bench/README.md, session 9.)"""
 
     def __init__(self) -> None:
         self._runs: list[np.ndarray] = []
