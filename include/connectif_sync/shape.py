@@ -536,8 +536,8 @@ def _bool_words(s: pa.Array) -> pa.Array:
 
 def shape_enum(spec: FieldSpec, values: pa.Array) -> tuple[pa.Array, list[Problem]]:
     boolean_keys = bool(spec.map) and set(spec.map) == {"true", "false"}
-    allowed = not spec.values or {spec.map.get("true"), spec.map.get("false")} <= set(spec.values)
-    if boolean_keys and allowed and (pa.types.is_integer(values.type) or pa.types.is_boolean(values.type)):
+    allowed = boolean_keys and (not spec.values or {spec.map["true"], spec.map["false"]} <= set(spec.values))
+    if allowed and (pa.types.is_integer(values.type) or pa.types.is_boolean(values.type)):
         # A flag column mapped to two allowed values (a consent to subscribed/unsubscribed, whose allowed
         # values the contract gives): no text, no look-up, no row to flag. 0.13 -> 0.01 CPU s per million.
         out = pc.if_else(pc.cast(values, pa.bool_()), spec.map["true"], spec.map["false"])

@@ -136,6 +136,9 @@ def test_enums_with_map_and_values() -> None:
     odd = {"map": {"true": "yes-please", "false": "unsubscribed"}, "values": opts["values"]}
     out, bad = run([True, False, None], "enum", pa.bool_(), **odd)
     assert out == ["yes-please", "unsubscribed", None] and bad == {0: "not one of subscribed, unsubscribed, none"}
+    out, bad = run(["gold", None, "tin"], "enum", values=("gold", "silver"))  # values and no map
+    assert out == ["gold", None, "tin"] and bad == {2: "not one of gold, silver"}
+    assert run([True, False], "enum", pa.bool_(), values=("true", "false"))[0] == ["true", "false"]
     flag = {"map": {"true": "subscribed", "false": "unsubscribed"}}  # a flag column, no `values`: no text made
     assert run([1, 0, None, 2], "enum", pa.int64(), **flag) == (["subscribed", "unsubscribed", None, "subscribed"], {})
     assert run([False, None], "enum", pa.bool_(), **flag) == (["unsubscribed", None], {})
