@@ -54,6 +54,8 @@ def probe_pages(ranges: list[tuple[int, int]], readers: int) -> list[tuple[int, 
     (:func:`~connectif_sync.extract.read_ranges`), so each reader gets the same number of rows. 34 ranges
     cut every 8 made pages of 8, 8, 8, 8 and 2: one reader read 18 ranges and the other 16, and a
     PostgreSQL full scan waited 0.1-0.2 s for the first (bench/README.md, session 9); now 6 pages of 5-6."""
+    if not ranges:
+        return []
     readers = max(1, readers)
     count = min(len(ranges), readers * -(-len(ranges) // (PROBE_SPAN * readers)))
     bounds = [i * len(ranges) // count for i in range(count + 1)]

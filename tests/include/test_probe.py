@@ -264,6 +264,7 @@ def test_probe_pages_share_the_ranges_evenly_between_readers(readers: int) -> No
     """Pages cover the ranges in order, hold at most PROBE_SPAN of them, and page i goes to reader
     i % readers: every reader reads the same number of ranges, give or take one per page (34 ranges cut every
     8 gave one of two readers 18 and the other 16)."""
+    assert probing.probe_pages([], readers) == []
     for n in range(1, 120):
         ranges = [(10 * i, 10 * i + 10) for i in range(n)]
         pages = probing.probe_pages(ranges, readers)
