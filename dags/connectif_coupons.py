@@ -12,6 +12,7 @@ from connectif_dags.common import (
     CONN_ID,
     CURRENT_STATE_RUN_TYPES,
     DEFAULT_ARGS,
+    FIRST_RUN_AT_NEXT_TIME,
     IMPORTS_POOL,
     POLL_INTERVAL,
     TAGS,
@@ -38,7 +39,7 @@ DOC = """
 with DAG(
     dag_id="connectif_coupons",
     description="Every 30 min: refill low Connectif coupon sets from the ERP's coupon pool",
-    schedule=CronTriggerTimetable("*/30 * * * *", timezone="UTC"),
+    schedule=CronTriggerTimetable("*/30 * * * *", timezone="UTC", run_immediately=FIRST_RUN_AT_NEXT_TIME),
     catchup=False,
     max_active_runs=1,
     allowed_run_types=CURRENT_STATE_RUN_TYPES,  # a backfill would only repeat today's work

@@ -28,6 +28,7 @@ from connectif_dags.common import (
     CONN_ID,
     CURRENT_STATE_RUN_TYPES,
     DEFAULT_ARGS,
+    FIRST_RUN_AT_NEXT_TIME,
     IMPORTS_POOL,
     POLL_INTERVAL,
     TAGS,
@@ -169,7 +170,7 @@ def bulk_sync_dag(
     with DAG(
         dag_id=f"connectif_{obj}",
         description=description,
-        schedule=CronTriggerTimetable(schedule, timezone="UTC"),
+        schedule=CronTriggerTimetable(schedule, timezone="UTC", run_immediately=FIRST_RUN_AT_NEXT_TIME),
         catchup=False,
         max_active_runs=1,
         allowed_run_types=CURRENT_STATE_RUN_TYPES,  # a backfill would only repeat today's sync

@@ -26,6 +26,11 @@ log = logging.getLogger("airflow.task")
 REPO = Path(__file__).resolve().parents[2]
 DEMO_DIR = Path(os.environ.get("CONNECTIF_DEMO_DIR") or REPO / ".demo")
 CONN_ID = "connectif_default"
+#: ``run_immediately`` of every cron schedule: a DAG unpaused for the first time waits for its next scheduled
+#: time (trigger it to run now). Airflow's default, despite its ``False``, runs the latest past time when it is
+#: within a tenth of the schedule's period (2.4 hours for a daily sync): a run nobody asked for, racing the one
+#: a user (or the deployment check, ``deploy/distributed.py``) triggers on unpausing.
+FIRST_RUN_AT_NEXT_TIME = timedelta(0)
 IMPORTS_POOL = "connectif_imports"
 EXPORTS_POOL = "connectif_exports"
 #: One slot: the purchases ``send`` task of one data interval at a time, scheduled runs and backfills alike.

@@ -68,3 +68,30 @@ def test_every_connectif_dag_has_failure_callbacks_and_a_deadline(dagbag: Any) -
         dag = dagbag.get_dag(dag_id)
         assert dag.on_failure_callback and dag.on_success_callback, dag_id
         assert dag.deadline, dag_id
+
+
+#: DAGs on a cron trigger (purchases' hourly data intervals run the latest complete hour on unpausing).
+CRON_TRIGGERED = sorted(EXPECTED - {"connectif_purchases"})
+
+
+@pytest.mark.parametrize("dag_id", CRON_TRIGGERED)
+def test_unpausing_waits_for_the_next_scheduled_time(dagbag: Any, dag_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unpaused minutes after its scheduled time, a DAG that never ran waits for the next one: Airflow's default
+    would run the past time at once (within a tenth of the period), a run nobody triggered that raced the one
+    the deployment check triggers (``deploy/distributed.py`` failed between 02:00 and 04:24 UTC)."""
+    from datetime import timedelta
+
+    import airflow.timetables.trigger as core_trigger
+    import pendulum
+    from airflow.serialization.decoders import decode_timetable
+    from airflow.serialization.encoders import encode_timetable
+    from airflow.timetables.base import TimeRestriction
+
+    timetable = decode_timetable(encode_timetable(dagbag.get_dag(dag_id).timetable))
+    scheduled = timetable._align_to_prev(pendulum.now("UTC"))  # the latest scheduled time
+    now = pendulum.instance(scheduled + timedelta(minutes=1))
+    monkeypatch.setattr(core_trigger, "utcnow", lambda: now)
+    first = timetable.next_dagrun_info(
+        last_automated_data_interval=None, restriction=TimeRestriction(earliest=None, latest=None, catchup=False)
+    )
+    assert first is not None and first.run_after > now
