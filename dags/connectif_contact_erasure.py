@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import DAG, CronTriggerTimetable, TriggerRule, get_current_context, task
+from airflow.sdk import DAG, TriggerRule, get_current_context, task
 from connectif_dags import erasure
 from connectif_dags.alerting import GuardrailApprovalOperator, dag_alerting
-from connectif_dags.common import CURRENT_STATE_RUN_TYPES, DEFAULT_ARGS, FIRST_RUN_AT_NEXT_TIME, TAGS, dry_run_param
+from connectif_dags.common import CURRENT_STATE_RUN_TYPES, DEFAULT_ARGS, TAGS, cron_schedule, dry_run_param
 
 DOC = """
 ### Right to erasure: ERP requests → Connectif, daily
@@ -42,7 +42,7 @@ a backfill. Trigger a run instead.
 with DAG(
     dag_id="connectif_contact_erasure",
     description="Daily: delete from Connectif the contacts of the ERP's erasure requests",
-    schedule=CronTriggerTimetable("0 3 * * *", timezone="UTC", run_immediately=FIRST_RUN_AT_NEXT_TIME),
+    schedule=cron_schedule("0 3 * * *"),
     catchup=False,
     max_active_runs=1,
     allowed_run_types=CURRENT_STATE_RUN_TYPES,  # a backfill would only repeat today's work

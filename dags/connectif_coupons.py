@@ -5,17 +5,17 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import DAG, CronTriggerTimetable, Param, TriggerRule, get_current_context, task
+from airflow.sdk import DAG, Param, TriggerRule, get_current_context, task
 from connectif_dags import coupons
 from connectif_dags.alerting import GuardrailApprovalOperator, dag_alerting
 from connectif_dags.common import (
     CONN_ID,
     CURRENT_STATE_RUN_TYPES,
     DEFAULT_ARGS,
-    FIRST_RUN_AT_NEXT_TIME,
     IMPORTS_POOL,
     POLL_INTERVAL,
     TAGS,
+    cron_schedule,
     dry_run_param,
     upload_ledger,
 )
@@ -33,13 +33,12 @@ DOC = """
 3. **report** marks the codes **used in the ERP only once Connectif confirmed them**; codes in an import's
    error report stay unused. Alerts: failures, a pool too short to refill a set, imports in error.
 
-**Params** — `threshold` (100), `refill_to` (500), `dry_run`. **No backfills**: trigger a run instead.
-"""
+**Params** — `threshold` (100), `refill_to` (500), `dry_run`. **No backfills**: trigger a run instead."""
 
 with DAG(
     dag_id="connectif_coupons",
     description="Every 30 min: refill low Connectif coupon sets from the ERP's coupon pool",
-    schedule=CronTriggerTimetable("*/30 * * * *", timezone="UTC", run_immediately=FIRST_RUN_AT_NEXT_TIME),
+    schedule=cron_schedule("*/30 * * * *"),
     catchup=False,
     max_active_runs=1,
     allowed_run_types=CURRENT_STATE_RUN_TYPES,  # a backfill would only repeat today's work

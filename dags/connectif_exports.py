@@ -5,18 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import DAG, CronTriggerTimetable, TriggerRule, get_current_context, task
+from airflow.sdk import DAG, TriggerRule, get_current_context, task
 from connectif_dags import exports
 from connectif_dags.alerting import dag_alerting
-from connectif_dags.common import (
-    CONN_ID,
-    DEFAULT_ARGS,
-    EXPORTS_POOL,
-    FIRST_RUN_AT_NEXT_TIME,
-    POLL_INTERVAL,
-    TAGS,
-    dry_run_param,
-)
+from connectif_dags.common import CONN_ID, DEFAULT_ARGS, EXPORTS_POOL, POLL_INTERVAL, TAGS, cron_schedule, dry_run_param
 
 from connectif_provider.operators.connectif import ConnectifExportOperator
 
@@ -43,9 +35,7 @@ exports; waits happen deferred in pool `connectif_exports` (5 slots = the accoun
 with DAG(
     dag_id="connectif_exports",
     description="Weekly export of Connectif contacts and activities into the warehouse",
-    schedule=CronTriggerTimetable(
-        "0 5 * * 1", timezone="UTC", interval=exports.WEEK, run_immediately=FIRST_RUN_AT_NEXT_TIME
-    ),
+    schedule=cron_schedule("0 5 * * 1", interval=exports.WEEK),
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,

@@ -13,7 +13,7 @@ from contextlib import nullcontext
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import DAG, Asset, CronTriggerTimetable, TriggerRule, get_current_context, task
+from airflow.sdk import DAG, Asset, TriggerRule, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from connectif_dags.alerting import (
@@ -28,11 +28,11 @@ from connectif_dags.common import (
     CONN_ID,
     CURRENT_STATE_RUN_TYPES,
     DEFAULT_ARGS,
-    FIRST_RUN_AT_NEXT_TIME,
     IMPORTS_POOL,
     POLL_INTERVAL,
     TAGS,
     asset_extra,
+    cron_schedule,
     dry_run_param,
     full_resync_param,
     import_summaries,
@@ -170,7 +170,7 @@ def bulk_sync_dag(
     with DAG(
         dag_id=f"connectif_{obj}",
         description=description,
-        schedule=CronTriggerTimetable(schedule, timezone="UTC", run_immediately=FIRST_RUN_AT_NEXT_TIME),
+        schedule=cron_schedule(schedule),
         catchup=False,
         max_active_runs=1,
         allowed_run_types=CURRENT_STATE_RUN_TYPES,  # a backfill would only repeat today's sync

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import Param
+from airflow.sdk import CronTriggerTimetable, Param
 
 from connectif_provider.hooks.connectif import ConnectifHook
 from connectif_provider.models import DEFAULT_RATE_LIMIT_PER_MINUTE
@@ -31,6 +31,13 @@ CONN_ID = "connectif_default"
 #: within a tenth of the schedule's period (2.4 hours for a daily sync): a run nobody asked for, racing the one
 #: a user (or the deployment check, ``deploy/distributed.py``) triggers on unpausing.
 FIRST_RUN_AT_NEXT_TIME = timedelta(0)
+
+
+def cron_schedule(expression: str, **kwargs: Any) -> CronTriggerTimetable:
+    """A cron trigger in UTC whose first run, once unpaused, is its next time (:data:`FIRST_RUN_AT_NEXT_TIME`)."""
+    return CronTriggerTimetable(expression, timezone="UTC", run_immediately=FIRST_RUN_AT_NEXT_TIME, **kwargs)
+
+
 IMPORTS_POOL = "connectif_imports"
 EXPORTS_POOL = "connectif_exports"
 #: One slot: the purchases ``send`` task of one data interval at a time, scheduled runs and backfills alike.
