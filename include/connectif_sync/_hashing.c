@@ -22,6 +22,9 @@
  * positions_build(table, keys) / positions_find(table, keys, needles, found, at) index the positions of an
  * array of keys in an int32 table (position + 1; 0 = empty; 4 bytes a slot, against 16 bytes a key for a
  * sorted copy and its order) and find needles in it.
+ *
+ * sorted_member(run, queries, found): membership of ascending hashes in an ascending array, by galloping
+ * (the duplicate rule's sorted runs of keys).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -302,6 +305,51 @@ done:
     return ret;
 }
 
+/* sorted_member(run, queries, found): for each of the ascending uint64 queries, set found[i] to 1 where the
+ * ascending uint64 run holds it (found[i] is left as it is otherwise, so that several runs OR into one mask).
+ * Each search starts where the previous one ended and gallops forward (positions +1, +3, +7, ...) before its
+ * binary search: a few steps with the cache warm per query, where numpy's searchsorted walks all twenty-odd
+ * levels of a million-key run from the top for each (the duplicate rule's KeySet, validate.py). */
+static PyObject *sorted_member(PyObject *self, PyObject *args) {
+    Py_buffer run, queries, found;
+    if (!PyArg_ParseTuple(args, "y*y*w*", &run, &queries, &found)) return NULL;
+    PyObject *ret = NULL;
+    Py_ssize_t nr = run.len / (Py_ssize_t)sizeof(uint64_t), nq = queries.len / (Py_ssize_t)sizeof(uint64_t);
+    if (found.len < nq) {
+        PyErr_SetString(PyExc_ValueError, "sorted_member: found is shorter than queries");
+        goto done;
+    }
+    const uint64_t *r = (const uint64_t *)run.buf, *q = (const uint64_t *)queries.buf;
+    uint8_t *f = (uint8_t *)found.buf;
+    Py_BEGIN_ALLOW_THREADS
+    Py_ssize_t at = 0; /* every r[j] with j < at is below the current query */
+    for (Py_ssize_t i = 0; i < nq && at < nr; i++) {
+        uint64_t v = q[i];
+        Py_ssize_t lo = at, hi = at, step = 1;
+        while (hi < nr && r[hi] < v) { /* gallop: r[lo - 1] < v, and hi is the next position tried */
+            lo = hi + 1;
+            hi = lo + step;
+            step <<= 1;
+        }
+        if (hi > nr) hi = nr;
+        while (lo < hi) { /* the first position in [lo, hi] whose value is v or more */
+            Py_ssize_t mid = lo + (hi - lo) / 2;
+            if (r[mid] < v) lo = mid + 1;
+            else hi = mid;
+        }
+        if (lo < nr && r[lo] == v) f[i] = 1;
+        at = lo;
+    }
+    Py_END_ALLOW_THREADS
+    ret = Py_None;
+    Py_INCREF(ret);
+done:
+    PyBuffer_Release(&run);
+    PyBuffer_Release(&queries);
+    PyBuffer_Release(&found);
+    return ret;
+}
+
 static PyMethodDef methods[] = {
     {"hash_rows", hash_rows, METH_VARARGS,
      "hash_rows(columns, n, out, sizes=None): the joined-row hash of n rows of Arrow string columns into out "
@@ -310,6 +358,9 @@ static PyMethodDef methods[] = {
      "positions_build(table, keys): index the positions of uint64 keys (not 0) in an int32 table."},
     {"positions_find", positions_find, METH_VARARGS,
      "positions_find(table, keys, needles, found, at): where each needle is in keys (found: uint8, at: int64)."},
+    {"sorted_member", sorted_member, METH_VARARGS,
+     "sorted_member(run, queries, found): set found[i] (uint8) where the ascending uint64 run holds queries[i] "
+     "(ascending too)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -29,6 +29,10 @@ except ImportError:  # built without a C compiler: the numpy code gives the same
 ACCELERATED = _c is not None
 """True when the C accelerator is installed (``connectif_sync._hashing``)."""
 
+sorted_member = _c.sorted_member if _c is not None else None
+"""``sorted_member(run, queries, found)``: set ``found[i]`` (uint8) where the ascending uint64 ``run`` holds
+the ascending ``queries[i]``; None without the C accelerator (numpy's ``searchsorted`` then)."""
+
 _P = np.uint64(0x100000001B3)
 _P_INV = np.uint64(pow(0x100000001B3, -1, 2**64))
 _SEGMENT = 1 << 20  # bytes hashed per numpy pass: bounds the temporary arrays to a few MB

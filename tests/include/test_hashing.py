@@ -123,3 +123,22 @@ def test_position_index_finds_the_first_position_of_each_key(
 def test_position_index_of_no_keys_finds_nothing() -> None:
     found, at = hashing.PositionIndex(np.zeros(0, np.int64)).find(np.array([1, 0, 5], np.int64))
     assert not found.any() and at.tolist() == [0, 0, 0]
+
+
+def test_sorted_member_finds_each_query_in_the_run_and_leaves_the_others_as_they_were() -> None:
+    """Ascending queries against an ascending run, with repeats, gaps of every size (the gallop's steps), values
+    before the first and after the last; ``found`` is only ever set, so that runs OR into one mask."""
+    assert hashing.sorted_member is not None, "connectif_sync._hashing is not built: run `make install`"
+    rng = np.random.default_rng(5)
+    for size, queries in ((0, 10), (1, 5), (50, 1), (20_000, 3_000), (3_000, 20_000)):
+        run = np.unique(rng.integers(1, 2**64 - 2, size, dtype=np.uint64))
+        inside = rng.choice(run, min(len(run), queries // 2)) if len(run) else np.zeros(0, np.uint64)
+        q = np.sort(np.concatenate([inside, rng.integers(0, 2**64 - 1, queries // 2, dtype=np.uint64),
+                                    np.array([0, 2**64 - 1], np.uint64), inside[:3]]))  # fmt: skip
+        found = np.zeros(len(q), np.uint8)
+        found[::7] = 1  # set by an earlier run: stays set
+        expected = np.isin(q, run) | (found == 1)
+        hashing.sorted_member(run, q, found)
+        assert found.astype(bool).tolist() == expected.tolist()
+    with pytest.raises(ValueError, match="shorter"):
+        hashing.sorted_member(np.arange(3, dtype=np.uint64), np.arange(3, dtype=np.uint64), np.zeros(2, np.uint8))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import itertools
 from pathlib import Path
 
@@ -75,6 +76,17 @@ def test_on_invalid_empty_keeps_the_row(mapping) -> None:  # type: ignore[no-unt
     assert v.rejected == []
 
 
+@pytest.fixture(params=["accelerated", "numpy"])
+def keyset_search(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The KeySet tests run with the C galloping search and with numpy's searchsorted: same answers."""
+    validate_module = importlib.import_module("connectif_sync.validate")  # the package's `validate` is the function
+    if request.param == "accelerated":  # make install builds it; a missing build must fail, not skip
+        assert validate_module.sorted_member is not None, "connectif_sync._hashing is not built: run `make install`"
+    else:
+        monkeypatch.setattr(validate_module, "sorted_member", None)
+
+
+@pytest.mark.usefixtures("keyset_search")
 def test_keyset_across_many_additions() -> None:
     ks = KeySet()
     rng = np.random.default_rng(1)
@@ -86,6 +98,7 @@ def test_keyset_across_many_additions() -> None:
     assert len(ks) == 50_000
 
 
+@pytest.mark.usefixtures("keyset_search")
 def test_keyset_marks_every_occurrence_but_the_first_with_many_repeats() -> None:
     """Batches full of repeated keys (in any order) against a plain set: the first occurrence of a key, in
     the order given, is the new one; every later one, and every key of an earlier batch, is a repeat."""
@@ -106,6 +119,7 @@ def _add_as_a_set_would(ks: KeySet, seen: set[int], batch: np.ndarray) -> None:
     assert ks.add_new(batch).tolist() == expected
 
 
+@pytest.mark.usefixtures("keyset_search")
 def test_keyset_grows_through_many_batches_and_keeps_the_zero_key() -> None:
     """Keys added in batches of every size (the sorted runs merge many times) are each new once, whatever
     their value: 0 and the largest included."""
