@@ -343,3 +343,22 @@ def test_sync_params_is_run_sync_as_one_object(sample, tmp_path: Path) -> None: 
         k: v for k, v in by_call.report.as_dict().items() if k not in drop
     }
     assert by_params.report.mode == "plan" and by_params.report.sent > 0
+
+
+def test_a_mapping_that_reads_a_missing_column_fails_before_any_run_is_recorded(sample, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The source's columns are checked before the run starts: the error names the mapping's entry and the
+    fix, and neither a first run nor a full scan over a confirmed state records a run."""
+    from connectif_sync import MappingError, load_mapping
+
+    url, state, _ = _confirmed_first_run(sample, tmp_path, 500)
+    raw = yaml.safe_load((MAPPINGS_DIR / "contacts.yaml").read_text())
+    raw["fields"]["_name"]["column"] = "given_name"
+    bad = tmp_path / "contacts.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    for state_url in (state, f"sqlite:///{tmp_path / 'new.db'}"):
+        with StateStore(state_url) as store:
+            before = len(store.runs("contacts"))
+        with pytest.raises(MappingError, match=r"fields\._name\.column: column 'given_name' is not in the source.*Fix"):
+            run_sync("contacts", url, tmp_path / "bad", state_url=state_url, mapping=load_mapping(bad))
+        with StateStore(state_url) as store:
+            assert len(store.runs("contacts")) == before
