@@ -362,3 +362,43 @@ def test_a_mapping_that_reads_a_missing_column_fails_before_any_run_is_recorded(
             run_sync("contacts", url, tmp_path / "bad", state_url=state_url, mapping=load_mapping(bad))
         with StateStore(state_url) as store:
             assert len(store.runs("contacts")) == before
+
+
+def test_a_run_keeps_the_objects_before_it_out_of_full_collections_and_gives_them_back(
+    sample, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """During a run the process's earlier objects are frozen (a full collection would walk them all while
+    holding the GIL); after it, and after a failed one, nothing stays frozen. A caller's own freeze, or a
+    collector turned off, is left as it was."""
+    import gc
+
+    from connectif_sync import pipeline
+
+    frozen_during: list[int] = []
+    real_begin = pipeline._begin
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        frozen_during.append(gc.get_freeze_count())
+        return real_begin(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "_begin", spy)
+    url = _copy(sample, tmp_path)
+    assert gc.get_freeze_count() == 0
+    run_sync("contacts", url, tmp_path / "a", state_url=f"sqlite:///{tmp_path / 's.db'}")
+    assert frozen_during[-1] > 1000 and gc.get_freeze_count() == 0
+    with pytest.raises(ValueError, match="out_dir"):
+        run_sync("contacts", url, None)
+    assert gc.get_freeze_count() == 0
+    gc.freeze()  # a caller that froze its own objects (a server about to fork)
+    try:
+        mine = gc.get_freeze_count()
+        run_sync("contacts", url, tmp_path / "b", state_url=f"sqlite:///{tmp_path / 's.db'}")
+        assert frozen_during[-1] == mine and gc.get_freeze_count() == mine
+    finally:
+        gc.unfreeze()
+    gc.disable()
+    try:
+        run_sync("contacts", url, tmp_path / "c", state_url=f"sqlite:///{tmp_path / 's.db'}")
+        assert frozen_during[-1] == 0 and not gc.isenabled()
+    finally:
+        gc.enable()
