@@ -147,6 +147,29 @@ def test_latest_row_per_key_hash_wins() -> None:
     assert merged[:, 0].tolist() == [1, 3, 5] and merged[:, 1].tolist() == [3, 4, 5]
 
 
+def _latest_as_a_dict_would(layers: list[np.ndarray]) -> list[list[int]]:
+    latest: dict[int, list[int]] = {}
+    for layer in layers:
+        for row in layer.tolist():
+            latest[row[0]] = row
+    return [latest[k] for k in sorted(latest)]
+
+
+def test_latest_hashes_over_a_snapshot_merges_the_newer_rows_as_a_full_sort_would() -> None:
+    """A snapshot (sorted by key hash, each key once) under newer layers takes the merge: the same rows as
+    sorting everything, a newer row winning over the snapshot's and over an earlier newer one; a first layer
+    that is not sorted, or that repeats a key, takes the full sort."""
+    rng = np.random.default_rng(4)
+    for trial in range(200):
+        space = int(rng.integers(1, 500))
+        layers = [rng.integers(-space, space, size=(int(rng.integers(0, 200)), 3)) for _ in range(rng.integers(1, 4))]
+        for i, layer in enumerate(layers):
+            layer[:, 1] = np.arange(len(layer)) + 1000 * i  # which layer and row each one comes from
+        if trial % 3:  # the oldest layer is a snapshot
+            layers[0] = np.array(_latest_as_a_dict_would(layers[:1]), np.int64).reshape(-1, 3)
+        assert blocks.latest_hashes(layers).tolist() == _latest_as_a_dict_would(layers), trial
+
+
 def test_blocks_written_with_the_updated_at_column_still_read(
     store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
