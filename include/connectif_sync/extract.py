@@ -589,39 +589,66 @@ def read_ranges(
     transform: Callable[[Any, pa.Table], Iterable[Any]] | None = None,
     source_hash: bool = False,
 ) -> Iterator[Any]:
-    """The chunks of ``sqls`` in order, read by ``readers`` ADBC connections at once.
+    """The chunks of ``sqls`` in order, read by ``readers`` ADBC connections at once (:class:`RangeReads`,
+    started on the first chunk asked for; closing the consumer stops the threads)."""
+    reads = RangeReads(url, sqls, chunk_rows, readers, resumes, order_by, transform, source_hash)
+    try:
+        yield from reads
+    finally:
+        reads.close()
+
+
+class RangeReads:
+    """The chunks of ``sqls`` in order, read by ``readers`` ADBC connections at once, from the moment it is
+    made: the caller can do other work while the first queries run (the probe checks its first range
+    meanwhile).
 
     Query ``i`` is read by thread ``i % readers``, each with its own connection and a one-chunk queue; the
     consumer takes query 0's chunks, then query 1's, and so on, so the order is exactly that of reading the
     queries one after another, while the next queries are already being read. ``transform(conn, chunk)``, when
     given, runs in the reader thread (with its connection) and the items it gives are yielded instead of the
-    chunk;
-    ``source_hash`` loads the source-hash extension (:func:`adbc_connect`). Errors are re-raised in the
-    consumer; closing the consumer stops the threads.
+    chunk; ``source_hash`` loads the source-hash extension (:func:`adbc_connect`). Errors are re-raised in the
+    consumer. :meth:`close` stops the threads, whether the chunks were read or not.
     """
-    readers = max(1, min(readers, len(sqls)))
-    handoff = _Handoff(readers, 1)
 
-    def work(w: int) -> None:
-        try:
-            with arrow_connect(url, source_hash=source_hash) as conn:
-                for i in range(w, len(sqls), readers):
-                    resume = resumes[i] if resumes is not None else None
-                    for table in _adbc_cursor_batches(conn, url, sqls[i], chunk_rows, resume, order_by, page=True):
-                        for item in transform(conn, table) if transform is not None else (table,):
-                            if not handoff.put(w, item):
-                                return
-                    if not handoff.put(w, _DONE):
-                        return
-        except BaseException as exc:  # handed to the consumer
-            handoff.put(w, exc)
+    def __init__(
+        self,
+        url: str,
+        sqls: Sequence[str],
+        chunk_rows: int,
+        readers: int,
+        resumes: list[Resume] | None = None,
+        order_by: Sequence[str] = (),
+        transform: Callable[[Any, pa.Table], Iterable[Any]] | None = None,
+        source_hash: bool = False,
+    ) -> None:  # fmt: skip
+        self.count = len(sqls)
+        self.readers = max(1, min(readers, len(sqls)))
+        self.handoff = _Handoff(self.readers, 1)
+        handoff, n = self.handoff, self.readers
 
-    handoff.start(work, "connectif-sync-read")
-    try:
-        for i in range(len(sqls)):
-            yield from handoff.items(i % readers)
-    finally:
-        handoff.close()
+        def work(w: int) -> None:
+            try:
+                with arrow_connect(url, source_hash=source_hash) as conn:
+                    for i in range(w, len(sqls), n):
+                        resume = resumes[i] if resumes is not None else None
+                        for table in _adbc_cursor_batches(conn, url, sqls[i], chunk_rows, resume, order_by, page=True):
+                            for item in transform(conn, table) if transform is not None else (table,):
+                                if not handoff.put(w, item):
+                                    return
+                        if not handoff.put(w, _DONE):
+                            return
+            except BaseException as exc:  # handed to the consumer
+                handoff.put(w, exc)
+
+        handoff.start(work, "connectif-sync-read")
+
+    def __iter__(self) -> Iterator[Any]:
+        for i in range(self.count):
+            yield from self.handoff.items(i % self.readers)
+
+    def close(self) -> None:
+        self.handoff.close()
 
 
 def _sqlalchemy_batches(url: str, sql: str, chunk_rows: int) -> Iterator[pa.Table]:

@@ -11,6 +11,7 @@ either path serves both.
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,12 +22,12 @@ import sqlalchemy as sa
 from connectif_sync.diff import database_hashes, signed
 from connectif_sync.extract import (
     PROBE_HASH_COLUMN,
+    RangeReads,
     arrow_connect,
     arrow_source,
     integer_ranges,
     latest_update_query,
     probe_query,
-    read_ranges,
     read_rows,
     read_table,
     resume_probe,
@@ -95,19 +96,15 @@ def probe(
     fp = signed(fingerprint)
     if not sqlite and source_hash_sql(mapping, dialect, fp) is None:
         return None
-    index.prepare_sources()  # the look-up table, built once before the threads share the index
-    with arrow_connect(source_url, source_hash=sqlite) as conn:  # is it worth it? the first range tells
-        first = read_table(conn, source_url, probe_query(mapping, dialect, fp, id_range=ranges[0]), chunk_rows,
-                           resume_probe(mapping, dialect, fp, id_range=ranges[0]), mapping.order_by)  # fmt: skip
-        if first.num_rows == 0 or index.find_sources(_hashes_of(first))[0].mean() < PROBE_MIN_KNOWN:
-            return None
-        top = _latest_update(conn, source_url, mapping, dialect, chunk_rows)
     key = mapping.order_by[0]
+    decided = threading.Event()  # set once the first range said whether the probe pays (``go``)
+    go = False
 
     def transform(conn: Any, probed: pa.Table) -> Iterator[Prepared]:
         """In a reader thread: the rows of one probed page that are not confirmed, read in full and shaped, in
         chunks of at most ``chunk_rows`` rows (the first also carries the page's confirmed rows)."""
-        if probed.num_rows == 0:
+        decided.wait()
+        if not go or probed.num_rows == 0:
             return
         known, at = index.find_sources(_hashes_of(probed))
         ids = probed.column(key).combine_chunks()
@@ -132,11 +129,35 @@ def probe(
 
     sqls = [probe_query(mapping, dialect, fp, id_range=r) for r in spans]
     resumes = [resume_probe(mapping, dialect, fp, id_range=r) for r in spans]
+    pages: RangeReads | None = None
+    try:
+        with arrow_connect(source_url, source_hash=sqlite) as conn:
+            top = _latest_update(conn, source_url, mapping, dialect, chunk_rows)  # before any page is read
+            # The pages are read from now on: the database works on the first ones while this thread prepares
+            # the index's look-up table and checks the first range (a full scan's serial start, bench/README.md,
+            # session 10).
+            pages = RangeReads(source_url, sqls, chunk_rows * PROBE_SPAN, readers, resumes, mapping.order_by,
+                               transform, source_hash=sqlite)  # fmt: skip
+            index.prepare_sources()  # the look-up table, built once before the threads share the index
+            first = read_table(conn, source_url, probe_query(mapping, dialect, fp, id_range=ranges[0]), chunk_rows,
+                               resume_probe(mapping, dialect, fp, id_range=ranges[0]), mapping.order_by)  # fmt: skip
+            go = first.num_rows > 0 and index.find_sources(_hashes_of(first))[0].mean() >= PROBE_MIN_KNOWN
+    except BaseException:
+        decided.set()
+        if pages is not None:
+            pages.close()
+        raise
+    decided.set()
+    if not go:  # mostly unconfirmed, e.g. by a version that hashed otherwise: the full read instead
+        pages.close()
+        return None
 
     def chunks() -> Iterator[Prepared]:
-        yield Prepared.empty(high=top)  # the run's high-water mark
-        yield from read_ranges(source_url, sqls, chunk_rows * PROBE_SPAN, readers, resumes, mapping.order_by,
-                               transform, source_hash=sqlite)  # fmt: skip
+        try:
+            yield Prepared.empty(high=top)  # the run's high-water mark
+            yield from pages
+        finally:
+            pages.close()
 
     return chunks()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +222,35 @@ def test_probe_stands_aside_when_it_would_not_pay(
     run = _second_run(db, state, tmp_path / "b", True, monkeypatch)
     assert not run["probed"]
     assert run["report"]["changed"] > 1500 and run["report"]["unchanged"] < 200
+    # The pages were being read while the first range was checked: their readers stopped with the probe.
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("connectif-sync-read")]
+
+
+def test_the_high_water_mark_is_read_before_any_page(
+    sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probe reads the latest ``updated_at`` before its pages start (they start while it checks the first
+    range): a row updated after its page was read then has a later time than the mark, so the next
+    incremental run reads it again; a mark read after some pages could pass it by."""
+    db = _copy(sample, tmp_path)
+    state = _confirmed(db, tmp_path)
+    _exec(db, "UPDATE customers SET last_name = 'Moved', updated_at = '2026-02-01 00:00:00' WHERE id % 50 = 7")
+    events: list[str] = []
+    real_latest, real_reads = probing._latest_update, probing.RangeReads
+
+    def latest(*a: Any, **k: Any) -> Any:
+        events.append("high-water mark")
+        return real_latest(*a, **k)
+
+    def reads(*a: Any, **k: Any) -> Any:
+        events.append("pages")
+        return real_reads(*a, **k)
+
+    monkeypatch.setattr(probing, "_latest_update", latest)
+    monkeypatch.setattr(probing, "RangeReads", reads)
+    run = _second_run(db, state, tmp_path / "b", True, monkeypatch)
+    assert run["probed"] and events == ["high-water mark", "pages"]
+    assert run["report"]["high_water"] == "2026-02-01 00:00:00"
 
 
 def test_a_mostly_changed_page_is_read_whole_a_chunk_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
