@@ -145,7 +145,7 @@ def latest_hashes(layers: Sequence[np.ndarray]) -> np.ndarray:
         return np.empty((0, 3), np.int64)
     if len(present) > 1 and _sorted_unique(present[0][:, 0]):
         newer = present[1] if len(present) == 2 else np.concatenate(present[1:])
-        return _merge_latest(present[0], newer[_latest_positions(newer[:, 0])])
+        return _merge_latest(present[0], newer, _latest_positions(newer[:, 0]))
     stacked = present[0] if len(present) == 1 else np.concatenate(present)
     return stacked[_latest_positions(stacked[:, 0])]
 
@@ -154,16 +154,23 @@ def _sorted_unique(keys: np.ndarray) -> bool:
     return len(keys) < 2 or bool(np.all(keys[1:] > keys[:-1]))
 
 
-def _merge_latest(older: np.ndarray, newer: np.ndarray) -> np.ndarray:
-    """Two arrays sorted by key hash, each key once in each: their union, ``newer``'s row where both have a
-    key. A stable sort of the two runs is a merge (timsort finds the runs), and puts ``older``'s row of a key
-    first."""
-    stacked = np.concatenate([older, newer])
-    order = np.argsort(stacked[:, 0], kind="stable")
-    keys = stacked[order, 0]
+def _merge_latest(older: np.ndarray, newer: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """The union of ``older`` (sorted by key hash, each key once) and the rows ``at`` of ``newer`` (the same
+    order), ``newer``'s row where both have a key. A stable sort of the two runs of keys is a merge (timsort
+    finds the runs) and puts ``older``'s row of a key first; the rows are then taken from where they are, not
+    from a copy of both (24 bytes a row less at the commit's peak)."""
+    keys = np.concatenate([older[:, 0], newer[at, 0]])
+    order = np.argsort(keys, kind="stable")
+    keys = keys[order]
     last = np.ones(len(keys), bool)
     last[:-1] = keys[1:] != keys[:-1]
-    return stacked[order[last]]
+    del keys
+    order = order[last]
+    from_older = order < len(older)
+    out = np.empty((len(order), 3), np.int64)
+    out[from_older] = older[order[from_older]]
+    out[~from_older] = newer[at[order[~from_older] - len(older)]]
+    return out
 
 
 def hashes_of(table: pa.Table) -> np.ndarray:
