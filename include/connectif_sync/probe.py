@@ -96,37 +96,7 @@ def probe(
     fp = signed(fingerprint)
     if not sqlite and source_hash_sql(mapping, dialect, fp) is None:
         return None
-    key = mapping.order_by[0]
-    decided = threading.Event()  # set once the first range said whether the probe pays (``go``)
-    go = False
-
-    def transform(conn: Any, probed: pa.Table) -> Iterator[Prepared]:
-        """In a reader thread: the rows of one probed page that are not confirmed, read in full and shaped, in
-        chunks of at most ``chunk_rows`` rows (the first also carries the page's confirmed rows)."""
-        decided.wait()
-        if not go or probed.num_rows == 0:
-            return
-        known, at = index.find_sources(_hashes_of(probed))
-        ids = probed.column(key).combine_chunks()
-        if (~known).mean() > PROBE_FULL_READ:  # mostly unconfirmed: read the page's key range whole
-            values = ids.to_numpy()  # in key order
-            for start in range(0, len(values), chunk_rows):
-                lo, hi = int(values[start]), int(values[min(start + chunk_rows, len(values)) - 1]) + 1
-                full = read_rows(conn, source_url, mapping, dialect, chunk_rows, id_range=(lo, hi), source_hash=fp)
-                yield prepare(full, mapping, fingerprint, index)
-            return
-        wanted = ids.filter(pa.array(~known)).to_pylist()
-        step = max(1, int(chunk_rows * PROBE_FULL_READ))  # at most what a chunk's read by key ever asked for
-        for start in range(0, max(len(wanted), 1), step):  # at least once: the confirmed rows go with the first
-            rest = read_rows(conn, source_url, mapping, dialect, chunk_rows, ids=wanted[start : start + step],
-                             source_hash=fp)  # fmt: skip
-            if start:
-                yield prepare(rest, mapping, fingerprint, index)
-                continue
-            # Rows read again count once: the probe's known ones plus whatever the second read returned (a row
-            # deleted in between is simply not extracted, as with any read that is not one transaction).
-            yield prepare(rest, mapping, fingerprint, index, None, at[known], int(known.sum()) + rest.num_rows)
-
+    pager = _Pager(source_url, mapping, dialect, index, fingerprint, chunk_rows)
     sqls = [probe_query(mapping, dialect, fp, id_range=r) for r in spans]
     resumes = [resume_probe(mapping, dialect, fp, id_range=r) for r in spans]
     pages: RangeReads | None = None
@@ -137,17 +107,17 @@ def probe(
             # the index's look-up table and checks the first range (a full scan's serial start, bench/README.md,
             # session 10).
             pages = RangeReads(source_url, sqls, chunk_rows * PROBE_SPAN, readers, resumes, mapping.order_by,
-                               transform, source_hash=sqlite)  # fmt: skip
+                               pager.transform, source_hash=sqlite)  # fmt: skip
             index.prepare_sources()  # the look-up table, built once before the threads share the index
             first = read_table(conn, source_url, probe_query(mapping, dialect, fp, id_range=ranges[0]), chunk_rows,
                                resume_probe(mapping, dialect, fp, id_range=ranges[0]), mapping.order_by)  # fmt: skip
             go = first.num_rows > 0 and index.find_sources(_hashes_of(first))[0].mean() >= PROBE_MIN_KNOWN
     except BaseException:
-        decided.set()
+        pager.decide(False)
         if pages is not None:
             pages.close()
         raise
-    decided.set()
+    pager.decide(go)
     if not go:  # mostly unconfirmed, e.g. by a version that hashed otherwise: the full read instead
         pages.close()
         return None
@@ -160,6 +130,52 @@ def probe(
             pages.close()
 
     return chunks()
+
+
+class _Pager:
+    """What the reader threads do with each probed page: the rows that are not confirmed, read in full and
+    shaped (:meth:`transform`), once the first range said the probe pays (:meth:`decide`)."""
+
+    def __init__(
+        self, url: str, mapping: Mapping, dialect: sa.Dialect, index: StateIndex, fingerprint: np.uint64,
+        chunk_rows: int,
+    ) -> None:  # fmt: skip
+        self.url, self.mapping, self.dialect, self.index = url, mapping, dialect, index
+        self.fingerprint, self.fp, self.chunk_rows = fingerprint, signed(fingerprint), chunk_rows
+        self._decided = threading.Event()
+        self._go = False
+
+    def decide(self, go: bool) -> None:
+        self._go = go
+        self._decided.set()
+
+    def transform(self, conn: Any, probed: pa.Table) -> Iterator[Prepared]:
+        """In a reader thread: the rows of one probed page that are not confirmed, read in full and shaped, in
+        chunks of at most ``chunk_rows`` rows (the first also carries the page's confirmed rows)."""
+        self._decided.wait()
+        if not self._go or probed.num_rows == 0:
+            return
+        m, index, chunk_rows = self.mapping, self.index, self.chunk_rows
+        known, at = index.find_sources(_hashes_of(probed))
+        ids = probed.column(m.order_by[0]).combine_chunks()
+        if (~known).mean() > PROBE_FULL_READ:  # mostly unconfirmed: read the page's key range whole
+            values = ids.to_numpy()  # in key order
+            for start in range(0, len(values), chunk_rows):
+                lo, hi = int(values[start]), int(values[min(start + chunk_rows, len(values)) - 1]) + 1
+                full = read_rows(conn, self.url, m, self.dialect, chunk_rows, id_range=(lo, hi), source_hash=self.fp)
+                yield prepare(full, m, self.fingerprint, index)
+            return
+        wanted = ids.filter(pa.array(~known)).to_pylist()
+        step = max(1, int(chunk_rows * PROBE_FULL_READ))  # at most what a chunk's read by key ever asked for
+        for start in range(0, max(len(wanted), 1), step):  # at least once: the confirmed rows go with the first
+            rest = read_rows(conn, self.url, m, self.dialect, chunk_rows, ids=wanted[start : start + step],
+                             source_hash=self.fp)  # fmt: skip
+            if start:
+                yield prepare(rest, m, self.fingerprint, index)
+                continue
+            # Rows read again count once: the probe's known ones plus whatever the second read returned (a row
+            # deleted in between is simply not extracted, as with any read that is not one transaction).
+            yield prepare(rest, m, self.fingerprint, index, None, at[known], int(known.sum()) + rest.num_rows)
 
 
 def _latest_update(conn: Any, url: str, mapping: Mapping, dialect: sa.Dialect, chunk_rows: int) -> str | None:
