@@ -466,29 +466,27 @@ def check_source_columns(mapping: Mapping, source_url: str) -> None:
     mapping reads that its source does not have (instead of the database's "no such column" mid-run)."""
     import sqlalchemy as sa
 
-    engine = sa.create_engine(source_url)
-    try:
-        with engine.connect() as conn:
-            if mapping.table:
-                schema, _, name = mapping.table.rpartition(".")
-                inspector = sa.inspect(conn)
-                if not inspector.has_table(name, schema=schema or None):
-                    raise MappingError(
-                        [f"{mapping.path}: source.table: {mapping.table!r} is not a table of the source database. "
-                         "Fix: write the name of an existing table (or view), or use source.sql"]
-                    )  # fmt: skip
-                have = [c["name"] for c in inspector.get_columns(name, schema=schema or None)]
-            elif mapping.sql:
-                sql = mapping.sql_for(conn.dialect.name)
-                query = sa.text(f"SELECT * FROM ({sql}) AS mapping_check WHERE 1 = 0")
-                try:
-                    have = list(conn.execute(query).keys())
-                except sa.exc.DBAPIError:  # e.g. SQL Server refuses ORDER BY in a subquery: the read will tell
-                    return
-            else:
+    from connectif_sync.extract import source_engine  # (extract imports this module)
+
+    with source_engine(source_url).connect() as conn:
+        if mapping.table:
+            schema, _, name = mapping.table.rpartition(".")
+            inspector = sa.inspect(conn)
+            if not inspector.has_table(name, schema=schema or None):
+                raise MappingError(
+                    [f"{mapping.path}: source.table: {mapping.table!r} is not a table of the source database. "
+                     "Fix: write the name of an existing table (or view), or use source.sql"]
+                )  # fmt: skip
+            have = [c["name"] for c in inspector.get_columns(name, schema=schema or None)]
+        elif mapping.sql:
+            sql = mapping.sql_for(conn.dialect.name)
+            query = sa.text(f"SELECT * FROM ({sql}) AS mapping_check WHERE 1 = 0")
+            try:
+                have = list(conn.execute(query).keys())
+            except sa.exc.DBAPIError:  # e.g. SQL Server refuses ORDER BY in a subquery: the read will tell
                 return
-    finally:
-        engine.dispose()
+        else:
+            return
     known = {c.lower() for c in have}
     problems: list[str] = []
     where: dict[str, str] = {}

@@ -14,7 +14,8 @@ import sqlalchemy as sa
 
 import sample_erp as erp
 from connectif_sync import extract_arrow, resolve_mapping
-from connectif_sync.extract import arrow_source, integer_ranges
+from connectif_sync.extract import arrow_source, integer_ranges, source_dialect, source_engine
+from connectif_sync.mappings import check_source_columns
 
 
 @pytest.mark.parametrize("obj", ["contacts", "products", "purchases", "coupons"])
@@ -84,3 +85,27 @@ def test_ranges_come_from_the_database_estimate_and_always_cover_every_key(
         chunks = list(extract_arrow(server_database, m, chunk_rows=100, readers=2))
         assert all(c.num_rows <= 200 for c in chunks)  # a range over two chunks comes in slices of one
         assert [i for c in chunks for i in c.column("id").to_pylist()] == expected
+
+
+def test_the_source_queries_share_one_engine_and_leave_no_connection_open(server_database: str) -> None:
+    """The columns check, the key range and the server's version go through one engine per source URL (its
+    dialect is initialised once: on MySQL a few queries each time otherwise), whose connections are not
+    pooled: none stays open on the database after them."""
+    erp.generate(server_database, contacts=300, products=5, orders=5, seed=3)
+    m = resolve_mapping("contacts")
+    check_source_columns(m, server_database)
+    assert integer_ranges(server_database, m, 100)
+    source_dialect(server_database)
+    assert source_engine(server_database) is source_engine(sa.make_url(server_database))
+    counter = sa.create_engine(server_database)
+    mysql = counter.dialect.name in ("mysql", "mariadb")
+    others = (
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = DATABASE() AND ID <> CONNECTION_ID()"
+        if mysql
+        else "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    try:
+        with counter.connect() as conn:
+            assert conn.execute(sa.text(others)).scalar() == 0
+    finally:
+        counter.dispose()
