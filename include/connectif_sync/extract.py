@@ -5,7 +5,7 @@ Two paths produce the same Arrow chunks:
 * **Arrow-native drivers** (SQLite files, PostgreSQL, MySQL/MariaDB): the database's rows arrive as Arrow
   record batches without a Python object per row, which is what makes a million rows take about a second.
   SQLite and PostgreSQL through ADBC (PostgreSQL with ``COPY ... TO STDOUT`` in binary), MySQL through
-  ConnectorX (Rust; its ``arrow_stream`` result). All three go through the same reader (:func:`read_ranges`:
+  ConnectorX (Rust; its ``arrow_stream`` result). All three go through the same reader (:class:`RangeReads`:
   ranges of an integer key read by several connections at once, in order).
 * **SQLAlchemy** (any other database, or ``path="sqlalchemy"``): ``stream_results`` / ``yield_per``
   (a server-side cursor where the driver has one) and ``Result.partitions()``; each partition becomes an
@@ -586,29 +586,10 @@ def read_rows(conn: Any, url: str, mapping: Mapping, dialect: sa.Dialect, chunk_
     )  # fmt: skip
 
 
-def read_ranges(
-    url: str,
-    sqls: Sequence[str],
-    chunk_rows: int,
-    readers: int,
-    resumes: list[Resume] | None = None,
-    order_by: Sequence[str] = (),
-    transform: Callable[[Any, pa.Table], Iterable[Any]] | None = None,
-    source_hash: bool = False,
-) -> Iterator[Any]:
-    """The chunks of ``sqls`` in order, read by ``readers`` ADBC connections at once (:class:`RangeReads`,
-    started on the first chunk asked for; closing the consumer stops the threads)."""
-    reads = RangeReads(url, sqls, chunk_rows, readers, resumes, order_by, transform, source_hash)
-    try:
-        yield from reads
-    finally:
-        reads.close()
-
-
 class RangeReads:
     """The chunks of ``sqls`` in order, read by ``readers`` ADBC connections at once, from the moment it is
     made: the caller can do other work while the first queries run (the probe checks its first range
-    meanwhile).
+    meanwhile); whoever makes one closes it, read or not.
 
     Query ``i`` is read by thread ``i % readers``, each with its own connection and a one-chunk queue; the
     consumer takes query 0's chunks, then query 1's, and so on, so the order is exactly that of reading the
@@ -678,7 +659,7 @@ T = TypeVar("T")
 
 
 class _Handoff:
-    """Threads handing items to one consumer through bounded queues (``prefetch``, ``read_ranges``).
+    """Threads handing items to one consumer through bounded queues (``prefetch``, ``RangeReads``).
 
     A producer's ``put`` gives up once the consumer stopped; an exception put in a queue is re-raised by the
     consumer; ``close`` stops the producers and drains their queues so that none stays blocked.
@@ -816,7 +797,11 @@ def extract_arrow(
     if ranges:
         sqls = [build_query(mapping, dialect, id_range=r, source_hash=source_hash) for r in ranges]
         resumes = [resume_query(mapping, dialect, id_range=r, source_hash=source_hash) for r in ranges]
-        yield from read_ranges(source_url, sqls, chunk_rows, readers, resumes, mapping.order_by)
+        reads = RangeReads(source_url, sqls, chunk_rows, readers, resumes, mapping.order_by)
+        try:
+            yield from reads
+        finally:
+            reads.close()
     elif use_adbc:
         resume = resume_query(mapping, dialect, since=since, window=window, keys=keys, source_hash=source_hash)
         with arrow_connect(source_url) as conn:

@@ -16,7 +16,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 import sample_erp as erp
 from connectif_sync import Window, extract, extract_arrow, resolve_mapping, run_sync
-from connectif_sync.extract import _bound, build_query, integer_ranges, prefetch, read_ranges
+from connectif_sync.extract import RangeReads, _bound, build_query, integer_ranges, prefetch
 
 
 def test_queries_per_dialect() -> None:
@@ -111,13 +111,17 @@ def test_range_reader_errors_and_early_close(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'erp.db'}"
     erp.generate(url, contacts=300, products=5, orders=5, seed=2)
     sqls = [f"SELECT id FROM customers WHERE id >= {a} AND id < {a + 50} ORDER BY id" for a in range(1, 301, 50)]
-    reader = read_ranges(url, sqls, 10, 2)
-    first = next(reader)
+    reads = RangeReads(url, sqls, 10, 2)
+    first = next(iter(reads))
     assert first.column("id").to_pylist() == list(range(1, 11))
-    reader.close()  # stops both threads without reading the rest
+    reads.close()  # stops both threads without reading the rest
     assert not [t for t in threading.enumerate() if t.name.startswith("connectif-sync-read")]
+    RangeReads(url, sqls, 10, 2).close()  # closed before anything was read: the threads stop too
+    assert not [t for t in threading.enumerate() if t.name.startswith("connectif-sync-read")]
+    failing = RangeReads(url, [*sqls[:2], "SELECT id FROM nowhere"], 10, 2)
     with pytest.raises(Exception, match="no such table"):
-        list(read_ranges(url, [*sqls[:2], "SELECT id FROM nowhere"], 10, 2))
+        list(failing)
+    failing.close()
 
 
 def test_a_column_null_through_the_first_batch_then_text_is_read_whole(tmp_path: Path) -> None:
