@@ -24,7 +24,8 @@
  * sorted copy and its order) and find needles in it.
  *
  * sorted_member(run, queries, found): membership of ascending hashes in an ascending array, by galloping
- * (the duplicate rule's sorted runs of keys).
+ * (the duplicate rule's sorted runs of keys). merge_latest(older, newer, at, out): two sorted tables of
+ * hashes merged, the newer row winning (the commit's snapshot).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -350,6 +351,56 @@ done:
     return ret;
 }
 
+/* merge_latest(older, newer, at, out): the union of two tables of (key hash, row hash, source hash) rows,
+ * int64 each, sorted by key hash: ``older`` (each key once) and the rows ``at`` of ``newer`` (positions, in
+ * key order, each key once); the newer row where both have a key. Written into ``out`` (room for both);
+ * returns the number of rows. One pass, no temporary arrays: the commit merges a file's rows into the
+ * snapshot of a million keys (store/blocks.py). */
+static PyObject *merge_latest(PyObject *self, PyObject *args) {
+    Py_buffer older, newer, at, out;
+    if (!PyArg_ParseTuple(args, "y*y*y*w*", &older, &newer, &at, &out)) return NULL;
+    PyObject *ret = NULL;
+    const Py_ssize_t row = 3 * (Py_ssize_t)sizeof(int64_t);
+    Py_ssize_t n = older.len / row, nn = newer.len / row, m = at.len / (Py_ssize_t)sizeof(int64_t);
+    if (older.len % row || newer.len % row || out.len < (n + m) * row) {
+        PyErr_SetString(PyExc_ValueError, "merge_latest: rows are 3 int64, and out needs room for both tables");
+        goto done;
+    }
+    const int64_t *o = (const int64_t *)older.buf, *w = (const int64_t *)newer.buf, *a = (const int64_t *)at.buf;
+    int64_t *r = (int64_t *)out.buf;
+    Py_ssize_t i = 0, j = 0, k = 0;
+    int bad = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t q = 0; q < m; q++)
+        if (a[q] < 0 || a[q] >= nn) bad = 1;
+    while (!bad && (i < n || j < m)) {
+        const int64_t *x = i < n ? o + 3 * i : NULL, *y = j < m ? w + 3 * a[j] : NULL;
+        const int64_t *pick;
+        if (y == NULL || (x != NULL && x[0] < y[0])) {
+            pick = x;
+            i++;
+        } else {
+            if (x != NULL && x[0] == y[0]) i++; /* the newer row replaces the older one */
+            pick = y;
+            j++;
+        }
+        memcpy(r + 3 * k, pick, (size_t)row);
+        k++;
+    }
+    Py_END_ALLOW_THREADS
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "merge_latest: a position is outside newer");
+        goto done;
+    }
+    ret = PyLong_FromSsize_t(k);
+done:
+    PyBuffer_Release(&older);
+    PyBuffer_Release(&newer);
+    PyBuffer_Release(&at);
+    PyBuffer_Release(&out);
+    return ret;
+}
+
 static PyMethodDef methods[] = {
     {"hash_rows", hash_rows, METH_VARARGS,
      "hash_rows(columns, n, out, sizes=None): the joined-row hash of n rows of Arrow string columns into out "
@@ -361,6 +412,9 @@ static PyMethodDef methods[] = {
     {"sorted_member", sorted_member, METH_VARARGS,
      "sorted_member(run, queries, found): set found[i] (uint8) where the ascending uint64 run holds queries[i] "
      "(ascending too)."},
+    {"merge_latest", merge_latest, METH_VARARGS,
+     "merge_latest(older, newer, at, out): the union of older and newer[at] (rows of 3 int64 sorted by the "
+     "first, each key once), newer's row for a key both have, into out; returns the number of rows."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -29,6 +29,11 @@ except ImportError:  # built without a C compiler: the numpy code gives the same
 ACCELERATED = _c is not None
 """True when the C accelerator is installed (``connectif_sync._hashing``)."""
 
+merge_latest = _c.merge_latest if _c is not None else None
+"""``merge_latest(older, newer, at, out) -> rows``: the union of two tables of int64 ``(key hash, row hash,
+source hash)`` rows sorted by key hash, ``newer[at]``'s row winning (:func:`~connectif_sync.store.blocks.
+latest_hashes`); None without the C accelerator."""
+
 sorted_member = _c.sorted_member if _c is not None else None
 """``sorted_member(run, queries, found)``: set ``found[i]`` (uint8) where the ascending uint64 ``run`` holds
 the ascending ``queries[i]``; None without the C accelerator (numpy's ``searchsorted`` then)."""

@@ -155,10 +155,17 @@ def _latest_as_a_dict_would(layers: list[np.ndarray]) -> list[list[int]]:
     return [latest[k] for k in sorted(latest)]
 
 
-def test_latest_hashes_over_a_snapshot_merges_the_newer_rows_as_a_full_sort_would() -> None:
-    """A snapshot (sorted by key hash, each key once) under newer layers takes the merge: the same rows as
-    sorting everything, a newer row winning over the snapshot's and over an earlier newer one; a first layer
-    that is not sorted, or that repeats a key, takes the full sort."""
+@pytest.mark.parametrize("accelerated", [True, False])
+def test_latest_hashes_over_a_snapshot_merges_the_newer_rows_as_a_full_sort_would(
+    accelerated: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A snapshot (sorted by key hash, each key once) under newer layers takes the merge (in C, or numpy's
+    without the accelerator): the same rows as sorting everything, a newer row winning over the snapshot's and
+    over an earlier newer one; a first layer that is not sorted, or that repeats a key, takes the full sort."""
+    if accelerated:  # make install builds it; a missing build must fail, not skip
+        assert blocks.merge_latest is not None, "connectif_sync._hashing is not built: run `make install`"
+    else:
+        monkeypatch.setattr(blocks, "merge_latest", None)
     rng = np.random.default_rng(4)
     for trial in range(200):
         space = int(rng.integers(1, 500))
@@ -200,3 +207,15 @@ def test_blocks_written_with_the_updated_at_column_still_read(
         store.confirm_file(first.files[0].path)  # compacts the old blocks and the new into this version's
     assert _tables(store_url)[1] == 1 and _seen(store_url) == seen
     assert run_sync("contacts", url, tmp_path / "run2", state_url=store_url).report.sent == 0
+
+
+def test_the_c_merge_refuses_positions_outside_the_newer_rows_and_a_short_output() -> None:
+    assert blocks.merge_latest is not None, "connectif_sync._hashing is not built: run `make install`"
+    older, newer = np.array([[1, 2, 3]], np.int64), np.array([[4, 5, 6]], np.int64)
+    with pytest.raises(ValueError, match="outside"):
+        blocks.merge_latest(older, newer, np.array([1], np.int64), np.empty((2, 3), np.int64))
+    with pytest.raises(ValueError, match="room"):
+        blocks.merge_latest(older, newer, np.array([0], np.int64), np.empty((1, 3), np.int64))
+    out = np.empty((2, 3), np.int64)
+    assert blocks.merge_latest(older, newer, np.array([0], np.int64), out) == 2
+    assert out.tolist() == [[1, 2, 3], [4, 5, 6]]
