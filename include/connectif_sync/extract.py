@@ -35,6 +35,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from connectif_sync.mappings import Mapping
+from connectif_sync.sources import source_engine
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -242,20 +243,6 @@ def _server_dialect(url: str) -> sa.Dialect:
         with engine.connect():  # the dialect reads the server's name and version on its first connection
             pass
     return engine.dialect
-
-
-def source_engine(url: str | sa.URL) -> sa.Engine:
-    """The process's engine for a source's own queries (its columns, its key range, its server's version).
-
-    One per URL: SQLAlchemy initialises an engine's dialect on its first connection (on MySQL/MariaDB a few
-    queries, 0.02-0.03 s of each run's serial start when every query made an engine of its own). Its
-    connections are not pooled (``NullPool``): none stays open between the queries or after a run."""
-    return _source_engine(url if isinstance(url, str) else url.render_as_string(hide_password=False))
-
-
-@functools.lru_cache(maxsize=16)
-def _source_engine(url: str) -> sa.Engine:
-    return sa.create_engine(url, poolclass=sa.pool.NullPool)
 
 
 def adbc_uri(url: str | sa.URL) -> tuple[str, str] | None:

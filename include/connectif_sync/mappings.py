@@ -38,6 +38,7 @@ from typing import Any
 
 import yaml
 
+from connectif_sync.sources import source_engine
 from connectif_sync.thresholds import Thresholds
 
 MAPPINGS_DIR = Path(__file__).with_name("mappings")
@@ -465,8 +466,6 @@ def check_source_columns(mapping: Mapping, source_url: str) -> None:
     """Raise a :class:`MappingError` naming the mapping file, the entry and the fix for every column the
     mapping reads that its source does not have (instead of the database's "no such column" mid-run)."""
     import sqlalchemy as sa
-
-    from connectif_sync.extract import source_engine  # (extract imports this module)
 
     with source_engine(source_url).connect() as conn:
         if mapping.table:

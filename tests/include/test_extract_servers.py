@@ -14,8 +14,9 @@ import sqlalchemy as sa
 
 import sample_erp as erp
 from connectif_sync import extract_arrow, resolve_mapping
-from connectif_sync.extract import arrow_source, integer_ranges, source_dialect, source_engine
+from connectif_sync.extract import arrow_source, integer_ranges, source_dialect
 from connectif_sync.mappings import check_source_columns
+from connectif_sync.sources import source_engine
 
 
 @pytest.mark.parametrize("obj", ["contacts", "products", "purchases", "coupons"])
