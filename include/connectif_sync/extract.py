@@ -583,7 +583,7 @@ class RangeReads:
     queries one after another, while the next queries are already being read. ``transform(conn, chunk)``, when
     given, runs in the reader thread (with its connection) and the items it gives are yielded instead of the
     chunk; ``source_hash`` loads the source-hash extension (:func:`adbc_connect`). Errors are re-raised in the
-    consumer. :meth:`close` stops the threads, whether the chunks were read or not.
+    consumer. :meth:`close` (or leaving a ``with`` block) stops the threads, whether the chunks were read or not.
     """
 
     def __init__(
@@ -624,6 +624,12 @@ class RangeReads:
 
     def close(self) -> None:
         self.handoff.close()
+
+    def __enter__(self) -> RangeReads:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _sqlalchemy_batches(url: str, sql: str, chunk_rows: int) -> Iterator[pa.Table]:
@@ -784,11 +790,8 @@ def extract_arrow(
     if ranges:
         sqls = [build_query(mapping, dialect, id_range=r, source_hash=source_hash) for r in ranges]
         resumes = [resume_query(mapping, dialect, id_range=r, source_hash=source_hash) for r in ranges]
-        reads = RangeReads(source_url, sqls, chunk_rows, readers, resumes, mapping.order_by)
-        try:
+        with RangeReads(source_url, sqls, chunk_rows, readers, resumes, mapping.order_by) as reads:
             yield from reads
-        finally:
-            reads.close()
     elif use_adbc:
         resume = resume_query(mapping, dialect, since=since, window=window, keys=keys, source_hash=source_hash)
         with arrow_connect(source_url) as conn:

@@ -52,8 +52,8 @@ come in chunks of at most ``chunk_rows``."""
 def probe_pages(ranges: list[tuple[int, int]], readers: int) -> list[tuple[int, int]]:
     """The key ranges grouped into pages of at most :data:`PROBE_SPAN` consecutive ranges, as many pages as
     a multiple of ``readers`` allows and as even as can be: page ``i`` is read by reader ``i % readers``
-    (:class:`~connectif_sync.extract.RangeReads`), so the readers' shares differ by a range per page at most. 34 ranges
-    cut every 8 made pages of 8, 8, 8, 8 and 2: one reader read 18 ranges and the other 16, and a
+    (:class:`~connectif_sync.extract.RangeReads`), so the readers' shares differ by a range per page at most.
+    34 ranges cut every 8 made pages of 8, 8, 8, 8 and 2: one reader read 18 ranges and the other 16, and a
     PostgreSQL full scan waited 0.1-0.2 s for the first (bench/README.md, session 9); now 6 pages of 5-6."""
     if not ranges:
         return []
@@ -123,11 +123,9 @@ def probe(
         return None
 
     def chunks() -> Iterator[Prepared]:
-        try:
+        with pages:
             yield Prepared.empty(high=top)  # the run's high-water mark
             yield from pages
-        finally:
-            pages.close()
 
     return chunks()
 

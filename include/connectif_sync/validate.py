@@ -57,7 +57,7 @@ class KeySet:
     def _contains_sorted(self, sorted_h: np.ndarray) -> np.ndarray:
         found = np.zeros(len(sorted_h), dtype=bool)
         for run in self._runs:  # runs are never empty
-            if sorted_member is not None:  # galloping from one query to the next: 0.65 -> 0.1 s for 3M keys
+            if sorted_member is not None:  # galloping from one query to the next: 0.65 -> 0.25 s for 3M keys
                 sorted_member(run, sorted_h, found.view(np.uint8))
                 continue
             # Sorted queries make searchsorted walk each run in order: several times faster than random probes.

@@ -116,7 +116,8 @@ def test_range_reader_errors_and_early_close(tmp_path: Path) -> None:
     assert first.column("id").to_pylist() == list(range(1, 11))
     reads.close()  # stops both threads without reading the rest
     assert not [t for t in threading.enumerate() if t.name.startswith("connectif-sync-read")]
-    RangeReads(url, sqls, 10, 2).close()  # closed before anything was read: the threads stop too
+    with RangeReads(url, sqls, 10, 2):  # left before anything was read: the threads stop too
+        pass
     assert not [t for t in threading.enumerate() if t.name.startswith("connectif-sync-read")]
     failing = RangeReads(url, [*sqls[:2], "SELECT id FROM nowhere"], 10, 2)
     with pytest.raises(Exception, match="no such table"):
