@@ -32,13 +32,13 @@ one file series per set).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from connectif_sync.sources import source_engine
+from connectif_sync.sources import ValueKind, source_engine, value_kind
 from connectif_sync.thresholds import Thresholds
 
 MAPPINGS_DIR = Path(__file__).with_name("mappings")
@@ -177,6 +177,9 @@ class Mapping:
     #: The object's guardrail thresholds (``connectif_sync.guardrail.Thresholds`` names), as written.
     guardrail: dict[str, Any] = field(default_factory=dict)
     sql_variants: dict[str, str] = field(default_factory=dict)  # dialect name -> its own SELECT (see sql_for)
+    #: The kind of value of each source column (lower-case name), as the database reported it: set by
+    #: :func:`check_source_columns`; PostgreSQL's source hash hashes a known kind by its value, not its text.
+    source_kinds: dict[str, ValueKind] = field(default_factory=dict)
 
     def sql_for(self, dialect: str) -> str | None:
         """The SELECT for a database (SQLAlchemy dialect name): its ``<name>.<dialect>.sql`` variant when the
@@ -462,11 +465,13 @@ def _row_columns(
     return order_by, updated_at, date_column, partition_by
 
 
-def check_source_columns(mapping: Mapping, source_url: str) -> None:
+def check_source_columns(mapping: Mapping, source_url: str) -> Mapping:
     """Raise a :class:`MappingError` naming the mapping file, the entry and the fix for every column the
-    mapping reads that its source does not have (instead of the database's "no such column" mid-run)."""
+    mapping reads that its source does not have (instead of the database's "no such column" mid-run); else
+    the mapping with the kinds of its source table's columns (:attr:`Mapping.source_kinds`)."""
     import sqlalchemy as sa
 
+    kinds: dict[str, ValueKind] = {}
     with source_engine(source_url).connect() as conn:
         if mapping.table:
             schema, _, name = mapping.table.rpartition(".")
@@ -476,16 +481,18 @@ def check_source_columns(mapping: Mapping, source_url: str) -> None:
                     [f"{mapping.path}: source.table: {mapping.table!r} is not a table of the source database. "
                      "Fix: write the name of an existing table (or view), or use source.sql"]
                 )  # fmt: skip
-            have = [c["name"] for c in inspector.get_columns(name, schema=schema or None)]
+            columns = inspector.get_columns(name, schema=schema or None)
+            have = [c["name"] for c in columns]
+            kinds = {c["name"].lower(): value_kind(c["type"]) for c in columns}
         elif mapping.sql:
             sql = mapping.sql_for(conn.dialect.name)
             query = sa.text(f"SELECT * FROM ({sql}) AS mapping_check WHERE 1 = 0")
             try:
                 have = list(conn.execute(query).keys())
             except sa.exc.DBAPIError:  # e.g. SQL Server refuses ORDER BY in a subquery: the read will tell
-                return
+                return mapping
         else:
-            return
+            return mapping
     known = {c.lower() for c in have}
     problems: list[str] = []
     where: dict[str, str] = {}
@@ -507,6 +514,7 @@ def check_source_columns(mapping: Mapping, source_url: str) -> None:
             )
     if problems:
         raise MappingError(problems)
+    return replace(mapping, source_kinds=kinds) if kinds else mapping
 
 
 def _select(sql_path: Path, p: str, problems: list[str]) -> str:

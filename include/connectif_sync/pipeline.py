@@ -139,7 +139,7 @@ def _sync(params: SyncParams) -> SyncResult:
     params.check()
     use_system_allocator()
     mapping = resolve_mapping(params.obj, params.mapping)
-    check_source_columns(mapping, params.source_url)
+    mapping = check_source_columns(mapping, params.source_url)  # with its columns' kinds: see source_hash_sql
     store = StateStore(params.state_url, readonly=params.dry_run)
     run: _Run | None = None
     try:
@@ -156,6 +156,8 @@ def _sync(params: SyncParams) -> SyncResult:
             run.confirmed.exception()  # its read ends before the store closes
         if run is not None and run.refresh is not None:
             run.refresh.discard()  # a run that failed stores none of it
+        if run is not None and run.early is not None:
+            run.early.close()  # its readers stopped, if a failure came before the chunks were read
         store.close()
 
 
@@ -170,6 +172,7 @@ class _Run:
     since: datetime | None
     index: StateIndex | None  # the confirmed state, loaded whole for a full scan
     confirmed: Future[StateIndex | None] | None  # incremental runs: the state's look-up table, read meanwhile
+    early: probing.Started | None  # full scans: the probe's pages, started before the index was loaded
     refresh: SourceHashRefresh | None  # full scans: unchanged rows whose stored source hash is not theirs
     writer: ChunkWriter
     seen: IndexedSeen
@@ -201,6 +204,21 @@ def _begin(p: SyncParams, mapping: Mapping, store: StateStore) -> _Run:
     report = SyncReport(object=p.obj, mode=mode, since=since.isoformat(sep=" ") if since else None)
     if not p.dry_run:
         report.run_id = store.begin_run(p.obj, mode.value, since, p.run_id)
+    fingerprint = mapping_fingerprint(mapping)
+    early = _early_probe(p, mapping, store, fingerprint) if since is None else None
+    try:
+        return _open_run(p, mapping, store, report, since, early, fingerprint)
+    except BaseException:
+        if early is not None:
+            early.close()
+        raise
+
+
+def _open_run(
+    p: SyncParams, mapping: Mapping, store: StateStore, report: SyncReport, since: datetime | None,
+    early: probing.Started | None, fingerprint: np.uint64,
+) -> _Run:  # fmt: skip
+    """The run's stages, once it began: the state index (full scans) and what writes and counts."""
     index = store.load_index(p.obj) if since is None else None
     confirmed = None
     if index is None:  # an incremental run: its look-up table is read while the first rows are (see _lookup)
@@ -215,6 +233,7 @@ def _begin(p: SyncParams, mapping: Mapping, store: StateStore) -> _Run:
         since=since,
         index=index,
         confirmed=confirmed,
+        early=early,
         refresh=SourceHashRefresh(p.out_dir, p.obj, list(mapping.output_columns))
         if p.out_dir is not None and index is not None and len(index) and not (p.dry_run or p.full_resync)
         else None,
@@ -223,8 +242,16 @@ def _begin(p: SyncParams, mapping: Mapping, store: StateStore) -> _Run:
         rejects=Rejects(store, p.obj, report.run_id, dry_run=p.dry_run),
         suppression=Suppression.of(store, p.obj),
         changes=ChangeSet(list(mapping.output_columns)),
-        fingerprint=mapping_fingerprint(mapping),
+        fingerprint=fingerprint,
     )
+
+
+def _early_probe(p: SyncParams, mapping: Mapping, store: StateStore, fingerprint: np.uint64) -> probing.Started | None:
+    """A full scan's probe pages, started before the confirmed state is loaded when there is one to compare
+    with (a first run starts none): the database reads them meanwhile (bench/README.md, session 11)."""
+    if p.full_resync or not store.has_confirmed(p.obj):
+        return None
+    return probing.start(p.source_url, mapping, fingerprint, p.chunk_rows, p.readers)
 
 
 def _prepared_chunks(run: _Run) -> Iterator[Prepared]:
@@ -232,9 +259,11 @@ def _prepared_chunks(run: _Run) -> Iterator[Prepared]:
     thread."""
     p, m = run.params, run.mapping
     if run.skip_known:
-        probed = probing.probe(p.source_url, m, run.index, run.fingerprint, p.chunk_rows, p.readers)
+        probed = probing.probe(p.source_url, m, run.index, run.fingerprint, p.chunk_rows, p.readers, run.early)
         if probed is not None:
             return probed
+    if run.early is not None:
+        run.early.close()  # not used: its readers stop before the full read starts
     index = run.index if run.skip_known else None
     chunks = extract_arrow(
         p.source_url,

@@ -10,6 +10,7 @@ either path serves both.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 from collections.abc import Iterator
@@ -69,7 +70,7 @@ def _hashes_of(probe: pa.Table) -> np.ndarray:
 
 def probe(
     source_url: str, mapping: Mapping, index: StateIndex | None, fingerprint: np.uint64, chunk_rows: int,
-    readers: int,
+    readers: int, started: Started | None = None,
 ) -> Iterator[Prepared] | None:  # fmt: skip
     """The prepared chunks of a probed full scan on PostgreSQL, MySQL or SQLite, or None where a probe does
     not apply (another database, no ``_sqlite_hash`` extension, a SQL source, no integer key, an empty index)
@@ -80,10 +81,21 @@ def probe(
     source hash computed by the database: ``extract.source_hash_sql`` on PostgreSQL and MySQL, the
     ``_sqlite_hash`` extension on SQLite); the rows whose hash Connectif did not confirm are read in full by
     key (``IN``), hashed and shaped as in any other run, all in the reader threads. The latest ``updated_at``
-    is read once, before the pages.
+    is read once, before the pages. ``started``: the pages, started by :func:`start` before ``index`` was
+    loaded (this call closes it when it gives None).
     """
     if index is None or len(index) == 0 or index.source_hashes is None:
+        if started is not None:
+            started.close()
         return None
+    started = started or start(source_url, mapping, fingerprint, chunk_rows, readers)
+    return started.attach(index) if started is not None else None
+
+
+def start(source_url: str, mapping: Mapping, fingerprint: np.uint64, chunk_rows: int, readers: int) -> Started | None:
+    """A probe's pages, being read from now on, or None where a probe does not apply to the source (see
+    :func:`probe`). A full scan starts them before it loads the confirmed state, which the pages wait for
+    (:meth:`Started.attach`): the database works while that state is read (bench/README.md, session 11)."""
     kind = arrow_source(source_url)
     sqlite = kind == "sqlite"
     if kind is None or (sqlite and sqlite_hash_extension() is None) or not mapping.order_by:
@@ -91,43 +103,73 @@ def probe(
     ranges = integer_ranges(source_url, mapping, chunk_rows)
     if not ranges:
         return None
-    spans = probe_pages(ranges, readers)
     dialect = source_dialect(source_url)
-    fp = signed(fingerprint)
-    if not sqlite and source_hash_sql(mapping, dialect, fp) is None:
+    if not sqlite and source_hash_sql(mapping, dialect, signed(fingerprint)) is None:
         return None
-    pager = _Pager(source_url, mapping, dialect, index, fingerprint, chunk_rows)
-    sqls = [probe_query(mapping, dialect, fp, id_range=r) for r in spans]
-    resumes = [resume_probe(mapping, dialect, fp, id_range=r) for r in spans]
-    pages: RangeReads | None = None
-    try:
-        with arrow_connect(source_url, source_hash=sqlite) as conn:
-            top = _latest_update(conn, source_url, mapping, dialect, chunk_rows)  # before any page is read
-            # The pages are read from now on: the database works on the first ones while this thread prepares
-            # the index's look-up table and checks the first range (a full scan's serial start, bench/README.md,
-            # session 10).
-            pages = RangeReads(source_url, sqls, chunk_rows * PROBE_SPAN, readers, resumes, mapping.order_by,
-                               pager.transform, source_hash=sqlite)  # fmt: skip
-            index.prepare_sources()  # the look-up table, built once before the threads share the index
-            first = read_table(conn, source_url, probe_query(mapping, dialect, fp, id_range=ranges[0]), chunk_rows,
-                               resume_probe(mapping, dialect, fp, id_range=ranges[0]), mapping.order_by)  # fmt: skip
+    return Started(source_url, mapping, dialect, fingerprint, chunk_rows, readers, ranges)
+
+
+class Started:
+    """A probe whose pages are being read: the high-water mark read first, then the pages started, whose
+    reader threads wait for :meth:`attach` to say whether the probe pays. Whoever starts one closes it (or
+    attaches it), used or not."""
+
+    def __init__(
+        self, url: str, mapping: Mapping, dialect: sa.Dialect, fingerprint: np.uint64, chunk_rows: int,
+        readers: int, ranges: list[tuple[int, int]],
+    ) -> None:  # fmt: skip
+        self.url, self.mapping, self.dialect, self.chunk_rows = url, mapping, dialect, chunk_rows
+        self.fp, self.first_range = signed(fingerprint), ranges[0]
+        self.pager = _Pager(url, mapping, dialect, fingerprint, chunk_rows)
+        self.pages: RangeReads | None = None
+        sqlite = arrow_source(url) == "sqlite"
+        self._conn = contextlib.ExitStack()
+        try:
+            self.conn = self._conn.enter_context(arrow_connect(url, source_hash=sqlite))
+            self.top = _latest_update(self.conn, url, mapping, dialect, chunk_rows)  # before any page is read
+            spans = probe_pages(ranges, readers)
+            sqls = [probe_query(mapping, dialect, self.fp, id_range=r) for r in spans]
+            resumes = [resume_probe(mapping, dialect, self.fp, id_range=r) for r in spans]
+            self.pages = RangeReads(url, sqls, chunk_rows * PROBE_SPAN, readers, resumes, mapping.order_by,
+                                    self.pager.transform, source_hash=sqlite)  # fmt: skip
+        except BaseException:
+            self.close()
+            raise
+
+    def attach(self, index: StateIndex) -> Iterator[Prepared] | None:
+        """The probe's chunks once the confirmed state is loaded, or None (closed) when the first range says
+        the probe does not pay: mostly unconfirmed, e.g. by a version that hashed otherwise."""
+        m, fp, pages = self.mapping, self.fp, self.pages
+        assert pages is not None
+        try:
+            with self._conn:
+                index.prepare_sources()  # the look-up table, built once before the threads share the index
+                first = read_table(self.conn, self.url, probe_query(m, self.dialect, fp, id_range=self.first_range),
+                                   self.chunk_rows, resume_probe(m, self.dialect, fp, id_range=self.first_range),
+                                   m.order_by)  # fmt: skip
             go = first.num_rows > 0 and index.find_sources(_hashes_of(first))[0].mean() >= PROBE_MIN_KNOWN
-    except BaseException:
-        pager.decide(False)
-        if pages is not None:
-            pages.close()
-        raise
-    pager.decide(go)
-    if not go:  # mostly unconfirmed, e.g. by a version that hashed otherwise: the full read instead
-        pages.close()
-        return None
+        except BaseException:
+            self.close()
+            raise
+        self.pager.decide(go, index)
+        if not go:
+            self.close()
+            return None
+        top = self.top
 
-    def chunks() -> Iterator[Prepared]:
-        with pages:
-            yield Prepared.empty(high=top)  # the run's high-water mark
-            yield from pages
+        def chunks() -> Iterator[Prepared]:
+            with pages:
+                yield Prepared.empty(high=top)  # the run's high-water mark
+                yield from pages
 
-    return chunks()
+        return chunks()
+
+    def close(self) -> None:
+        """Stop the pages (their readers told the probe is not used first) and close the connection."""
+        self.pager.decide(False, None)
+        if self.pages is not None:
+            self.pages.close()
+        self._conn.close()
 
 
 class _Pager:
@@ -135,25 +177,30 @@ class _Pager:
     shaped (:meth:`transform`), once the first range said the probe pays (:meth:`decide`)."""
 
     def __init__(
-        self, url: str, mapping: Mapping, dialect: sa.Dialect, index: StateIndex, fingerprint: np.uint64,
-        chunk_rows: int,
-    ) -> None:  # fmt: skip
-        self.url, self.mapping, self.dialect, self.index = url, mapping, dialect, index
+        self, url: str, mapping: Mapping, dialect: sa.Dialect, fingerprint: np.uint64, chunk_rows: int
+    ) -> None:
+        self.url, self.mapping, self.dialect = url, mapping, dialect
+        self.index: StateIndex | None = None
         self.fingerprint, self.fp, self.chunk_rows = fingerprint, signed(fingerprint), chunk_rows
         self._decided = threading.Event()
         self._go = False
 
-    def decide(self, go: bool) -> None:
-        self._go = go
+    def decide(self, go: bool, index: StateIndex | None) -> None:
+        """Once: whether the pages are used, with the confirmed state they are compared with (a later call,
+        e.g. :meth:`Started.close` after the chunks were read, changes nothing)."""
+        if self._decided.is_set():
+            return
+        self._go, self.index = go and index is not None, index
         self._decided.set()
 
     def transform(self, conn: Any, probed: pa.Table) -> Iterator[Prepared]:
         """In a reader thread: the rows of one probed page that are not confirmed, read in full and shaped, in
         chunks of at most ``chunk_rows`` rows (the first also carries the page's confirmed rows)."""
         self._decided.wait()
-        if not self._go or probed.num_rows == 0:
+        index = self.index
+        if not self._go or index is None or probed.num_rows == 0:
             return
-        m, index, chunk_rows = self.mapping, self.index, self.chunk_rows
+        m, chunk_rows = self.mapping, self.chunk_rows
         known, at = index.find_sources(_hashes_of(probed))
         ids = probed.column(m.order_by[0]).combine_chunks()
         if (~known).mean() > PROBE_FULL_READ:  # mostly unconfirmed: read the page's key range whole

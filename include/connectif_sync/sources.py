@@ -1,5 +1,5 @@
 """One SQLAlchemy engine per source database URL, for the source's own queries: its columns, its key range,
-its server's version, reads through SQLAlchemy.
+its server's version, reads through SQLAlchemy; and the kinds of value its columns hold.
 
 Why a module of its own: the mappings check a source's columns and extraction reads its key range; both need
 the engine, and extraction imports the mappings, so the engine cannot live in either without an import circle.
@@ -7,6 +7,7 @@ the engine, and extraction imports the mappings, so the engine cannot live in ei
 
 from __future__ import annotations
 
+import enum
 import functools
 from typing import TYPE_CHECKING
 
@@ -28,3 +29,38 @@ def _engine(url: str) -> sa.Engine:
     import sqlalchemy as sa  # here, not at import: the mappings import this module and need it for a check only
 
     return sa.create_engine(url, poolclass=sa.pool.NullPool)
+
+
+class ValueKind(enum.StrEnum):
+    """What a source column holds, as far as the source hash is concerned (:func:`value_kind`)."""
+
+    INTEGER = "integer"
+    BOOLEAN = "boolean"
+    DATE = "date"
+    TIMESTAMP = "timestamp"  # without time zone
+    TIMESTAMPTZ = "timestamptz"
+    TEXT = "text"  # VARCHAR or TEXT: the value is its text
+    OTHER = "other"  # hashed as its text: NUMERIC (1.0 and 1.00 are equal values, not equal CSV), floats, CHAR...
+
+
+_TEXT_TYPES = frozenset({"VARCHAR", "TEXT", "STRING", "UNICODE", "UNICODETEXT", "NVARCHAR"})
+
+
+def value_kind(type_: sa.types.TypeEngine[object]) -> ValueKind:
+    """The kind of a reflected column type. Only kinds whose equal values always give the same CSV are told
+    apart; anything else is :attr:`ValueKind.OTHER`, which the source hash takes as text (a NUMERIC's ``1.0``
+    and ``1.00`` are equal, a float's ``0`` and ``-0`` too, an interval's ``1 day`` and ``24 hours``, a CITEXT's
+    ``A`` and ``a``; a CHAR's value has its padding, its text not)."""
+    import sqlalchemy as sa
+
+    if isinstance(type_, sa.Boolean):
+        return ValueKind.BOOLEAN
+    if isinstance(type_, sa.Integer):
+        return ValueKind.INTEGER
+    if isinstance(type_, sa.DateTime):
+        return ValueKind.TIMESTAMPTZ if getattr(type_, "timezone", False) else ValueKind.TIMESTAMP
+    if isinstance(type_, sa.Date):
+        return ValueKind.DATE
+    if type(type_).__name__.upper() in _TEXT_TYPES:
+        return ValueKind.TEXT
+    return ValueKind.OTHER

@@ -307,3 +307,39 @@ def test_probe_pages_share_the_ranges_evenly_between_readers(readers: int) -> No
         assert max(per_reader) - min(per_reader) <= -(-len(pages) // readers)
     assert [(hi - lo) // 10 for lo, hi in probing.probe_pages([(10 * i, 10 * i + 10) for i in range(34)], 2)] == [
         5, 6, 6, 5, 6, 6]  # fmt: skip
+
+
+def test_a_full_scan_starts_its_pages_before_it_loads_the_confirmed_state(
+    sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database reads the probe's pages while the confirmed state loads (a full scan's serial start); a
+    first run, with no confirmed state to compare with, starts none; a state that fails to load stops them."""
+    db = _copy(sample, tmp_path)
+    events: list[str] = []
+    real_reads, real_load = probing.RangeReads, StateStore.load_index
+
+    def reads(*a: Any, **k: Any) -> Any:
+        events.append("pages")
+        return real_reads(*a, **k)
+
+    def load(self: StateStore, obj: str) -> Any:
+        events.append("state")
+        return real_load(self, obj)
+
+    monkeypatch.setattr(probing, "RangeReads", reads)
+    monkeypatch.setattr(StateStore, "load_index", load)
+    state = _confirmed(db, tmp_path)
+    assert events == ["state"]  # the first run: no pages
+    events.clear()
+    _exec(db, "UPDATE customers SET last_name = 'Moved' WHERE id % 50 = 7")
+    run = _second_run(db, state, tmp_path / "b", True, monkeypatch)
+    assert run["probed"] and events == ["pages", "state"]
+    assert run["report"]["changed"] == 40
+
+    def broken(self: StateStore, obj: str) -> Any:
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(StateStore, "load_index", broken)
+    with pytest.raises(OSError, match="disk gone"):
+        run_sync("contacts", f"sqlite:///{db}", tmp_path / "c", state_url=f"sqlite:///{state}", chunk_rows=100)
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("connectif-sync-read")]

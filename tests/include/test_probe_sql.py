@@ -26,7 +26,8 @@ from connectif_sync.extract import (
     source_dialect,
     source_hash_sql,
 )
-from connectif_sync.mappings import load_mapping
+from connectif_sync.mappings import check_source_columns, load_mapping
+from connectif_sync.sources import ValueKind
 
 pipeline = sys.modules["connectif_sync.pipeline"]  # the package exports a function of the same name
 
@@ -187,3 +188,75 @@ def test_the_database_hash_changes_with_every_value_and_with_the_mapping(
         server = source_dialect(url)
         assert has_crc32c(server) and "CRC32C(" in (source_hash_sql(m, server, fp) or "")
         check(server)
+    if kind == "postgresql":  # each column hashed by its kind of value, as a run does (the mapping knows them)
+        m = check_source_columns(m, url)
+        assert m.source_kinds == {
+            "id": ValueKind.INTEGER, "email": ValueKind.TEXT, "name": ValueKind.TEXT, "points": ValueKind.INTEGER,
+            "born": ValueKind.DATE, "consent": ValueKind.BOOLEAN,
+        }  # fmt: skip
+        assert "hashint8extended(" in (source_hash_sql(m, md5, fp) or "")
+        check(md5)
+
+
+def test_postgresql_hashes_each_kind_by_value_and_the_others_as_text(pg_database: str, tmp_path: Path) -> None:
+    """PostgreSQL's source hash of a column whose kind is known (integer, boolean, date, timestamp with and
+    without time zone, text) is its value's; any other is its text's: a NUMERIC ``1.0`` becoming ``1.00`` (an
+    equal value, another CSV) changes the hash, as does a CHAR, a real, NULL becoming empty text, an instant
+    moving by a microsecond. Equal values in a new row, the same hash."""
+    url = pg_database
+    _exec(url, "CREATE TABLE things (id BIGINT PRIMARY KEY, email TEXT, code CHAR(4), price NUMERIC, "
+               "ratio REAL, seen TIMESTAMP, at TIMESTAMPTZ, small SMALLINT, updated_at TIMESTAMP)",
+          "INSERT INTO things VALUES (1, 'a@x.com', 'ab', 1.5, 0.25, '2025-01-02 03:04:05.123456', "
+          "'2025-01-02 03:04:05+02', 7, '2025-01-01')")  # fmt: skip
+    path = tmp_path / "things.yaml"
+    path.write_text(THINGS, encoding="utf-8")
+    m = check_source_columns(load_mapping(path), url)
+    kinds = {c: m.source_kinds[c] for c in ("id", "email", "code", "price", "ratio", "seen", "at", "small")}
+    assert kinds == {
+        "id": ValueKind.INTEGER, "email": ValueKind.TEXT, "code": ValueKind.OTHER, "price": ValueKind.OTHER,
+        "ratio": ValueKind.OTHER, "seen": ValueKind.TIMESTAMP, "at": ValueKind.TIMESTAMPTZ,
+        "small": ValueKind.INTEGER,
+    }  # fmt: skip
+    dialect = source_dialect(url)
+    fp = _signed(mapping_fingerprint(m))
+    expr = source_hash_sql(m, dialect, fp)
+    assert expr is not None and "::text" in expr and "timestamptz_hash_extended(" in expr
+
+    def hash_of(row: int = 1) -> int:
+        with arrow_connect(url) as conn:
+            t = read_table(conn, url, f"SELECT {expr} AS h FROM things WHERE id = {row}", 10)
+        return int(t.column("h")[0].as_py())
+
+    seen = [hash_of()]
+    changes = [
+        "price = 1.50", "price = 1.51", "ratio = 0.5", "code = 'abc'", "seen = seen + interval '1 microsecond'",
+        "at = at + interval '1 microsecond'", "small = 8", "email = NULL", "email = ''", "updated_at = now()",
+    ]  # fmt: skip
+    for change in changes:
+        _exec(url, f"UPDATE things SET {change} WHERE id = 1")
+        seen.append(hash_of())
+    assert seen[-1] == seen[-2]  # updated_at is not part of the source hash
+    seen.pop()
+    assert len(set(seen)) == len(seen), seen
+    _exec(url, "INSERT INTO things SELECT 2, email, code, price, ratio, seen, at, small, updated_at FROM things")
+    _exec(url, "UPDATE things SET id = 3 WHERE id = 1")  # row 2 has row 3's values, and row 3 another key
+    assert hash_of(2) != hash_of(3)
+    _exec(url, "UPDATE things SET id = 1 WHERE id = 3", "DELETE FROM things WHERE id = 2")
+    assert hash_of(1) == seen[-1]
+
+
+THINGS = """
+object: contacts
+source: {table: things}
+key: _email
+order_by: [id]
+updated_at: updated_at
+fields:
+  _email: {column: email, type: email}
+  code: {column: code, type: string}
+  price: {column: price, type: string}
+  ratio: {column: ratio, type: string}
+  seen: {column: seen, type: string}
+  at: {column: at, type: string}
+  small: {column: small, type: integer}
+"""

@@ -210,6 +210,24 @@ class IndexReads(StoreBase):
                 out.update(blocks.pairs(block))
         return out
 
+    def has_confirmed(self, obj: str) -> bool:
+        """Whether ``obj`` has confirmed keys, known without reading them (SQLite: the snapshot's row count):
+        a full scan starts its probe's pages before it loads them, which would be wasted on a first run."""
+        if self._missing:
+            return False
+        with self.engine.connect() as conn:
+            if self.engine.dialect.name == "sqlite":
+                try:
+                    rows = conn.execute(
+                        sa.select(snapshots_table.c.rows).where(snapshots_table.c.object == obj)
+                    ).scalar()
+                except sa.exc.OperationalError:  # a store created before snapshots, opened read-only
+                    rows = None
+                if rows is not None:
+                    return bool(rows)
+            q = sa.select(sa.literal(1)).select_from(state_table).where(state_table.c.object == obj).limit(1)
+            return conn.execute(q).first() is not None or (not self._no_blocks and blocks.sizes(conn, obj)[0] > 0)
+
     def count(self, obj: str) -> int:
         """How many keys of ``obj`` Connectif has confirmed."""
         if self._missing:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import sqlalchemy as sa
 
 import sample_erp as erp
@@ -61,3 +62,26 @@ def test_snapshot_follows_confirmations_pending_lines_and_old_stores(tmp_path: P
     # The full scan through the snapshot finds nothing left to send.
     third = run_sync("contacts", url, tmp_path / "run3", state_url=state)
     assert third.report.sent == 0 and third.report.unchanged == first.report.sent
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_has_confirmed_tells_whether_there_are_confirmed_keys(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A full scan starts its probe's pages only when there is confirmed state to compare them with: none in
+    a new store, nor after a run whose files are not confirmed yet; some once one is confirmed, also in a
+    SQLite store without its snapshot (written before snapshots) and on PostgreSQL (the blocks)."""
+    url = f"sqlite:///{tmp_path / 'erp.db'}"
+    erp.generate(url, contacts=300, products=5, orders=5, coupons=0, seed=5, dirty_rate=0.0)
+    state = f"sqlite:///{tmp_path / 'state.db'}" if kind == "sqlite" else request.getfixturevalue("pg_database")
+    with StateStore(state) as store:
+        assert not store.has_confirmed("contacts")
+    first = run_sync("contacts", url, tmp_path / "run1", state_url=state)
+    with StateStore(state) as store:
+        assert not store.has_confirmed("contacts")
+        store.confirm_file(first.files[0].path)
+        assert store.has_confirmed("contacts") and not store.has_confirmed("products")
+        if kind == "sqlite":
+            with store.engine.begin() as conn:
+                conn.execute(snapshots_table.delete())
+            assert store.has_confirmed("contacts")
