@@ -137,3 +137,23 @@ def test_a_store_hashed_with_md5_moves_to_mariadb_crcs_in_one_full_scan(
     shaped.clear()
     third = run_sync("contacts", mysql_database, tmp_path / "c", state_url=state, chunk_rows=100)
     assert (third.report.sent, third.report.unchanged, third.report.refreshed, sum(shaped)) == (0, sent, 0, 0)
+
+
+def test_a_postgresql_store_hashed_as_text_moves_to_hashes_by_kind_in_one_full_scan(
+    pg_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL hashes each column by its kind of value (read from the table's columns); a store whose rows
+    were confirmed with every column hashed as text (as when the kinds are unknown, or another version's
+    hashes) is read whole by one full scan, which stores the new hashes; the next full scan probes and
+    reads nothing whole; nothing is sent either time."""
+    erp.generate(pg_database, contacts=400, products=5, orders=5, coupons=0, seed=11, dirty_rate=0.0)
+    with monkeypatch.context() as mp:
+        mp.setattr(pipeline, "check_source_columns", lambda mapping, url: mapping)  # no kinds: text hashes
+        state = f"sqlite:///{tmp_path / 'state.db'}"
+        sent = _confirmed_first_run(pg_database, state, tmp_path / "a", 100)
+    shaped = _count_shaped(monkeypatch)
+    second = run_sync("contacts", pg_database, tmp_path / "b", state_url=state, chunk_rows=100)
+    assert (second.report.sent, second.report.refreshed, sum(shaped)) == (0, sent, sent)
+    shaped.clear()
+    third = run_sync("contacts", pg_database, tmp_path / "c", state_url=state, chunk_rows=100)
+    assert (third.report.sent, third.report.unchanged, third.report.refreshed, sum(shaped)) == (0, sent, 0, 0)
