@@ -227,9 +227,9 @@ _PG_HASHES = {
     ValueKind.BOOLEAN: "hashint4extended({c}::int, {seed})",
     ValueKind.DATE: "timestamp_hash_extended({c}::timestamp, {seed})",
     ValueKind.TIMESTAMP: "timestamp_hash_extended({c}, {seed})",
-    ValueKind.TIMESTAMPTZ: "timestamptz_hash_extended({c}, {seed})",
-    ValueKind.TEXT: "hashtextextended({c}, {seed})",
-    ValueKind.OTHER: "hashtextextended({c}::text, {seed})",
+    ValueKind.TIMESTAMPTZ: "timestamp_hash_extended({c} AT TIME ZONE 'UTC', {seed})",  # whatever the TimeZone
+    ValueKind.TEXT: 'hashtextextended({c} COLLATE "C", {seed})',
+    ValueKind.OTHER: 'hashtextextended({c}::text COLLATE "C", {seed})',
 }
 
 
@@ -238,7 +238,9 @@ def _pg_value_hash(column: str, kind: ValueKind, fingerprint: int, position: int
     the column's position (so that two columns swapping values change the hash), its seed for a NULL. The
     terms are combined by XOR: PostgreSQL builds no joined text, and hashes a number, a date or a time as its
     value rather than its text: the server's CPU per 1M-row probe 0.49 -> 0.31 s (bench/README.md, session 11).
-    Functions of PostgreSQL 11 and later."""
+    Functions of PostgreSQL 11 and later (``timestamptz_hash_extended`` is newer: an instant is hashed as its
+    UTC time). Text is hashed byte for byte (``COLLATE "C"``): under a nondeterministic collation ``A`` and
+    ``a`` would hash alike, and a change of case would pass unseen."""
     seed = (fingerprint + (position + 1) * 0x9E3779B97F4A7C15) % 2**64
     seed -= 2**64 if seed >= 2**63 else 0  # a signed bigint
     return f"coalesce({_PG_HASHES[kind].format(c=column, seed=f'{seed}::bigint')}, {seed}::bigint)"
