@@ -110,6 +110,19 @@ def test_a_refresh_stores_only_rows_still_confirmed_as_the_scan_saw_them(store_u
     assert changed == [pick[0]] and int(after.source_hashes[pick[0]]) == 777
 
 
+def _refreshed_once_then_probed(
+    url: str, state: str, tmp_path: Path, sent: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next full scan reads every row whole and stores their new source hashes; the one after probes and
+    reads none whole; neither sends anything."""
+    shaped = _count_shaped(monkeypatch)
+    second = run_sync("contacts", url, tmp_path / "b", state_url=state, chunk_rows=100)
+    assert (second.report.sent, second.report.refreshed, sum(shaped)) == (0, sent, sent)
+    shaped.clear()
+    third = run_sync("contacts", url, tmp_path / "c", state_url=state, chunk_rows=100)
+    assert (third.report.sent, third.report.unchanged, third.report.refreshed, sum(shaped)) == (0, sent, 0, 0)
+
+
 @pytest.mark.mysql
 def test_a_store_hashed_with_md5_moves_to_mariadb_crcs_in_one_full_scan(
     mysql_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -131,12 +144,7 @@ def test_a_store_hashed_with_md5_moves_to_mariadb_crcs_in_one_full_scan(
     for module in (extract, sys.modules["connectif_sync.probe"]):
         monkeypatch.setattr(module, "source_dialect", real)
     assert extract.has_crc32c(real(mysql_database))
-    shaped = _count_shaped(monkeypatch)
-    second = run_sync("contacts", mysql_database, tmp_path / "b", state_url=state, chunk_rows=100)
-    assert (second.report.sent, second.report.refreshed, sum(shaped)) == (0, sent, sent)
-    shaped.clear()
-    third = run_sync("contacts", mysql_database, tmp_path / "c", state_url=state, chunk_rows=100)
-    assert (third.report.sent, third.report.unchanged, third.report.refreshed, sum(shaped)) == (0, sent, 0, 0)
+    _refreshed_once_then_probed(mysql_database, state, tmp_path, sent, monkeypatch)
 
 
 def test_a_postgresql_store_hashed_as_text_moves_to_hashes_by_kind_in_one_full_scan(
@@ -151,9 +159,4 @@ def test_a_postgresql_store_hashed_as_text_moves_to_hashes_by_kind_in_one_full_s
         mp.setattr(pipeline, "check_source_columns", lambda mapping, url: mapping)  # no kinds: text hashes
         state = f"sqlite:///{tmp_path / 'state.db'}"
         sent = _confirmed_first_run(pg_database, state, tmp_path / "a", 100)
-    shaped = _count_shaped(monkeypatch)
-    second = run_sync("contacts", pg_database, tmp_path / "b", state_url=state, chunk_rows=100)
-    assert (second.report.sent, second.report.refreshed, sum(shaped)) == (0, sent, sent)
-    shaped.clear()
-    third = run_sync("contacts", pg_database, tmp_path / "c", state_url=state, chunk_rows=100)
-    assert (third.report.sent, third.report.unchanged, third.report.refreshed, sum(shaped)) == (0, sent, 0, 0)
+    _refreshed_once_then_probed(pg_database, state, tmp_path, sent, monkeypatch)
