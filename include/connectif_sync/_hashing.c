@@ -401,6 +401,73 @@ done:
     return ret;
 }
 
+/* argsort_u64(keys, order, signed): the stable sorting order of 64-bit keys (uint64, or int64 when signed)
+ * into order (int64 positions): an LSD radix sort of (key, position) pairs, six passes of 11 bits, each a
+ * linear scatter. About twice as fast as numpy's argsort (introsort, AVX-512 where the CPU has it) for the
+ * random 64-bit hashes sorted here: a commit sorts each file's key hashes (store/blocks.py), the duplicate
+ * rule each chunk's (validate.py). A pass whose digit is the same for every key is skipped. */
+typedef struct {
+    uint64_t key;
+    int64_t at;
+} keyed_t;
+
+static PyObject *argsort_u64(PyObject *self, PyObject *args) {
+    enum { BITS = 11, BUCKETS = 1 << BITS, PASSES = (64 + BITS - 1) / BITS };
+    Py_buffer keys, order;
+    int is_signed;
+    if (!PyArg_ParseTuple(args, "y*w*p", &keys, &order, &is_signed)) return NULL;
+    PyObject *ret = NULL;
+    Py_ssize_t n = keys.len / (Py_ssize_t)sizeof(uint64_t);
+    keyed_t *a = NULL, *b = NULL;
+    int64_t *count = NULL;
+    if (keys.len % (Py_ssize_t)sizeof(uint64_t) || order.len < n * (Py_ssize_t)sizeof(int64_t)) {
+        PyErr_SetString(PyExc_ValueError, "argsort_u64: keys are 64-bit, and order needs room for one int64 each");
+        goto done;
+    }
+    a = PyMem_RawMalloc(sizeof(keyed_t) * (size_t)(n ? n : 1));
+    b = PyMem_RawMalloc(sizeof(keyed_t) * (size_t)(n ? n : 1));
+    count = PyMem_RawCalloc((size_t)PASSES * BUCKETS, sizeof(int64_t));
+    if (a == NULL || b == NULL || count == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    const uint64_t *k = (const uint64_t *)keys.buf, flip = is_signed ? 0x8000000000000000ULL : 0;
+    int64_t *out = (int64_t *)order.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t j = 0; j < n; j++) {
+        uint64_t v = k[j] ^ flip; /* signed keys in unsigned order */
+        a[j].key = v;
+        a[j].at = j;
+        for (int p = 0; p < PASSES; p++) count[p * BUCKETS + ((v >> (p * BITS)) & (BUCKETS - 1))]++;
+    }
+    for (int p = 0; p < PASSES; p++) {
+        int64_t *c = count + p * BUCKETS, sum = 0;
+        int skip = 0;
+        for (int d = 0; d < BUCKETS; d++) {
+            int64_t here = c[d];
+            if (here == n) skip = 1; /* every key has this digit: the order stays */
+            c[d] = sum;
+            sum += here;
+        }
+        if (skip) continue;
+        for (Py_ssize_t j = 0; j < n; j++) b[c[(a[j].key >> (p * BITS)) & (BUCKETS - 1)]++] = a[j];
+        keyed_t *t = a;
+        a = b;
+        b = t;
+    }
+    for (Py_ssize_t j = 0; j < n; j++) out[j] = a[j].at;
+    Py_END_ALLOW_THREADS
+    ret = Py_None;
+    Py_INCREF(ret);
+done:
+    PyMem_RawFree(a);
+    PyMem_RawFree(b);
+    PyMem_RawFree(count);
+    PyBuffer_Release(&keys);
+    PyBuffer_Release(&order);
+    return ret;
+}
+
 static PyMethodDef methods[] = {
     {"hash_rows", hash_rows, METH_VARARGS,
      "hash_rows(columns, n, out, sizes=None): the joined-row hash of n rows of Arrow string columns into out "
@@ -415,6 +482,9 @@ static PyMethodDef methods[] = {
     {"merge_latest", merge_latest, METH_VARARGS,
      "merge_latest(older, newer, at, out): the union of older and newer[at] (rows of 3 int64 sorted by the "
      "first, each key once), newer's row for a key both have, into out; returns the number of rows."},
+    {"argsort_u64", argsort_u64, METH_VARARGS,
+     "argsort_u64(keys, order, signed): the stable sorting order of 64-bit keys (int64 when signed, else "
+     "uint64) into order (int64)."},
     {NULL, NULL, 0, NULL},
 };
 

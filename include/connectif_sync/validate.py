@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from connectif_sync.contract import RejectedRow
-from connectif_sync.hashing import hash_strings, sorted_member
+from connectif_sync.hashing import hash_strings, sorted_member, stable_argsort
 from connectif_sync.mappings import Mapping
 from connectif_sync.shape import ShapedChunk
 
@@ -68,7 +68,7 @@ class KeySet:
 
     def add_new(self, hashes: np.ndarray) -> np.ndarray:
         """Add ``hashes``; return the mask of those already present (earlier, or earlier in this array)."""
-        order = np.argsort(hashes)  # introsort: twice as fast as a stable sort, so equal hashes come in any order
+        order = stable_argsort(hashes)  # the C radix sort where built: 2-3x faster than numpy's introsort
         sorted_h = hashes[order]
         dup_sorted = self._contains_sorted(sorted_h)
         if len(sorted_h) > 1:

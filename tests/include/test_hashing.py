@@ -142,3 +142,22 @@ def test_sorted_member_finds_each_query_in_the_run_and_leaves_the_others_as_they
         assert found.astype(bool).tolist() == expected.tolist()
     with pytest.raises(ValueError, match="shorter"):
         hashing.sorted_member(np.arange(3, dtype=np.uint64), np.arange(3, dtype=np.uint64), np.zeros(2, np.uint8))
+
+
+@pytest.mark.parametrize("accelerated", [True, False])
+def test_stable_argsort_is_numpys_stable_order(accelerated: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The C radix sort gives exactly numpy's stable order: signed and unsigned keys (high bits set), repeats
+    kept in position order, a digit shared by every key (a pass skipped), empty and single arrays."""
+    if accelerated and hashing._c is None:
+        pytest.skip("connectif_sync._hashing not built")
+    if not accelerated:
+        monkeypatch.setattr(hashing, "_c", None)
+    rng = np.random.default_rng(11)
+    signed = rng.integers(-(2**63), 2**63 - 1, 50_000, dtype=np.int64, endpoint=True)
+    signed[::9] = signed[3]  # repeats
+    signed[:4] = [-(2**63), 2**63 - 1, 0, -1]
+    unsigned = signed.view(np.uint64)
+    narrow = rng.integers(0, 2**11, 10_000).astype(np.int64) << 22  # most digits the same for every key
+    for keys in (signed, unsigned, narrow, signed[:0], signed[:1], unsigned[::-1]):
+        order = hashing.stable_argsort(keys)
+        assert order.dtype == np.int64 and np.array_equal(order, np.argsort(keys, kind="stable"))

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import sqlalchemy as sa
 
-from connectif_sync.hashing import merge_latest
+from connectif_sync.hashing import merge_latest, stable_argsort
 from connectif_sync.store.schema import state_blocks_table
 
 BLOCK_ROWS = 100_000
@@ -207,13 +207,8 @@ def pairs(table: pa.Table) -> Iterator[tuple[Any, Any]]:
 
 def _latest_positions(key_hashes: np.ndarray) -> np.ndarray:
     """Positions of the last occurrence of every key hash, in key-hash order."""
-    n = len(key_hashes)
-    order = np.argsort(key_hashes)  # the fast sort; its order among equal hashes only matters if there are any
+    order = stable_argsort(key_hashes)  # equal hashes stay in position order: the last of each is the latest
     ordered = key_hashes[order]
-    if n < 2 or bool(np.all(ordered[1:] != ordered[:-1])):
-        return order
-    order = np.argsort(key_hashes[::-1], kind="stable")  # reversed, stable: the latest position first
-    ordered = key_hashes[::-1][order]
-    first = np.ones(n, bool)
-    first[1:] = ordered[1:] != ordered[:-1]
-    return (n - 1 - order[first]).astype(np.int64)
+    last = np.ones(len(order), bool)
+    last[:-1] = ordered[1:] != ordered[:-1]
+    return order if last.all() else order[last]

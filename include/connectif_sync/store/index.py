@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import sqlalchemy as sa
 
-from connectif_sync.hashing import PositionIndex
+from connectif_sync.hashing import PositionIndex, stable_argsort
 from connectif_sync.store import blocks
 from connectif_sync.store.base import StoreBase
 from connectif_sync.store.schema import _LOOKUP_BATCH, _now, snapshots_table, state_table
@@ -45,7 +45,7 @@ class StateIndex:
         """``(found, position in the index)`` per key hash (position 0 where not found)."""
         if len(self.key_hashes) == 0:
             return np.zeros(len(key_hashes), bool), np.zeros(len(key_hashes), np.int64)
-        order = np.argsort(key_hashes)  # sorted probes walk the index in order: much faster
+        order = stable_argsort(key_hashes)  # sorted probes walk the index in order: much faster
         idx = np.empty(len(key_hashes), dtype=np.int64)
         idx[order] = np.searchsorted(self.key_hashes, key_hashes[order])
         idx[idx == len(self.key_hashes)] = 0
