@@ -82,11 +82,9 @@ def probe(
     ``_sqlite_hash`` extension on SQLite); the rows whose hash Connectif did not confirm are read in full by
     key (``IN``), hashed and shaped as in any other run, all in the reader threads. The latest ``updated_at``
     is read once, before the pages. ``started``: the pages, started by :func:`start` before ``index`` was
-    loaded (this call closes it when it gives None).
+    loaded (whoever started them closes them).
     """
     if index is None or len(index) == 0 or index.source_hashes is None:
-        if started is not None:
-            started.close()
         return None
     started = started or start(source_url, mapping, fingerprint, chunk_rows, readers)
     return started.attach(index) if started is not None else None
@@ -118,18 +116,19 @@ class Started:
         self, url: str, mapping: Mapping, dialect: sa.Dialect, fingerprint: np.uint64, chunk_rows: int,
         readers: int, ranges: list[tuple[int, int]],
     ) -> None:  # fmt: skip
-        self.url, self.mapping, self.dialect, self.chunk_rows = url, mapping, dialect, chunk_rows
-        self.fp, self.first_range = signed(fingerprint), ranges[0]
         self.pager = _Pager(url, mapping, dialect, fingerprint, chunk_rows)
         self.pages: RangeReads | None = None
-        sqlite = arrow_source(url) == "sqlite"
+        fp, sqlite = self.pager.fp, arrow_source(url) == "sqlite"
+        # The first range, read once more by this thread to decide whether the probe pays.
+        self.first = (probe_query(mapping, dialect, fp, id_range=ranges[0]),
+                      resume_probe(mapping, dialect, fp, id_range=ranges[0]))  # fmt: skip
         self._conn = contextlib.ExitStack()
         try:
             self.conn = self._conn.enter_context(arrow_connect(url, source_hash=sqlite))
             self.top = _latest_update(self.conn, url, mapping, dialect, chunk_rows)  # before any page is read
             spans = probe_pages(ranges, readers)
-            sqls = [probe_query(mapping, dialect, self.fp, id_range=r) for r in spans]
-            resumes = [resume_probe(mapping, dialect, self.fp, id_range=r) for r in spans]
+            sqls = [probe_query(mapping, dialect, fp, id_range=r) for r in spans]
+            resumes = [resume_probe(mapping, dialect, fp, id_range=r) for r in spans]
             self.pages = RangeReads(url, sqls, chunk_rows * PROBE_SPAN, readers, resumes, mapping.order_by,
                                     self.pager.transform, source_hash=sqlite)  # fmt: skip
         except BaseException:
@@ -139,14 +138,13 @@ class Started:
     def attach(self, index: StateIndex) -> Iterator[Prepared] | None:
         """The probe's chunks once the confirmed state is loaded, or None (closed) when the first range says
         the probe does not pay: mostly unconfirmed, e.g. by a version that hashed otherwise."""
-        m, fp, pages = self.mapping, self.fp, self.pages
+        pages, pager = self.pages, self.pager
         assert pages is not None
         try:
             with self._conn:
                 index.prepare_sources()  # the look-up table, built once before the threads share the index
-                first = read_table(self.conn, self.url, probe_query(m, self.dialect, fp, id_range=self.first_range),
-                                   self.chunk_rows, resume_probe(m, self.dialect, fp, id_range=self.first_range),
-                                   m.order_by)  # fmt: skip
+                first = read_table(self.conn, pager.url, self.first[0], pager.chunk_rows, self.first[1],
+                                   pager.mapping.order_by)  # fmt: skip
             go = first.num_rows > 0 and index.find_sources(_hashes_of(first))[0].mean() >= PROBE_MIN_KNOWN
         except BaseException:
             self.close()
