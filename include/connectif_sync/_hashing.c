@@ -473,6 +473,170 @@ done:
     return ret;
 }
 
+/* ---------------------------------------------------------------- PostgreSQL's hashes, client side */
+
+/* PostgreSQL's hash_bytes_extended() and hash_bytes_uint32_extended() (Bob Jenkins' lookup3 as PostgreSQL
+ * seeds and finishes it, on a little-endian server), written from the algorithm's description so that rows
+ * read in full get their source hash here, from the values the driver decoded, instead of the server
+ * computing it for every row (about 0.3 s of its CPU per million rows of six columns: bench/README.md,
+ * session 12). The values must be those PostgreSQL hashes: connectif_sync.extract converts them and the
+ * tests compare every kind with the server's own functions. */
+#define ROT32(x, k) (((x) << (k)) | ((x) >> (32 - (k))))
+#define PG_JMIX(a, b, c)                                                                                           \
+    do {                                                                                                       \
+        a -= c; a ^= ROT32(c, 4); c += b;                                                                      \
+        b -= a; b ^= ROT32(a, 6); a += c;                                                                      \
+        c -= b; c ^= ROT32(b, 8); b += a;                                                                      \
+        a -= c; a ^= ROT32(c, 16); c += b;                                                                     \
+        b -= a; b ^= ROT32(a, 19); a += c;                                                                     \
+        c -= b; c ^= ROT32(b, 4); b += a;                                                                      \
+    } while (0)
+#define PG_JFINAL(a, b, c)                                                                                         \
+    do {                                                                                                       \
+        c ^= b; c -= ROT32(b, 14);                                                                             \
+        a ^= c; a -= ROT32(c, 11);                                                                             \
+        b ^= a; b -= ROT32(a, 25);                                                                             \
+        c ^= b; c -= ROT32(b, 16);                                                                             \
+        a ^= c; a -= ROT32(c, 4);                                                                              \
+        b ^= a; b -= ROT32(a, 14);                                                                             \
+        c ^= b; c -= ROT32(b, 24);                                                                             \
+    } while (0)
+
+static inline uint32_t le32(const uint8_t *p) {
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+/* hashtextextended() of a deterministic collation: the value's bytes. */
+static uint64_t pg_hash_bytes(const uint8_t *k, uint32_t len, uint64_t seed) {
+    uint32_t a, b, c;
+    a = b = c = 0x9e3779b9u + len + 3923095u;
+    if (seed != 0) {
+        a += (uint32_t)(seed >> 32);
+        b += (uint32_t)seed;
+        PG_JMIX(a, b, c);
+    }
+    for (; len >= 12; k += 12, len -= 12) {
+        a += le32(k);
+        b += le32(k + 4);
+        c += le32(k + 8);
+        PG_JMIX(a, b, c);
+    }
+    /* The last 0-11 bytes; c's lowest byte stays for the length, as in lookup3. */
+    switch (len) {
+    case 11: c += (uint32_t)k[10] << 24; /* fall through */
+    case 10: c += (uint32_t)k[9] << 16; /* fall through */
+    case 9: c += (uint32_t)k[8] << 8; /* fall through */
+    case 8: b += (uint32_t)k[7] << 24; /* fall through */
+    case 7: b += (uint32_t)k[6] << 16; /* fall through */
+    case 6: b += (uint32_t)k[5] << 8; /* fall through */
+    case 5: b += k[4]; /* fall through */
+    case 4: a += (uint32_t)k[3] << 24; /* fall through */
+    case 3: a += (uint32_t)k[2] << 16; /* fall through */
+    case 2: a += (uint32_t)k[1] << 8; /* fall through */
+    case 1: a += k[0]; /* fall through */
+    default: break;
+    }
+    PG_JFINAL(a, b, c);
+    return ((uint64_t)b << 32) | c;
+}
+
+/* hashint8extended(): the two halves folded (so that equal int4 and int8 values hash alike), then
+ * hash_uint32_extended(). A timestamp is hashed as its int8 microseconds since 2000-01-01. */
+static inline uint64_t pg_hash_int8(int64_t v, uint64_t seed) {
+    uint32_t lo = (uint32_t)v, hi = (uint32_t)((uint64_t)v >> 32);
+    lo ^= v >= 0 ? hi : ~hi;
+    uint32_t a, b, c;
+    a = b = c = 0x9e3779b9u + 4u + 3923095u;
+    if (seed != 0) {
+        a += (uint32_t)(seed >> 32);
+        b += (uint32_t)seed;
+        PG_JMIX(a, b, c);
+    }
+    a += lo;
+    PG_JFINAL(a, b, c);
+    return ((uint64_t)b << 32) | c;
+}
+
+/* pg_hash_int64(values, validity, offset, n, seed, out): out[i] ^= hashint8extended(values[i], seed), or ^=
+ * seed where validity (an Arrow bitmap from bit offset, or None) says NULL (coalesce(hash, seed)). */
+static PyObject *pg_hash_int64(PyObject *self, PyObject *args) {
+    Py_buffer values, validity, out;
+    PyObject *validity_obj, *ret = NULL;
+    Py_ssize_t offset, n;
+    unsigned long long seed;
+    int has_validity = 0;
+    if (!PyArg_ParseTuple(args, "y*OnnKw*", &values, &validity_obj, &offset, &n, &seed, &out)) return NULL;
+    if (validity_obj != Py_None) {
+        if (PyObject_GetBuffer(validity_obj, &validity, PyBUF_SIMPLE) != 0) goto done;
+        has_validity = 1;
+    }
+    if (n < 0 || offset < 0 || values.len < n * (Py_ssize_t)sizeof(int64_t) ||
+        out.len < n * (Py_ssize_t)sizeof(uint64_t) || (has_validity && validity.len < (offset + n + 7) / 8)) {
+        PyErr_SetString(PyExc_ValueError, "pg_hash_int64: values and out need n 64-bit values, validity n bits");
+        goto done;
+    }
+    const int64_t *v = (const int64_t *)values.buf;
+    const uint8_t *bits = has_validity ? (const uint8_t *)validity.buf : NULL;
+    uint64_t *h = (uint64_t *)out.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t bit = offset + i;
+        int valid = bits == NULL || ((bits[bit >> 3] >> (bit & 7)) & 1);
+        h[i] ^= valid ? pg_hash_int8(v[i], (uint64_t)seed) : (uint64_t)seed;
+    }
+    Py_END_ALLOW_THREADS
+    ret = Py_None;
+    Py_INCREF(ret);
+done:
+    if (has_validity) PyBuffer_Release(&validity);
+    PyBuffer_Release(&values);
+    PyBuffer_Release(&out);
+    return ret;
+}
+
+/* pg_hash_text(column, n, seed, out): out[i] ^= hashtextextended(value i, seed) over an Arrow string column
+ * tuple (as hash_rows takes them), or ^= seed for a NULL. */
+static PyObject *pg_hash_text(PyObject *self, PyObject *args) {
+    PyObject *spec, *validity = Py_None, *ret = NULL;
+    Py_ssize_t n;
+    unsigned long long seed;
+    Py_buffer out;
+    column_t col;
+    memset(&col, 0, sizeof col);
+    if (!PyArg_ParseTuple(args, "OnKw*", &spec, &n, &seed, &out)) return NULL;
+    if (!PyArg_ParseTuple(spec, "y*y*Onp", &col.offsets, &col.data, &validity, &col.offset, &col.large)) {
+        PyBuffer_Release(&out);
+        return NULL;
+    }
+    if (validity != Py_None) {
+        if (PyObject_GetBuffer(validity, &col.validity, PyBUF_SIMPLE) != 0) goto done;
+        col.has_validity = 1;
+    }
+    if (n < 0 || out.len < n * (Py_ssize_t)sizeof(uint64_t)) {
+        PyErr_SetString(PyExc_ValueError, "pg_hash_text: out must hold n uint64 values");
+        goto done;
+    }
+    if (check_column(&col, n, 0) != 0) goto done;
+    uint64_t *h = (uint64_t *)out.buf;
+    const uint8_t *data = (const uint8_t *)col.data.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!is_valid(&col, i)) {
+            h[i] ^= (uint64_t)seed;
+            continue;
+        }
+        int64_t a = offset_at(&col, i), b = offset_at(&col, i + 1);
+        h[i] ^= pg_hash_bytes(data + a, (uint32_t)(b - a), (uint64_t)seed);
+    }
+    Py_END_ALLOW_THREADS
+    ret = Py_None;
+    Py_INCREF(ret);
+done:
+    release_columns(&col, 1);
+    PyBuffer_Release(&out);
+    return ret;
+}
+
 static PyMethodDef methods[] = {
     {"hash_rows", hash_rows, METH_VARARGS,
      "hash_rows(columns, n, out, sizes=None): the joined-row hash of n rows of Arrow string columns into out "
@@ -490,6 +654,12 @@ static PyMethodDef methods[] = {
     {"argsort_u64", argsort_u64, METH_VARARGS,
      "argsort_u64(keys, order, signed): the stable sorting order of fewer than 2^31 64-bit keys (int64 when "
      "signed, else uint64) into order (int64)."},
+    {"pg_hash_int64", pg_hash_int64, METH_VARARGS,
+     "pg_hash_int64(values, validity, offset, n, seed, out): out[i] ^= PostgreSQL's hashint8extended(values[i], "
+     "seed) (int64 values), or ^= seed where the Arrow validity bitmap (or None) says NULL."},
+    {"pg_hash_text", pg_hash_text, METH_VARARGS,
+     "pg_hash_text(column, n, seed, out): out[i] ^= PostgreSQL's hashtextextended(value, seed) of an Arrow "
+     "string column tuple (as hash_rows takes), or ^= seed for a NULL."},
     {NULL, NULL, 0, NULL},
 };
 

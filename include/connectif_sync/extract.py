@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pyarrow as pa
 import sqlalchemy as sa
 
+from connectif_sync import pg_hash
 from connectif_sync.mappings import Mapping
 from connectif_sync.sources import ValueKind, source_engine
 
@@ -123,6 +124,7 @@ def build_query(
     ids: Sequence[int] | None = None,
     select: str | None = None,
     source_hash: int | None = None,
+    client_hashed: frozenset[str] = frozenset(),
 ) -> Query:
     """The SELECT that extraction runs: the mapped columns of the source, filtered and ordered.
 
@@ -134,12 +136,15 @@ def build_query(
     (resuming a read); ``ids`` keeps the rows whose integer order column is one of these (the rows a probe
     found unconfirmed); ``select`` replaces the column list; ``source_hash`` (the mapping's fingerprint) adds
     each row's source hash computed by the database (:func:`source_hash_sql`) as column
-    :data:`PROBE_HASH_COLUMN`, where the database has one. Identifiers were validated by the mapping and are
-    quoted here.
+    :data:`PROBE_HASH_COLUMN`, where the database has one, but for the terms of ``client_hashed`` columns
+    (PostgreSQL: :mod:`connectif_sync.pg_hash` adds them to the rows read). Identifiers were validated by the
+    mapping and are quoted here.
     """
     q = dialect.identifier_preparer.quote
     cols = select if select is not None else ", ".join(q(c) for c in mapping.source_columns())
-    hashed = source_hash_sql(mapping, dialect, source_hash) if source_hash is not None and select is None else None
+    hashed = None
+    if source_hash is not None and select is None:
+        hashed = source_hash_sql(mapping, dialect, source_hash, client_hashed)
     if hashed is not None:
         cols += f", {hashed} AS {q(PROBE_HASH_COLUMN)}"
     table = mapping.table
@@ -183,7 +188,9 @@ def build_query(
     return Query(sql, params)
 
 
-def source_hash_sql(mapping: Mapping, dialect: sa.Dialect, fingerprint: int) -> str | None:
+def source_hash_sql(
+    mapping: Mapping, dialect: sa.Dialect, fingerprint: int, client_hashed: frozenset[str] = frozenset()
+) -> str | None:
     """The SQL expression of a row's *source hash* on databases that can compute a 64-bit hash themselves
     (PostgreSQL, MySQL/MariaDB), or None (SQLite: its own function, see :func:`probe_query`; others).
 
@@ -197,17 +204,19 @@ def source_hash_sql(mapping: Mapping, dialect: sa.Dialect, fingerprint: int) -> 
     ``CRC32C`` and ``CRC32`` of the values joined as text with the unit separator, a NULL as empty; MySQL and
     older MariaDB: ``MD5`` of that text (:func:`has_crc32c`). A store whose hashes another expression wrote (a
     server upgraded, a version that hashed otherwise, a column's type changed) costs one full scan that reads
-    every row and stores the new hashes (:mod:`connectif_sync.refresh`).
+    every row and stores the new hashes (:mod:`connectif_sync.refresh`). ``client_hashed`` (PostgreSQL): columns
+    whose terms the reader adds (:mod:`connectif_sync.pg_hash`), left out here; None when no term is left.
     """
     q = dialect.identifier_preparer.quote
-    cols = [c for c in mapping.source_columns() if c != mapping.updated_at]
+    cols = pg_hash.hashed_columns(mapping)
     if not cols:
         return None
     fp = int(fingerprint)
     if dialect.name == "postgresql":
         kinds = mapping.source_kinds
-        return "(" + " # ".join(_pg_value_hash(q(c), kinds.get(c.lower(), ValueKind.OTHER), fp, i)
-                                for i, c in enumerate(cols)) + ")"  # fmt: skip
+        terms = [_pg_value_hash(q(c), kinds.get(c.lower(), ValueKind.OTHER), fp, i)
+                 for i, c in enumerate(cols) if c not in client_hashed]  # fmt: skip
+        return "(" + " # ".join(terms) + ")" if terms else None
     if dialect.name in ("mysql", "mariadb"):
         joined = ", ".join([f"'{fp}'"] + [f"COALESCE({q(c)}, '')" for c in cols])
         text = f"CONCAT_WS(CHAR(31), {joined})"
@@ -241,8 +250,7 @@ def _pg_value_hash(column: str, kind: ValueKind, fingerprint: int, position: int
     Functions of PostgreSQL 11 and later (``timestamptz_hash_extended`` is newer: an instant is hashed as its
     UTC time). Text is hashed byte for byte (``COLLATE "C"``): under a nondeterministic collation ``A`` and
     ``a`` would hash alike, and a change of case would pass unseen."""
-    seed = (fingerprint + (position + 1) * 0x9E3779B97F4A7C15) % 2**64
-    seed -= 2**64 if seed >= 2**63 else 0  # a signed bigint
+    seed = pg_hash.term_seed(fingerprint, position)
     return f"coalesce({_PG_HASHES[kind].format(c=column, seed=f'{seed}::bigint')}, {seed}::bigint)"
 
 
@@ -592,11 +600,32 @@ def read_table(
 
 
 def read_rows(conn: Any, url: str, mapping: Mapping, dialect: sa.Dialect, chunk_rows: int, **filters: Any) -> pa.Table:
-    """All rows of :func:`build_query`'s query with ``filters``, as one table (resumed like any read)."""
-    return read_table(
+    """All rows of :func:`build_query`'s query with ``filters``, as one table (resumed like any read), with
+    their source hashes when ``filters`` has ``source_hash`` (finished here: :func:`client_hashed`)."""
+    client = client_hashed(url, mapping) if filters.get("source_hash") is not None else frozenset()
+    if client:
+        filters = {**filters, "client_hashed": client}
+    table = read_table(
         conn, url, build_query(mapping, dialect, **filters), chunk_rows, resume_query(mapping, dialect, **filters),
         mapping.order_by,
     )  # fmt: skip
+    return pg_hash.finish(table, mapping, filters["source_hash"], client, PROBE_HASH_COLUMN) if client else table
+
+
+def client_hashed(url: str | sa.URL, mapping: Mapping) -> frozenset[str]:
+    """The columns whose source-hash terms a read of whole rows through ADBC computes itself rather than the
+    server (PostgreSQL: :func:`connectif_sync.pg_hash.client_columns`); none elsewhere."""
+    return pg_hash.client_columns(mapping) if arrow_source(url) == "postgresql" else frozenset()
+
+
+class _Finish:
+    """:func:`connectif_sync.pg_hash.finish` of each table a reader reads, in the reader's thread."""
+
+    def __init__(self, mapping: Mapping, fingerprint: int, client: frozenset[str]) -> None:
+        self.mapping, self.fingerprint, self.client = mapping, fingerprint, client
+
+    def __call__(self, conn: Any, table: pa.Table) -> Iterator[pa.Table]:
+        yield pg_hash.finish(table, self.mapping, self.fingerprint, self.client, PROBE_HASH_COLUMN)
 
 
 class RangeReads:
@@ -804,24 +833,29 @@ def extract_arrow(
     connections read at once, in order; each connection sees the database as of its own queries, so rows
     written during the read may or may not be in it, as with any read that is not one transaction.
     ``source_hash`` (the mapping's fingerprint, signed): each table also has the rows' source hashes computed
-    by the database, where it can (:func:`source_hash_sql`).
+    by the database, where it can (:func:`source_hash_sql`), and on PostgreSQL partly by this process from the
+    values read (:func:`client_hashed`).
     """
     if path not in ("auto", "adbc", "sqlalchemy"):
         raise ValueError(f"path must be auto, adbc or sqlalchemy, got {path!r}")
     use_adbc = path == "adbc" or (path == "auto" and arrow_source(source_url) is not None)
     dialect = source_dialect(source_url)
-    sql = build_query(mapping, dialect, since=since, window=window, keys=keys, source_hash=source_hash)
+    client = client_hashed(source_url, mapping) if use_adbc and source_hash is not None else frozenset()
+    hashed: dict[str, Any] = {"source_hash": source_hash, "client_hashed": client}
+    finish = _Finish(mapping, source_hash, client) if source_hash is not None and client else None
+    sql = build_query(mapping, dialect, since=since, window=window, keys=keys, **hashed)
     whole = since is None and window is None and keys is None
     ranges = integer_ranges(source_url, mapping, chunk_rows) if use_adbc and whole and readers > 1 else None
     if ranges:
-        sqls = [build_query(mapping, dialect, id_range=r, source_hash=source_hash) for r in ranges]
-        resumes = [resume_query(mapping, dialect, id_range=r, source_hash=source_hash) for r in ranges]
-        with RangeReads(source_url, sqls, chunk_rows, readers, resumes, mapping.order_by) as reads:
+        sqls = [build_query(mapping, dialect, id_range=r, **hashed) for r in ranges]
+        resumes = [resume_query(mapping, dialect, id_range=r, **hashed) for r in ranges]
+        with RangeReads(source_url, sqls, chunk_rows, readers, resumes, mapping.order_by, finish) as reads:
             yield from reads
     elif use_adbc:
-        resume = resume_query(mapping, dialect, since=since, window=window, keys=keys, source_hash=source_hash)
+        resume = resume_query(mapping, dialect, since=since, window=window, keys=keys, **hashed)
         with arrow_connect(source_url) as conn:
-            yield from _adbc_cursor_batches(conn, source_url, sql, chunk_rows, resume, mapping.order_by)
+            for table in _adbc_cursor_batches(conn, source_url, sql, chunk_rows, resume, mapping.order_by):
+                yield from finish(conn, table) if finish is not None else (table,)
     else:
         yield from _sqlalchemy_batches(source_url, sql, chunk_rows)
 

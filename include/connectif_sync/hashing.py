@@ -38,6 +38,15 @@ sorted_member = _c.sorted_member if _c is not None else None
 """``sorted_member(run, queries, found)``: set ``found[i]`` (uint8) where the ascending uint64 ``run`` holds
 the ascending ``queries[i]``; None without the C accelerator (numpy's ``searchsorted`` then)."""
 
+pg_hash_int64 = _c.pg_hash_int64 if _c is not None else None
+"""``pg_hash_int64(values, validity, offset, n, seed, out)``: ``out[i] ^=`` PostgreSQL's ``hashint8extended`` of
+int64 ``values[i]`` (the seed for a NULL, per the Arrow ``validity`` bitmap from bit ``offset``); None without the
+C accelerator (:mod:`connectif_sync.pg_hash`)."""
+
+pg_hash_text = _c.pg_hash_text if _c is not None else None
+"""``pg_hash_text(column, n, seed, out)``: ``out[i] ^=`` PostgreSQL's ``hashtextextended`` of an Arrow string
+column's bytes (the tuple :func:`_c_hash` builds); None without the C accelerator."""
+
 
 def stable_argsort(keys: np.ndarray) -> np.ndarray:
     """``np.argsort(keys, kind="stable")`` of int64 or uint64 keys, by the C accelerator's radix sort where it is

@@ -180,6 +180,9 @@ class Mapping:
     #: The kind of value of each source column (lower-case name), as the database reported it: set by
     #: :func:`check_source_columns`; PostgreSQL's source hash hashes a known kind by its value, not its text.
     source_kinds: dict[str, ValueKind] = field(default_factory=dict)
+    #: PostgreSQL's ``server_encoding`` of the source (set by :func:`check_source_columns`): text stored as UTF-8
+    #: is what the driver hands over, byte for byte, so its source hash can be computed client-side.
+    source_encoding: str | None = None
 
     def sql_for(self, dialect: str) -> str | None:
         """The SELECT for a database (SQLAlchemy dialect name): its ``<name>.<dialect>.sql`` variant when the
@@ -472,7 +475,10 @@ def check_source_columns(mapping: Mapping, source_url: str) -> Mapping:
     import sqlalchemy as sa
 
     kinds: dict[str, ValueKind] = {}
+    encoding: str | None = None
     with source_engine(source_url).connect() as conn:
+        if conn.dialect.name == "postgresql":
+            encoding = str(conn.exec_driver_sql("SHOW server_encoding").scalar())
         if mapping.table:
             schema, _, name = mapping.table.rpartition(".")
             inspector = sa.inspect(conn)
@@ -514,7 +520,7 @@ def check_source_columns(mapping: Mapping, source_url: str) -> Mapping:
             )
     if problems:
         raise MappingError(problems)
-    return replace(mapping, source_kinds=kinds) if kinds else mapping
+    return replace(mapping, source_kinds=kinds, source_encoding=encoding) if kinds else mapping
 
 
 def _select(sql_path: Path, p: str, problems: list[str]) -> str:

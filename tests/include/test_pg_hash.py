@@ -1,0 +1,210 @@
+"""PostgreSQL's source hash finished client-side (``connectif_sync.pg_hash``): rows read whole get, from the
+values the driver decoded, exactly the hash the server computes for a full scan's probe, for every kind and
+edge value; what the client cannot reproduce stays the server's."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+import sqlalchemy as sa
+
+import sample_erp as erp
+from connectif_sync import StateStore, pg_hash, run_sync
+from connectif_sync.diff import mapping_fingerprint, signed
+from connectif_sync.extract import (
+    PROBE_HASH_COLUMN,
+    arrow_connect,
+    build_query,
+    extract_arrow,
+    read_rows,
+    read_table,
+    source_dialect,
+)
+from connectif_sync.mappings import Mapping, check_source_columns, load_mapping
+
+pipeline = sys.modules["connectif_sync.pipeline"]  # the package exports a function of the same name
+
+KINDS = """
+object: contacts
+source: {table: kinds}
+key: _email
+order_by: [id]
+updated_at: updated_at
+fields:
+  _email: {column: email, type: email}
+  name: {column: name, type: string}
+  small: {column: small, type: string}
+  mid: {column: mid, type: string}
+  big: {column: big, type: string}
+  flag: {column: flag, type: string}
+  born: {column: born, type: string}
+  seen: {column: seen, type: string}
+  at: {column: at, type: string}
+  price: {column: price, type: string}
+  code: {column: code, type: string}
+"""
+
+ROWS = [
+    # id, email (text), name (varchar), small, mid, big, flag, born, seen, at, price (numeric), code (char)
+    "1, 'a@x.com', 'Zoë', 7, -5, 9223372036854775807, true, '2025-01-02', '2025-01-02 03:04:05.123456', "
+    "'2025-01-02 03:04:05.000001+02', 1.50, 'ab'",
+    "2, '', '', -32768, -2147483648, -9223372036854775808, false, 'infinity', 'infinity', 'infinity', 0, ''",
+    "3, NULL, NULL, NULL, NULL, NULL, NULL, '-infinity', '-infinity', '-infinity', NULL, NULL",
+    "4, 'exactly12byt', 'twenty-four bytes exactl', 0, 2147483647, 4294967296, NULL, '4714-11-24 BC', "
+    "'1999-12-31 23:59:59.999999', '1970-01-01 00:00:00+00', -1.5, 'xyz'",
+    "5, 'ünïçødé ✓ — 日本語 " + "x" * 100 + "', 'éé', 1, 1, -1, true, '2000-01-01', '2000-01-01 00:00:00', "
+    "'2000-01-01 00:00:00+00', 1e20, 'q'",
+    "6, 'b@x.com', 'Bob', 2, 3, 4, false, '294276-12-31', '294276-12-31 23:59:59', '1900-06-01 12:00:00-03', 2.25, 'w'",
+]
+
+
+def _exec(url: str, *sql: str) -> None:
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            for s in sql:
+                conn.exec_driver_sql(s)
+    finally:
+        engine.dispose()
+
+
+def _kinds_table(url: str, tmp_path: Path, rows: list[str] = ROWS) -> Mapping:
+    _exec(
+        url,
+        "CREATE TABLE kinds (id BIGINT PRIMARY KEY, email TEXT, name VARCHAR(200), small SMALLINT, mid INTEGER, "
+        "big BIGINT, flag BOOLEAN, born DATE, seen TIMESTAMP, at TIMESTAMPTZ, price NUMERIC, code CHAR(3), "
+        "updated_at TIMESTAMP DEFAULT '2025-01-01')",
+        *[f"INSERT INTO kinds (id, email, name, small, mid, big, flag, born, seen, at, price, code) VALUES ({r})"
+          for r in rows],
+    )  # fmt: skip
+    path = tmp_path / "kinds.yaml"
+    path.write_text(KINDS, encoding="utf-8")
+    return check_source_columns(load_mapping(path), url)
+
+
+def _server_hashes(url: str, m: Mapping, fp: int) -> dict[int, int]:
+    """Every row's source hash as the server computes it alone (what a full scan's probe compares)."""
+    with arrow_connect(url) as conn:
+        t = read_table(conn, url, build_query(m, source_dialect(url), source_hash=fp), 1000)
+    return dict(zip(t.column("id").to_pylist(), t.column(PROBE_HASH_COLUMN).to_pylist(), strict=True))
+
+
+def _hashes(tables: Any) -> dict[int, int]:
+    t = pa.concat_tables(tables) if not isinstance(tables, pa.Table) else tables
+    return dict(zip(t.column("id").to_pylist(), t.column(PROBE_HASH_COLUMN).to_pylist(), strict=True))
+
+
+def test_rows_read_whole_get_the_servers_hash_for_every_kind_and_edge_value(pg_database: str, tmp_path: Path) -> None:
+    """Integers of every width and at their limits, booleans, dates and timestamps (infinite, BC, before and
+    after 2000, microseconds), instants, empty and multi-byte text of every length modulo 12, NULLs: the
+    hash of a row read whole (a first run's ranges, a filtered read, the rows a probe reads) is the server's,
+    although the server computed only the NUMERIC's and the CHAR's terms."""
+    url = pg_database
+    m = _kinds_table(url, tmp_path)
+    assert m.source_encoding == "UTF8"
+    client = pg_hash.client_columns(m)
+    assert client == {"id", "email", "name", "small", "mid", "big", "flag", "born", "seen", "at"}
+    fp = signed(mapping_fingerprint(m))
+    sql = build_query(m, source_dialect(url), source_hash=fp, client_hashed=client)
+    assert "::text" in sql and "hashint8extended" not in sql and "timestamp_hash" not in sql  # only the others
+    expected = _server_hashes(url, m, fp)
+    assert len(set(expected.values())) == len(ROWS)
+    assert _hashes(extract_arrow(url, m, source_hash=fp, chunk_rows=2)) == expected  # ranges, two readers
+    assert _hashes(extract_arrow(url, m, source_hash=fp, readers=1)) == expected  # one query
+    since = extract_arrow(url, m, source_hash=fp, since=datetime(2024, 12, 31))  # a filtered read
+    assert _hashes(since) == expected
+    with arrow_connect(url) as conn:
+        assert _hashes(read_rows(conn, url, m, source_dialect(url), 2, ids=[1, 3, 5], source_hash=fp)) == {
+            k: expected[k] for k in (1, 3, 5)
+        }
+
+
+def test_only_the_server_hashes_when_every_column_is_its(pg_database: str, tmp_path: Path) -> None:
+    """Without the C accelerator nothing is hashed client-side, and a mapping whose columns the client cannot
+    hash gets the server's expression whole: the same hashes either way."""
+    url = pg_database
+    m = _kinds_table(url, tmp_path)
+    fp = signed(mapping_fingerprint(m))
+    expected = _server_hashes(url, m, fp)
+    no_kinds = replace(m, source_kinds={})
+    assert pg_hash.client_columns(no_kinds) == frozenset()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pg_hash, "pg_hash_int64", None)
+        assert pg_hash.client_columns(m) == frozenset()
+        assert _hashes(extract_arrow(url, m, source_hash=fp, chunk_rows=2)) == expected
+
+
+def test_a_date_postgresql_cannot_cast_to_a_timestamp_is_named(pg_database: str, tmp_path: Path) -> None:
+    """The server's hash casts a date to a timestamp, which stops at 294276 AD: a later date fails the read
+    with the column and the value named, as the server's own hash would fail it."""
+    url = pg_database
+    m = _kinds_table(url, tmp_path)
+    _exec(url, "UPDATE kinds SET born = '300000-01-01' WHERE id = 6")
+    fp = signed(mapping_fingerprint(m))
+    with pytest.raises(ValueError, match=r"column 'born': a date in the year 300000 is outside PostgreSQL's timestamp"):
+        list(extract_arrow(url, m, source_hash=fp))
+    with pytest.raises(sa.exc.DBAPIError, match="out of range"):
+        engine = sa.create_engine(url)
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql(build_query(m, source_dialect(url), source_hash=fp)).fetchall()
+        finally:
+            engine.dispose()
+
+
+def test_text_of_a_database_not_in_utf8_stays_the_servers(pg_database: str, tmp_path: Path) -> None:
+    """A database whose text is not stored as UTF-8 hashes its bytes in that encoding: the client, which
+    receives UTF-8, leaves text to the server and still hashes the other kinds."""
+    admin = sa.make_url(pg_database).set(database="postgres")
+    name = "latin1_kinds"
+    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
+        conn.exec_driver_sql(f"CREATE DATABASE {name} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+    url = admin.set(database=name).render_as_string(hide_password=False)
+    try:
+        rows = [r for r in ROWS if "日本語" not in r]  # not in LATIN1
+        m = _kinds_table(url, tmp_path, rows)
+        assert m.source_encoding == "LATIN1"
+        client = pg_hash.client_columns(m)
+        assert "id" in client and not {"email", "name"} & client
+        fp = signed(mapping_fingerprint(m))
+        assert _hashes(extract_arrow(url, m, source_hash=fp, chunk_rows=2)) == _server_hashes(url, m, fp)
+    finally:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        engine.dispose()
+
+
+def test_a_first_runs_hashes_are_the_ones_the_next_full_scan_probes(
+    pg_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """End to end: a first run hashes client-side, its rows are confirmed; the next full scan probes the
+    server's hashes, finds every row, reads none whole and sends nothing; a real change is still sent."""
+    url = pg_database
+    erp.generate(url, contacts=300, products=5, orders=5, coupons=0, seed=5, dirty_rate=0.0)
+    state = f"sqlite:///{tmp_path / 'state.db'}"
+    first = run_sync("contacts", url, tmp_path / "a", state_url=state, chunk_rows=100)
+    with StateStore(state) as store:
+        for f in first.files:
+            store.confirm_file(f.path)
+    shaped: list[int] = []
+    take = pipeline._take_shaped
+
+    def counting(run: Any, prepared: Any) -> None:
+        shaped.append(prepared.shaped.num_rows)
+        take(run, prepared)
+
+    monkeypatch.setattr(pipeline, "_take_shaped", counting)
+    second = run_sync("contacts", url, tmp_path / "b", state_url=state, chunk_rows=100)
+    r = second.report
+    assert (r.sent, r.unchanged, r.refreshed, sum(shaped)) == (0, first.report.sent, 0, 0)
+    _exec(url, "UPDATE customers SET last_name = 'Changed' WHERE id = 5")
+    third = run_sync("contacts", url, tmp_path / "c", state_url=state, chunk_rows=100)
+    assert (third.report.changed, third.report.sent) == (1, 1)
