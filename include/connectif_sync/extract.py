@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pyarrow as pa
 import sqlalchemy as sa
 
-from connectif_sync import pg_hash
+from connectif_sync import client_hash
 from connectif_sync.mappings import Mapping
 from connectif_sync.sources import ValueKind, source_engine
 
@@ -137,7 +137,7 @@ def build_query(
     found unconfirmed); ``select`` replaces the column list; ``source_hash`` (the mapping's fingerprint) adds
     each row's source hash computed by the database (:func:`source_hash_sql`) as column
     :data:`PROBE_HASH_COLUMN`, where the database has one, but for the terms of ``client_hashed`` columns
-    (PostgreSQL: :mod:`connectif_sync.pg_hash` adds them to the rows read). Identifiers were validated by the
+    (:mod:`connectif_sync.client_hash` adds them to the rows read). Identifiers were validated by the
     mapping and are quoted here.
     """
     q = dialect.identifier_preparer.quote
@@ -205,10 +205,11 @@ def source_hash_sql(
     older MariaDB: ``MD5`` of that text (:func:`has_crc32c`). A store whose hashes another expression wrote (a
     server upgraded, a version that hashed otherwise, a column's type changed) costs one full scan that reads
     every row and stores the new hashes (:mod:`connectif_sync.refresh`). ``client_hashed`` (PostgreSQL): columns
-    whose terms the reader adds (:mod:`connectif_sync.pg_hash`), left out here; None when no term is left.
+    whose terms the reader adds (:mod:`connectif_sync.client_hash`), left out here; None when no term is left
+    (MariaDB: all or nothing).
     """
     q = dialect.identifier_preparer.quote
-    cols = pg_hash.hashed_columns(mapping)
+    cols = client_hash.hashed_columns(mapping)
     if not cols:
         return None
     fp = int(fingerprint)
@@ -218,6 +219,8 @@ def source_hash_sql(
                  for i, c in enumerate(cols) if c not in client_hashed]  # fmt: skip
         return "(" + " # ".join(terms) + ")" if terms else None
     if dialect.name in ("mysql", "mariadb"):
+        if client_hashed:
+            return None
         joined = ", ".join([f"'{fp}'"] + [f"COALESCE({q(c)}, '')" for c in cols])
         text = f"CONCAT_WS(CHAR(31), {joined})"
         if has_crc32c(dialect):
@@ -250,7 +253,7 @@ def _pg_value_hash(column: str, kind: ValueKind, fingerprint: int, position: int
     Functions of PostgreSQL 11 and later (``timestamptz_hash_extended`` is newer: an instant is hashed as its
     UTC time). Text is hashed byte for byte (``COLLATE "C"``): under a nondeterministic collation ``A`` and
     ``a`` would hash alike, and a change of case would pass unseen."""
-    seed = pg_hash.term_seed(fingerprint, position)
+    seed = client_hash.term_seed(fingerprint, position)
     return f"coalesce({_PG_HASHES[kind].format(c=column, seed=f'{seed}::bigint')}, {seed}::bigint)"
 
 
@@ -609,23 +612,36 @@ def read_rows(conn: Any, url: str, mapping: Mapping, dialect: sa.Dialect, chunk_
         conn, url, build_query(mapping, dialect, **filters), chunk_rows, resume_query(mapping, dialect, **filters),
         mapping.order_by,
     )  # fmt: skip
-    return pg_hash.finish(table, mapping, filters["source_hash"], client, PROBE_HASH_COLUMN) if client else table
+    return _Finish(url, mapping, filters["source_hash"], client).table(table) if client else table
 
 
 def client_hashed(url: str | sa.URL, mapping: Mapping) -> frozenset[str]:
-    """The columns whose source-hash terms a read of whole rows through ADBC computes itself rather than the
-    server (PostgreSQL: :func:`connectif_sync.pg_hash.client_columns`); none elsewhere."""
-    return pg_hash.client_columns(mapping) if arrow_source(url) == "postgresql" else frozenset()
+    """The columns whose source-hash terms a read of whole rows through the Arrow readers computes itself
+    rather than the database (:mod:`connectif_sync.client_hash`): PostgreSQL's by kind, MariaDB 10.8+'s all or
+    none; none elsewhere."""
+    reader = arrow_source(url)
+    if reader == "postgresql":
+        return client_hash.pg_columns(mapping)
+    if reader == "mysql" and has_crc32c(source_dialect(url)):
+        return client_hash.mariadb_columns(mapping)
+    return frozenset()
 
 
 class _Finish:
-    """:func:`connectif_sync.pg_hash.finish` of each table a reader reads, in the reader's thread."""
+    """The source hashes of each table a reader reads, finished by :mod:`connectif_sync.client_hash` (in the
+    reader's thread when given to :class:`RangeReads`)."""
 
-    def __init__(self, mapping: Mapping, fingerprint: int, client: frozenset[str]) -> None:
+    def __init__(self, url: str | sa.URL, mapping: Mapping, fingerprint: int, client: frozenset[str]) -> None:
         self.mapping, self.fingerprint, self.client = mapping, fingerprint, client
+        self.mariadb = arrow_source(url) == "mysql"
+
+    def table(self, table: pa.Table) -> pa.Table:
+        if self.mariadb:
+            return client_hash.finish_mariadb(table, self.mapping, self.fingerprint, PROBE_HASH_COLUMN)
+        return client_hash.finish_pg(table, self.mapping, self.fingerprint, self.client, PROBE_HASH_COLUMN)
 
     def __call__(self, conn: Any, table: pa.Table) -> Iterator[pa.Table]:
-        yield pg_hash.finish(table, self.mapping, self.fingerprint, self.client, PROBE_HASH_COLUMN)
+        yield self.table(table)
 
 
 class RangeReads:
@@ -833,8 +849,8 @@ def extract_arrow(
     connections read at once, in order; each connection sees the database as of its own queries, so rows
     written during the read may or may not be in it, as with any read that is not one transaction.
     ``source_hash`` (the mapping's fingerprint, signed): each table also has the rows' source hashes computed
-    by the database, where it can (:func:`source_hash_sql`), and on PostgreSQL partly by this process from the
-    values read (:func:`client_hashed`).
+    by the database, where it can (:func:`source_hash_sql`), or by this process from the values read, where it
+    can compute them exactly (:func:`client_hashed`).
     """
     if path not in ("auto", "adbc", "sqlalchemy"):
         raise ValueError(f"path must be auto, adbc or sqlalchemy, got {path!r}")
@@ -842,7 +858,7 @@ def extract_arrow(
     dialect = source_dialect(source_url)
     client = client_hashed(source_url, mapping) if use_adbc and source_hash is not None else frozenset()
     hashed: dict[str, Any] = {"source_hash": source_hash, "client_hashed": client}
-    finish = _Finish(mapping, source_hash, client) if source_hash is not None and client else None
+    finish = _Finish(source_url, mapping, source_hash, client) if source_hash is not None and client else None
     sql = build_query(mapping, dialect, since=since, window=window, keys=keys, **hashed)
     whole = since is None and window is None and keys is None
     ranges = integer_ranges(source_url, mapping, chunk_rows) if use_adbc and whole and readers > 1 else None

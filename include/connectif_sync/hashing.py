@@ -41,11 +41,15 @@ the ascending ``queries[i]``; None without the C accelerator (numpy's ``searchso
 pg_hash_int64 = _c.pg_hash_int64 if _c is not None else None
 """``pg_hash_int64(values, validity, offset, n, seed, out)``: ``out[i] ^=`` PostgreSQL's ``hashint8extended`` of
 int64 ``values[i]`` (the seed for a NULL, per the Arrow ``validity`` bitmap from bit ``offset``); None without the
-C accelerator (:mod:`connectif_sync.pg_hash`)."""
+C accelerator (:mod:`connectif_sync.client_hash`)."""
 
 pg_hash_text = _c.pg_hash_text if _c is not None else None
 """``pg_hash_text(column, n, seed, out)``: ``out[i] ^=`` PostgreSQL's ``hashtextextended`` of an Arrow string
 column's bytes (the tuple :func:`_c_hash` builds); None without the C accelerator."""
+
+mysql_crc_rows = _c.mysql_crc_rows if _c is not None else None
+"""``mysql_crc_rows(prefix, columns, n, out)``: MariaDB's source hash of each row (its text built from Arrow
+columns: :mod:`connectif_sync.client_hash`); None without the C accelerator."""
 
 
 def stable_argsort(keys: np.ndarray) -> np.ndarray:

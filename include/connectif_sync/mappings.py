@@ -490,6 +490,8 @@ def check_source_columns(mapping: Mapping, source_url: str) -> Mapping:
             columns = inspector.get_columns(name, schema=schema or None)
             have = [c["name"] for c in columns]
             kinds = {c["name"].lower(): value_kind(c["type"]) for c in columns}
+            if conn.dialect.name in ("mysql", "mariadb"):
+                kinds.update(_mysql_other_kinds(conn, schema, name, kinds))
         elif mapping.sql:
             sql = mapping.sql_for(conn.dialect.name)
             query = sa.text(f"SELECT * FROM ({sql}) AS mapping_check WHERE 1 = 0")
@@ -521,6 +523,31 @@ def check_source_columns(mapping: Mapping, source_url: str) -> Mapping:
     if problems:
         raise MappingError(problems)
     return replace(mapping, source_kinds=kinds, source_encoding=encoding) if kinds else mapping
+
+
+_UTF8_CHARSETS = frozenset({"utf8mb4", "utf8mb3", "utf8", "ascii"})
+
+
+def _mysql_other_kinds(conn: Any, schema: str, table: str, kinds: dict[str, ValueKind]) -> dict[str, ValueKind]:
+    """MySQL/MariaDB columns whose values the client receives otherwise than the server hashes them, as
+    :attr:`ValueKind.OTHER`: text in a character set that is not UTF-8 (MariaDB hashes its bytes in that set,
+    the driver hands over UTF-8) and ``BIGINT UNSIGNED`` (beyond int64). Only the client-side hash
+    (:mod:`connectif_sync.client_hash`) reads MySQL's kinds."""
+    import sqlalchemy as sa
+
+    rows = conn.execute(
+        sa.text("SELECT COLUMN_NAME, COLUMN_TYPE, CHARACTER_SET_NAME FROM information_schema.COLUMNS "
+                "WHERE TABLE_SCHEMA = COALESCE(:schema, DATABASE()) AND TABLE_NAME = :table"),
+        {"schema": schema or None, "table": table},
+    )  # fmt: skip
+    other: dict[str, ValueKind] = {}
+    for column, column_type, charset in rows:
+        kind = kinds.get(str(column).lower())
+        text_elsewhere = kind is ValueKind.TEXT and str(charset or "").lower() not in _UTF8_CHARSETS
+        huge = kind is ValueKind.INTEGER and "bigint" in str(column_type).lower() and "unsigned" in str(column_type)
+        if text_elsewhere or huge:
+            other[str(column).lower()] = ValueKind.OTHER
+    return other
 
 
 def _select(sql_path: Path, p: str, problems: list[str]) -> str:

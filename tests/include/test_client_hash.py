@@ -1,6 +1,7 @@
-"""PostgreSQL's source hash finished client-side (``connectif_sync.pg_hash``): rows read whole get, from the
-values the driver decoded, exactly the hash the server computes for a full scan's probe, for every kind and
-edge value; what the client cannot reproduce stays the server's."""
+"""Source hashes computed client-side (``connectif_sync.client_hash``): rows read whole get, from the values
+the driver decoded, exactly the hash the database computes for a full scan's probe (PostgreSQL's terms by
+kind, MariaDB's text CRCs), for every kind and edge value; what the client cannot reproduce stays the
+database's."""
 
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ import pytest
 import sqlalchemy as sa
 
 import sample_erp as erp
-from connectif_sync import StateStore, pg_hash, run_sync
+from connectif_sync import StateStore, client_hash, run_sync
 from connectif_sync.diff import mapping_fingerprint, signed
 from connectif_sync.extract import (
     PROBE_HASH_COLUMN,
     arrow_connect,
     build_query,
+    client_hashed,
     extract_arrow,
     read_rows,
     read_table,
@@ -108,7 +110,7 @@ def test_rows_read_whole_get_the_servers_hash_for_every_kind_and_edge_value(pg_d
     url = pg_database
     m = _kinds_table(url, tmp_path)
     assert m.source_encoding == "UTF8"
-    client = pg_hash.client_columns(m)
+    client = client_hash.pg_columns(m)
     assert client == {"id", "email", "name", "small", "mid", "big", "flag", "born", "seen", "at"}
     fp = signed(mapping_fingerprint(m))
     sql = build_query(m, source_dialect(url), source_hash=fp, client_hashed=client)
@@ -133,10 +135,10 @@ def test_only_the_server_hashes_when_every_column_is_its(pg_database: str, tmp_p
     fp = signed(mapping_fingerprint(m))
     expected = _server_hashes(url, m, fp)
     no_kinds = replace(m, source_kinds={})
-    assert pg_hash.client_columns(no_kinds) == frozenset()
+    assert client_hash.pg_columns(no_kinds) == frozenset()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(pg_hash, "pg_hash_int64", None)
-        assert pg_hash.client_columns(m) == frozenset()
+        mp.setattr(client_hash, "pg_hash_int64", None)
+        assert client_hash.pg_columns(m) == frozenset()
         assert _hashes(extract_arrow(url, m, source_hash=fp, chunk_rows=2)) == expected
 
 
@@ -172,7 +174,7 @@ def test_text_of_a_database_not_in_utf8_stays_the_servers(pg_database: str, tmp_
         rows = [r for r in ROWS if "日本語" not in r]  # not in LATIN1
         m = _kinds_table(url, tmp_path, rows)
         assert m.source_encoding == "LATIN1"
-        client = pg_hash.client_columns(m)
+        client = client_hash.pg_columns(m)
         assert "id" in client and not {"email", "name"} & client
         fp = signed(mapping_fingerprint(m))
         assert _hashes(extract_arrow(url, m, source_hash=fp, chunk_rows=2)) == _server_hashes(url, m, fp)
@@ -182,13 +184,16 @@ def test_text_of_a_database_not_in_utf8_stays_the_servers(pg_database: str, tmp_
         engine.dispose()
 
 
+@pytest.mark.parametrize("kind", ["postgresql", pytest.param("mysql", marks=pytest.mark.mysql)])
 def test_a_first_runs_hashes_are_the_ones_the_next_full_scan_probes(
-    pg_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """End to end: a first run hashes client-side, its rows are confirmed; the next full scan probes the
-    server's hashes, finds every row, reads none whole and sends nothing; a real change is still sent."""
-    url = pg_database
+    database's hashes, finds every row, reads none whole and sends nothing; a real change is still sent."""
+    url = str(request.getfixturevalue("pg_database" if kind == "postgresql" else "mysql_database"))
     erp.generate(url, contacts=300, products=5, orders=5, coupons=0, seed=5, dirty_rate=0.0)
+    mapping = check_source_columns(load_mapping(Path(client_hash.__file__).parent / "mappings" / "contacts.yaml"), url)
+    assert client_hashed(url, mapping) == set(client_hash.hashed_columns(mapping))  # all of them, here
     state = f"sqlite:///{tmp_path / 'state.db'}"
     first = run_sync("contacts", url, tmp_path / "a", state_url=state, chunk_rows=100)
     with StateStore(state) as store:
@@ -208,3 +213,85 @@ def test_a_first_runs_hashes_are_the_ones_the_next_full_scan_probes(
     _exec(url, "UPDATE customers SET last_name = 'Changed' WHERE id = 5")
     third = run_sync("contacts", url, tmp_path / "c", state_url=state, chunk_rows=100)
     assert (third.report.changed, third.report.sent) == (1, 1)
+
+
+MARIADB = """
+object: contacts
+source: {table: kinds}
+key: _email
+order_by: [id]
+updated_at: updated_at
+fields:
+  _email: {column: email, type: email}
+  name: {column: name, type: string}
+  small: {column: small, type: string}
+  big: {column: big, type: string}
+  flag: {column: flag, type: string}
+  born: {column: born, type: string}
+"""
+
+MARIADB_ROWS = [
+    "1, 'a@x.com', 'Zoë 😀', -32768, 9223372036854775807, 1, '2025-01-02'",
+    "2, '', '', 0, -9223372036854775808, 0, '1000-01-01'",
+    "3, NULL, NULL, NULL, NULL, NULL, NULL",
+    "4, 'ünïçødé ✓ — 日本語 " + "x" * 300 + "', 'b', 32767, -1, 7, '9999-12-31'",
+    "5, 'c@x.com', 'tab\tand\nnewline', 5, 12345678901, -3, '1970-01-01'",
+    "6, 'd@x.com', 'trailing  ', 1, 2, NULL, '1969-12-31'",
+]
+
+
+def _mariadb_table(url: str, tmp_path: Path, extra: str = "") -> Mapping:
+    _exec(
+        url,
+        "CREATE TABLE kinds (id INT PRIMARY KEY, email VARCHAR(500), name TEXT CHARACTER SET utf8mb4, "
+        f"small SMALLINT, big BIGINT, flag TINYINT(1), born DATE, updated_at DATETIME DEFAULT '2025-01-01'{extra}) "
+        "DEFAULT CHARSET = utf8mb4",
+        *[f"INSERT INTO kinds (id, email, name, small, big, flag, born) VALUES ({r})" for r in MARIADB_ROWS],
+    )
+    path = tmp_path / "kinds.yaml"
+    path.write_text(MARIADB, encoding="utf-8")
+    return check_source_columns(load_mapping(path), url)
+
+
+@pytest.mark.mysql
+def test_mariadb_rows_read_whole_get_the_servers_crcs(mysql_database: str, tmp_path: Path) -> None:
+    """Integers at their limits, a TINYINT(1) holding 7 and -3, dates from 1000 to 9999, multi-byte and
+    four-byte text (VARCHAR and TEXT), tabs, newlines, trailing spaces, NULLs: the joined text is built and
+    hashed here, and every row's hash is the one MariaDB computes (the server computes none of them here)."""
+    url = mysql_database
+    m = _mariadb_table(url, tmp_path)
+    client = client_hashed(url, m)
+    assert client == {"id", "email", "name", "small", "big", "flag", "born"}
+    fp = signed(mapping_fingerprint(m))
+    assert PROBE_HASH_COLUMN not in build_query(m, source_dialect(url), source_hash=fp, client_hashed=client)
+    expected = _server_hashes(url, m, fp)
+    assert len(set(expected.values())) == len(MARIADB_ROWS)
+    assert _hashes(extract_arrow(url, m, source_hash=fp, chunk_rows=2)) == expected  # ranges, two readers
+    assert _hashes(extract_arrow(url, m, source_hash=fp, since=datetime(2024, 12, 31))) == expected
+    with arrow_connect(url) as conn:
+        assert _hashes(read_rows(conn, url, m, source_dialect(url), 2, ids=[1, 3, 5], source_hash=fp)) == {
+            k: expected[k] for k in (1, 3, 5)
+        }
+
+
+@pytest.mark.mysql
+@pytest.mark.parametrize("column", ["email VARCHAR(50) CHARACTER SET latin1", "big BIGINT UNSIGNED", "born DATETIME"])
+def test_mariadb_rows_are_hashed_by_the_server_when_one_column_is_not_the_clients(
+    mysql_database: str, tmp_path: Path, column: str
+) -> None:
+    """Text in another character set (MariaDB hashes its latin1 bytes), a type the kinds do not tell apart
+    (DATETIME and its decimals), an unsigned BIGINT: the server hashes the whole joined text, as before."""
+    url = mysql_database
+    name = column.split()[0]
+    _exec(url, "CREATE TABLE kinds (id INT PRIMARY KEY, email VARCHAR(500), name VARCHAR(500), small SMALLINT, "
+               "big BIGINT, flag TINYINT(1), born DATE, updated_at DATETIME DEFAULT '2025-01-01') "
+               "DEFAULT CHARSET = utf8mb4",
+          f"ALTER TABLE kinds MODIFY {column}",
+          "INSERT INTO kinds (id, email, name, small, big, flag, born) VALUES "
+          "(1, 'é@x.com', 'Zoë', 1, 2, 1, '2025-01-02'), (2, 'b@x.com', NULL, 3, 4, 0, NULL)")  # fmt: skip
+    path = tmp_path / "kinds.yaml"
+    path.write_text(MARIADB, encoding="utf-8")
+    m = check_source_columns(load_mapping(path), url)
+    assert client_hashed(url, m) == frozenset(), (name, m.source_kinds)
+    fp = signed(mapping_fingerprint(m))
+    assert _hashes(extract_arrow(url, m, source_hash=fp, chunk_rows=1)) == _server_hashes(url, m, fp)
