@@ -26,6 +26,10 @@
  * sorted_member(run, queries, found): membership of ascending hashes in an ascending array, by galloping
  * (the duplicate rule's sorted runs of keys). merge_latest(older, newer, at, out): two sorted tables of
  * hashes merged, the newer row winning (the commit's snapshot).
+ *
+ * pg_hash_int64 / pg_hash_text and mysql_crc_rows compute the source hashes PostgreSQL and MariaDB compute in
+ * SQL, from the values a read of whole rows decoded (connectif_sync.client_hash): the database then skips
+ * that work for every row of a first run.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
