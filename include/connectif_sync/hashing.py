@@ -15,6 +15,8 @@ as if joined without building the joined strings. Without it the numpy code belo
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -75,8 +77,11 @@ def _powers(base: np.uint64, n: int) -> np.ndarray:
         return np.cumprod(out, dtype=np.uint64)
 
 
-_PW = _powers(_P, _SEGMENT + 1)
-_PI = _powers(_P_INV, _SEGMENT + 1)
+@functools.cache
+def _segment_powers() -> tuple[np.ndarray, np.ndarray]:
+    """The powers of P and of its inverse up to one segment, for the numpy code only: made on its first use
+    (16 MB that every process held, and 16 MB more while they were made, where the C accelerator needs none)."""
+    return _powers(_P, _SEGMENT + 1), _powers(_P_INV, _SEGMENT + 1)
 
 
 def mix64(h: np.ndarray) -> np.ndarray:
@@ -149,8 +154,8 @@ def numpy_hash_strings(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
             j = min(max(j, i + 1), n)
             a, b = int(offsets[i]), int(offsets[j])
             seg_len = b - a
-            pw = _PW if seg_len <= _SEGMENT else _powers(_P, seg_len + 1)
-            pi = _PI if seg_len <= _SEGMENT else _powers(_P_INV, seg_len + 1)
+            pw = _segment_powers()[0] if seg_len <= _SEGMENT else _powers(_P, seg_len + 1)
+            pi = _segment_powers()[1] if seg_len <= _SEGMENT else _powers(_P_INV, seg_len + 1)
             rel = offsets[i : j + 1] - a
             lengths = rel[1:] - rel[:-1]
             if seg_len == 0:
