@@ -275,12 +275,16 @@ def test_mariadb_rows_read_whole_get_the_servers_crcs(mysql_database: str, tmp_p
 
 
 @pytest.mark.mysql
-@pytest.mark.parametrize("column", ["email VARCHAR(50) CHARACTER SET latin1", "big BIGINT UNSIGNED", "born DATETIME"])
+@pytest.mark.parametrize(
+    "column",
+    ["email VARCHAR(50) CHARACTER SET latin1", "big BIGINT UNSIGNED", "small SMALLINT(5) ZEROFILL", "born DATETIME"],
+)
 def test_mariadb_rows_are_hashed_by_the_server_when_one_column_is_not_the_clients(
     mysql_database: str, tmp_path: Path, column: str
 ) -> None:
     """Text in another character set (MariaDB hashes its latin1 bytes), a type the kinds do not tell apart
-    (DATETIME and its decimals), an unsigned BIGINT: the server hashes the whole joined text, as before."""
+    (DATETIME and its decimals), an unsigned BIGINT, an integer printed with leading zeros: the server hashes
+    the whole joined text, as before."""
     url = mysql_database
     name = column.split()[0]
     _exec(url, "CREATE TABLE kinds (id INT PRIMARY KEY, email VARCHAR(500), name VARCHAR(500), small SMALLINT, "
