@@ -13,4 +13,5 @@ pytest_plugins = [
     "tests.fixtures.mail",
     "tests.fixtures.mariadb",
     "tests.fixtures.databases",
+    "tests.fixtures.runs",
 ]

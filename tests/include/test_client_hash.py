@@ -5,7 +5,6 @@ database's."""
 
 from __future__ import annotations
 
-import sys
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -29,8 +28,6 @@ from connectif_sync.extract import (
     source_dialect,
 )
 from connectif_sync.mappings import Mapping, check_source_columns, load_mapping
-
-pipeline = sys.modules["connectif_sync.pipeline"]  # the package exports a function of the same name
 
 KINDS = """
 object: contacts
@@ -125,6 +122,7 @@ def test_rows_read_whole_get_the_servers_hash_for_every_kind_and_edge_value(pg_d
         assert _hashes(read_rows(conn, url, m, source_dialect(url), 2, ids=[1, 3, 5], source_hash=fp)) == {
             k: expected[k] for k in (1, 3, 5)
         }
+        assert _hashes(read_rows(conn, url, m, source_dialect(url), 2, ids=[999], source_hash=fp)) == {}  # none
 
 
 def test_only_the_server_hashes_when_every_column_is_its(pg_database: str, tmp_path: Path) -> None:
@@ -184,13 +182,12 @@ def test_text_of_a_database_not_in_utf8_stays_the_servers(pg_database: str, tmp_
         engine.dispose()
 
 
-@pytest.mark.parametrize("kind", ["postgresql", pytest.param("mysql", marks=pytest.mark.mysql)])
 def test_a_first_runs_hashes_are_the_ones_the_next_full_scan_probes(
-    kind: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    server_database: str, tmp_path: Path, shaped_rows: list[int]
 ) -> None:
     """End to end: a first run hashes client-side, its rows are confirmed; the next full scan probes the
     database's hashes, finds every row, reads none whole and sends nothing; a real change is still sent."""
-    url = str(request.getfixturevalue("pg_database" if kind == "postgresql" else "mysql_database"))
+    url = server_database
     erp.generate(url, contacts=300, products=5, orders=5, coupons=0, seed=5, dirty_rate=0.0)
     mapping = check_source_columns(load_mapping(Path(client_hash.__file__).parent / "mappings" / "contacts.yaml"), url)
     assert client_hashed(url, mapping) == set(client_hash.hashed_columns(mapping))  # all of them, here
@@ -199,17 +196,10 @@ def test_a_first_runs_hashes_are_the_ones_the_next_full_scan_probes(
     with StateStore(state) as store:
         for f in first.files:
             store.confirm_file(f.path)
-    shaped: list[int] = []
-    take = pipeline._take_shaped
-
-    def counting(run: Any, prepared: Any) -> None:
-        shaped.append(prepared.shaped.num_rows)
-        take(run, prepared)
-
-    monkeypatch.setattr(pipeline, "_take_shaped", counting)
+    shaped_rows.clear()  # the first run's
     second = run_sync("contacts", url, tmp_path / "b", state_url=state, chunk_rows=100)
     r = second.report
-    assert (r.sent, r.unchanged, r.refreshed, sum(shaped)) == (0, first.report.sent, 0, 0)
+    assert (r.sent, r.unchanged, r.refreshed, sum(shaped_rows)) == (0, first.report.sent, 0, 0)
     _exec(url, "UPDATE customers SET last_name = 'Changed' WHERE id = 5")
     third = run_sync("contacts", url, tmp_path / "c", state_url=state, chunk_rows=100)
     assert (third.report.changed, third.report.sent) == (1, 1)
@@ -272,6 +262,7 @@ def test_mariadb_rows_read_whole_get_the_servers_crcs(mysql_database: str, tmp_p
         assert _hashes(read_rows(conn, url, m, source_dialect(url), 2, ids=[1, 3, 5], source_hash=fp)) == {
             k: expected[k] for k in (1, 3, 5)
         }
+        assert _hashes(read_rows(conn, url, m, source_dialect(url), 2, ids=[999], source_hash=fp)) == {}  # none
 
 
 @pytest.mark.mysql

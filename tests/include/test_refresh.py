@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -34,22 +33,9 @@ def _confirmed_first_run(url: str, state: str, out: Path, chunk_rows: int) -> in
     return first.report.sent
 
 
-def _count_shaped(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The rows each chunk shaped (read in full, not known by their source hash), as the run goes."""
-    shaped: list[int] = []
-    take = pipeline._take_shaped
-
-    def counting(run: Any, prepared: Any) -> None:
-        shaped.append(prepared.shaped.num_rows)
-        take(run, prepared)
-
-    monkeypatch.setattr(pipeline, "_take_shaped", counting)
-    return shaped
-
-
 @pytest.mark.parametrize("chunk_rows", [100, 32_768])  # ranges and the probe; one read of the whole table
 def test_rows_whose_source_changed_but_not_their_csv_are_read_whole_by_one_full_scan(
-    tmp_path: Path, chunk_rows: int, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, chunk_rows: int, shaped_rows: list[int]
 ) -> None:
     url, state = _erp(tmp_path), f"sqlite:///{tmp_path / 'state.db'}"
     sent = _confirmed_first_run(url, state, tmp_path / "a", chunk_rows)
@@ -57,7 +43,8 @@ def test_rows_whose_source_changed_but_not_their_csv_are_read_whole_by_one_full_
     with engine.begin() as conn:  # every row's source changes; the CSV does not (emails are sent lower-cased)
         conn.execute(sa.text("UPDATE customers SET email = UPPER(email)"))
     engine.dispose()
-    shaped = _count_shaped(monkeypatch)
+    shaped = shaped_rows
+    shaped.clear()  # the first run's
     second = run_sync("contacts", url, tmp_path / "b", state_url=state, chunk_rows=chunk_rows)
     r = second.report
     assert (r.sent, r.unchanged, r.refreshed, sum(shaped)) == (0, sent, sent, sent)
@@ -110,12 +97,10 @@ def test_a_refresh_stores_only_rows_still_confirmed_as_the_scan_saw_them(store_u
     assert changed == [pick[0]] and int(after.source_hashes[pick[0]]) == 777
 
 
-def _refreshed_once_then_probed(
-    url: str, state: str, tmp_path: Path, sent: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _refreshed_once_then_probed(url: str, state: str, tmp_path: Path, sent: int, shaped: list[int]) -> None:
     """The next full scan reads every row whole and stores their new source hashes; the one after probes and
-    reads none whole; neither sends anything."""
-    shaped = _count_shaped(monkeypatch)
+    reads none whole; neither sends anything (``shaped``: the ``shaped_rows`` fixture)."""
+    shaped.clear()
     second = run_sync("contacts", url, tmp_path / "b", state_url=state, chunk_rows=100)
     assert (second.report.sent, second.report.refreshed, sum(shaped)) == (0, sent, sent)
     shaped.clear()
@@ -125,7 +110,7 @@ def _refreshed_once_then_probed(
 
 @pytest.mark.mysql
 def test_a_store_hashed_with_md5_moves_to_mariadb_crcs_in_one_full_scan(
-    mysql_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    mysql_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shaped_rows: list[int]
 ) -> None:
     """MariaDB 10.8+ hashes rows with CRC32C and CRC32, earlier versions (and MySQL) with MD5: a store whose
     rows were confirmed with MD5 hashes is read whole by one full scan, which stores the CRC hashes; the next
@@ -144,11 +129,11 @@ def test_a_store_hashed_with_md5_moves_to_mariadb_crcs_in_one_full_scan(
     for module in (extract, sys.modules["connectif_sync.probe"]):
         monkeypatch.setattr(module, "source_dialect", real)
     assert extract.has_crc32c(real(mysql_database))
-    _refreshed_once_then_probed(mysql_database, state, tmp_path, sent, monkeypatch)
+    _refreshed_once_then_probed(mysql_database, state, tmp_path, sent, shaped_rows)
 
 
 def test_a_postgresql_store_hashed_as_text_moves_to_hashes_by_kind_in_one_full_scan(
-    pg_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pg_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shaped_rows: list[int]
 ) -> None:
     """PostgreSQL hashes each column by its kind of value (read from the table's columns); a store whose rows
     were confirmed with every column hashed as text (as when the kinds are unknown, or another version's
@@ -159,4 +144,4 @@ def test_a_postgresql_store_hashed_as_text_moves_to_hashes_by_kind_in_one_full_s
         mp.setattr(pipeline, "check_source_columns", lambda mapping, url: mapping)  # no kinds: text hashes
         state = f"sqlite:///{tmp_path / 'state.db'}"
         sent = _confirmed_first_run(pg_database, state, tmp_path / "a", 100)
-    _refreshed_once_then_probed(pg_database, state, tmp_path, sent, monkeypatch)
+    _refreshed_once_then_probed(pg_database, state, tmp_path, sent, shaped_rows)
