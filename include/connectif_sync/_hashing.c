@@ -123,11 +123,12 @@ static inline void hash_bytes(const uint8_t *p, const uint8_t *end, uint64_t *hp
 }
 
 /* Every row: its hash into result and, when count_quotes, its CSV size into csv (pyarrow's writer quotes
- * every present value and doubles its quotes; a null is written as nothing; commas and a newline). */
+ * every present value and doubles its quotes; a null is written as nothing; commas and a newline) and, when
+ * masks is given, bit c set for each of the first 63 columns whose value is null or empty. */
 static inline void hash_all(const column_t *cols, Py_ssize_t k, Py_ssize_t n, uint64_t *result, int64_t *csv,
-                            const int count_quotes) {
+                            int64_t *masks, const int count_quotes) {
     for (Py_ssize_t i = 0; i < n; i++) {
-        uint64_t h = 0, pw = 1, length = 0;
+        uint64_t h = 0, pw = 1, length = 0, empty = 0;
         int64_t quotes = 0, present = 0;
         for (Py_ssize_t c = 0; c < k; c++) {
             const column_t *col = &cols[c];
@@ -136,26 +137,31 @@ static inline void hash_all(const column_t *cols, Py_ssize_t k, Py_ssize_t n, ui
                 pw *= HASH_P;
                 length += 1;
             }
-            if (!is_valid(col, i)) continue;
+            if (!is_valid(col, i)) {
+                if (c < 63) empty |= 1ULL << c;
+                continue;
+            }
             int64_t a = offset_at(col, i), b = offset_at(col, i + 1);
+            if (a == b && c < 63) empty |= 1ULL << c;
             const uint8_t *data = (const uint8_t *)col->data.buf;
             hash_bytes(data + a, data + b, &h, &pw, &quotes, count_quotes);
             length += (uint64_t)(b - a);
             present += 1;
         }
         if (count_quotes) csv[i] = (int64_t)length - (k - 1) + quotes + 2 * present + k;
+        if (masks != NULL) masks[i] = (int64_t)empty;
         h ^= length * HASH_GOLDEN;
         result[i] = mix64(h);
     }
 }
 
 static PyObject *hash_rows(PyObject *self, PyObject *args) {
-    PyObject *columns, *sizes_obj = Py_None, *seq = NULL, *ret = NULL;
+    PyObject *columns, *sizes_obj = Py_None, *masks_obj = Py_None, *seq = NULL, *ret = NULL;
     Py_ssize_t n, k = 0, ready = 0;
-    Py_buffer out, sizes;
-    int has_sizes = 0;
+    Py_buffer out, sizes, masks;
+    int has_sizes = 0, has_masks = 0;
     column_t *cols = NULL;
-    if (!PyArg_ParseTuple(args, "Onw*|O", &columns, &n, &out, &sizes_obj)) return NULL;
+    if (!PyArg_ParseTuple(args, "Onw*|OO", &columns, &n, &out, &sizes_obj, &masks_obj)) return NULL;
     if (n < 0 || out.len < n * (Py_ssize_t)sizeof(uint64_t)) {
         PyErr_SetString(PyExc_ValueError, "out must hold n uint64 values");
         goto done;
@@ -165,6 +171,14 @@ static PyObject *hash_rows(PyObject *self, PyObject *args) {
         has_sizes = 1;
         if (sizes.len < n * (Py_ssize_t)sizeof(int64_t)) {
             PyErr_SetString(PyExc_ValueError, "sizes must hold n int64 values");
+            goto done;
+        }
+    }
+    if (masks_obj != Py_None) {
+        if (PyObject_GetBuffer(masks_obj, &masks, PyBUF_WRITABLE) != 0) goto done;
+        has_masks = 1;
+        if (masks.len < n * (Py_ssize_t)sizeof(int64_t)) {
+            PyErr_SetString(PyExc_ValueError, "masks must hold n int64 values");
             goto done;
         }
     }
@@ -196,10 +210,10 @@ static PyObject *hash_rows(PyObject *self, PyObject *args) {
         }
     }
     uint64_t *result = (uint64_t *)out.buf;
-    int64_t *csv = has_sizes ? (int64_t *)sizes.buf : NULL;
+    int64_t *csv = has_sizes ? (int64_t *)sizes.buf : NULL, *empty = has_masks ? (int64_t *)masks.buf : NULL;
     Py_BEGIN_ALLOW_THREADS
-    if (csv != NULL) hash_all(cols, k, n, result, csv, 1);
-    else hash_all(cols, k, n, result, NULL, 0);
+    if (csv != NULL) hash_all(cols, k, n, result, csv, empty, 1);
+    else hash_all(cols, k, n, result, NULL, empty, 0);
     Py_END_ALLOW_THREADS
     ret = Py_None;
     Py_INCREF(ret);
@@ -210,6 +224,7 @@ done:
     }
     Py_XDECREF(seq);
     if (has_sizes) PyBuffer_Release(&sizes);
+    if (has_masks) PyBuffer_Release(&masks);
     PyBuffer_Release(&out);
     return ret;
 }
@@ -860,8 +875,9 @@ done:
 
 static PyMethodDef methods[] = {
     {"hash_rows", hash_rows, METH_VARARGS,
-     "hash_rows(columns, n, out, sizes=None): the joined-row hash of n rows of Arrow string columns into out "
-     "(uint64) and, when given, each row's CSV size into sizes (int64)."},
+     "hash_rows(columns, n, out, sizes=None, masks=None): the joined-row hash of n rows of Arrow string columns "
+     "into out (uint64) and, when given, each row's CSV size into sizes (int64) and its empty-field mask (bit c: "
+     "column c < 63 null or empty) into masks (int64)."},
     {"positions_build", positions_build, METH_VARARGS,
      "positions_build(table, keys): index the positions of uint64 keys (not 0) in an int32 table."},
     {"positions_find", positions_find, METH_VARARGS,

@@ -22,14 +22,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from connectif_sync.extract import PROBE_HASH_COLUMN
-from connectif_sync.hashing import hash_columns, hash_strings, mix64
+from connectif_sync.hashing import MASK_COLUMNS, empty_masks_of, hash_columns, hash_strings, mix64
 from connectif_sync.mappings import Mapping
 from connectif_sync.shape import to_text
 from connectif_sync.store import StateIndex, StateStore
 from connectif_sync.validate import KeySet
 
 CHANGED_SAMPLE = 20  # changed rows kept with their new values, for the guardrail's approval request
-MASK_COLUMNS = 63  # output columns tracked by the empty-field masks (bits of an int64)
 DELETED_SAMPLE = 1000  # deleted keys listed by name in a result (the count is always exact)
 
 
@@ -249,14 +248,4 @@ class ChangeSet:
 
 def empty_masks(table: pa.Table, columns: list[str]) -> np.ndarray:
     """Per row, bit i set when ``columns[i]`` (the first :data:`MASK_COLUMNS`) is empty (null or "")."""
-    masks = np.zeros(table.num_rows, np.int64)
-    for i, c in enumerate(columns[:MASK_COLUMNS]):
-        col = table.column(c)
-        empty = pc.fill_null(pc.equal(pc.binary_length(col), 0), True) if col.null_count < len(col) else None
-        bits = (
-            np.ones(table.num_rows, bool)
-            if empty is None
-            else np.asarray(empty.to_numpy(zero_copy_only=False), dtype=bool)
-        )
-        masks |= bits.astype(np.int64) << np.int64(i)
-    return masks
+    return empty_masks_of([table.column(c) for c in columns[:MASK_COLUMNS]], table.num_rows)

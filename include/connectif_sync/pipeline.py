@@ -41,13 +41,12 @@ from connectif_sync.diff import (
     Verdict,
     classify,
     deleted_keys,
-    empty_masks,
     mapping_fingerprint,
     signed,
     split_known,
 )
 from connectif_sync.extract import DEFAULT_CHUNK_ROWS, DEFAULT_READERS, extract_arrow, prefetch
-from connectif_sync.hashing import as_signed, hash_csv_rows, hash_strings
+from connectif_sync.hashing import as_signed, hash_csv_rows_and_masks, hash_strings
 from connectif_sync.mappings import Mapping, check_source_columns, resolve_mapping
 from connectif_sync.prepare import Prepared, later, prepare, updated_values
 from connectif_sync.refresh import SourceHashRefresh
@@ -315,7 +314,7 @@ def _take_shaped(run: _Run, prepared: Prepared) -> None:
     run.rejects.add(checked.rejected)
     if checked.valid.num_rows == 0:
         return
-    row_hash_u, row_sizes = hash_csv_rows([checked.valid.column(c) for c in m.output_columns])
+    row_hash_u, row_sizes, masks = hash_csv_rows_and_masks([checked.valid.column(c) for c in m.output_columns])
     row_hash, key_hash = as_signed(row_hash_u), as_signed(checked.key_hashes)
     found, confirmed = _lookup(run, key_hash)
     verdict = classify(row_hash, found, confirmed, run.suppression.mask(key_hash))
@@ -326,7 +325,6 @@ def _take_shaped(run: _Run, prepared: Prepared) -> None:
     send = verdict.to_send(full_resync=run.params.full_resync)
     if not send.any():
         return
-    masks = empty_masks(checked.valid, m.output_columns)
     if verdict.changed.any():
         at = pa.array(np.flatnonzero(verdict.changed))
         changed = np.flatnonzero(verdict.changed)

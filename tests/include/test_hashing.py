@@ -161,3 +161,26 @@ def test_stable_argsort_is_numpys_stable_order(accelerated: bool, monkeypatch: p
     for keys in (signed, unsigned, narrow, signed[:0], signed[:1], unsigned[::-1]):
         order = hashing.stable_argsort(keys)
         assert order.dtype == np.int64 and np.array_equal(order, np.argsort(keys, kind="stable"))
+
+
+@pytest.mark.parametrize("accelerated", [pytest.param(True, marks=needs_c), False])
+def test_row_hashes_come_with_their_empty_field_masks(accelerated: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The C pass that hashes a chunk's CSV rows also gives each row's empty-field mask (bit i: column i null or
+    empty, the first 63 columns only), exactly what the pyarrow computation gives, and the same hashes and sizes
+    as ``hash_csv_rows``; without the accelerator the same three come from numpy and pyarrow."""
+    if not accelerated:
+        monkeypatch.setattr(hashing, "_c", None)
+    n = 500
+    cols = []
+    for i in range(70):  # more columns than the masks track
+        kind = i % 4  # values, some empty, some null, all null
+        values = [None if kind == 3 or (kind == 2 and j % 5 == 0) else ("" if kind and j % 3 == 0 else f"v{j}")
+                  for j in range(n + 3)]  # fmt: skip
+        cols.append(pa.array(values, pa.string()).slice(3))  # offsets into the buffers
+    hashes, sizes, masks = hashing.hash_csv_rows_and_masks(cols)
+    expected = hashing.empty_masks_of(cols, n)
+    assert (masks == expected).all() and expected.any() and (expected != expected[0]).any()
+    assert int(expected.max()) < 2**63  # bit 63 and beyond: never set
+    h2, s2 = hash_csv_rows(cols)
+    assert (hashes == h2).all() and (sizes == s2).all()
+    assert int(masks[0]) >> 3 & 1 == 1  # column 3, all NULL
