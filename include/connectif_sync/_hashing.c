@@ -14,7 +14,8 @@
  * string (large=False, int32 offsets) or large_string (large=True, int64 offsets) arrays; ``out`` is a
  * writable buffer of n uint64. With a writable ``sizes`` buffer of n int64, the same pass also writes each
  * row's size in bytes as pyarrow's CSV writer renders it (connectif_sync.chunk.row_bytes), which the
- * chunk writer needs to cut files and would otherwise cost another pass over every value.
+ * chunk writer needs to cut files and would otherwise cost another pass over every value; with a writable
+ * ``masks`` buffer of n int64, each row's empty-field mask (bit c: column c < 63 null or empty) as well.
  * The GIL is released while hashing.
  *
  * An open-addressing hash table over 64-bit hashes (linear probing, Fibonacci slot from the hash) replaces
