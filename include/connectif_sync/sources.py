@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import enum
 import functools
-from typing import TYPE_CHECKING
+import ssl
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -28,7 +29,45 @@ def source_engine(url: str | sa.URL) -> sa.Engine:
 def _engine(url: str) -> sa.Engine:
     import sqlalchemy as sa  # here, not at import: the mappings import this module and need it for a check only
 
-    return sa.create_engine(url, poolclass=sa.pool.NullPool)
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    if engine.dialect.driver == "pymysql":
+        sa.event.listen(engine, "do_connect", _pymysql_connect)
+    return engine
+
+
+def _pymysql_connect(dialect: Any, record: Any, cargs: list[Any], cparams: dict[str, Any]) -> Any:
+    """A PyMySQL connection whose "preferred" TLS context (no TLS option in the URL) costs nothing to make.
+
+    With no TLS option PyMySQL tries TLS when the server offers it, and verifies neither certificate nor
+    host name (``CERT_NONE``); yet every connection first loads the system's CA bundle into a context made for
+    it (``ssl.create_default_context``): 20-35 ms of each connection, 1 ms without (a MySQL watermark run is
+    0.13-0.15 s, a full scan opens two). The same context without the certificates nobody checks is made once
+    per process (:func:`_unverified_tls`); what is negotiated, and the fall-back to plain TCP where the server
+    has no TLS, stay PyMySQL's. URLs with TLS options (``ssl_ca``, ``ssl_verify_cert``...) are untouched."""
+    return _preferred_tls_connection_class()(*cargs, **cparams)
+
+
+@functools.cache
+def _preferred_tls_connection_class() -> type:
+    import pymysql.connections
+
+    class PreferredTLSConnection(pymysql.connections.Connection):
+        def _create_ssl_ctx(self, sslp: Any) -> Any:
+            if isinstance(sslp, dict) and not sslp:  # PyMySQL's "preferred" mode asks for a context of no options
+                return _unverified_tls()
+            return super()._create_ssl_ctx(sslp)
+
+    return PreferredTLSConnection
+
+
+@functools.cache
+def _unverified_tls() -> ssl.SSLContext:
+    """What PyMySQL's preferred mode makes (``create_default_context`` then ``CERT_NONE``, no host-name
+    check), without loading the CA bundle that ``CERT_NONE`` never reads."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 class ValueKind(enum.StrEnum):
