@@ -343,3 +343,61 @@ def test_a_full_scan_starts_its_pages_before_it_loads_the_confirmed_state(
     with pytest.raises(OSError, match="disk gone"):
         run_sync("contacts", f"sqlite:///{db}", tmp_path / "c", state_url=f"sqlite:///{state}", chunk_rows=100)
     assert not [t.name for t in threading.enumerate() if t.name.startswith("connectif-sync-read")]
+
+
+def test_the_probe_decides_on_the_start_of_the_first_range(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decision reads the first 1/PROBE_SAMPLE of the first range's keys, not the range (which its page
+    reads again), and a start that misleads costs time, not rows: here every row after it changed, the probe
+    is used, reads the changed pages whole, and gives what a full read gives. With keys too sparse for the
+    sample to hold PROBE_SAMPLE_MIN_ROWS rows, the whole first range decides (the other tests: 100-row chunks)."""
+    db = tmp_path / "people.db"
+    rows, chunk = 20_000, 5_000  # SQLite counts the rows: 4 ranges of 5,000 ids, a sample of 312
+    _exec(
+        db,
+        "CREATE TABLE people (id INTEGER PRIMARY KEY, email TEXT, points INTEGER, updated_at TEXT)",
+        f"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows}) "
+        "INSERT INTO people SELECT i, 'p' || i || '@example.com', i, '2025-01-01 00:00:00' FROM n",
+    )
+    mapping = tmp_path / "people.yaml"
+    mapping.write_text(PEOPLE, encoding="utf-8")
+    state = tmp_path / "state.db"
+    first = run_sync("contacts", f"sqlite:///{db}", tmp_path / "first", state_url=f"sqlite:///{state}",
+                     chunk_rows=chunk, mapping=mapping)  # fmt: skip
+    with StateStore(f"sqlite:///{state}") as store:
+        for f in first.files:
+            store.confirm_file(f.path)
+    sample = (rows // (rows // chunk)) // probing.PROBE_SAMPLE
+    assert sample >= probing.PROBE_SAMPLE_MIN_ROWS
+    _exec(db, f"UPDATE people SET points = points + 1 WHERE id > {sample}")
+    decisions: list[int] = []
+    real_read = probing.read_table
+
+    def read(*a: Any, **k: Any) -> pa.Table:
+        table = real_read(*a, **k)
+        decisions.append(table.num_rows)
+        return table
+
+    def second(name: str, probe: bool) -> tuple[dict[str, Any], list[bytes], list[bool]]:
+        copy = tmp_path / f"{name}.db"
+        copy.write_bytes(state.read_bytes())
+        used: list[bool] = []
+        real_probe = probing.probe
+
+        def spy(*a: Any, **k: Any) -> Any:
+            chunks = real_probe(*a, **k) if probe else None
+            used.append(chunks is not None)
+            return chunks
+
+        with monkeypatch.context() as mp:
+            mp.setattr(probing, "probe", spy)
+            mp.setattr(probing, "read_table", read)
+            result = run_sync("contacts", f"sqlite:///{db}", tmp_path / name, state_url=f"sqlite:///{copy}",
+                              chunk_rows=chunk, mapping=mapping)  # fmt: skip
+        report = {k: v for k, v in result.report.as_dict().items() if k not in ("run_id", "duration_s")}
+        return report, [Path(f.path).read_bytes() for f in result.files], used
+
+    probed, probed_files, used = second("probed", True)
+    assert used == [True] and sample in decisions and max(decisions) < chunk  # the high-water mark: one row
+    full, full_files, _ = second("full", False)
+    assert probed == full and probed_files == full_files
+    assert (probed["changed"], probed["unchanged"]) == (rows - sample, sample)
