@@ -267,3 +267,21 @@ def test_mariadb_rows_are_hashed_by_the_server_when_one_column_is_not_the_client
     assert client_hashed(url, m) == frozenset(), (name, m.source_kinds)
     fp = signed(mapping_fingerprint(m))
     assert _hashes(extract_arrow(url, m, source_hash=fp, chunk_rows=1)) == _server_hashes(url, m, fp)
+
+
+def test_text_crcs_of_every_length_agree_with_zlib_and_the_tables() -> None:
+    """CRC32 is zlib's; CRC32C as the MariaDB hash computes it (the SSE4.2 instruction on x86-64, else the
+    tables) equals the tables' for every length around the 8-byte steps, and the standard check value."""
+    import platform
+    import random
+    import zlib
+
+    hashing = pytest.importorskip("connectif_sync._hashing")
+    assert hashing.text_crcs(b"123456789")[:3] == (0xCBF43926, 0xE3069283, 0xE3069283)
+    rnd = random.Random(7)
+    for n in [*range(0, 80), 255, 256, 4097]:
+        data = rnd.randbytes(n)
+        crc32, tables, used, _ = hashing.text_crcs(data)
+        assert crc32 == zlib.crc32(data) and used == tables, n
+    if platform.machine() == "x86_64":
+        assert hashing.text_crcs(b"")[3]  # every x86-64 CPU of the last 15 years has SSE4.2
