@@ -513,7 +513,10 @@ def integer_ranges(url: str, mapping: Mapping, chunk_rows: int) -> list[tuple[in
         return None
     with source_engine(url).connect() as conn:
         schema, _, table = mapping.table.rpartition(".")
-        pk = sa.inspect(conn).get_pk_constraint(table, schema=schema or None).get("constrained_columns") or []
+        if mapping.source_key is not None:  # read with the columns (check_source_columns): no reflection
+            pk = list(mapping.source_key)
+        else:
+            pk = sa.inspect(conn).get_pk_constraint(table, schema=schema or None).get("constrained_columns") or []
         if pk != [mapping.order_by[0]]:
             return None
         q = conn.dialect.identifier_preparer.quote

@@ -183,6 +183,9 @@ class Mapping:
     #: PostgreSQL's ``server_encoding`` of the source (set by :func:`check_source_columns`): text stored as UTF-8
     #: is what the driver hands over, byte for byte, so its source hash can be computed client-side.
     source_encoding: str | None = None
+    #: The source table's primary-key columns (set by :func:`check_source_columns` on PostgreSQL and MySQL;
+    #: None where unknown): :func:`~connectif_sync.extract.integer_ranges` cuts ranges of a single-column one.
+    source_key: tuple[str, ...] | None = None
 
     def sql_for(self, dialect: str) -> str | None:
         """The SELECT for a database (SQLAlchemy dialect name): its ``<name>.<dialect>.sql`` variant when the
@@ -471,18 +474,21 @@ def _row_columns(
 def check_source_columns(mapping: Mapping, source_url: str) -> Mapping:
     """Raise a :class:`MappingError` naming the mapping file, the entry and the fix for every column the
     mapping reads that its source does not have (instead of the database's "no such column" mid-run); else
-    the mapping with the kinds of its source table's columns (:attr:`Mapping.source_kinds`)."""
+    the mapping with the kinds of its source table's columns (:attr:`Mapping.source_kinds`), and on PostgreSQL
+    and MySQL its encoding and primary key (:attr:`Mapping.source_encoding`, :attr:`Mapping.source_key`)."""
     import sqlalchemy as sa
 
     kinds: dict[str, ValueKind] = {}
     encoding: str | None = None
+    key: tuple[str, ...] | None = None
     with source_engine(source_url).connect() as conn:
-        if conn.dialect.name == "postgresql":
-            encoding = str(conn.exec_driver_sql("SHOW server_encoding").scalar())
+        dialect = conn.dialect.name
         if mapping.table:
             schema, _, name = mapping.table.rpartition(".")
-            if conn.dialect.name in ("mysql", "mariadb"):
-                columns = _mysql_columns(conn, schema, name)
+            if dialect in ("mysql", "mariadb"):
+                columns, key = _mysql_columns(conn, schema, name)
+            elif dialect == "postgresql":
+                columns, key, encoding = _pg_columns(conn, mapping.table)
             else:
                 inspector = sa.inspect(conn)
                 found = inspector.has_table(name, schema=schema or None)
@@ -496,7 +502,9 @@ def check_source_columns(mapping: Mapping, source_url: str) -> Mapping:
             have = [c for c, _ in columns]
             kinds = {c.lower(): kind for c, kind in columns}
         elif mapping.sql:
-            sql = mapping.sql_for(conn.dialect.name)
+            if dialect == "postgresql":
+                encoding = str(conn.exec_driver_sql("SHOW server_encoding").scalar())
+            sql = mapping.sql_for(dialect)
             query = sa.text(f"SELECT * FROM ({sql}) AS mapping_check WHERE 1 = 0")
             try:
                 have = list(conn.execute(query).keys())
@@ -525,7 +533,7 @@ def check_source_columns(mapping: Mapping, source_url: str) -> Mapping:
             )
     if problems:
         raise MappingError(problems)
-    return replace(mapping, source_kinds=kinds, source_encoding=encoding) if kinds else mapping
+    return replace(mapping, source_kinds=kinds, source_encoding=encoding, source_key=key) if kinds else mapping
 
 
 _UTF8_CHARSETS = frozenset({"utf8mb4", "utf8mb3", "utf8", "ascii"})
@@ -537,9 +545,10 @@ _MYSQL_KINDS = {
 }
 
 
-def _mysql_columns(conn: Any, schema: str, table: str) -> list[tuple[str, ValueKind]]:
-    """A MySQL/MariaDB table's columns and kinds, from ``information_schema.COLUMNS`` in one query (SQLAlchemy's
-    reflection parses ``SHOW CREATE TABLE`` with regular expressions it compiles first: 20-30 ms of every run).
+def _mysql_columns(conn: Any, schema: str, table: str) -> tuple[list[tuple[str, ValueKind]], tuple[str, ...]]:
+    """A MySQL/MariaDB table's columns and kinds, and its primary key's columns, from ``information_schema`` in
+    one query (SQLAlchemy's reflection parses ``SHOW CREATE TABLE`` with regular expressions it compiles first:
+    20-30 ms of every run, 10 ms more for the key).
     The kinds are :func:`value_kind`'s for the same types, but for what the client receives otherwise than the
     server hashes it, :attr:`ValueKind.OTHER`: text in a character set that is not UTF-8 (MariaDB hashes its
     bytes in that set, the driver hands over UTF-8), ``BIGINT UNSIGNED`` (beyond int64) and ``ZEROFILL``
@@ -548,19 +557,71 @@ def _mysql_columns(conn: Any, schema: str, table: str) -> list[tuple[str, ValueK
     import sqlalchemy as sa
 
     rows = conn.execute(
-        sa.text("SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, CHARACTER_SET_NAME FROM information_schema.COLUMNS "
-                "WHERE TABLE_SCHEMA = COALESCE(:schema, DATABASE()) AND TABLE_NAME = :table ORDER BY ORDINAL_POSITION"),
+        sa.text("SELECT c.COLUMN_NAME, c.DATA_TYPE, c.COLUMN_TYPE, c.CHARACTER_SET_NAME, k.ORDINAL_POSITION "
+                "FROM information_schema.COLUMNS c LEFT JOIN information_schema.KEY_COLUMN_USAGE k "
+                "ON k.TABLE_SCHEMA = c.TABLE_SCHEMA AND k.TABLE_NAME = c.TABLE_NAME AND k.COLUMN_NAME = c.COLUMN_NAME "
+                "AND k.CONSTRAINT_NAME = 'PRIMARY' "
+                "WHERE c.TABLE_SCHEMA = COALESCE(:schema, DATABASE()) AND c.TABLE_NAME = :table "
+                "ORDER BY c.ORDINAL_POSITION"),
         {"schema": schema or None, "table": table},
     )  # fmt: skip
     columns: list[tuple[str, ValueKind]] = []
-    for column, data_type, column_type, charset in rows:
+    key: list[tuple[int, str]] = []
+    for column, data_type, column_type, charset, key_position in rows:
         kind = _MYSQL_KINDS.get(str(data_type).lower(), ValueKind.OTHER)
         text_elsewhere = kind is ValueKind.TEXT and str(charset or "").lower() not in _UTF8_CHARSETS
         shape = str(column_type).lower()  # e.g. "bigint(20) unsigned zerofill"
         huge = shape.startswith("bigint") and "unsigned" in shape
         printed = kind is ValueKind.INTEGER and ("zerofill" in shape or huge)
         columns.append((str(column), ValueKind.OTHER if text_elsewhere or printed else kind))
-    return columns
+        if key_position is not None:
+            key.append((int(key_position), str(column)))
+    return columns, tuple(c for _, c in sorted(key))
+
+
+_PG_KINDS = {
+    **dict.fromkeys(("smallint", "integer", "bigint"), ValueKind.INTEGER),
+    "boolean": ValueKind.BOOLEAN,
+    "date": ValueKind.DATE,
+    **dict.fromkeys(("text", "character varying"), ValueKind.TEXT),
+}
+
+
+def _pg_kind(type_name: str) -> ValueKind:
+    """The kind of a PostgreSQL type as ``format_type`` writes it (``timestamp(3) with time zone``,
+    ``character varying(255)``...): :func:`value_kind` of the type SQLAlchemy reflects for it (a domain, by
+    its name, is :attr:`ValueKind.OTHER`, as SQLAlchemy's ``DOMAIN`` is)."""
+    base = re.sub(r"\(\d+(,\d+)?\)", "", type_name).strip()  # without its modifier
+    if base == "timestamp without time zone":
+        return ValueKind.TIMESTAMP
+    if base == "timestamp with time zone":
+        return ValueKind.TIMESTAMPTZ
+    return _PG_KINDS.get(base, ValueKind.OTHER)
+
+
+_PG_COLUMNS = """
+SELECT a.attname, format_type(a.atttypid, a.atttypmod), array_position(pk.indkey::int2[], a.attnum),
+       current_setting('server_encoding')
+FROM pg_attribute a LEFT JOIN pg_index pk ON pk.indrelid = a.attrelid AND pk.indisprimary
+WHERE a.attrelid = to_regclass(:table) AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+
+
+def _pg_columns(conn: Any, table: str) -> tuple[list[tuple[str, ValueKind]], tuple[str, ...], str | None]:
+    """A PostgreSQL table's (or view's) columns and kinds, its primary key's columns and the server's encoding,
+    in one catalog query: SQLAlchemy's reflection took three (and a compilation of each on first use), 15-20 ms
+    of every run's serial start (bench/README.md, session 13). The kinds are :func:`value_kind`'s of the types
+    SQLAlchemy reflects (``tests/include/test_mappings_servers.py`` compares them type by type)."""
+    import sqlalchemy as sa
+
+    from connectif_sync.extract import quoted_table
+
+    rows = conn.execute(sa.text(_PG_COLUMNS), {"table": quoted_table(table, conn.dialect)}).all()
+    if not rows:  # no such table (check_source_columns says so)
+        return [], (), None
+    key = sorted((int(at), str(name)) for name, _, at, _ in rows if at is not None)
+    return [(str(name), _pg_kind(str(t))) for name, t, _, _ in rows], tuple(c for _, c in key), str(rows[0][3])
 
 
 def _select(sql_path: Path, p: str, problems: list[str]) -> str:
