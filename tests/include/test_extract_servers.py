@@ -110,3 +110,51 @@ def test_the_source_queries_share_one_engine_and_leave_no_connection_open(server
             assert conn.execute(sa.text(others)).scalar() == 0
     finally:
         counter.dispose()
+
+
+@pytest.mark.postgres
+def test_adbc_connections_open_together_share_one_driver_database(pg_database: str) -> None:
+    """The ADBC PostgreSQL connections open at once on one URL share the driver's database (which reads the
+    type catalog once): each works, whichever closes first; once all are closed the next connection makes a
+    new one; threads opening and closing them together leave no connection open on the server."""
+    import threading
+
+    extract = sys.modules["connectif_sync.extract"]  # the package's `extract` is the function
+
+    def value(conn: object, sql: str = "SELECT 1 AS x") -> int:
+        with conn.cursor() as cur:  # type: ignore[attr-defined]
+            cur.execute(sql)
+            return int(cur.fetch_arrow_table().column(0)[0].as_py())
+
+    with extract.adbc_connect(pg_database) as first, extract.adbc_connect(pg_database) as second:
+        assert first._db is second._db  # one driver database, shared
+        assert value(first) == value(second) == 1
+    with extract.adbc_connect(pg_database) as a:
+        shared = a._db
+        with extract.adbc_connect(pg_database) as b:
+            pass  # closed before the one it was cloned from
+        assert b._db is shared and value(a) == 1
+    assert not extract._PG_OPEN
+    with extract.adbc_connect(pg_database) as c:
+        assert c._db is not shared  # all were closed: a new database (a type created since is known)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(15):
+                with extract.adbc_connect(pg_database) as conn:
+                    assert value(conn) == 1
+        except BaseException as exc:  # reported by the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and not extract._PG_OPEN
+    with source_engine(pg_database).connect() as conn:
+        others = conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).scalar()
+    assert others == 0
