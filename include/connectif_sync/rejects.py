@@ -8,6 +8,7 @@ rows costs no more than a clean one) and keeps the first :data:`REJECTED_SAMPLE`
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -31,26 +32,32 @@ SUPPRESSED_REASON = (
 
 
 class Rejects:
-    """One run's rejected rows: counted by reason, stored in batches (not in a dry run), the first few kept."""
+    """One run's rejected rows: counted by reason, stored in batches (not in a dry run), the first few kept.
+
+    A dirty source sets aside a row in a hundred (10,000 per million, every run): they are counted by group
+    and stored as they come, without a dictionary per row (only the first :data:`REJECTED_SAMPLE` get one).
+    """
 
     def __init__(self, store: StateStore, obj: str, run_id: str | None, *, dry_run: bool) -> None:
         self.store, self.obj, self.run_id, self.dry_run = store, obj, run_id, dry_run
         self.reasons: dict[str, int] = {}
         self.sample: list[dict[str, Any]] = []
-        self._batch: list[dict[str, Any]] = []
+        self._batch: list[RejectedRow] = []
 
     def add(self, rows: Iterable[RejectedRow]) -> None:
-        for row in rows:
-            self.reasons[row.reason_key] = self.reasons.get(row.reason_key, 0) + 1
-            keep = len(self.sample) < REJECTED_SAMPLE
-            if keep or not self.dry_run:
-                as_dict = row.as_dict()
-                if keep:
-                    self.sample.append(as_dict)
-                if not self.dry_run:
-                    self._batch.append(as_dict)
-        if len(self._batch) >= STORE_BATCH:
-            self.flush()
+        rows = rows if isinstance(rows, list) else list(rows)
+        if not rows:
+            return
+        for (field, reason), n in Counter((r.field, r.reason) for r in rows).items():
+            key = f"{field}: {reason}"  # RejectedRow.reason_key
+            self.reasons[key] = self.reasons.get(key, 0) + n
+        room = REJECTED_SAMPLE - len(self.sample)
+        if room > 0:
+            self.sample.extend(r.as_dict() for r in rows[:room])
+        if not self.dry_run:
+            self._batch.extend(rows)
+            if len(self._batch) >= STORE_BATCH:
+                self.flush()
 
     def flush(self) -> None:
         """Write the rows not stored yet (call once more when the run ends)."""

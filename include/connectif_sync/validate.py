@@ -117,6 +117,9 @@ def source_refs(mapping: Mapping, source: pa.Table | None, rows: np.ndarray) -> 
         return [f"row {r + 1} of the chunk" for r in rows.tolist()]
     idx = pa.array(rows)
     cols = [(c, source.column(c).take(idx).to_pylist()) for c in mapping.order_by]
+    if len(cols) == 1:  # the usual key: one string per row, without a join (10,000 rejected rows per million)
+        name, values = cols[0]
+        return [f"{name}={v}" for v in values]
     return [", ".join(f"{c}={vals[i]}" for c, vals in cols) for i in range(len(rows))]
 
 

@@ -7,11 +7,12 @@ pagination), kept for the last few runs only, and never decide what is confirmed
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
+from connectif_sync.contract import RejectedRow
 from connectif_sync.store.base import StoreBase
 from connectif_sync.store.schema import _no_nul, _now, pending_table, rejected_table, runs_table, suppressed_table
 
@@ -19,15 +20,24 @@ KEEP_REJECTED_RUNS = 5
 """Runs per object whose rejected rows are kept."""
 
 
+def _values(row: dict[str, Any] | RejectedRow) -> tuple[str | None, str | None, str | None, str, str | None]:
+    """``(key, source_ref, field, reason, value)`` of a rejected row or its dictionary."""
+    if isinstance(row, RejectedRow):
+        return row.key, row.source_ref, row.field, row.reason, row.value
+    return row.get("key"), row.get("source_ref"), row.get("field"), row["reason"], row.get("value")
+
+
 class RejectedRows(StoreBase):
     """Recording and browsing rejected rows, and the rows Connectif rejected (pending retry)."""
 
-    def record_rejected(self, obj: str, run_id: str, rows: list[dict[str, Any]]) -> None:
-        """Store rows validation set aside in this run (any number of calls per run); :meth:`finish_run`
-        keeps only the last few runs per object."""
+    def record_rejected(self, obj: str, run_id: str, rows: Sequence[dict[str, Any] | RejectedRow]) -> None:
+        """Store rows validation set aside in this run (any number of calls per run; each a
+        :class:`~connectif_sync.contract.RejectedRow` or its dictionary); :meth:`finish_run` keeps only the last
+        few runs per object."""
         self._write()
         if not rows:
             return
+        values = [_values(r) for r in rows]
         now = _now()
         with self.engine.begin() as conn:
             if self.engine.dialect.name == "sqlite":
@@ -38,10 +48,7 @@ class RejectedRows(StoreBase):
                     "INSERT INTO connectif_sync_rejected "
                     "(run_id, object, key, source_ref, field, reason, value, recorded_at) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (run_id, obj, r.get("key"), r.get("source_ref"), r.get("field"), r["reason"], r.get("value"), t)
-                        for r in rows
-                    ],
+                    [(run_id, obj, key, ref, field, reason, value, t) for key, ref, field, reason, value in values],
                 )
                 return
             conn.execute(
@@ -50,14 +57,14 @@ class RejectedRows(StoreBase):
                     {
                         "run_id": run_id,
                         "object": obj,
-                        "key": _no_nul(r.get("key")),
-                        "source_ref": _no_nul(r.get("source_ref")),
-                        "field": r.get("field"),
-                        "reason": r["reason"],
-                        "value": _no_nul(r.get("value")),
+                        "key": _no_nul(key),
+                        "source_ref": _no_nul(ref),
+                        "field": field,
+                        "reason": reason,
+                        "value": _no_nul(value),
                         "recorded_at": now,
                     }
-                    for r in rows
+                    for key, ref, field, reason, value in values
                 ],
             )
 
