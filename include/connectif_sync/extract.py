@@ -37,7 +37,7 @@ import sqlalchemy as sa
 
 from connectif_sync import client_hash
 from connectif_sync.mappings import Mapping
-from connectif_sync.sources import ValueKind, source_engine
+from connectif_sync.sources import ValueKind, quoted_table, source_engine
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -621,12 +621,6 @@ def latest_update_query(mapping: Mapping, dialect: sa.Dialect) -> str | None:
         return None
     q = dialect.identifier_preparer.quote
     return f"SELECT MAX({q(mapping.updated_at)}) AS {q(mapping.updated_at)} FROM {quoted_table(mapping.table, dialect)}"
-
-
-def quoted_table(table: str, dialect: sa.Dialect) -> str:
-    """A mapping's table name (``schema.table`` or ``table``, validated by the mapping) quoted for ``dialect``."""
-    q = dialect.identifier_preparer.quote
-    return ".".join(q(p) for p in table.split("."))
 
 
 def read_table(

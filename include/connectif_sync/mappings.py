@@ -38,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from connectif_sync.sources import ValueKind, source_engine, value_kind
+from connectif_sync.sources import ValueKind, quoted_table, source_engine, value_kind
 from connectif_sync.thresholds import Thresholds
 
 MAPPINGS_DIR = Path(__file__).with_name("mappings")
@@ -614,8 +614,6 @@ def _pg_columns(conn: Any, table: str) -> tuple[list[tuple[str, ValueKind]], tup
     of every run's serial start (bench/README.md, session 13). The kinds are :func:`value_kind`'s of the types
     SQLAlchemy reflects (``tests/include/test_mappings_servers.py`` compares them type by type)."""
     import sqlalchemy as sa
-
-    from connectif_sync.extract import quoted_table
 
     rows = conn.execute(sa.text(_PG_COLUMNS), {"table": quoted_table(table, conn.dialect)}).all()
     if not rows:  # no such table (check_source_columns says so)

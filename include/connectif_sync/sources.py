@@ -70,6 +70,12 @@ def _unverified_tls() -> ssl.SSLContext:
     return ctx
 
 
+def quoted_table(table: str, dialect: sa.Dialect) -> str:
+    """A mapping's table name (``schema.table`` or ``table``, validated by the mapping) quoted for ``dialect``."""
+    q = dialect.identifier_preparer.quote
+    return ".".join(q(p) for p in table.split("."))
+
+
 class ValueKind(enum.StrEnum):
     """What a source column holds, as far as the source hash is concerned (:func:`value_kind`)."""
 

@@ -65,14 +65,19 @@ def _reflected(url: str, table: str, schema: str | None) -> tuple[dict[str, obje
     return kinds, pk
 
 
-@pytest.mark.postgres
-def test_postgres_kinds_and_keys_are_what_sqlalchemy_reflects(pg_database: str, tmp_path: Path) -> None:
-    engine = sa.create_engine(pg_database, poolclass=sa.pool.NullPool)
+def _run(url: str, script: str) -> None:
+    """The statements of ``script`` (separated by semicolons), in one transaction."""
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     with engine.begin() as conn:
-        for statement in PG_TYPES.split(";"):
+        for statement in script.split(";"):
             if statement.strip():
                 conn.exec_driver_sql(statement)
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_kinds_and_keys_are_what_sqlalchemy_reflects(pg_database: str, tmp_path: Path) -> None:
+    _run(pg_database, PG_TYPES)
     for table, schema, name, key in [
         ('erp."Kinds"', "erp", "Kinds", ("part", "id")),
         ("erp.kinds_view", "erp", "kinds_view", ()),
@@ -103,15 +108,8 @@ def test_postgres_kinds_and_keys_are_what_sqlalchemy_reflects(pg_database: str, 
 
 @pytest.mark.mysql
 def test_mysql_keys_are_the_primary_key_in_its_order(mysql_database: str, tmp_path: Path) -> None:
-    engine = sa.create_engine(mysql_database, poolclass=sa.pool.NullPool)
-    with engine.begin() as conn:
-        for statement in MYSQL_TYPES.split(";"):
-            if statement.strip():
-                conn.exec_driver_sql(statement)
-        values = ", ".join(f"({i}, 'p{i}@example.com')" for i in range(1, 101))
-        conn.exec_driver_sql(f"INSERT INTO plain VALUES {values}")
-        conn.exec_driver_sql("INSERT INTO nokey SELECT * FROM plain")
-    engine.dispose()
+    values = ", ".join(f"({i}, 'p{i}@example.com')" for i in range(1, 101))
+    _run(mysql_database, f"{MYSQL_TYPES}; INSERT INTO plain VALUES {values}; INSERT INTO nokey SELECT * FROM plain")
     for table, key in [("kinds", ("part", "id")), ("plain", ("id",)), ("nokey", ())]:
         m = check_source_columns(load_mapping(_mapping(tmp_path, table)), mysql_database)
         assert m.source_key == _reflected(mysql_database, table, None)[1] == key, table

@@ -102,8 +102,9 @@ def test_sqlite_source_hash_equals_the_full_reads(sample: Path, tmp_path: Path) 
 
 
 def _second_run(
-    db: Path, state: Path, out: Path, probe: bool, monkeypatch: pytest.MonkeyPatch, mapping: Path | None = None
-) -> dict[str, Any]:
+    db: Path, state: Path, out: Path, probe: bool, monkeypatch: pytest.MonkeyPatch, mapping: Path | None = None,
+    chunk_rows: int = 100,
+) -> dict[str, Any]:  # fmt: skip
     """A full-scan run from a copy of the confirmed ``state``: report, files' bytes, stored rejected rows, and
     whether the probe read the source."""
     used: list[bool] = []
@@ -119,7 +120,7 @@ def _second_run(
     with monkeypatch.context() as mp:
         mp.setattr(probing, "probe", spy)
         result = run_sync(
-            "contacts", f"sqlite:///{db}", out, state_url=f"sqlite:///{copy}", chunk_rows=100, mapping=mapping
+            "contacts", f"sqlite:///{db}", out, state_url=f"sqlite:///{copy}", chunk_rows=chunk_rows, mapping=mapping
         )
     report = {k: v for k, v in result.report.as_dict().items() if k not in ("run_id", "duration_s")}
     with StateStore(f"sqlite:///{copy}") as store:
@@ -131,10 +132,24 @@ def _second_run(
     return {"report": report, "files": files, "rejected": rejected, "probed": used == [True]}
 
 
-def _confirmed(db: Path, tmp_path: Path, mapping: Path | None = None) -> Path:
+def _rows_read(monkeypatch: pytest.MonkeyPatch, reader: str) -> list[int]:
+    """The number of rows of each table the probe's ``reader`` (``read_rows``, ``read_table``) returns, from now."""
+    counts: list[int] = []
+    real = getattr(probing, reader)
+
+    def counting(*a: Any, **k: Any) -> pa.Table:
+        table = real(*a, **k)
+        counts.append(table.num_rows)
+        return table
+
+    monkeypatch.setattr(probing, reader, counting)
+    return counts
+
+
+def _confirmed(db: Path, tmp_path: Path, mapping: Path | None = None, chunk_rows: int = 100) -> Path:
     state = tmp_path / "state.db"
     first = run_sync(
-        "contacts", f"sqlite:///{db}", tmp_path / "first", state_url=f"sqlite:///{state}", chunk_rows=100,
+        "contacts", f"sqlite:///{db}", tmp_path / "first", state_url=f"sqlite:///{state}", chunk_rows=chunk_rows,
         mapping=mapping,
     )  # fmt: skip
     with StateStore(f"sqlite:///{state}") as store:
@@ -272,15 +287,7 @@ def test_a_mostly_changed_page_is_read_whole_a_chunk_at_a_time(tmp_path: Path, m
     lo, hi = pages[1]
     page = hi - lo
     _exec(db, f"UPDATE people SET points = points + 1 WHERE id >= {lo} AND id < {hi} AND id % 5 IN (1, 2, 3)")
-    reads: list[int] = []
-    real = probing.read_rows
-
-    def counting(*a: Any, **k: Any) -> pa.Table:
-        table = real(*a, **k)
-        reads.append(table.num_rows)
-        return table
-
-    monkeypatch.setattr(probing, "read_rows", counting)
+    reads = _rows_read(monkeypatch, "read_rows")
     probed = _second_run(db, state, tmp_path / "probed", True, monkeypatch, mapping)
     full = _second_run(db, state, tmp_path / "full", False, monkeypatch, mapping)
     assert probed["probed"] and probed["report"] == full["report"] and probed["files"] == full["files"]
@@ -360,44 +367,13 @@ def test_the_probe_decides_on_the_start_of_the_first_range(tmp_path: Path, monke
     )
     mapping = tmp_path / "people.yaml"
     mapping.write_text(PEOPLE, encoding="utf-8")
-    state = tmp_path / "state.db"
-    first = run_sync("contacts", f"sqlite:///{db}", tmp_path / "first", state_url=f"sqlite:///{state}",
-                     chunk_rows=chunk, mapping=mapping)  # fmt: skip
-    with StateStore(f"sqlite:///{state}") as store:
-        for f in first.files:
-            store.confirm_file(f.path)
+    state = _confirmed(db, tmp_path, mapping, chunk_rows=chunk)
     sample = (rows // (rows // chunk)) // probing.PROBE_SAMPLE
     assert sample >= probing.PROBE_SAMPLE_MIN_ROWS
     _exec(db, f"UPDATE people SET points = points + 1 WHERE id > {sample}")
-    decisions: list[int] = []
-    real_read = probing.read_table
-
-    def read(*a: Any, **k: Any) -> pa.Table:
-        table = real_read(*a, **k)
-        decisions.append(table.num_rows)
-        return table
-
-    def second(name: str, probe: bool) -> tuple[dict[str, Any], list[bytes], list[bool]]:
-        copy = tmp_path / f"{name}.db"
-        copy.write_bytes(state.read_bytes())
-        used: list[bool] = []
-        real_probe = probing.probe
-
-        def spy(*a: Any, **k: Any) -> Any:
-            chunks = real_probe(*a, **k) if probe else None
-            used.append(chunks is not None)
-            return chunks
-
-        with monkeypatch.context() as mp:
-            mp.setattr(probing, "probe", spy)
-            mp.setattr(probing, "read_table", read)
-            result = run_sync("contacts", f"sqlite:///{db}", tmp_path / name, state_url=f"sqlite:///{copy}",
-                              chunk_rows=chunk, mapping=mapping)  # fmt: skip
-        report = {k: v for k, v in result.report.as_dict().items() if k not in ("run_id", "duration_s")}
-        return report, [Path(f.path).read_bytes() for f in result.files], used
-
-    probed, probed_files, used = second("probed", True)
-    assert used == [True] and sample in decisions and max(decisions) < chunk  # the high-water mark: one row
-    full, full_files, _ = second("full", False)
-    assert probed == full and probed_files == full_files
-    assert (probed["changed"], probed["unchanged"]) == (rows - sample, sample)
+    decisions = _rows_read(monkeypatch, "read_table")
+    probed = _second_run(db, state, tmp_path / "probed", True, monkeypatch, mapping, chunk_rows=chunk)
+    assert probed["probed"] and sample in decisions and max(decisions) < chunk  # the high-water mark: one row
+    full = _second_run(db, state, tmp_path / "full", False, monkeypatch, mapping, chunk_rows=chunk)
+    assert probed["report"] == full["report"] and probed["files"] == full["files"]
+    assert (probed["report"]["changed"], probed["report"]["unchanged"]) == (rows - sample, sample)
