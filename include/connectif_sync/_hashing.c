@@ -156,6 +156,19 @@ static inline void hash_all(const column_t *cols, Py_ssize_t k, Py_ssize_t n, ui
     }
 }
 
+/* An optional writable output of n int64 (None: not wanted): 0, or -1 with the exception set; *held says
+ * whether view must be released. */
+static int optional_output(PyObject *obj, Py_buffer *view, int *held, Py_ssize_t n, const char *too_small) {
+    if (obj == Py_None) return 0;
+    if (PyObject_GetBuffer(obj, view, PyBUF_WRITABLE) != 0) return -1;
+    *held = 1;
+    if (view->len < n * (Py_ssize_t)sizeof(int64_t)) {
+        PyErr_SetString(PyExc_ValueError, too_small);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *hash_rows(PyObject *self, PyObject *args) {
     PyObject *columns, *sizes_obj = Py_None, *masks_obj = Py_None, *seq = NULL, *ret = NULL;
     Py_ssize_t n, k = 0, ready = 0;
@@ -167,22 +180,8 @@ static PyObject *hash_rows(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "out must hold n uint64 values");
         goto done;
     }
-    if (sizes_obj != Py_None) {
-        if (PyObject_GetBuffer(sizes_obj, &sizes, PyBUF_WRITABLE) != 0) goto done;
-        has_sizes = 1;
-        if (sizes.len < n * (Py_ssize_t)sizeof(int64_t)) {
-            PyErr_SetString(PyExc_ValueError, "sizes must hold n int64 values");
-            goto done;
-        }
-    }
-    if (masks_obj != Py_None) {
-        if (PyObject_GetBuffer(masks_obj, &masks, PyBUF_WRITABLE) != 0) goto done;
-        has_masks = 1;
-        if (masks.len < n * (Py_ssize_t)sizeof(int64_t)) {
-            PyErr_SetString(PyExc_ValueError, "masks must hold n int64 values");
-            goto done;
-        }
-    }
+    if (optional_output(sizes_obj, &sizes, &has_sizes, n, "sizes must hold n int64 values") != 0) goto done;
+    if (optional_output(masks_obj, &masks, &has_masks, n, "masks must hold n int64 values") != 0) goto done;
     seq = PySequence_Fast(columns, "columns must be a sequence of column tuples");
     if (seq == NULL) goto done;
     k = PySequence_Fast_GET_SIZE(seq);
@@ -704,8 +703,8 @@ static uint32_t crc_of(const uint32_t tab[8][256], const uint8_t *p, size_t len)
 }
 
 /* CRC32C by the SSE4.2 instruction where the CPU has it (x86-64; checked once, at the first call): about
- * 8x the tables' speed, so a row's two CRCs cost about one; the same values (crc32c below compares both ways in
- * the tests, and MariaDB's own). */
+ * 8x the tables' speed, so a row's two CRCs cost about one; the same values (text_crcs gives both to the tests,
+ * which also compare with MariaDB's own). */
 #ifdef HAVE_CRC32C_INSN
 __attribute__((target("sse4.2"))) static uint32_t crc32c_insn(const uint8_t *p, size_t len) {
     uint64_t c = 0xFFFFFFFFu;

@@ -399,22 +399,20 @@ def adbc_connect(url: str | sa.URL, *, source_hash: bool = False) -> Iterator[An
     if target is None:
         raise ValueError(f"no ADBC driver for {sa.make_url(url).render_as_string(hide_password=True)}")
     driver, uri = target
-    if driver == "sqlite":
-        import adbc_driver_sqlite.dbapi
-
-        conn = adbc_driver_sqlite.dbapi.connect(uri)
-        if source_hash:
-            path = sqlite_hash_extension()
-            if path is None:
-                conn.close()
-                raise RuntimeError("connectif_sync._sqlite_hash was not built (needs a C compiler and sqlite3ext.h)")
-            for option, value in (("enabled", "true"), ("path", path), ("entrypoint", "sqlite3_connectifhash_init")):
-                conn.adbc_connection.set_options(**{f"adbc.sqlite.load_extension.{option}": value})
-    else:
+    if driver == "postgresql":
         with _pg_connection(uri) as conn:
             yield conn
         return
+    import adbc_driver_sqlite.dbapi
+
+    conn = adbc_driver_sqlite.dbapi.connect(uri)
     try:
+        if source_hash:
+            path = sqlite_hash_extension()
+            if path is None:
+                raise RuntimeError("connectif_sync._sqlite_hash was not built (needs a C compiler and sqlite3ext.h)")
+            for option, value in (("enabled", "true"), ("path", path), ("entrypoint", "sqlite3_connectifhash_init")):
+                conn.adbc_connection.set_options(**{f"adbc.sqlite.load_extension.{option}": value})
         yield conn
     finally:
         conn.close()

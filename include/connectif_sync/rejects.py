@@ -51,8 +51,7 @@ class Rejects:
         rows = rows if isinstance(rows, list) else list(rows)
         if not rows:
             return
-        for (field, reason), n in Counter((r.field, r.reason) for r in rows).items():
-            key = f"{field}: {reason}"  # RejectedRow.reason_key
+        for key, n in Counter(r.reason_key for r in rows).items():
             self.reasons[key] = self.reasons.get(key, 0) + n
         room = REJECTED_SAMPLE - len(self.sample)
         if room > 0:
