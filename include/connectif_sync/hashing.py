@@ -54,6 +54,12 @@ mysql_crc_rows = _c.mysql_crc_rows if _c is not None else None
 columns: :mod:`connectif_sync.client_hash`); None without the C accelerator."""
 
 
+email_rows = _c.email_rows if _c is not None else None
+"""``email_rows(column, n, offsets_out, data_out, status_out) -> bytes``: the email field's ASCII values trimmed,
+lower-cased and checked against :data:`~connectif_sync.shape.EMAIL_PATTERN` in one pass; None without the C
+accelerator (:func:`connectif_sync.shape.shape_email` uses Arrow's kernels then)."""
+
+
 def stable_argsort(keys: np.ndarray) -> np.ndarray:
     """``np.argsort(keys, kind="stable")`` of int64 or uint64 keys, by the C accelerator's radix sort where it is
     built: 3-4x faster than numpy's (introsort, unstable) for the random 64-bit hashes sorted by a commit

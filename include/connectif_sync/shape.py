@@ -37,6 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from connectif_sync.hashing import email_rows
 from connectif_sync.mappings import FieldSpec, Mapping
 
 EMAIL_PATTERN = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.[A-Za-z]{2,63}$"  # noqa: E501
@@ -292,13 +293,44 @@ def _nfc(s: pa.Array, other: pa.Array | None) -> pa.Array:
     return pc.replace_with_mask(s, other, pc.utf8_normalize(s.filter(other), "NFC"))
 
 
-def shape_email(spec: FieldSpec, values: pa.Array) -> tuple[pa.Array, list[Problem]]:
-    # NFC: the same address typed in two Unicode forms (é composed, or e + combining accent) is one
-    # contact; Connectif compares the text as given, so it would make two.
-    text = to_text(values)
+def _email_unicode(text: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """Trimmed, lower-cased, NFC, empty as null; and the mask of present values EMAIL_PATTERN refuses.
+
+    NFC: the same address typed in two Unicode forms (é composed, or e + combining accent) is one contact;
+    Connectif compares the text as given, so it would make two."""
     other = _not_ascii(text)  # once for the three steps: trimming only ever removes characters
     s = _empty_to_null(_nfc(_lower(_trim_with(text, other), other), other))
-    bad = _mask(pc.and_(pc.is_valid(s), pc.invert(pc.match_substring_regex(s, EMAIL_PATTERN))))
+    return s, _mask(pc.and_(pc.is_valid(s), pc.invert(pc.match_substring_regex(s, EMAIL_PATTERN))))
+
+
+def _email_ascii(text: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """:func:`_email_unicode` by the C accelerator's one pass over ASCII values (``email_rows``: 0.12 -> 0.05
+    CPU s per million addresses, bench/README.md, session 14); Arrow's kernels for the others."""
+    assert email_rows is not None
+    n = len(text)
+    validity, offsets, data = text.buffers()[:3]
+    room = data.size if data is not None else 0  # at least the values' bytes: trimming only shortens them
+    out_offsets, out_data, status = np.empty(n + 1, np.int32), np.empty(room, np.uint8), np.empty(n, np.uint8)
+    used = email_rows(
+        (offsets, data if data is not None else b"", validity, text.offset, False), n, out_offsets, out_data, status
+    )
+    present = status != 1
+    s = pa.Array.from_buffers(
+        pa.string(), n, [pa.py_buffer(np.packbits(present, bitorder="little")), pa.py_buffer(out_offsets),
+                         pa.py_buffer(out_data[:used])],
+    )  # fmt: skip
+    bad = status == 2
+    other = status == 3
+    if other.any():  # Unicode's spaces, cases and forms
+        fixed, fixed_bad = _email_unicode(text.filter(pa.array(other)))
+        s = pc.replace_with_mask(s, pa.array(other), fixed)
+        bad[other] = fixed_bad
+    return s, bad
+
+
+def shape_email(spec: FieldSpec, values: pa.Array) -> tuple[pa.Array, list[Problem]]:
+    text = to_text(values)
+    s, bad = _email_ascii(text) if email_rows is not None else _email_unicode(text)
     if bad.any():
         # Only plausible addresses (one inner @, no spaces) get the slower, complete check.
         idx = np.flatnonzero(bad)

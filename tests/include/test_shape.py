@@ -49,6 +49,45 @@ def test_trimming_is_exactly_unicode_trimming() -> None:
     assert out == ["ana@example.com", "zoë@example.com", "bob@example.com"]
 
 
+def test_the_accelerators_email_pass_is_the_kernels_and_the_pattern() -> None:
+    """``email_rows`` (one C pass over ASCII addresses) gives exactly the values and the verdicts of Arrow's
+    kernels and ``EMAIL_PATTERN`` (RE2), on addresses built near every edge of the pattern (labels of 0-64
+    characters, hyphens and digits where they may or may not be, top-level domains of 1-64 letters, spaces
+    and separators at both ends, upper case, text that is not ASCII) and on random text."""
+    import random
+
+    from connectif_sync.hashing import email_rows
+    from connectif_sync.shape import _email_ascii, _email_unicode
+
+    assert email_rows is not None, "the C accelerator is not built: run make install"
+    rnd = random.Random(7)
+    labels = ["a", "A9", "x-y", "-x", "x-", "9", "-", "", "a" * 62, "b" * 63, "c" * 64, "d" * 61 + "-e", "é", "ab_c"]
+    tlds = ["com", "C", "co", "io9", "", "x" * 63, "y" * 64, "Com", "c-m", "ü"]
+    locals_ = ["a", "A.b", ".", "a..b", "!#$%&'*+/=?^_`{|}~-", "", "a b", "a@b", 'a"b', "ñ", "x(y)"]
+    ends = ["", " ", "\t", "\n", "\x1c", "\x1f", "\x00", "\u00a0", "\u3000", "\x7f", "\r\n "]
+    values: list[str | None] = [None, "", "   "]
+    for i in range(30_000):
+        if i % 2:  # near misses: one part at a time may break the pattern
+            domain = ".".join(rnd.choice(labels) for _ in range(rnd.randint(0, 3)))
+            at, dot = rnd.choice(["@", "@@", ""]), rnd.choice([".", "", ".."])
+            tld, local = rnd.choice(tlds), rnd.choice(locals_)
+        else:  # valid parts, the longest allowed included
+            domain = ".".join(rnd.choice(labels[:6] + labels[8:10] + labels[11:12]) for _ in range(rnd.randint(1, 3)))
+            at, dot, tld, local = "@", ".", rnd.choice(["com", "C", "co", "x" * 63, "Com"]), rnd.choice(locals_[:5])
+        values.append(rnd.choice(ends) + f"{local}{at}{domain}{dot}{tld}" + rnd.choice(ends))
+    alphabet = "aZ09.-@_ +é\t\x1f\u212a"  # ... and the Kelvin sign, which lower-cases to ASCII "k"
+    values += ["".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 12))) for _ in range(30_000)]
+    values += [None if i % 5 == 0 else v for i, v in enumerate(values[:2000])]
+    data = pa.array(values, pa.string())
+    for text in (data, data.slice(1001, 20_000)):
+        fast, fast_bad = _email_ascii(text)
+        slow, slow_bad = _email_unicode(text)
+        assert fast.to_pylist() == slow.to_pylist()
+        assert fast_bad.tolist() == slow_bad.tolist()
+    valid = int(pa.compute.sum(pa.compute.is_valid(slow)).as_py()) - int(slow_bad.sum())
+    assert valid > 2_000 and slow_bad.sum() > 2_000  # both verdicts well exercised (in the slice)
+
+
 def test_phone_international_format() -> None:
     values = ["612 345 678", "+34 612-345-678", "0034612345678", "06 12 34 56 78", "074 191 0378", "06 1234 5678",
               "(415) 555-0134", "12ab", None, ""]  # fmt: skip
