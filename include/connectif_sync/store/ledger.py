@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from collections.abc import Mapping as AbcMapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -200,24 +201,30 @@ class Ledger(IndexReads):
         confirmed hashes before these rows, when the caller read them in this transaction already."""
         if rows.num_rows == 0:
             return
-        if self.engine.dialect.name == "postgresql":  # confirmations of one object one after the other
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _object_lock(obj)})
         data = blocks.from_manifest(rows)
-        written = blocks.append(conn, obj, data, now)  # first: on SQLite this takes the write lock before reads
+        if self.engine.dialect.name != "sqlite":
+            if self.engine.dialect.name == "postgresql":  # confirmations of one object one after the other
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _object_lock(obj)})
+            blocks.append(conn, obj, data, now)
+            count, _ = blocks.sizes(conn, obj)
+            if count > blocks.COMPACT_BLOCKS:
+                self._compact(conn, obj, now)
+            return
+        # SQLite: the snapshot follows. The write lock first, so that what is read below is final; the new
+        # snapshot is then merged in a thread while this one writes the blocks (both release the GIL): a
+        # million-row commit 0.47 -> 0.40 s (bench/README.md, session 14).
+        conn.execute(sa.text("DELETE FROM connectif_sync_snapshots WHERE 1 = 0"))
+        base = _read_snapshot(conn, obj) if base is None else base
+        if base is None and blocks.sizes(conn, obj)[0] == 0 and not _has_state_rows(conn, obj):
+            base = np.empty((0, 3), np.int64)  # nothing was confirmed before these blocks
+        with ThreadPoolExecutor(1, thread_name_prefix="connectif-sync-merge") as pool:
+            merging = pool.submit(blocks.latest_hashes, [base, blocks.hashes_of(data)]) if base is not None else None
+            blocks.append(conn, obj, data, now)
+            # a store from before snapshots: ``state`` and every block, these included
+            merged = merging.result() if merging is not None else self._merged_hashes(conn, obj)
+        _write_snapshot(conn, obj, merged)
         count, held = blocks.sizes(conn, obj)
-        live = None
-        if self.engine.dialect.name == "sqlite":
-            base = _read_snapshot(conn, obj) if base is None else base
-            if base is None and count == written and not _has_state_rows(conn, obj):
-                base = np.empty((0, 3), np.int64)  # nothing was confirmed before these blocks
-            merged = (
-                self._merged_hashes(conn, obj)  # a store from before snapshots: ``state`` and every block
-                if base is None
-                else blocks.latest_hashes([base, blocks.hashes_of(data)])
-            )
-            _write_snapshot(conn, obj, merged)
-            live = len(merged)
-        if count > blocks.COMPACT_BLOCKS or (live is not None and held > 2 * live + blocks.BLOCK_ROWS):
+        if count > blocks.COMPACT_BLOCKS or held > 2 * len(merged) + blocks.BLOCK_ROWS:
             self._compact(conn, obj, now)
 
     def _compact(self, conn: sa.Connection, obj: str, now: datetime) -> None:
