@@ -212,7 +212,7 @@ class Ledger(IndexReads):
             return
         # SQLite: the snapshot follows. The write lock first, so that what is read below is final; the new
         # snapshot is then merged in a thread while this one writes the blocks (both release the GIL): a
-        # million-row commit 0.47 -> 0.40 s (bench/README.md, session 14).
+        # million-row first run's commit 0.56 -> 0.44 s (bench/README.md, session 14).
         conn.execute(sa.text("DELETE FROM connectif_sync_snapshots WHERE 1 = 0"))
         base = _read_snapshot(conn, obj) if base is None else base
         if base is None and blocks.sizes(conn, obj)[0] == 0 and not _has_state_rows(conn, obj):
