@@ -523,6 +523,7 @@ def test_sqlite_store_of_an_earlier_version_gains_the_new_columns(tmp_path: Path
     sql(url, "ALTER TABLE connectif_sync_files DROP COLUMN unconfirmed_reason")
     sql(url, "DROP TABLE connectif_sync_uploads")
     sql(url, "ALTER TABLE connectif_sync_state DROP COLUMN empty_mask")
+    sql(url, "PRAGMA user_version = 0")  # an earlier version wrote no schema mark
     sql(url, "INSERT INTO connectif_sync_state VALUES ('contacts', 'kept@example.com', 1, 2, NULL, NULL, '2026-01-01')")
 
     with StateStore(url) as store:
