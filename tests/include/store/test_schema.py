@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,3 +51,11 @@ def test_the_mark_follows_every_change_of_the_schema(monkeypatch: pytest.MonkeyP
         monkeypatch.undo()
         schema.schema_mark.cache_clear()
     assert schema.schema_mark() == mark
+
+
+def test_the_mark_is_the_same_in_every_process() -> None:
+    """Each process computes the mark from the definitions: a part that differed between processes (a
+    memory address in a type's repr, say) would make every opening take the full path again."""
+    code = "from connectif_sync.store.schema import schema_mark; print(schema_mark())"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert int(other) == schema.schema_mark()
