@@ -27,6 +27,7 @@ from emulator.testing import RunningEmulator
 from sample_erp import generate
 from tests.fixtures.provider import DictStore
 from tests.fixtures.sql import query
+from tests.fixtures.store import clear_schema_mark
 
 CONTACTS = 40
 PRODUCTS = 12
@@ -234,6 +235,7 @@ def test_postgresql_store_of_an_earlier_version_is_migrated_in_place(pg_database
             "INSERT INTO connectif_sync_state (object, key, key_hash, row_hash, confirmed_at) "
             "VALUES ('contacts', 'kept@example.com', 1, 2, now())"
         )
+    clear_schema_mark(pg_database)  # earlier versions wrote no schema mark
     with StateStore(pg_database) as store:
         assert store.confirmed("contacts") == {"kept@example.com": 2}
     with engine.connect() as conn:
@@ -523,7 +525,7 @@ def test_sqlite_store_of_an_earlier_version_gains_the_new_columns(tmp_path: Path
     sql(url, "ALTER TABLE connectif_sync_files DROP COLUMN unconfirmed_reason")
     sql(url, "DROP TABLE connectif_sync_uploads")
     sql(url, "ALTER TABLE connectif_sync_state DROP COLUMN empty_mask")
-    sql(url, "PRAGMA user_version = 0")  # an earlier version wrote no schema mark
+    clear_schema_mark(url)  # earlier versions wrote no schema mark
     sql(url, "INSERT INTO connectif_sync_state VALUES ('contacts', 'kept@example.com', 1, 2, NULL, NULL, '2026-01-01')")
 
     with StateStore(url) as store:

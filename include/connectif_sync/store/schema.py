@@ -291,8 +291,7 @@ def _create_tables(engine: sa.Engine, attempts: int = 3) -> None:
     transaction-scoped advisory lock, so they are serialised; on any database an "already exists" error from a
     concurrent creator is retried, and the retry's check then finds the tables.
     """
-    sqlite = engine.dialect.name == "sqlite"
-    if sqlite and _schema_current(engine):
+    if _schema_current(engine):
         return
     for attempt in range(attempts):
         try:
@@ -304,8 +303,7 @@ def _create_tables(engine: sa.Engine, attempts: int = 3) -> None:
                 for index in REJECTED_BROWSE_INDEXES:
                     index.create(conn, checkfirst=True)
                 _drop_retired_indexes(conn)
-                if sqlite:
-                    conn.exec_driver_sql(f"PRAGMA user_version = {schema_mark()}")
+                _write_schema_mark(conn)
             return
         except (sa.exc.IntegrityError, sa.exc.ProgrammingError, sa.exc.OperationalError) as exc:
             # IntegrityError: the pg_type/pg_class unique index of a concurrently created table.
@@ -333,14 +331,38 @@ def schema_mark() -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF or 1
 
 
+_MARK_TABLE = "connectif_sync_runs"  # PostgreSQL keeps the mark as this table's comment
+_MARK_PREFIX = "connectif_sync schema "
+
+
 def _schema_current(engine: sa.Engine) -> bool:
-    """Whether a SQLite store was last created or upgraded to this very schema (its ``user_version`` is
-    :func:`schema_mark`, written by :func:`_create_tables`): then opening it checks nothing more. The checks
-    inspect every table, column and index (4-5 ms, a twentieth of an incremental run of 10,000 rows;
-    bench/README.md, session 14), and every task and command opens the store. A store of any other version
-    (older, newer, or before the mark) takes the full path, which only adds what is missing."""
+    """Whether the store was last created or upgraded to this very schema (its mark is :func:`schema_mark`,
+    written by :func:`_create_tables`): then opening it checks nothing more. The checks inspect every table,
+    column and index (4-5 ms on a SQLite file, a twentieth of an incremental run of 10,000 rows, and a dozen
+    round trips to a PostgreSQL server; bench/README.md, session 14), and every task and command opens the
+    store. A store of any other version (older, newer, or before the mark) takes the full path, which only
+    adds what is missing. The mark: SQLite's ``user_version``; PostgreSQL's comment on ``connectif_sync_runs``;
+    other databases have none (always the full path)."""
+    if engine.dialect.name not in ("sqlite", "postgresql"):
+        return False
     with engine.connect() as conn:
-        return conn.exec_driver_sql("PRAGMA user_version").scalar() == schema_mark()
+        return _read_schema_mark(conn) == schema_mark()
+
+
+def _read_schema_mark(conn: sa.Connection) -> int | None:
+    if conn.dialect.name == "sqlite":
+        return int(conn.exec_driver_sql("PRAGMA user_version").scalar() or 0)
+    comment = conn.execute(sa.text("SELECT obj_description(to_regclass(:t), 'pg_class')"), {"t": _MARK_TABLE}).scalar()
+    digits = comment.removeprefix(_MARK_PREFIX) if isinstance(comment, str) else ""
+    return int(digits) if comment != digits and digits.isdigit() else None
+
+
+def _write_schema_mark(conn: sa.Connection) -> None:
+    """Record :func:`schema_mark` in the store, in the transaction that brought it up to this schema."""
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql(f"PRAGMA user_version = {schema_mark()}")
+    elif conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"COMMENT ON TABLE {_MARK_TABLE} IS '{_MARK_PREFIX}{schema_mark()}'")
 
 
 RETIRED_INDEXES = {rejected_table.name: ("ix_connectif_sync_rejected_run",)}

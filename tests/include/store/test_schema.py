@@ -1,44 +1,55 @@
-"""Opening a store: the schema is checked and upgraded once, and a SQLite store at this schema skips it."""
+"""Opening a store: the schema is checked and upgraded once, and a store at this schema skips it."""
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from connectif_sync.state import StateStore
 from connectif_sync.store import schema
+from tests.fixtures.store import clear_schema_mark
 
 
-def _user_version(path: Path) -> int:
-    with sqlite3.connect(path) as conn:
-        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state.sqlite'}"
+    return str(request.getfixturevalue("pg_database"))
 
 
-def test_a_store_at_this_schema_opens_without_checking_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = tmp_path / "state.db"
-    with StateStore(f"sqlite:///{path}"):
+def _mark(url: str) -> int | None:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return schema._read_schema_mark(conn)
+    finally:
+        engine.dispose()
+
+
+def test_a_store_at_this_schema_opens_without_checking_it(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with StateStore(url):
         pass
-    assert _user_version(path) == schema.schema_mark() > 0
+    assert _mark(url) == schema.schema_mark() > 0
 
     def no_checks(*args: object, **kwargs: object) -> None:
         raise AssertionError("the schema was checked again")
 
     monkeypatch.setattr(schema.metadata, "create_all", no_checks)
-    with StateStore(f"sqlite:///{path}") as store:  # the mark matches: nothing is inspected
+    with StateStore(url) as store:  # the mark matches: nothing is inspected
         assert store.files("contacts") == []
 
-    with sqlite3.connect(path) as conn:  # a store of another version (or from before the mark)
-        conn.execute("PRAGMA user_version = 7")
+    clear_schema_mark(url)  # a store of an earlier version (or from before the mark)
+    assert _mark(url) in (0, None)
     with pytest.raises(AssertionError, match="checked again"):
-        StateStore(f"sqlite:///{path}")
+        StateStore(url)
     monkeypatch.undo()
-    with StateStore(f"sqlite:///{path}"):
+    with StateStore(url):
         pass
-    assert _user_version(path) == schema.schema_mark()
+    assert _mark(url) == schema.schema_mark()
 
 
 def test_the_mark_follows_every_change_of_the_schema(monkeypatch: pytest.MonkeyPatch) -> None:
