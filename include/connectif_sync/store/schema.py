@@ -362,7 +362,14 @@ def _write_schema_mark(conn: sa.Connection) -> None:
     if conn.dialect.name == "sqlite":
         conn.exec_driver_sql(f"PRAGMA user_version = {schema_mark()}")
     elif conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(f"COMMENT ON TABLE {_MARK_TABLE} IS '{_MARK_PREFIX}{schema_mark()}'")
+        try:
+            with conn.begin_nested():
+                conn.exec_driver_sql(f"COMMENT ON TABLE {_MARK_TABLE} IS '{_MARK_PREFIX}{schema_mark()}'")
+        except sa.exc.DBAPIError as exc:
+            # A role that may write the tables but does not own them (a deployment's least privilege) cannot
+            # comment on them: its openings keep checking the schema, as before the mark.
+            if getattr(exc.orig, "pgcode", None) != "42501":  # insufficient_privilege
+                raise
 
 
 RETIRED_INDEXES = {rejected_table.name: ("ix_connectif_sync_rejected_run",)}

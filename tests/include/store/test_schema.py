@@ -70,3 +70,32 @@ def test_the_mark_is_the_same_in_every_process() -> None:
     code = "from connectif_sync.store.schema import schema_mark; print(schema_mark())"
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert int(other) == schema.schema_mark()
+
+
+@pytest.mark.postgres
+def test_a_role_that_does_not_own_the_tables_opens_the_store(pg_database: str) -> None:
+    """A deployment may give the sync a role that writes the tables but does not own them: it cannot record
+    the mark (PostgreSQL's comment needs the owner), and opens the store as before it, checking the schema."""
+    with StateStore(pg_database):
+        pass
+    clear_schema_mark(pg_database)
+    admin = sa.create_engine(pg_database)
+    with admin.begin() as conn:
+        conn.exec_driver_sql("DROP ROLE IF EXISTS connectif_sync_writer")
+        conn.exec_driver_sql("CREATE ROLE connectif_sync_writer LOGIN")
+        conn.exec_driver_sql("GRANT USAGE, CREATE ON SCHEMA public TO connectif_sync_writer")
+        conn.exec_driver_sql(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO connectif_sync_writer"
+        )
+        conn.exec_driver_sql("GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO connectif_sync_writer")
+    writer = sa.make_url(pg_database).set(username="connectif_sync_writer").render_as_string(hide_password=False)
+    try:
+        for _ in range(2):
+            with StateStore(writer) as store:
+                assert store.files("contacts") == []
+        assert _mark(pg_database) is None
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql("DROP OWNED BY connectif_sync_writer")
+        sa.create_engine(pg_database).dispose()
+        admin.dispose()
