@@ -10,7 +10,10 @@ Each ``<name>.csv`` gets a companion ``<name>.csv.manifest`` (an Arrow IPC file,
 columns ``line,key,key_hash,row_hash,updated_at,source_hash,empty_mask``, ``line`` being the 1-based data
 line of the CSV as in Connectif's error report; the schema metadata names the object and partition). The
 state store reads it in :meth:`~connectif_sync.store.StateStore.confirm_file` to commit exactly the rows
-Connectif confirmed.
+Connectif confirmed. ``updated_at`` is the source's timestamp as read (naive UTC) where it is one, else its
+text: only the few rows Connectif rejects and each file's first and last need it as text
+(:func:`updated_text`), and formatting a million timestamps and comparing their texts cost a first run's
+main thread about 0.06 s (bench/README.md, session 15). Manifests written before hold text.
 """
 
 from __future__ import annotations
@@ -60,6 +63,19 @@ class ChunkFile:
         return asdict(self)
 
 
+def _manifest_schema(updated: pa.DataType) -> pa.Schema:
+    """The manifest's columns, ``updated_at`` of type ``updated`` (a naive timestamp, or text)."""
+    return _MANIFEST_SCHEMA.set(_MANIFEST_SCHEMA.get_field_index("updated_at"), pa.field("updated_at", updated))
+
+
+def updated_text(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """A manifest's ``updated_at`` as the text the state store keeps (``YYYY-MM-DD HH:MM:SS[.f]``): as written
+    by :func:`~connectif_sync.shape.to_text`, which is Arrow's cast for the naive timestamps manifests hold."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    return values if pa.types.is_string(values.type) else pc.cast(values, pa.string())
+
+
 def manifest_path(csv_path: str | Path) -> Path:
     p = Path(csv_path)
     return p.with_name(p.name + MANIFEST_SUFFIX)
@@ -107,8 +123,11 @@ def _safe(value: str) -> str:
 
 
 class _OpenFile:
-    def __init__(self, path: Path, schema: pa.Schema, obj: str, partition: str | None, dry_run: bool) -> None:
+    def __init__(
+        self, path: Path, schema: pa.Schema, obj: str, partition: str | None, dry_run: bool, updated: pa.DataType
+    ) -> None:
         self.path = path
+        self.updated = updated  # the type of its manifest's ``updated_at``
         self.rows = 0
         self.bytes = header_bytes(schema.names)
         self.min_u: str | None = None
@@ -119,18 +138,20 @@ class _OpenFile:
         if not dry_run:
             self.writer = pa_csv.CSVWriter(str(path), schema)
             meta = {"object": obj} | ({"partition": partition} if partition is not None else {})
-            self.mwriter = pa.ipc.new_file(str(manifest_path(path)), _MANIFEST_SCHEMA.with_metadata(meta))
+            self.mschema = _manifest_schema(updated)
+            self.mwriter = pa.ipc.new_file(str(manifest_path(path)), self.mschema.with_metadata(meta))
 
     def write(self, data: pa.Table, manifest: pa.Table, size: int) -> None:
         if self.writer is not None and self.mwriter is not None:
             self.writer.write_table(data)
             lines = pa.array(np.arange(self.rows + 1, self.rows + data.num_rows + 1, dtype=np.int64))
-            self.mwriter.write_table(manifest.set_column(0, "line", lines).cast(_MANIFEST_SCHEMA))
+            self.mwriter.write_table(manifest.set_column(0, "line", lines).cast(self.mschema))
         self.rows += data.num_rows
         self.bytes += size
         u = manifest.column("updated_at")
         if u.null_count < len(u):
-            lo, hi = pc.min(u).as_py(), pc.max(u).as_py()
+            bounds = pc.min_max(u)
+            lo, hi = updated_text(pa.array([bounds["min"].as_py(), bounds["max"].as_py()], u.type)).to_pylist()
             self.min_u = lo if self.min_u is None or lo < self.min_u else self.min_u
             self.max_u = hi if self.max_u is None or hi > self.max_u else self.max_u
 
@@ -174,11 +195,11 @@ class ChunkWriter:
                 if stale.match(old.name):
                     old.unlink()
 
-    def _new_file(self, partition: str | None) -> _OpenFile:
+    def _new_file(self, partition: str | None, updated: pa.DataType) -> _OpenFile:
         self._counter[partition] = self._counter.get(partition, 0) + 1
         stem = self.obj if partition is None else f"{self.obj}-{_safe(partition)}"
         path = self.out_dir / f"{stem}-{self._counter[partition]:04d}.csv"
-        f = _OpenFile(path, self.schema, self.obj, partition, self.dry_run)
+        f = _OpenFile(path, self.schema, self.obj, partition, self.dry_run, updated)
         self._open[partition] = f
         return f
 
@@ -217,6 +238,10 @@ class ChunkWriter:
             if optional not in manifest.column_names:
                 manifest = manifest.append_column(optional, pa.nulls(manifest.num_rows, pa.int64()))
         manifest = manifest.select(_MANIFEST_SCHEMA.names)
+        updated = manifest.schema.field("updated_at").type
+        if not (pa.types.is_timestamp(updated) and updated.tz is None):
+            manifest = manifest.set_column(4, "updated_at", updated_text(manifest.column("updated_at")))
+            updated = pa.string()
         sizes = row_bytes(data) if sizes is None else sizes
         oversize = sizes + self.header > self.max_bytes
         if oversize.any():
@@ -225,8 +250,10 @@ class ChunkWriter:
         pos = 0
         n = data.num_rows
         cum = np.cumsum(sizes)
+        if (f := self._open.get(partition)) is not None and f.updated != updated:
+            self._close(partition)  # a file's manifest holds one type of ``updated_at``: another starts a file
         while pos < n:
-            f = self._open.get(partition) or self._new_file(partition)
+            f = self._open.get(partition) or self._new_file(partition, updated)
             room = self.max_bytes - f.bytes
             base = cum[pos - 1] if pos else 0
             fit = int(np.searchsorted(cum[pos:] - base, room, side="right"))

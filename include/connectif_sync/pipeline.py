@@ -392,7 +392,7 @@ class _Outgoing:
                 "key": checked.keys if every else checked.keys.take(pick),
                 "key_hash": pa.array(key_hash if every else key_hash[send]),
                 "row_hash": pa.array(row_hash if every else row_hash[send]),
-                "updated_at": to_text(updated.take(pa.array(positions))) if updated is not None
+                "updated_at": _manifest_updated(updated.take(pa.array(positions))) if updated is not None
                 else pa.nulls(len(pick), pa.string()),
                 "source_hash": pa.array(prepared.src[positions]),
                 "empty_mask": pa.array(masks if every else masks[send]),
@@ -406,6 +406,11 @@ class _Outgoing:
         return _Outgoing(
             self.data.filter(sel), self.manifest.filter(sel), self.sizes[rows], self.positions[rows], self.source
         )
+
+
+def _manifest_updated(values: pa.Array) -> pa.Array:
+    """``updated_at`` as a manifest keeps it: a naive timestamp as is (:mod:`connectif_sync.chunk`), else text."""
+    return values if pa.types.is_timestamp(values.type) and values.type.tz is None else to_text(values)
 
 
 def _write(run: _Run, out: _Outgoing) -> None:

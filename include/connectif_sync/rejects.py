@@ -115,7 +115,7 @@ def set_aside_bad_text(table: pa.Table, mapping: Mapping) -> tuple[pa.Table, lis
     with its key, source row, field and the bytes as found; a field declared ``on_invalid: empty`` is sent
     empty instead. Returns the other rows, the rejected entries and how many rows they are.
     """
-    table, bad = repair_utf8(table, mapping.source_columns())
+    table, bad = repair_utf8(table, mapping.source_columns(), text_is_utf8=mapping.source_encoding == "UTF8")
     if not bad:
         return table, [], 0
     drop = np.zeros(table.num_rows, dtype=bool)

@@ -93,3 +93,23 @@ def test_bad_utf8_rows_are_set_aside_with_the_bytes_as_found() -> None:
     assert rows == [RejectedRow("b@x.com", "id=2", "_name", BAD_UTF8_REASON, "B\\xffb")]
     clean, none, zero = set_aside_bad_text(table, m)
     assert (clean.num_rows, none, zero) == (1, [], 0)
+
+
+def test_text_of_a_utf8_postgresql_source_is_not_checked_again_but_its_bytes_are() -> None:
+    """PostgreSQL validates every text value of a UTF8 database: its string columns are not checked again
+    (a string array holding stray bytes shows that no check ran); binary columns still are."""
+    from dataclasses import replace
+
+    m = resolve_mapping("contacts", None)
+    cols = {c: pa.array(["x", "y"], pa.string()) for c in m.source_columns()}
+    cols["id"] = pa.array([1, 2])
+    cols["email"] = pa.array(["a@x.com", "b@x.com"])
+    unchecked = pa.Array.from_buffers(
+        pa.string(), 2, [None, pa.py_buffer(np.array([0, 3, 6], np.int32)), pa.py_buffer(b"AnnB\xffb")]
+    )
+    table = pa.table({**cols, "first_name": unchecked})
+    assert set_aside_bad_text(table, m)[2] == 1  # checked: the second row's name is set aside
+    trusted = replace(m, source_encoding="UTF8")
+    assert set_aside_bad_text(table, trusted)[2] == 0  # not checked again
+    binary = pa.table({**cols, "first_name": pa.array([b"Ann", b"B\xffb"], pa.binary())})
+    assert set_aside_bad_text(binary, trusted)[2] == 1  # bytes still are

@@ -198,3 +198,31 @@ def test_chunk_partitions_and_dry_run(tmp_path: Path) -> None:
     assert sorted(Path(f.path).name for f in files) == ["coupons-s2-0001.csv", "coupons-s_1-0001.csv"]
     assert {f.partition for f in files} == {"s/1", "s2"}
     assert read_manifest(files[0].path)[0]["partition"] in {"s/1", "s2"}
+
+
+def test_manifests_keep_the_sources_timestamps_and_their_text_where_it_is_needed(tmp_path: Path) -> None:
+    """A naive timestamp ``updated_at`` is stored as read (no text per row); each file's first and last and the
+    rows Connectif rejects get the same text as before (Arrow's cast, what ``shape.to_text`` writes), manifests
+    of text still confirm, and a chunk whose ``updated_at`` is of another type starts a file of its own."""
+    from connectif_sync import StateStore
+    from connectif_sync.shape import to_text
+
+    stamps = pa.array(["2024-03-01 10:00:00.250000", "2024-01-05 23:59:59", None], pa.string())
+    native = stamps.cast(pa.timestamp("us"))
+    data = pa.table({"_email": ["a@x.com", "b@x.com", "c@x.com"], "_name": ["A", "B", "C"]})
+    keys = data.column("_email").to_pylist()
+    w = ChunkWriter(tmp_path / "out", "contacts", ["_email", "_name"])
+    w.write(data, _manifest(keys).set_column(4, "updated_at", native))
+    w.write(data, _manifest(keys).set_column(4, "updated_at", native))  # the same file goes on
+    w.write(data.slice(0, 1), _manifest(keys[:1]))  # text (e.g. SQLite's): a file of its own
+    first, second = w.close()
+    assert (first.rows, second.rows) == (6, 1)
+    assert (first.min_updated_at, first.max_updated_at) == ("2024-01-05 23:59:59.000000", "2024-03-01 10:00:00.250000")
+    assert [first.min_updated_at, first.max_updated_at] == to_text(native.take([1, 0])).to_pylist()
+    assert read_manifest(first.path)[1].schema.field("updated_at").type == pa.timestamp("us")
+    assert read_manifest(second.path)[1].schema.field("updated_at").type == pa.string()
+    with StateStore(f"sqlite:///{tmp_path / 'state.db'}") as store:
+        done = store.confirm_file(first.path, {1: "bad email", 6: "bad email"})
+        assert (done["confirmed"], done["failed"]) == (4, 2)
+        assert {p["source_updated_at"] for p in store.pending("contacts")} == {"2024-03-01 10:00:00.250000", None}
+        assert store.confirm_file(second.path)["confirmed"] == 1

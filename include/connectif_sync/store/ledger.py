@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
-from connectif_sync.chunk import read_manifest
+from connectif_sync.chunk import read_manifest, updated_text
 from connectif_sync.store import blocks
 from connectif_sync.store.index import IndexReads, _read_snapshot, _write_snapshot
 from connectif_sync.store.schema import (
@@ -297,6 +297,8 @@ def _record_pending(
                     pending_table.c.object == obj, pending_table.c.key.in_(keys[i : i + _LOOKUP_BATCH])
                 )
             )
+    if bad.num_rows:  # manifests hold the source's timestamps; the state store keeps them as text
+        bad = bad.set_column(bad.schema.get_field_index("updated_at"), "updated_at", updated_text(bad["updated_at"]))
     for row in bad.to_pylist():
         conn.execute(pending_table.delete().where(pending_table.c.object == obj, pending_table.c.key == row["key"]))
         conn.execute(
