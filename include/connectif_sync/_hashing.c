@@ -24,8 +24,8 @@
  * array of keys in an int32 table (position + 1; 0 = empty; 4 bytes a slot, against 16 bytes a key for a
  * sorted copy and its order) and find needles in it.
  *
- * sorted_member(run, queries, found): membership of ascending hashes in an ascending array, by galloping
- * (the duplicate rule's sorted runs of keys). merge_latest(older, newer, at, out): two sorted tables of
+ * keyset_add(table, keys, dup) / keyset_rehash(old, new): the duplicate rule's set of kept keys, an open-addressing
+ * table of the keys themselves (8 bytes a slot). merge_latest(older, newer, at, out): two sorted tables of
  * hashes merged, the newer row winning (the commit's snapshot).
  *
  * email_rows(column, n, offsets, data, status): the email field's ASCII shaping and EMAIL_PATTERN's check in
@@ -338,48 +338,89 @@ done:
     return ret;
 }
 
-/* sorted_member(run, queries, found): for each of the ascending uint64 queries, set found[i] to 1 where the
- * ascending uint64 run holds it (found[i] is left as it is otherwise, so that several runs OR into one mask).
- * Each search starts where the previous one ended and gallops forward (positions +1, +3, +7, ...) before its
- * binary search: a few steps with the cache warm per query, where numpy's searchsorted walks all twenty-odd
- * levels of a million-key run from the top for each (the duplicate rule's KeySet, validate.py). */
-static PyObject *sorted_member(PyObject *self, PyObject *args) {
-    Py_buffer run, queries, found;
-    if (!PyArg_ParseTuple(args, "y*y*w*", &run, &queries, &found)) return NULL;
+/* keyset_add(table, keys, dup) -> added: each key (uint64, not 0) into an open-addressing table of uint64
+ * slots (0 = empty, a power of two in length), in order; dup[i] = 1 where the key was there already (added
+ * earlier, or earlier in keys), else 0 and the key is added. The caller keeps the table under MAX_LOAD (it
+ * grows it with keyset_rehash) and the key 0 out: the duplicate rule's set of kept keys (validate.KeySet). */
+static PyObject *keyset_add(PyObject *self, PyObject *args) {
+    Py_buffer table, keys, dup;
+    if (!PyArg_ParseTuple(args, "w*y*w*", &table, &keys, &dup)) return NULL;
     PyObject *ret = NULL;
-    Py_ssize_t nr = run.len / (Py_ssize_t)sizeof(uint64_t), nq = queries.len / (Py_ssize_t)sizeof(uint64_t);
-    if (found.len < nq) {
-        PyErr_SetString(PyExc_ValueError, "sorted_member: found is shorter than queries");
+    Py_ssize_t slots = table.len / (Py_ssize_t)sizeof(uint64_t), n = keys.len / (Py_ssize_t)sizeof(uint64_t);
+    int bits = table_bits(slots);
+    if (bits < 0 || dup.len < n) {
+        PyErr_SetString(PyExc_ValueError, "keyset_add: the table is not a power of two, or dup is too short");
         goto done;
     }
-    const uint64_t *r = (const uint64_t *)run.buf, *q = (const uint64_t *)queries.buf;
-    uint8_t *f = (uint8_t *)found.buf;
+    uint64_t *t = (uint64_t *)table.buf;
+    const uint64_t *k = (const uint64_t *)keys.buf;
+    uint8_t *d = (uint8_t *)dup.buf;
+    Py_ssize_t mask = slots - 1, added = 0;
+    int full = 0, zero = 0;
     Py_BEGIN_ALLOW_THREADS
-    Py_ssize_t at = 0; /* every r[j] with j < at is below the current query */
-    for (Py_ssize_t i = 0; i < nq && at < nr; i++) {
-        uint64_t v = q[i];
-        Py_ssize_t lo = at, hi = at, step = 1;
-        while (hi < nr && r[hi] < v) { /* gallop: r[lo - 1] < v, and hi is the next position tried */
-            lo = hi + 1;
-            hi = lo + step;
-            step <<= 1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (i + PREFETCH < n) __builtin_prefetch(&t[slot_of(k[i + PREFETCH], bits)], 1);
+        uint64_t v = k[i];
+        if (v == 0) {
+            zero = 1;
+            break;
         }
-        if (hi > nr) hi = nr;
-        while (lo < hi) { /* the first position in [lo, hi] whose value is v or more */
-            Py_ssize_t mid = lo + (hi - lo) / 2;
-            if (r[mid] < v) lo = mid + 1;
-            else hi = mid;
+        Py_ssize_t s = slot_of(v, bits), probes = 0;
+        while (t[s] != 0 && t[s] != v && ++probes < slots) s = (s + 1) & mask;
+        if (t[s] == v) {
+            d[i] = 1;
+            continue;
         }
-        if (lo < nr && r[lo] == v) f[i] = 1;
-        at = lo;
+        if (t[s] != 0) {
+            full = 1;
+            break;
+        }
+        t[s] = v;
+        d[i] = 0;
+        added++;
+    }
+    Py_END_ALLOW_THREADS
+    if (zero || full) {
+        PyErr_SetString(PyExc_ValueError,
+                        zero ? "keyset_add: key 0 is the empty slot" : "keyset_add: the table is full");
+        goto done;
+    }
+    ret = PyLong_FromSsize_t(added);
+done:
+    PyBuffer_Release(&table);
+    PyBuffer_Release(&keys);
+    PyBuffer_Release(&dup);
+    return ret;
+}
+
+/* keyset_rehash(old, new): every key of one keyset_add table into a larger, empty one. */
+static PyObject *keyset_rehash(PyObject *self, PyObject *args) {
+    Py_buffer old, fresh;
+    if (!PyArg_ParseTuple(args, "y*w*", &old, &fresh)) return NULL;
+    PyObject *ret = NULL;
+    Py_ssize_t n = old.len / (Py_ssize_t)sizeof(uint64_t), slots = fresh.len / (Py_ssize_t)sizeof(uint64_t);
+    int bits = table_bits(slots);
+    if (bits < 0 || slots <= n) {
+        PyErr_SetString(PyExc_ValueError, "keyset_rehash: the new table must be a larger power of two");
+        goto done;
+    }
+    const uint64_t *o = (const uint64_t *)old.buf;
+    uint64_t *t = (uint64_t *)fresh.buf;
+    Py_ssize_t mask = slots - 1;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t v = o[i];
+        if (v == 0) continue;
+        Py_ssize_t s = slot_of(v, bits);
+        while (t[s] != 0) s = (s + 1) & mask; /* every key is distinct, and there is room */
+        t[s] = v;
     }
     Py_END_ALLOW_THREADS
     ret = Py_None;
     Py_INCREF(ret);
 done:
-    PyBuffer_Release(&run);
-    PyBuffer_Release(&queries);
-    PyBuffer_Release(&found);
+    PyBuffer_Release(&old);
+    PyBuffer_Release(&fresh);
     return ret;
 }
 
@@ -1058,9 +1099,10 @@ static PyMethodDef methods[] = {
      "positions_build(table, keys): index the positions of uint64 keys (not 0) in an int32 table."},
     {"positions_find", positions_find, METH_VARARGS,
      "positions_find(table, keys, needles, found, at): where each needle is in keys (found: uint8, at: int64)."},
-    {"sorted_member", sorted_member, METH_VARARGS,
-     "sorted_member(run, queries, found): set found[i] (uint8) where the ascending uint64 run holds queries[i] "
-     "(ascending too)."},
+    {"keyset_add", keyset_add, METH_VARARGS,
+     "keyset_add(table, keys, dup) -> added: uint64 keys (not 0) into an open-addressing table (0 = empty), in "
+     "order; dup[i] = 1 where the key was there already."},
+    {"keyset_rehash", keyset_rehash, METH_VARARGS, "keyset_rehash(old, new): a keyset_add table into a larger one."},
     {"merge_latest", merge_latest, METH_VARARGS,
      "merge_latest(older, newer, at, out): the union of older and newer[at] (rows of 3 int64 sorted by the "
      "first, each key once), newer's row for a key both have, into out; returns the number of rows."},

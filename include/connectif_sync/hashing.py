@@ -36,9 +36,13 @@ merge_latest = _c.merge_latest if _c is not None else None
 source hash)`` rows sorted by key hash, ``newer[at]``'s row winning (:func:`~connectif_sync.store.blocks.
 latest_hashes`); None without the C accelerator."""
 
-sorted_member = _c.sorted_member if _c is not None else None
-"""``sorted_member(run, queries, found)``: set ``found[i]`` (uint8) where the ascending uint64 ``run`` holds
-the ascending ``queries[i]``; None without the C accelerator (numpy's ``searchsorted`` then)."""
+keyset_add = _c.keyset_add if _c is not None else None
+"""``keyset_add(table, keys, dup) -> added``: uint64 keys (not 0) into an open-addressing table of uint64 slots
+(0 = empty), in order, ``dup[i] = 1`` where the key was there already (:class:`~connectif_sync.validate.KeySet`);
+None without the C accelerator."""
+
+keyset_rehash = _c.keyset_rehash if _c is not None else None
+"""``keyset_rehash(old, new)``: a :data:`keyset_add` table into a larger one; None without the C accelerator."""
 
 pg_hash_int64 = _c.pg_hash_int64 if _c is not None else None
 """``pg_hash_int64(values, validity, offset, n, seed, out)``: ``out[i] ^=`` PostgreSQL's ``hashint8extended`` of

@@ -13,8 +13,8 @@ them a page of :data:`~connectif_sync.probe.PROBE_SPAN` chunks at a time) their 
 other rows', so should a changed row and an unchanged confirmed row of one chunk (page) share a key, the
 confirmed one is kept.
 
-Keys are tracked as 64-bit hashes in sorted numpy runs (:class:`KeySet`), 8 bytes per key instead of a
-Python set's ~100, so that memory stays flat at millions of rows.
+Keys are tracked as 64-bit hashes in a table of the hashes themselves (:class:`KeySet`), 8 bytes a slot instead
+of a Python set's ~100 a key, so that memory stays flat at millions of rows.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from connectif_sync.contract import RejectedRow
-from connectif_sync.hashing import hash_strings, sorted_member, stable_argsort
+from connectif_sync.hashing import MAX_LOAD, hash_strings, keyset_add, keyset_rehash, stable_argsort
 from connectif_sync.mappings import Mapping
 from connectif_sync.shape import ShapedChunk
 
@@ -43,32 +43,60 @@ class SeenKeys(Protocol):
 
 
 class KeySet:
-    """A set of uint64 key hashes kept as sorted runs that merge geometrically (amortised O(n log n)).
+    """A set of uint64 key hashes: with the C accelerator an open-addressing table of the keys (8 bytes a slot,
+    under :data:`~connectif_sync.hashing.MAX_LOAD`, doubled as it fills), else sorted numpy runs that merge
+    geometrically (amortised O(n log n)).
 
-    (A hash table in C was measured twice: 0.05-0.1 CPU s less per million keys, but 12-24 MB more at the peak
-    of a million-row run, which the 300 MB target cannot spare; bench/README.md, session 9.)"""
+    (The table replaced the sorted runs as the main path in session 15: a first run's duplicate rule 0.09 ->
+    0.03 s of the main thread per million keys. Sorting each chunk, searching every run and merging them was
+    a seventh of that thread; the table costs about as much memory as the runs and their merge buffer:
+    bench/README.md.)"""
 
     def __init__(self) -> None:
         self._runs: list[np.ndarray] = []
+        self._table: np.ndarray | None = np.zeros(1024, np.uint64) if keyset_add is not None else None
+        self._count = 0  # keys in the table
+        self._zero = False  # whether the key 0 (the table's empty slot) was added
 
     def __len__(self) -> int:
+        if self._table is not None:
+            return self._count + self._zero
         return sum(len(r) for r in self._runs)
+
+    def add_new(self, hashes: np.ndarray) -> np.ndarray:
+        """Add ``hashes``; return the mask of those already present (earlier, or earlier in this array)."""
+        hashes = np.ascontiguousarray(hashes).view(np.uint64)
+        if self._table is None or keyset_add is None or keyset_rehash is None:
+            return self._add_to_runs(hashes)
+        zeros = hashes == 0
+        if zeros.any():  # never stored: its first occurrence ever is the new one
+            dup = np.ones(len(hashes), dtype=bool)
+            first = int(np.flatnonzero(zeros)[0])
+            dup[first] = self._zero
+            self._zero = True
+            rest = np.flatnonzero(~zeros)
+            dup[rest] = self.add_new(hashes[rest])
+            return dup
+        while (self._count + len(hashes)) >= MAX_LOAD * len(self._table):
+            bigger = np.zeros(2 * len(self._table), np.uint64)
+            keyset_rehash(self._table, bigger)
+            self._table = bigger
+        dup = np.empty(len(hashes), dtype=np.uint8)
+        self._count += keyset_add(self._table, hashes, dup)
+        return dup.view(bool)
 
     def _contains_sorted(self, sorted_h: np.ndarray) -> np.ndarray:
         found = np.zeros(len(sorted_h), dtype=bool)
         for run in self._runs:  # runs are never empty
-            if sorted_member is not None:  # galloping from one query to the next: 0.65 -> 0.25 s for 3M keys
-                sorted_member(run, sorted_h, found.view(np.uint8))
-                continue
             # Sorted queries make searchsorted walk each run in order: several times faster than random probes.
             idx = np.searchsorted(run, sorted_h)
             idx[idx == len(run)] = 0
             found |= run[idx] == sorted_h
         return found
 
-    def add_new(self, hashes: np.ndarray) -> np.ndarray:
-        """Add ``hashes``; return the mask of those already present (earlier, or earlier in this array)."""
-        order = stable_argsort(hashes)  # the C radix sort where built: 2-3x faster than numpy's introsort
+    def _add_to_runs(self, hashes: np.ndarray) -> np.ndarray:
+        """:meth:`add_new` without the C accelerator."""
+        order = stable_argsort(hashes)
         sorted_h = hashes[order]
         dup_sorted = self._contains_sorted(sorted_h)
         if len(sorted_h) > 1:
@@ -184,7 +212,11 @@ def validate(chunk: ShapedChunk, mapping: Mapping, seen: SeenKeys | None = None)
         valid, kept_keys = pa.table(columns), keys
     else:
         sel = pa.array(keep)
-        valid, kept_keys = pa.table({name: col.filter(sel) for name, col in columns.items()}), keys.filter(sel)
+        valid = pa.table({name: col.filter(sel) for name, col in columns.items()})
+        # the key column is the keys themselves unless partitioned: filtered once
+        kept = valid.column(mapping.key)
+        same = keys is columns[mapping.key] and kept.num_chunks == 1
+        kept_keys = kept.chunk(0) if same else keys.filter(sel)
     return Validated(
         valid=valid,
         keys=kept_keys,

@@ -125,23 +125,29 @@ def test_position_index_of_no_keys_finds_nothing() -> None:
     assert not found.any() and at.tolist() == [0, 0, 0]
 
 
-def test_sorted_member_finds_each_query_in_the_run_and_leaves_the_others_as_they_were() -> None:
-    """Ascending queries against an ascending run, with repeats, gaps of every size (the gallop's steps), values
-    before the first and after the last; ``found`` is only ever set, so that runs OR into one mask."""
-    assert hashing.sorted_member is not None, "connectif_sync._hashing is not built: run `make install`"
-    rng = np.random.default_rng(5)
-    for size, queries in ((0, 10), (1, 5), (50, 1), (20_000, 3_000), (3_000, 20_000)):
-        run = np.unique(rng.integers(1, 2**64 - 2, size, dtype=np.uint64))
-        inside = rng.choice(run, min(len(run), queries // 2)) if len(run) else np.zeros(0, np.uint64)
-        q = np.sort(np.concatenate([inside, rng.integers(0, 2**64 - 1, queries // 2, dtype=np.uint64),
-                                    np.array([0, 2**64 - 1], np.uint64), inside[:3]]))  # fmt: skip
-        found = np.zeros(len(q), np.uint8)
-        found[::7] = 1  # set by an earlier run: stays set
-        expected = np.isin(q, run) | (found == 1)
-        hashing.sorted_member(run, q, found)
-        assert found.astype(bool).tolist() == expected.tolist()
-    with pytest.raises(ValueError, match="shorter"):
-        hashing.sorted_member(np.arange(3, dtype=np.uint64), np.arange(3, dtype=np.uint64), np.zeros(2, np.uint8))
+def test_keyset_table_adds_each_key_once_and_refuses_what_it_cannot_hold() -> None:
+    """The duplicate rule's C table: a key is new the first time only (within a batch too), a larger table
+    made by keyset_rehash holds the same keys, and the empty slot's 0, a full table or a bad length raise."""
+    assert hashing.keyset_add is not None and hashing.keyset_rehash is not None, "run `make install`"
+    rng = np.random.default_rng(3)
+    keys = rng.integers(1, 2**64 - 1, size=600, dtype=np.uint64)
+    table, dup = np.zeros(1024, np.uint64), np.empty(1200, np.uint8)
+    batch = np.concatenate([keys, keys[::-1]])
+    assert hashing.keyset_add(table, batch, dup) == 600
+    assert not dup[:600].any() and dup[600:].all()
+    bigger = np.zeros(4096, np.uint64)
+    hashing.keyset_rehash(table, bigger)
+    assert sorted(bigger[bigger != 0].tolist()) == sorted(keys.tolist())
+    again = np.empty(600, np.uint8)
+    assert hashing.keyset_add(bigger, keys, again) == 0 and again.all()
+    with pytest.raises(ValueError, match="empty slot"):
+        hashing.keyset_add(np.zeros(8, np.uint64), np.array([5, 0], np.uint64), np.empty(2, np.uint8))
+    with pytest.raises(ValueError, match="full"):
+        hashing.keyset_add(np.zeros(4, np.uint64), np.arange(1, 6, dtype=np.uint64), np.empty(5, np.uint8))
+    with pytest.raises(ValueError, match="power of two"):
+        hashing.keyset_add(np.zeros(6, np.uint64), keys[:1], np.empty(1, np.uint8))
+    with pytest.raises(ValueError, match="larger"):
+        hashing.keyset_rehash(bigger, np.zeros(1024, np.uint64))
 
 
 @pytest.mark.parametrize("accelerated", [True, False])
