@@ -45,7 +45,7 @@ from connectif_sync.diff import (
     signed,
     split_known,
 )
-from connectif_sync.extract import DEFAULT_CHUNK_ROWS, DEFAULT_READERS, extract_arrow, prefetch
+from connectif_sync.extract import DEFAULT_CHUNK_ROWS, DEFAULT_READERS, WarmSource, extract_arrow, prefetch
 from connectif_sync.hashing import as_signed, hash_csv_rows_and_masks, hash_strings
 from connectif_sync.mappings import Mapping, check_source_columns, resolve_mapping
 from connectif_sync.prepare import Prepared, later, prepare, updated_values
@@ -137,13 +137,19 @@ def _sync(params: SyncParams) -> SyncResult:
     started = time.perf_counter()
     params.check()
     use_system_allocator()
-    mapping = resolve_mapping(params.obj, params.mapping)
-    mapping = check_source_columns(mapping, params.source_url)  # with its columns' kinds: see source_hash_sql
-    store = StateStore(params.state_url, readonly=params.dry_run)
+    warm = WarmSource(params.source_url)
+    try:
+        mapping = resolve_mapping(params.obj, params.mapping)
+        mapping = check_source_columns(mapping, params.source_url)  # with its columns' kinds: see source_hash_sql
+        store = StateStore(params.state_url, readonly=params.dry_run)
+    except BaseException:
+        warm.close()
+        raise
     run: _Run | None = None
     try:
         run = _begin(params, mapping, store)
         for prepared in _prepared_chunks(run):
+            warm.close()  # the run's readers are connected
             _count_prepared(run, prepared)
             if len(prepared.known_at):
                 _take_known(run, prepared.known_at)
@@ -157,6 +163,7 @@ def _sync(params: SyncParams) -> SyncResult:
             run.refresh.discard()  # a run that failed stores none of it
         if run is not None and run.early is not None:
             run.early.close()  # its readers stopped, if a failure came before the chunks were read
+        warm.close()
         store.close()
 
 

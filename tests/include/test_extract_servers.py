@@ -4,7 +4,9 @@ PostgreSQL, ConnectorX on MySQL) and SQLAlchemy."""
 from __future__ import annotations
 
 import itertools
+import pathlib
 import sys
+import threading
 from datetime import date, datetime
 from decimal import Decimal
 
@@ -13,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 import sample_erp as erp
-from connectif_sync import extract_arrow, resolve_mapping
+from connectif_sync import extract_arrow, resolve_mapping, run_sync
 from connectif_sync.extract import arrow_source, integer_ranges, source_dialect
 from connectif_sync.mappings import check_source_columns
 from connectif_sync.sources import source_engine
@@ -110,6 +112,45 @@ def test_the_source_queries_share_one_engine_and_leave_no_connection_open(server
             assert conn.execute(sa.text(others)).scalar() == 0
     finally:
         counter.dispose()
+
+
+@pytest.mark.postgres
+def test_a_run_warms_its_postgresql_source_and_its_connections_share_that_database(
+    pg_database: str, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """WarmSource connects in a thread of its own: a connection opened meanwhile shares its driver database,
+    close() lets it go (twice is harmless); a source it cannot reach raises nothing there (the run's own read
+    says why); other sources start no thread; a whole run opens the driver's database once."""
+    import adbc_driver_postgresql.dbapi
+
+    extract = sys.modules["connectif_sync.extract"]  # the package's `extract` is the function
+    warm = extract.WarmSource(pg_database)
+    try:
+        for _ in range(200):  # until the thread's connection is registered
+            if extract._PG_OPEN:
+                break
+            threading.Event().wait(0.01)
+        with extract.adbc_connect(pg_database) as conn:
+            assert conn._db is extract._PG_OPEN[next(iter(extract._PG_OPEN))][0]._db
+    finally:
+        warm.close()
+        warm.close()
+    assert not extract._PG_OPEN
+    unreachable = sa.make_url(pg_database).set(port=1)
+    extract.WarmSource(unreachable.render_as_string(hide_password=False)).close()
+    assert extract.WarmSource(f"sqlite:///{tmp_path / 'x.db'}")._thread is None
+    made: list[str] = []
+    real = adbc_driver_postgresql.dbapi.connect
+    monkeypatch.setattr(adbc_driver_postgresql.dbapi, "connect", lambda uri, **k: made.append(uri) or real(uri, **k))
+    clones: list[object] = []
+    clone = adbc_driver_postgresql.dbapi.Connection.adbc_clone
+    monkeypatch.setattr(
+        adbc_driver_postgresql.dbapi.Connection, "adbc_clone", lambda self: clones.append(self) or clone(self)
+    )
+    erp.generate(pg_database, contacts=300, products=5, orders=2, coupons=0, seed=3)
+    result = run_sync("contacts", pg_database, tmp_path / "out", state_url=f"sqlite:///{tmp_path / 's.db'}")
+    # one driver database for the run (the warm connection's), which the run's read shared
+    assert result.report.extracted == 300 and len(made) == 1 and clones and not extract._PG_OPEN
 
 
 @pytest.mark.postgres
