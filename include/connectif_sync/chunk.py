@@ -68,6 +68,11 @@ def _manifest_schema(updated: pa.DataType) -> pa.Schema:
     return _MANIFEST_SCHEMA.set(_MANIFEST_SCHEMA.get_field_index("updated_at"), pa.field("updated_at", updated))
 
 
+def keeps_updated(kind: pa.DataType) -> bool:
+    """Whether a manifest keeps an ``updated_at`` of this type as is (a naive timestamp) rather than as text."""
+    return pa.types.is_timestamp(kind) and kind.tz is None
+
+
 def updated_text(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     """A manifest's ``updated_at`` as the text the state store keeps (``YYYY-MM-DD HH:MM:SS[.f]``): as written
     by :func:`~connectif_sync.shape.to_text`, which is Arrow's cast for the naive timestamps manifests hold."""
@@ -239,7 +244,7 @@ class ChunkWriter:
                 manifest = manifest.append_column(optional, pa.nulls(manifest.num_rows, pa.int64()))
         manifest = manifest.select(_MANIFEST_SCHEMA.names)
         updated = manifest.schema.field("updated_at").type
-        if not (pa.types.is_timestamp(updated) and updated.tz is None):
+        if not keeps_updated(updated):
             manifest = manifest.set_column(4, "updated_at", updated_text(manifest.column("updated_at")))
             updated = pa.string()
         sizes = row_bytes(data) if sizes is None else sizes

@@ -477,6 +477,12 @@ class WarmSource:
             self._thread.join()
             self._thread = None
 
+    def __enter__(self) -> WarmSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 Resume = Callable[[tuple[Any, ...]], str]
 """The query of the rows after some ``order_by`` values (see :func:`_adbc_cursor_batches`)."""

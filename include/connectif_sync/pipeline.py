@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from connectif_sync import probe as probing
-from connectif_sync.chunk import DEFAULT_MAX_FILE_BYTES, ChunkFile, ChunkWriter
+from connectif_sync.chunk import DEFAULT_MAX_FILE_BYTES, ChunkFile, ChunkWriter, keeps_updated
 from connectif_sync.contract import REQUESTS_PER_MINUTE, RunMode
 from connectif_sync.diff import (
     ChangeSet,
@@ -137,14 +137,15 @@ def _sync(params: SyncParams) -> SyncResult:
     started = time.perf_counter()
     params.check()
     use_system_allocator()
-    warm = WarmSource(params.source_url)
-    try:
-        mapping = resolve_mapping(params.obj, params.mapping)
-        mapping = check_source_columns(mapping, params.source_url)  # with its columns' kinds: see source_hash_sql
-        store = StateStore(params.state_url, readonly=params.dry_run)
-    except BaseException:
-        warm.close()
-        raise
+    with WarmSource(params.source_url) as warm:
+        return _stages(params, warm, started)
+
+
+def _stages(params: SyncParams, warm: WarmSource, started: float) -> SyncResult:
+    """The run once its source is being connected: the mapping checked, the store opened, the chunks."""
+    mapping = resolve_mapping(params.obj, params.mapping)
+    mapping = check_source_columns(mapping, params.source_url)  # with its columns' kinds: see source_hash_sql
+    store = StateStore(params.state_url, readonly=params.dry_run)
     run: _Run | None = None
     try:
         run = _begin(params, mapping, store)
@@ -163,7 +164,6 @@ def _sync(params: SyncParams) -> SyncResult:
             run.refresh.discard()  # a run that failed stores none of it
         if run is not None and run.early is not None:
             run.early.close()  # its readers stopped, if a failure came before the chunks were read
-        warm.close()
         store.close()
 
 
@@ -417,7 +417,7 @@ class _Outgoing:
 
 def _manifest_updated(values: pa.Array) -> pa.Array:
     """``updated_at`` as a manifest keeps it: a naive timestamp as is (:mod:`connectif_sync.chunk`), else text."""
-    return values if pa.types.is_timestamp(values.type) and values.type.tz is None else to_text(values)
+    return values if keeps_updated(values.type) else to_text(values)
 
 
 def _write(run: _Run, out: _Outgoing) -> None:
