@@ -1083,6 +1083,48 @@ static PyObject *text_crcs(PyObject *self, PyObject *args) {
                          crc32c_insn_ok ? Py_True : Py_False);
 }
 
+/* version_tokens(xmin, ctid, n, seed, out): PostgreSQL row versions as source hashes (client_hash.version_tokens
+ * says why): xmin n 4-byte and ctid n 6-byte big-endian values (transaction; block and line), out n uint64:
+ * SplitMix64's finaliser of ((xmin << 32 | block) ^ seed), plus line * golden, finalised again, never 0. */
+static inline uint64_t splitmix_final(uint64_t x) {
+    x ^= x >> 30;
+    x *= 0xBF58476D1CE4E5B9ULL;
+    x ^= x >> 27;
+    x *= 0x94D049BB133111EBULL;
+    x ^= x >> 31;
+    return x;
+}
+
+static PyObject *version_tokens(PyObject *self, PyObject *args) {
+    Py_buffer xmin, ctid, out;
+    Py_ssize_t n;
+    unsigned long long seed;
+    PyObject *ret = NULL;
+    if (!PyArg_ParseTuple(args, "y*y*nKw*", &xmin, &ctid, &n, &seed, &out)) return NULL;
+    if (n < 0 || xmin.len < 4 * n || ctid.len < 6 * n || out.len < n * (Py_ssize_t)sizeof(uint64_t)) {
+        PyErr_SetString(PyExc_ValueError, "version_tokens: xmin needs 4n bytes, ctid 6n, out n 64-bit values");
+        goto done;
+    }
+    const uint8_t *x = (const uint8_t *)xmin.buf, *t = (const uint8_t *)ctid.buf;
+    uint64_t *h = (uint64_t *)out.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++, x += 4, t += 6) {
+        uint64_t xid = ((uint64_t)x[0] << 24) | ((uint64_t)x[1] << 16) | ((uint64_t)x[2] << 8) | x[3];
+        uint64_t block = ((uint64_t)t[0] << 24) | ((uint64_t)t[1] << 16) | ((uint64_t)t[2] << 8) | t[3];
+        uint64_t line = ((uint64_t)t[4] << 8) | t[5];
+        uint64_t v = splitmix_final(splitmix_final(((xid << 32) | block) ^ (uint64_t)seed) + line * 0x9E3779B97F4A7C15ULL);
+        h[i] = v ? v : 1;
+    }
+    Py_END_ALLOW_THREADS
+    ret = Py_None;
+    Py_INCREF(ret);
+done:
+    PyBuffer_Release(&xmin);
+    PyBuffer_Release(&ctid);
+    PyBuffer_Release(&out);
+    return ret;
+}
+
 static PyMethodDef methods[] = {
     {"email_rows", email_rows, METH_VARARGS,
      "email_rows(column, n, offsets_out, data_out, status_out) -> bytes: ASCII addresses trimmed, lower-cased "
@@ -1109,6 +1151,9 @@ static PyMethodDef methods[] = {
     {"argsort_u64", argsort_u64, METH_VARARGS,
      "argsort_u64(keys, order, signed): the stable sorting order of fewer than 2^31 64-bit keys (int64 when "
      "signed, else uint64) into order (int64)."},
+    {"version_tokens", version_tokens, METH_VARARGS,
+     "version_tokens(xmin, ctid, n, seed, out): PostgreSQL row versions (4- and 6-byte big-endian values) as "
+     "64-bit source hashes."},
     {"pg_hash_int64", pg_hash_int64, METH_VARARGS,
      "pg_hash_int64(values, validity, offset, n, seed, out): out[i] ^= PostgreSQL's hashint8extended(values[i], "
      "seed) (int64 values), or ^= seed where the Arrow validity bitmap (or None) says NULL."},

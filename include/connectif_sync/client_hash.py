@@ -16,15 +16,24 @@ this module cannot compute exactly, from the values the driver decoded:
   every column is an integer, a date or UTF-8 text (printed as MariaDB prints them; ``_hashing.mysql_crc_rows``),
   else by the server as before.
 
-Without the C accelerator the database computes everything, as before. The tests compare every kind and edge
-value with the database's own expression.
+* **PostgreSQL tables** (a plain table the user may read whole: :attr:`Mapping.source_oid`): no value is
+  hashed at all. A row's source hash is made from its *row version*, the system columns ``xmin`` (the
+  transaction that wrote it) and ``ctid`` (where it is), which every read selects and which change with every
+  update (:func:`version_tokens` says why that is safe): a full scan's probe then reads keys and versions
+  only, and the server unpacks no row. Views, partitioned and inherited tables keep the value hash above.
+
+Without the C accelerator the database computes everything, as before (row versions are hashed by
+numpy). The tests compare every kind and edge value with the database's own expression.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pyarrow as pa
 
+from connectif_sync import hashing
 from connectif_sync.hashing import mysql_crc_rows, pg_hash_int64, pg_hash_text
 from connectif_sync.mappings import Mapping
 from connectif_sync.sources import ValueKind
@@ -199,3 +208,92 @@ def _int8_values(values: pa.Array, kind: ValueKind, name: str) -> np.ndarray:
         # The same move in 64-bit arithmetic (ADBC's infinity wrapped around: moved back, it is INT64_MAX).
         return (np.frombuffer(data, np.uint64)[off : off + n] - _EPOCH_US).view(np.int64)
     raise TypeError(f"column {name!r}: {kind} value read as {t}: the source hash cannot be computed here")
+
+
+# PostgreSQL row versions -------------------------------------------------------------------------------------
+
+XMIN_COLUMN = "__connectif_xmin"
+CTID_COLUMN = "__connectif_ctid"
+"""The system columns a read of a PostgreSQL table with row versions adds (:func:`row_version_sql`)."""
+
+_MIX1, _MIX2, _GOLDEN = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
+
+
+def row_version_sql(quote: Callable[[str], str]) -> str:
+    """The columns a read adds for :func:`finish_versions`: the row version's transaction and position."""
+    return f"xmin AS {quote(XMIN_COLUMN)}, ctid AS {quote(CTID_COLUMN)}"
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser (a bijection of 64-bit values), in place."""
+    x ^= x >> np.uint64(30)
+    x *= _MIX1
+    x ^= x >> np.uint64(27)
+    x *= _MIX2
+    x ^= x >> np.uint64(31)
+    return x
+
+
+def _fixed_width(values: pa.Array, width: int, name: str) -> np.ndarray:
+    """The bytes of a binary column whose values are all ``width`` bytes (PostgreSQL's ``xid`` and ``tid`` as
+    ADBC hands them over: an opaque extension of ``binary``), as an ``(n, width)`` array."""
+    if isinstance(values.type, pa.BaseExtensionType):
+        values = values.storage
+    if not (pa.types.is_binary(values.type) or pa.types.is_large_binary(values.type)) or values.null_count:
+        raise TypeError(f"column {name!r}: a row version read as {values.type}, not {width} bytes a row")
+    n, off = len(values), values.offset
+    offsets = np.frombuffer(values.buffers()[1], np.int64 if pa.types.is_large_binary(values.type) else np.int32)
+    start, end = int(offsets[off]), int(offsets[off + n])
+    if end - start != width * n:
+        raise TypeError(f"column {name!r}: a row version read as values of another size than {width} bytes")
+    if n == 0:
+        return np.empty((0, width), np.uint8)
+    return np.frombuffer(values.buffers()[2], np.uint8, count=end - start, offset=start).reshape(n, width)
+
+
+def version_tokens(xmin: pa.Array, ctid: pa.Array, fingerprint: int, oid: int) -> np.ndarray:
+    """Each row version's source hash: its table (``oid``), inserting transaction (``xmin``) and position
+    (``ctid``: block and line) mixed with the mapping's ``fingerprint``, never 0 (a missing hash).
+
+    Why a version serves as a source hash: PostgreSQL never changes a row of a table in place; an update
+    writes a new version, with the updating transaction as its ``xmin``, and two versions of one table never
+    share both ``xmin`` and ``ctid`` (a position is reused only after its row is gone, by a later
+    transaction; the same 32-bit transaction number again only after four billion more). Freezing keeps
+    ``xmin`` (PostgreSQL 9.4 and later); VACUUM FULL and CLUSTER move rows (new ``ctid``): their rows are then
+    read whole once and found unchanged (:mod:`connectif_sync.refresh`). The position and the transaction
+    take 80 bits: the block and transaction are packed into 64 and mixed by a bijection, the line added and
+    mixed again."""
+    x = _fixed_width(xmin, 4, XMIN_COLUMN)
+    t = _fixed_width(ctid, 6, CTID_COLUMN)
+    if len(x) != len(t):
+        raise ValueError(f"{len(x)} transactions for {len(t)} positions: not the versions of the same rows")
+    seed = _mix(np.array([(int(oid) * 0x9E3779B97F4A7C15) % 2**64], np.uint64))
+    seed ^= np.uint64(fingerprint % 2**64)
+    seed = _mix(seed)
+    if hashing.version_tokens is not None:
+        out = np.empty(len(x), np.uint64)
+        hashing.version_tokens(x, t, len(x), int(seed[0]), out)
+        return out.view(np.int64)
+    xid = x.view(">u4").reshape(-1).astype(np.uint64)
+    block = np.ascontiguousarray(t[:, :4]).view(">u4").reshape(-1).astype(np.uint64)
+    line = np.ascontiguousarray(t[:, 4:]).view(">u2").reshape(-1).astype(np.uint64)
+    h = _mix(((xid << np.uint64(32)) | block) ^ seed[0])
+    h += line * _GOLDEN
+    h = _mix(h)
+    h[h == 0] = 1
+    return h.view(np.int64)
+
+
+def finish_versions(table: pa.Table, mapping: Mapping, fingerprint: int, column: str) -> pa.Table:
+    """``table`` with :func:`version_tokens` as its source-hash ``column``, without the version columns."""
+    assert mapping.source_oid is not None
+    names = table.column_names
+    tokens = version_tokens(
+        table.column(XMIN_COLUMN).combine_chunks(), table.column(CTID_COLUMN).combine_chunks(), fingerprint,
+        mapping.source_oid,
+    )  # fmt: skip
+    table = table.drop_columns([XMIN_COLUMN, CTID_COLUMN])
+    result = pa.array(tokens, pa.int64())
+    if column in names:
+        return table.set_column(table.column_names.index(column), column, result)
+    return table.append_column(column, result)

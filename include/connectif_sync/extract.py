@@ -126,6 +126,7 @@ def build_query(
     select: str | None = None,
     source_hash: int | None = None,
     client_hashed: frozenset[str] = frozenset(),
+    versions: bool = False,
 ) -> Query:
     """The SELECT that extraction runs: the mapped columns of the source, filtered and ordered.
 
@@ -138,13 +139,17 @@ def build_query(
     found unconfirmed); ``select`` replaces the column list; ``source_hash`` (the mapping's fingerprint) adds
     each row's source hash computed by the database (:func:`source_hash_sql`) as column
     :data:`PROBE_HASH_COLUMN`, where the database has one, but for the terms of ``client_hashed`` columns
-    (:mod:`connectif_sync.client_hash` adds them to the rows read). Identifiers were validated by the
-    mapping and are quoted here.
+    (:mod:`connectif_sync.client_hash` adds them to the rows read); with ``versions`` (:func:`row_versions`)
+    the rows' PostgreSQL row versions instead, from which this process makes their source hashes
+    (:func:`connectif_sync.client_hash.finish_versions`). Identifiers were validated by the mapping and are
+    quoted here.
     """
     q = dialect.identifier_preparer.quote
     cols = select if select is not None else ", ".join(q(c) for c in mapping.source_columns())
     hashed = None
-    if source_hash is not None and select is None:
+    if source_hash is not None and select is None and versions:
+        cols += ", " + client_hash.row_version_sql(q)
+    elif source_hash is not None and select is None:
         hashed = source_hash_sql(mapping, dialect, source_hash, client_hashed)
     if hashed is not None:
         cols += f", {hashed} AS {q(PROBE_HASH_COLUMN)}"
@@ -628,7 +633,9 @@ def _row_count(conn: sa.Connection, table: str, chunk_rows: int) -> int:
     return int(conn.execute(sa.text(f"SELECT COUNT(*) FROM {quoted_table(table, dialect)}")).scalar_one())
 
 
-def probe_query(mapping: Mapping, dialect: sa.Dialect, fingerprint: int, **filters: Any) -> str:
+def probe_query(
+    mapping: Mapping, dialect: sa.Dialect, fingerprint: int, *, versions: bool = False, **filters: Any
+) -> str:
     """A query of each row's order column and source hash only (column :data:`PROBE_HASH_COLUMN`; the
     run's latest ``updated_at`` is one query of its own, :func:`latest_update_query`), computed by the
     database: on PostgreSQL and MySQL by
@@ -636,9 +643,13 @@ def probe_query(mapping: Mapping, dialect: sa.Dialect, fingerprint: int, **filte
     ``connectif_source_hash()`` extension (:func:`adbc_connect` with ``source_hash=True``), the same value as
     ``connectif_sync.diff.source_hashes`` of the row read in full (NULL for a row with REAL or BLOB values).
     ``fingerprint`` is the mapping's, as a signed 64-bit integer; ``filters`` are :func:`build_query`'s.
+    With ``versions`` (:func:`row_versions`), each row's PostgreSQL row version instead of a hash: the reader
+    makes the source hashes (:func:`connectif_sync.client_hash.finish_versions`), and the server reads no value.
     """
     q = dialect.identifier_preparer.quote
     cols = [q(mapping.order_by[0])]
+    if versions:
+        return build_query(mapping, dialect, select=", ".join([*cols, client_hash.row_version_sql(q)]), **filters)
     expr = source_hash_sql(mapping, dialect, fingerprint)
     if expr is None:
         hashed = ", ".join(q(c) for c in mapping.source_columns() if c != mapping.updated_at)
@@ -667,14 +678,16 @@ def read_table(
 def read_rows(conn: Any, url: str, mapping: Mapping, dialect: sa.Dialect, chunk_rows: int, **filters: Any) -> pa.Table:
     """All rows of :func:`build_query`'s query with ``filters``, as one table (resumed like any read), with
     their source hashes when ``filters`` has ``source_hash`` (finished here: :func:`client_hashed`)."""
-    client = client_hashed(url, mapping) if filters.get("source_hash") is not None else frozenset()
-    if client:
-        filters = {**filters, "client_hashed": client}
+    hashed = filters.get("source_hash") is not None
+    client = client_hashed(url, mapping) if hashed else frozenset()
+    versions = hashed and row_versions(url, mapping)
+    if client or versions:
+        filters = {**filters, "client_hashed": client, "versions": versions}
     table = read_table(
         conn, url, build_query(mapping, dialect, **filters), chunk_rows, resume_query(mapping, dialect, **filters),
         mapping.order_by,
     )  # fmt: skip
-    return _finish(url, mapping, filters["source_hash"], client, table) if client else table
+    return _finish(url, mapping, filters["source_hash"], client, versions, table) if client or versions else table
 
 
 def client_hashed(url: str | sa.URL, mapping: Mapping) -> frozenset[str]:
@@ -683,14 +696,28 @@ def client_hashed(url: str | sa.URL, mapping: Mapping) -> frozenset[str]:
     none; none elsewhere."""
     reader = arrow_source(url)
     if reader == "postgresql":
-        return client_hash.pg_columns(mapping)
+        return frozenset() if row_versions(url, mapping) else client_hash.pg_columns(mapping)
     if reader == "mysql" and has_crc32c(source_dialect(url)):
         return client_hash.mariadb_columns(mapping)
     return frozenset()
 
 
-def _finish(url: str | sa.URL, mapping: Mapping, fingerprint: int, client: frozenset[str], table: pa.Table) -> pa.Table:
+def row_versions(url: str | sa.URL, mapping: Mapping) -> bool:
+    """Whether the sync's reads of ``mapping`` through the Arrow readers take PostgreSQL's row versions as the
+    rows' source hashes (:func:`connectif_sync.client_hash.version_tokens`): a plain table whose system columns
+    the user may read (:attr:`Mapping.source_oid`). A full scan's probe then reads each row's key and version
+    only, where the database would otherwise unpack every row and hash each value: the server's CPU per
+    million-row probe about 0.45 -> 0.28 s (bench/README.md, session 16). Reads through SQLAlchemy keep the
+    value hash the database computes (:func:`source_hash_sql`)."""
+    return mapping.source_oid is not None and arrow_source(url) == "postgresql"
+
+
+def _finish(
+    url: str | sa.URL, mapping: Mapping, fingerprint: int, client: frozenset[str], versions: bool, table: pa.Table
+) -> pa.Table:
     """``table`` with its source hashes finished by :mod:`connectif_sync.client_hash`."""
+    if versions:
+        return client_hash.finish_versions(table, mapping, fingerprint, PROBE_HASH_COLUMN)
     if arrow_source(url) == "mysql":
         return client_hash.finish_mariadb(table, mapping, fingerprint, PROBE_HASH_COLUMN)
     return client_hash.finish_pg(table, mapping, fingerprint, client, PROBE_HASH_COLUMN)
@@ -902,15 +929,20 @@ def extract_arrow(
     written during the read may or may not be in it, as with any read that is not one transaction.
     ``source_hash`` (the mapping's fingerprint, signed): each table also has the rows' source hashes computed
     by the database, where it can (:func:`source_hash_sql`), or by this process from the values read, where it
-    can compute them exactly (:func:`client_hashed`).
+    can compute them exactly (:func:`client_hashed`), or from PostgreSQL's row versions (:func:`row_versions`).
     """
     if path not in ("auto", "adbc", "sqlalchemy"):
         raise ValueError(f"path must be auto, adbc or sqlalchemy, got {path!r}")
     use_adbc = path == "adbc" or (path == "auto" and arrow_source(source_url) is not None)
     dialect = source_dialect(source_url)
     client = client_hashed(source_url, mapping) if use_adbc and source_hash is not None else frozenset()
-    hashed: dict[str, Any] = {"source_hash": source_hash, "client_hashed": client}
-    finish = partial(_finish, source_url, mapping, source_hash, client) if source_hash is not None and client else None
+    versions = use_adbc and source_hash is not None and row_versions(source_url, mapping)
+    hashed: dict[str, Any] = {"source_hash": source_hash, "client_hashed": client, "versions": versions}
+    finish = (
+        partial(_finish, source_url, mapping, source_hash, client, versions)
+        if source_hash is not None and (client or versions)
+        else None
+    )
     sql = build_query(mapping, dialect, since=since, window=window, keys=keys, **hashed)
     whole = since is None and window is None and keys is None
     ranges = integer_ranges(source_url, mapping, chunk_rows) if use_adbc and whole and readers > 1 else None

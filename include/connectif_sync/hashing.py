@@ -44,6 +44,10 @@ None without the C accelerator."""
 keyset_rehash = _c.keyset_rehash if _c is not None else None
 """``keyset_rehash(old, new)``: a :data:`keyset_add` table into a larger one; None without the C accelerator."""
 
+version_tokens = _c.version_tokens if _c is not None else None
+"""``version_tokens(xmin, ctid, n, seed, out)``: PostgreSQL row versions as source hashes
+(:func:`connectif_sync.client_hash.version_tokens`, which computes the same with numpy without it)."""
+
 pg_hash_int64 = _c.pg_hash_int64 if _c is not None else None
 """``pg_hash_int64(values, validity, offset, n, seed, out)``: ``out[i] ^=`` PostgreSQL's ``hashint8extended`` of
 int64 ``values[i]`` (the seed for a NULL, per the Arrow ``validity`` bitmap from bit ``offset``); None without the

@@ -186,6 +186,10 @@ class Mapping:
     #: The source table's primary-key columns (set by :func:`check_source_columns` on PostgreSQL and MySQL;
     #: None where unknown): :func:`~connectif_sync.extract.integer_ranges` cuts ranges of a single-column one.
     source_key: tuple[str, ...] | None = None
+    #: The OID of a PostgreSQL source table whose row versions (``xmin``, ``ctid``) the sync may read as its
+    #: rows' source hashes (set by :func:`check_source_columns`: a plain table without children, whose system
+    #: columns the user may read; None elsewhere): see :mod:`connectif_sync.client_hash`.
+    source_oid: int | None = None
 
     def sql_for(self, dialect: str) -> str | None:
         """The SELECT for a database (SQLAlchemy dialect name): its ``<name>.<dialect>.sql`` variant when the
@@ -481,6 +485,7 @@ def check_source_columns(mapping: Mapping, source_url: str) -> Mapping:
     kinds: dict[str, ValueKind] = {}
     encoding: str | None = None
     key: tuple[str, ...] | None = None
+    oid: int | None = None
     with source_engine(source_url).connect() as conn:
         dialect = conn.dialect.name
         if mapping.table:
@@ -488,7 +493,7 @@ def check_source_columns(mapping: Mapping, source_url: str) -> Mapping:
             if dialect in ("mysql", "mariadb"):
                 columns, key = _mysql_columns(conn, schema, name)
             elif dialect == "postgresql":
-                columns, key, encoding = _pg_columns(conn, mapping.table)
+                columns, key, encoding, oid = _pg_columns(conn, mapping.table)
             else:
                 inspector = sa.inspect(conn)
                 found = inspector.has_table(name, schema=schema or None)
@@ -533,7 +538,9 @@ def check_source_columns(mapping: Mapping, source_url: str) -> Mapping:
             )
     if problems:
         raise MappingError(problems)
-    return replace(mapping, source_kinds=kinds, source_encoding=encoding, source_key=key) if kinds else mapping
+    if not kinds:
+        return mapping
+    return replace(mapping, source_kinds=kinds, source_encoding=encoding, source_key=key, source_oid=oid)
 
 
 _UTF8_CHARSETS = frozenset({"utf8mb4", "utf8mb3", "utf8", "ascii"})
@@ -601,25 +608,35 @@ def _pg_kind(type_name: str) -> ValueKind:
 
 _PG_COLUMNS = """
 SELECT a.attname, format_type(a.atttypid, a.atttypmod), array_position(pk.indkey::int2[], a.attnum),
-       current_setting('server_encoding')
-FROM pg_attribute a LEFT JOIN pg_index pk ON pk.indrelid = a.attrelid AND pk.indisprimary
+       current_setting('server_encoding'),
+       CASE WHEN c.relkind <> 'r' OR c.relhassubclass THEN NULL
+            WHEN (SELECT count(*) FROM pg_attribute s WHERE s.attrelid = c.oid AND s.attnum < 0
+                  AND s.attname IN ('xmin', 'ctid')) < 2 THEN NULL  -- a server like PostgreSQL without them
+            WHEN has_column_privilege(c.oid, 'xmin', 'SELECT') AND has_column_privilege(c.oid, 'ctid', 'SELECT')
+            THEN c.oid::bigint END
+FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+LEFT JOIN pg_index pk ON pk.indrelid = a.attrelid AND pk.indisprimary
 WHERE a.attrelid = to_regclass(:table) AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
 """
 
 
-def _pg_columns(conn: Any, table: str) -> tuple[list[tuple[str, ValueKind]], tuple[str, ...], str | None]:
-    """A PostgreSQL table's (or view's) columns and kinds, its primary key's columns and the server's encoding,
-    in one catalog query: SQLAlchemy's reflection took three (and a compilation of each on first use), 15-20 ms
-    of every run's serial start (bench/README.md, session 13). The kinds are :func:`value_kind`'s of the types
-    SQLAlchemy reflects (``tests/include/test_mappings_servers.py`` compares them type by type)."""
+def _pg_columns(conn: Any, table: str) -> tuple[list[tuple[str, ValueKind]], tuple[str, ...], str | None, int | None]:
+    """A PostgreSQL table's (or view's) columns and kinds, its primary key's columns, the server's encoding
+    and :attr:`Mapping.source_oid`, in one catalog query: SQLAlchemy's reflection took three (and a compilation
+    of each on first use), 15-20 ms of every run's serial start (bench/README.md, session 13). The kinds are
+    :func:`value_kind`'s of the types SQLAlchemy reflects (``tests/include/test_mappings_servers.py`` compares
+    them type by type). Row versions serve a plain table only: a view has none, and the tables of a
+    partitioned or inherited one share row positions."""
     import sqlalchemy as sa
 
     rows = conn.execute(sa.text(_PG_COLUMNS), {"table": quoted_table(table, conn.dialect)}).all()
     if not rows:  # no such table (check_source_columns says so)
-        return [], (), None
-    key = sorted((int(at), str(name)) for name, _, at, _ in rows if at is not None)
-    return [(str(name), _pg_kind(str(t))) for name, t, _, _ in rows], tuple(c for _, c in key), str(rows[0][3])
+        return [], (), None, None
+    key = sorted((int(at), str(name)) for name, _, at, _, _ in rows if at is not None)
+    oid = None if rows[0][4] is None else int(rows[0][4])
+    columns = [(str(name), _pg_kind(str(t))) for name, t, _, _, _ in rows]
+    return columns, tuple(c for _, c in key), str(rows[0][3]), oid
 
 
 def _select(sql_path: Path, p: str, problems: list[str]) -> str:

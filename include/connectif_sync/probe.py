@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import sqlalchemy as sa
 
+from connectif_sync.client_hash import CTID_COLUMN, XMIN_COLUMN, version_tokens
 from connectif_sync.diff import database_hashes, signed
 from connectif_sync.extract import (
     PROBE_HASH_COLUMN,
@@ -32,6 +33,7 @@ from connectif_sync.extract import (
     read_rows,
     read_table,
     resume_probe,
+    row_versions,
     source_dialect,
     source_hash_sql,
     sqlite_hash_extension,
@@ -68,10 +70,6 @@ def probe_pages(ranges: list[tuple[int, int]], readers: int) -> list[tuple[int, 
     count = min(len(ranges), readers * -(-len(ranges) // (PROBE_SPAN * readers)))
     bounds = [i * len(ranges) // count for i in range(count + 1)]
     return [(ranges[a][0], ranges[b - 1][1]) for a, b in itertools.pairwise(bounds)]
-
-
-def _hashes_of(probe: pa.Table) -> np.ndarray:
-    return database_hashes(probe.column(PROBE_HASH_COLUMN))
 
 
 def probe(
@@ -124,12 +122,15 @@ class Started:
     ) -> None:  # fmt: skip
         self.pager = _Pager(url, mapping, dialect, fingerprint, chunk_rows)
         self.pages: RangeReads | None = None
-        fp, sqlite = self.pager.fp, arrow_source(url) == "sqlite"
+        fp, sqlite, v = self.pager.fp, arrow_source(url) == "sqlite", self.pager.versions
         # The start of the first range (then the range, if that is too few rows), read once more by this
         # thread to decide whether the probe pays.
         lo, hi = ranges[0]
         self.first = [
-            (probe_query(mapping, dialect, fp, id_range=r), resume_probe(mapping, dialect, fp, id_range=r))
+            (
+                probe_query(mapping, dialect, fp, id_range=r, versions=v),
+                resume_probe(mapping, dialect, fp, id_range=r, versions=v),
+            )
             for r in ((lo, lo + max(1, (hi - lo) // PROBE_SAMPLE)), ranges[0])
         ]
         self._conn = contextlib.ExitStack()
@@ -137,8 +138,8 @@ class Started:
             self.conn = self._conn.enter_context(arrow_connect(url, source_hash=sqlite))
             self.top = _latest_update(self.conn, url, mapping, dialect, chunk_rows)  # before any page is read
             spans = probe_pages(ranges, readers)
-            sqls = [probe_query(mapping, dialect, fp, id_range=r) for r in spans]
-            resumes = [resume_probe(mapping, dialect, fp, id_range=r) for r in spans]
+            sqls = [probe_query(mapping, dialect, fp, id_range=r, versions=v) for r in spans]
+            resumes = [resume_probe(mapping, dialect, fp, id_range=r, versions=v) for r in spans]
             self.pages = RangeReads(url, sqls, chunk_rows * PROBE_SPAN, readers, resumes, mapping.order_by,
                                     self.pager.transform, source_hash=sqlite)  # fmt: skip
         except BaseException:
@@ -157,7 +158,7 @@ class Started:
                     first = read_table(self.conn, pager.url, sql, pager.chunk_rows, resume, pager.mapping.order_by)
                     if first.num_rows >= PROBE_SAMPLE_MIN_ROWS:
                         break
-            go = first.num_rows > 0 and index.find_sources(_hashes_of(first))[0].mean() >= PROBE_MIN_KNOWN
+            go = first.num_rows > 0 and index.find_sources(pager.hashes(first))[0].mean() >= PROBE_MIN_KNOWN
         except BaseException:
             self.close()
             raise
@@ -192,6 +193,7 @@ class _Pager:
         self.url, self.mapping, self.dialect = url, mapping, dialect
         self.index: StateIndex | None = None
         self.fingerprint, self.fp, self.chunk_rows = fingerprint, signed(fingerprint), chunk_rows
+        self.versions = row_versions(url, mapping)  # the probe reads row versions (PostgreSQL tables)
         self._decided = threading.Event()
         self._go = False
 
@@ -203,6 +205,14 @@ class _Pager:
         self._go, self.index = go and index is not None, index
         self._decided.set()
 
+    def hashes(self, probed: pa.Table) -> np.ndarray:
+        """The source hashes of a probed page: computed by the database, or from its rows' versions."""
+        if self.versions:
+            xmin, ctid = (probed.column(c).combine_chunks() for c in (XMIN_COLUMN, CTID_COLUMN))
+            assert self.mapping.source_oid is not None
+            return version_tokens(xmin, ctid, self.fp, self.mapping.source_oid)
+        return database_hashes(probed.column(PROBE_HASH_COLUMN))
+
     def transform(self, conn: Any, probed: pa.Table) -> Iterator[Prepared]:
         """In a reader thread: the rows of one probed page that are not confirmed, read in full and shaped, in
         chunks of at most ``chunk_rows`` rows (the first also carries the page's confirmed rows)."""
@@ -211,7 +221,7 @@ class _Pager:
         if not self._go or index is None or probed.num_rows == 0:
             return
         m, chunk_rows = self.mapping, self.chunk_rows
-        known, at = index.find_sources(_hashes_of(probed))
+        known, at = index.find_sources(self.hashes(probed))
         ids = probed.column(m.order_by[0]).combine_chunks()
         if (~known).mean() > PROBE_FULL_READ:  # mostly unconfirmed: read the page's key range whole
             values = ids.to_numpy()  # in key order

@@ -23,8 +23,10 @@ from connectif_sync.extract import (
     build_query,
     client_hashed,
     extract_arrow,
+    probe_query,
     read_rows,
     read_table,
+    row_versions,
     source_dialect,
 )
 from connectif_sync.mappings import Mapping, check_source_columns, load_mapping
@@ -74,7 +76,11 @@ def _kinds_table(url: str, tmp_path: Path, rows: list[str] = ROWS) -> Mapping:
     )  # fmt: skip
     path = tmp_path / "kinds.yaml"
     path.write_text(KINDS, encoding="utf-8")
-    return check_source_columns(load_mapping(path), url)
+    mapping = check_source_columns(load_mapping(path), url)
+    assert mapping.source_oid is not None  # a plain table: its reads take row versions (tested below)
+    # The value hash, which the tests of this part are about: what a view, a partitioned table or a read
+    # through SQLAlchemy gets.
+    return replace(mapping, source_oid=None)
 
 
 def _server_hashes(url: str, m: Mapping, fp: int) -> dict[int, int]:
@@ -180,7 +186,10 @@ def test_a_first_runs_hashes_are_the_ones_the_next_full_scan_probes(
     url = server_database
     erp.generate(url, contacts=300, products=5, orders=5, coupons=0, seed=5, dirty_rate=0.0)
     mapping = check_source_columns(load_mapping(Path(client_hash.__file__).parent / "mappings" / "contacts.yaml"), url)
-    assert client_hashed(url, mapping) == set(client_hash.hashed_columns(mapping))  # all of them, here
+    if url.startswith("postgresql"):  # a plain table: its row versions are its source hashes
+        assert row_versions(url, mapping) and client_hashed(url, mapping) == frozenset()
+    else:
+        assert client_hashed(url, mapping) == set(client_hash.hashed_columns(mapping))  # all of them, here
     state = f"sqlite:///{tmp_path / 'state.db'}"
     first = run_sync("contacts", url, tmp_path / "a", state_url=state, chunk_rows=100)
     with StateStore(state) as store:
@@ -286,3 +295,169 @@ def test_text_crcs_of_every_length_agree_with_zlib_and_the_tables() -> None:
         assert crc32 == zlib.crc32(data) and used == tables, n
     if platform.machine() == "x86_64":
         assert hashing.text_crcs(b"")[3]  # every x86-64 CPU of the last 15 years has SSE4.2
+
+
+# PostgreSQL row versions -------------------------------------------------------------------------------------
+
+
+def _versions(url: str, m: Mapping, fp: int) -> dict[int, int]:
+    """Every row's source hash as a full scan's probe makes it from the row versions it reads."""
+    with arrow_connect(url) as conn:
+        t = read_table(conn, url, probe_query(m, source_dialect(url), fp, versions=True), 1000)
+    assert PROBE_HASH_COLUMN not in t.column_names and "email" not in t.column_names  # no value read
+    tokens = client_hash.version_tokens(
+        t.column(client_hash.XMIN_COLUMN).combine_chunks(), t.column(client_hash.CTID_COLUMN).combine_chunks(),
+        fp, m.source_oid or 0,
+    )  # fmt: skip
+    return dict(zip(t.column("id").to_pylist(), tokens.tolist(), strict=True))
+
+
+def test_only_a_plain_table_that_the_user_may_read_whole_gets_row_versions(pg_database: str, tmp_path: Path) -> None:
+    """A view has no row versions; the tables of a partitioned or an inherited table share positions (two
+    rows of two of them can have the same transaction and position); a user allowed some columns only may not
+    read the system columns: those keep the value hash. A plain table gets its OID (part of every version's
+    hash: two tables filled by one transaction have rows at the same positions)."""
+    url = pg_database
+    _exec(
+        url,
+        "CREATE TABLE people (id BIGINT PRIMARY KEY, email TEXT, updated_at TIMESTAMP)",
+        "CREATE VIEW people_v AS SELECT * FROM people",
+        "CREATE TABLE parts (id BIGINT, email TEXT, updated_at TIMESTAMP) PARTITION BY RANGE (id)",
+        "CREATE TABLE parts_1 PARTITION OF parts FOR VALUES FROM (0) TO (100)",
+        "CREATE TABLE parent (id BIGINT PRIMARY KEY, email TEXT, updated_at TIMESTAMP)",
+        "CREATE TABLE child () INHERITS (parent)",
+    )
+    path = tmp_path / "m.yaml"
+
+    def mapping(table: str, user_url: str = url) -> Mapping:
+        path.write_text(f"object: contacts\nsource: {{table: {table}}}\nkey: _email\norder_by: [id]\n"
+                        "fields:\n  _email: {column: email, type: email}\n", encoding="utf-8")  # fmt: skip
+        return check_source_columns(load_mapping(path), user_url)
+
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        oid = conn.exec_driver_sql("SELECT 'people'::regclass::oid").scalar()
+    engine.dispose()
+    assert mapping("people").source_oid == oid and row_versions(url, mapping("people"))
+    for table in ("people_v", "parts", "parent"):
+        assert mapping(table).source_oid is None, table
+        assert not row_versions(url, mapping(table))
+    assert mapping("child").source_oid is not None  # a child has no children: its positions are its own
+    _exec(url, "DROP ROLE IF EXISTS some_columns", "CREATE ROLE some_columns LOGIN",
+          "GRANT SELECT (id, email, updated_at) ON people TO some_columns")  # fmt: skip
+    try:
+        limited = sa.make_url(url).set(username="some_columns").render_as_string(hide_password=False)
+        assert mapping("people", limited).source_oid is None
+    finally:
+        _exec(url, "DROP OWNED BY some_columns", "DROP ROLE some_columns")
+
+
+def test_a_rows_version_changes_with_each_update_and_only_then(pg_database: str, tmp_path: Path) -> None:
+    """The source hash made from a row version: the same in every read (the probe, the rows read whole by
+    ranges, by keys or by a filter); new after any update of the row, even one that changes no value (a
+    full scan then reads that row whole and finds it unchanged); the same after the row is locked or the
+    table vacuumed; another for another mapping and for another table holding rows written by the same
+    transaction at the same positions."""
+    url = pg_database
+    m = check_source_columns(replace(_kinds_table(url, tmp_path), source_oid=None), url)  # as a run resolves it
+    assert row_versions(url, m) and client_hashed(url, m) == frozenset()
+    fp = signed(mapping_fingerprint(m))
+    sql = build_query(m, source_dialect(url), source_hash=fp, versions=True)
+    assert "xmin" in sql and "hashtext" not in sql and "::text" not in sql
+    before = _versions(url, m, fp)
+    assert len(set(before.values())) == len(ROWS) and 0 not in before.values()
+    assert _hashes(extract_arrow(url, m, source_hash=fp, chunk_rows=2)) == before  # ranges, two readers
+    assert _hashes(extract_arrow(url, m, source_hash=fp, readers=1)) == before  # one query
+    assert _hashes(extract_arrow(url, m, source_hash=fp, since=datetime(2024, 12, 31))) == before  # filtered
+    with arrow_connect(url) as conn:
+        got = read_rows(conn, url, m, source_dialect(url), 2, ids=[1, 3, 5], source_hash=fp)
+        assert client_hash.XMIN_COLUMN not in got.column_names  # made into the hash, then dropped
+        assert _hashes(got) == {k: before[k] for k in (1, 3, 5)}
+    _exec(url, "UPDATE kinds SET name = name WHERE id = 2", "UPDATE kinds SET small = 8 WHERE id = 4")
+    _exec(url, "SELECT * FROM kinds WHERE id = 5 FOR UPDATE")
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql("VACUUM (FREEZE) kinds")  # frozen rows keep their transaction number
+    engine.dispose()
+    after = _versions(url, m, fp)
+    assert {k for k in before if before[k] != after[k]} == {2, 4}
+    assert _hashes(extract_arrow(url, m, source_hash=fp, chunk_rows=2)) == after
+    other_fp = signed(mapping_fingerprint(replace(m, key="_other")))
+    assert not set(_versions(url, m, other_fp).values()) & set(after.values())
+    _exec(
+        url,
+        "CREATE TABLE twins (LIKE kinds INCLUDING ALL)",
+        "CREATE TABLE twins2 (LIKE kinds INCLUDING ALL)",
+        "INSERT INTO twins SELECT * FROM kinds; INSERT INTO twins2 SELECT * FROM kinds",
+    )  # one transaction
+    path = tmp_path / "twins.yaml"
+    tokens = []
+    for table in ("twins", "twins2"):
+        path.write_text(KINDS.replace("table: kinds", f"table: {table}"), encoding="utf-8")
+        t = check_source_columns(load_mapping(path), url)
+        tokens.append(set(_versions(url, t, fp).values()))
+    assert len(tokens[0]) == len(ROWS) and not tokens[0] & tokens[1]
+
+
+def test_a_full_scan_reads_whole_only_the_rows_whose_version_changed(
+    pg_database: str, tmp_path: Path, shaped_rows: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """End to end on PostgreSQL: a store whose rows were confirmed with value hashes (a version before row
+    versions) costs one full scan that reads every row and stores their versions, sending nothing; the next
+    full scans read whole only the rows updated since: one whose values changed is sent, one updated to the
+    same values is not, and its new version is stored."""
+    url = pg_database
+    erp.generate(url, contacts=300, products=5, orders=5, coupons=0, seed=5, dirty_rate=0.0)
+    state = f"sqlite:///{tmp_path / 'state.db'}"
+    from connectif_sync import mappings
+
+    real = mappings._pg_columns
+    with monkeypatch.context() as mp:  # the version before: no row versions
+        mp.setattr(mappings, "_pg_columns", lambda conn, table: (*real(conn, table)[:3], None))
+        first = run_sync("contacts", url, tmp_path / "a", state_url=state, chunk_rows=100)
+    with StateStore(state) as store:
+        for f in first.files:
+            store.confirm_file(f.path)
+    shaped_rows.clear()
+    upgraded = run_sync("contacts", url, tmp_path / "b", state_url=state, chunk_rows=100).report
+    assert (upgraded.sent, upgraded.refreshed, sum(shaped_rows)) == (0, first.report.sent, first.report.sent)
+    shaped_rows.clear()
+    second = run_sync("contacts", url, tmp_path / "c", state_url=state, chunk_rows=100).report
+    assert (second.sent, second.unchanged, second.refreshed, sum(shaped_rows)) == (0, first.report.sent, 0, 0)
+    _exec(url, "UPDATE customers SET last_name = 'Changed' WHERE id = 5",
+          "UPDATE customers SET first_name = first_name WHERE id = 7")  # fmt: skip
+    shaped_rows.clear()
+    third = run_sync("contacts", url, tmp_path / "d", state_url=state, chunk_rows=100).report
+    assert (third.changed, third.sent, third.refreshed, sum(shaped_rows)) == (1, 1, 1, 2)
+
+
+def test_version_hashes_are_the_same_in_c_and_numpy_and_wrong_values_are_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The accelerator and its numpy fallback agree at every width's edges and on sliced arrays; a value of
+    another size, a NULL or another type is refused with the column named (a query not built by the sync)."""
+    import numpy as np
+
+    from connectif_sync import hashing
+
+    rng = np.random.default_rng(7)
+    edges = [0, 1, 2**16 - 1, 2**31, 2**32 - 1]
+    xids = [*edges, *rng.integers(0, 2**32, 2000).tolist()]
+    blocks = [*edges, *rng.integers(0, 2**32, 2000).tolist()]
+    lines = [0, 1, 291, 2**16 - 1, 0, *rng.integers(0, 2**16, 2000).tolist()]
+    xmin = pa.array([x.to_bytes(4, "big") for x in xids], pa.binary())
+    ctid = pa.array([b.to_bytes(4, "big") + ln.to_bytes(2, "big") for b, ln in zip(blocks, lines, strict=True)])
+    assert hashing.version_tokens is not None
+    c = client_hash.version_tokens(xmin, ctid, -5, 16385)
+    monkeypatch.setattr(hashing, "version_tokens", None)
+    assert (client_hash.version_tokens(xmin, ctid, -5, 16385) == c).all()
+    assert (client_hash.version_tokens(xmin.slice(3, 50), ctid.slice(3, 50), -5, 16385) == c[3:53]).all()
+    assert len(set(c.tolist())) == len(c) and 0 not in c
+    with pytest.raises(TypeError, match="'__connectif_xmin': a row version read as values of another size"):
+        client_hash.version_tokens(pa.array([b"\x00" * 8]), ctid.slice(0, 1), 0, 1)
+    with pytest.raises(TypeError, match="'__connectif_ctid': a row version read as int64"):
+        client_hash.version_tokens(xmin.slice(0, 1), pa.array([1]), 0, 1)
+    with pytest.raises(TypeError, match="'__connectif_xmin'"):
+        client_hash.version_tokens(pa.array([None], pa.binary()), ctid.slice(0, 1), 0, 1)
+    with pytest.raises(ValueError, match="2 transactions for 1 positions"):
+        client_hash.version_tokens(xmin.slice(0, 2), ctid.slice(0, 1), 0, 1)
