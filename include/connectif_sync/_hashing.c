@@ -1085,16 +1085,8 @@ static PyObject *text_crcs(PyObject *self, PyObject *args) {
 
 /* version_tokens(xmin, ctid, n, seed, out): PostgreSQL row versions as source hashes (client_hash.version_tokens
  * says why): xmin n 4-byte and ctid n 6-byte big-endian values (transaction; block and line), out n uint64:
- * SplitMix64's finaliser of ((xmin << 32 | block) ^ seed), plus line * golden, finalised again, never 0. */
-static inline uint64_t splitmix_final(uint64_t x) {
-    x ^= x >> 30;
-    x *= 0xBF58476D1CE4E5B9ULL;
-    x ^= x >> 27;
-    x *= 0x94D049BB133111EBULL;
-    x ^= x >> 31;
-    return x;
-}
-
+ * mix64 (SplitMix64's finaliser, _hash64.h) of ((xmin << 32 | block) ^ seed), plus line * golden, mixed again,
+ * never 0. */
 static PyObject *version_tokens(PyObject *self, PyObject *args) {
     Py_buffer xmin, ctid, out;
     Py_ssize_t n;
@@ -1112,7 +1104,7 @@ static PyObject *version_tokens(PyObject *self, PyObject *args) {
         uint64_t xid = ((uint64_t)x[0] << 24) | ((uint64_t)x[1] << 16) | ((uint64_t)x[2] << 8) | x[3];
         uint64_t block = ((uint64_t)t[0] << 24) | ((uint64_t)t[1] << 16) | ((uint64_t)t[2] << 8) | t[3];
         uint64_t line = ((uint64_t)t[4] << 8) | t[5];
-        uint64_t v = splitmix_final(splitmix_final(((xid << 32) | block) ^ (uint64_t)seed) + line * 0x9E3779B97F4A7C15ULL);
+        uint64_t v = mix64(mix64(((xid << 32) | block) ^ (uint64_t)seed) + line * HASH_GOLDEN);
         h[i] = v ? v : 1;
     }
     Py_END_ALLOW_THREADS
