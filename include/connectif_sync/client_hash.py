@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 
 from connectif_sync import hashing
-from connectif_sync.hashing import mysql_crc_rows, pg_hash_int64, pg_hash_text
+from connectif_sync.hashing import GOLDEN, mix64, mysql_crc_rows, pg_hash_int64, pg_hash_text
 from connectif_sync.mappings import Mapping
 from connectif_sync.sources import ValueKind
 
@@ -216,22 +216,9 @@ XMIN_COLUMN = "__connectif_xmin"
 CTID_COLUMN = "__connectif_ctid"
 """The system columns a read of a PostgreSQL table with row versions adds (:func:`row_version_sql`)."""
 
-_MIX1, _MIX2, _GOLDEN = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
-
-
 def row_version_sql(quote: Callable[[str], str]) -> str:
     """The columns a read adds for :func:`finish_versions`: the row version's transaction and position."""
     return f"xmin AS {quote(XMIN_COLUMN)}, ctid AS {quote(CTID_COLUMN)}"
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """SplitMix64's finaliser (a bijection of 64-bit values), in place."""
-    x ^= x >> np.uint64(30)
-    x *= _MIX1
-    x ^= x >> np.uint64(27)
-    x *= _MIX2
-    x ^= x >> np.uint64(31)
-    return x
 
 
 def _fixed_width(values: pa.Array, width: int, name: str) -> np.ndarray:
@@ -267,9 +254,9 @@ def version_tokens(xmin: pa.Array, ctid: pa.Array, fingerprint: int, oid: int) -
     t = _fixed_width(ctid, 6, CTID_COLUMN)
     if len(x) != len(t):
         raise ValueError(f"{len(x)} transactions for {len(t)} positions: not the versions of the same rows")
-    seed = _mix(np.array([(int(oid) * 0x9E3779B97F4A7C15) % 2**64], np.uint64))
+    seed = mix64(np.array([(int(oid) * int(GOLDEN)) % 2**64], np.uint64))
     seed ^= np.uint64(fingerprint % 2**64)
-    seed = _mix(seed)
+    seed = mix64(seed)
     if hashing.version_tokens is not None:
         out = np.empty(len(x), np.uint64)
         hashing.version_tokens(x, t, len(x), int(seed[0]), out)
@@ -277,23 +264,26 @@ def version_tokens(xmin: pa.Array, ctid: pa.Array, fingerprint: int, oid: int) -
     xid = x.view(">u4").reshape(-1).astype(np.uint64)
     block = np.ascontiguousarray(t[:, :4]).view(">u4").reshape(-1).astype(np.uint64)
     line = np.ascontiguousarray(t[:, 4:]).view(">u2").reshape(-1).astype(np.uint64)
-    h = _mix(((xid << np.uint64(32)) | block) ^ seed[0])
-    h += line * _GOLDEN
-    h = _mix(h)
+    h = mix64(((xid << np.uint64(32)) | block) ^ seed[0])
+    h += line * GOLDEN
+    h = mix64(h)
     h[h == 0] = 1
     return h.view(np.int64)
 
 
+def table_versions(table: pa.Table, mapping: Mapping, fingerprint: int) -> np.ndarray:
+    """:func:`version_tokens` of the rows of ``table`` (a read with :func:`row_version_sql`'s columns)."""
+    if mapping.source_oid is None:
+        raise ValueError(f"{mapping.path}: the source is not a PostgreSQL table whose row versions can be read")
+    xmin, ctid = (table.column(c).combine_chunks() for c in (XMIN_COLUMN, CTID_COLUMN))
+    return version_tokens(xmin, ctid, fingerprint, mapping.source_oid)
+
+
 def finish_versions(table: pa.Table, mapping: Mapping, fingerprint: int, column: str) -> pa.Table:
-    """``table`` with :func:`version_tokens` as its source-hash ``column``, without the version columns."""
-    assert mapping.source_oid is not None
+    """``table`` with :func:`table_versions` as its source-hash ``column``, without the version columns."""
     names = table.column_names
-    tokens = version_tokens(
-        table.column(XMIN_COLUMN).combine_chunks(), table.column(CTID_COLUMN).combine_chunks(), fingerprint,
-        mapping.source_oid,
-    )  # fmt: skip
+    result = pa.array(table_versions(table, mapping, fingerprint), pa.int64())
     table = table.drop_columns([XMIN_COLUMN, CTID_COLUMN])
-    result = pa.array(tokens, pa.int64())
     if column in names:
         return table.set_column(table.column_names.index(column), column, result)
     return table.append_column(column, result)

@@ -98,6 +98,10 @@ def _segment_powers() -> tuple[np.ndarray, np.ndarray]:
     return _powers(_P, _SEGMENT + 1), _powers(_P_INV, _SEGMENT + 1)
 
 
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+"""2^64 / the golden ratio: spreads a small multiplier (a length, a line) over 64 bits (also in ``_hash64.h``)."""
+
+
 def mix64(h: np.ndarray) -> np.ndarray:
     """The splitmix64 finaliser, in place: spreads every input bit over the whole 64-bit result."""
     with np.errstate(over="ignore"):
@@ -189,7 +193,7 @@ def numpy_hash_strings(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
                 starts = rel[:-1][nonempty]
                 h = np.zeros(j - i, dtype=np.uint64)
                 h[nonempty] = np.add.reduceat(seg, starts) * pi[starts]
-            h ^= lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+            h ^= lengths.astype(np.uint64) * GOLDEN
             out[i:j] = mix64(h)
             i = j
     return out

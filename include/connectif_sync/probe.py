@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import sqlalchemy as sa
 
-from connectif_sync.client_hash import CTID_COLUMN, XMIN_COLUMN, version_tokens
+from connectif_sync.client_hash import table_versions
 from connectif_sync.diff import database_hashes, signed
 from connectif_sync.extract import (
     PROBE_HASH_COLUMN,
@@ -208,9 +208,7 @@ class _Pager:
     def hashes(self, probed: pa.Table) -> np.ndarray:
         """The source hashes of a probed page: computed by the database, or from its rows' versions."""
         if self.versions:
-            xmin, ctid = (probed.column(c).combine_chunks() for c in (XMIN_COLUMN, CTID_COLUMN))
-            assert self.mapping.source_oid is not None
-            return version_tokens(xmin, ctid, self.fp, self.mapping.source_oid)
+            return table_versions(probed, self.mapping, self.fp)
         return database_hashes(probed.column(PROBE_HASH_COLUMN))
 
     def transform(self, conn: Any, probed: pa.Table) -> Iterator[Prepared]:
