@@ -101,26 +101,62 @@ static int check_column(const column_t *c, Py_ssize_t n, Py_ssize_t index) {
     return 0;
 }
 
-/* One value's bytes into the running hash (and its count of double quotes when count_quotes). */
-static inline void hash_bytes(const uint8_t *p, const uint8_t *end, uint64_t *hp, uint64_t *pwp, int64_t *quotes,
-                              const int count_quotes) {
+/* HASH_P^r and sum(HASH_P^j, j < r) for r = 0..8: a word of r bytes adds sum((b_j + 1) * P^j) =
+ * word_terms(w) + ONES[r] to the hash at the running power, which then advances by POWERS[r]. */
+static const uint64_t POWERS[9] = {1, P1, P2, P3, P4, P5, P6, P7, P8};
+static const uint64_t ONES[9] = {0, 1, 1 + P1, 1 + P1 + P2, 1 + P1 + P2 + P3, 1 + P1 + P2 + P3 + P4,
+                                 1 + P1 + P2 + P3 + P4 + P5, 1 + P1 + P2 + P3 + P4 + P5 + P6,
+                                 1 + P1 + P2 + P3 + P4 + P5 + P6 + P7};
+
+/* Eight bytes as one little-endian word (byte j in bits 8j..8j+7), whatever the machine's byte order. */
+static inline uint64_t load_word(const uint8_t *p) {
+    uint64_t w;
+    memcpy(&w, p, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    w = __builtin_bswap64(w);
+#endif
+    return w;
+}
+
+/* sum(b_j * P^j) over the bytes b_j of w: eight independent multiplies, one in the hash's dependency chain. */
+static inline uint64_t word_terms(uint64_t w) {
+    return (w & 0xff) + ((w >> 8) & 0xff) * P1 + ((w >> 16) & 0xff) * P2 + ((w >> 24) & 0xff) * P3 +
+           ((w >> 32) & 0xff) * P4 + ((w >> 40) & 0xff) * P5 + ((w >> 48) & 0xff) * P6 + (w >> 56) * P7;
+}
+
+/* How many bytes of w are a double quote (0x22): exact, no carry crosses a byte. */
+static inline int64_t word_quotes(uint64_t w) {
+    const uint64_t low7 = 0x7F7F7F7F7F7F7F7FULL;
+    uint64_t x = w ^ 0x2222222222222222ULL;
+    uint64_t zero = ~(((x & low7) + low7) | x) & ~low7; /* bit 7 of each byte that was a quote */
+    return (int64_t)(((zero >> 7) * 0x0101010101010101ULL) >> 56);
+}
+
+/* One value's bytes into the running hash (and its count of double quotes when count_quotes). Words of
+ * eight bytes; the last 1-7 bytes as one word too (masked) when eight bytes can be read there without
+ * leaving the buffer (``limit``: its end), else byte by byte: a value of ~9 bytes spent most of its time in
+ * the byte loop, whose running power is a multiply chain (bench/README.md, session 18). */
+static inline void hash_bytes(const uint8_t *p, const uint8_t *end, const uint8_t *limit, uint64_t *hp,
+                              uint64_t *pwp, int64_t *quotes, const int count_quotes) {
     uint64_t h = *hp, pw = *pwp;
-    /* Eight bytes at a time: pw * sum((b_j + 1) * P^j) is the same sum with one multiply in the dependency
-     * chain per eight bytes instead of one per byte. */
     for (; end - p >= 8; p += 8) {
-        uint64_t t = ((uint64_t)p[0] + 1) + ((uint64_t)p[1] + 1) * P1 + ((uint64_t)p[2] + 1) * P2 +
-                     ((uint64_t)p[3] + 1) * P3 + ((uint64_t)p[4] + 1) * P4 + ((uint64_t)p[5] + 1) * P5 +
-                     ((uint64_t)p[6] + 1) * P6 + ((uint64_t)p[7] + 1) * P7;
-        h += t * pw;
+        uint64_t w = load_word(p);
+        h += (word_terms(w) + ONES[8]) * pw;
         pw *= P8;
-        if (count_quotes)
-            *quotes += (p[0] == '"') + (p[1] == '"') + (p[2] == '"') + (p[3] == '"') + (p[4] == '"') +
-                       (p[5] == '"') + (p[6] == '"') + (p[7] == '"');
+        if (count_quotes) *quotes += word_quotes(w);
     }
-    for (; p < end; p++) {
-        h += ((uint64_t)*p + 1) * pw;
-        pw *= HASH_P;
-        if (count_quotes) *quotes += *p == '"';
+    Py_ssize_t r = end - p;
+    if (r > 0 && limit - p >= 8) {
+        uint64_t w = load_word(p) & ((1ULL << (8 * r)) - 1); /* r < 8: the shift is defined */
+        h += (word_terms(w) + ONES[r]) * pw;
+        pw *= POWERS[r];
+        if (count_quotes) *quotes += word_quotes(w); /* masked bytes are 0, never a quote */
+    } else {
+        for (; p < end; p++) {
+            h += ((uint64_t)*p + 1) * pw;
+            pw *= HASH_P;
+            if (count_quotes) *quotes += *p == '"';
+        }
     }
     *hp = h;
     *pwp = pw;
@@ -148,7 +184,7 @@ static inline void hash_all(const column_t *cols, Py_ssize_t k, Py_ssize_t n, ui
             int64_t a = offset_at(col, i), b = offset_at(col, i + 1);
             if (a == b && c < 63) empty |= 1ULL << c;
             const uint8_t *data = (const uint8_t *)col->data.buf;
-            hash_bytes(data + a, data + b, &h, &pw, &quotes, count_quotes);
+            hash_bytes(data + a, data + b, data + col->data.len, &h, &pw, &quotes, count_quotes);
             length += (uint64_t)(b - a);
             present += 1;
         }

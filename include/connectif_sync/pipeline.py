@@ -164,6 +164,8 @@ def _stages(params: SyncParams, warm: WarmSource, started: float) -> SyncResult:
             run.refresh.discard()  # a run that failed stores none of it
         if run is not None and run.early is not None:
             run.early.close()  # its readers stopped, if a failure came before the chunks were read
+        if run is not None:
+            run.rejects.close()  # its writes end before the store closes
         store.close()
 
 
@@ -448,7 +450,7 @@ def _finish(run: _Run, started: float) -> SyncResult:
     report = run.report
     report.deleted, deleted = deleted_keys(run.index, run.store, run.params.obj)
     report.high_water = run.high
-    run.rejects.flush()
+    run.rejects.finish()
     report.refreshed = run.refresh.apply(run.store) if run.refresh is not None else 0
     report.finish(files, run.rejects.reasons, time.perf_counter() - started, run.params.requests_per_minute)
     if not run.params.dry_run and report.run_id is not None:

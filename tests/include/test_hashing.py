@@ -78,6 +78,27 @@ def test_accelerator_equals_numpy_on_random_text() -> None:
 
 
 @needs_c
+def test_accelerator_reads_the_last_bytes_of_a_value_as_one_word_or_byte_by_byte_at_the_buffer_end() -> None:
+    """A value's last 1-7 bytes are hashed as one masked word when eight bytes can be read there, byte by
+    byte at the end of the data buffer: both give the definition's hash and pyarrow's CSV size (quotes
+    doubled) for every length and quote position."""
+    values = [("ab" * 9)[:n][:i] + '"' + ("cd" * 9)[i:n] for n in range(0, 17) for i in range(n)] + ["", "x"]
+    arr = pa.array(values)
+    expected = [reference(v) for v in values]
+    validity, offsets, data = arr.buffers()[:3]
+    assert data is not None
+    end = int(np.frombuffer(offsets, np.int32)[len(values)])
+    # The buffer ends with the last value, or goes on with quotes that belong to no value (never counted).
+    for raw in (data.to_pybytes()[:end], data.to_pybytes()[:end] + b'"' * 8):
+        c = hashing._c
+        assert c is not None
+        out, sizes = np.empty(len(values), np.uint64), np.empty(len(values), np.int64)
+        c.hash_rows([(offsets, raw, validity, 0, False)], len(values), out, sizes)
+        assert out.tolist() == expected
+        assert sizes.tolist() == row_bytes(pa.table({"v": arr})).tolist()
+
+
+@needs_c
 def test_accelerator_refuses_bad_buffers_instead_of_reading_past_them() -> None:
     c = hashing._c
     assert c is not None

@@ -3,6 +3,7 @@ aside for bad UTF-8, suppression, duplicates and size each name their key, sourc
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -36,15 +37,69 @@ def test_rejects_count_sample_and_store_every_row(tmp_path: Path, monkeypatch: p
         run_id = store.begin_run("contacts", "full", None)
         r = Rejects(store, "contacts", run_id, dry_run=False)
         r.add(_rows(3))
-        r.add(_rows(4, "worse"))  # the batch passes 4 rows: stored now
-        assert store.count_rejected("contacts", run_id) == 7
-        r.add(iter(_rows(2)))  # any iterable
-        assert store.count_rejected("contacts", run_id) == 7  # waiting for the next batch or flush
-        r.flush()
+        assert r._writer is None  # no batch yet: no thread
+        r.add(_rows(4, "worse"))  # the batch passes 4 rows: handed to the writing thread now
+        r.add(iter(_rows(2)))  # any iterable; waits for the next batch or the end
+        r.finish()
         assert store.count_rejected("contacts", run_id) == 9
+        # stored in the order given, whichever thread wrote them
+        assert [(x["key"], x["reason"]) for x in store.iter_rejected("contacts", run_id)] == [
+            *((f"k{i}", "bad") for i in range(3)),
+            *((f"k{i}", "worse") for i in range(4)),
+            ("k0", "bad"),
+            ("k1", "bad"),
+        ]
         assert r.reasons == {"_email: bad": 5, "_email: worse": 4}
         assert [x["key"] for x in r.sample] == ["k0", "k1", "k2", "k0", "k1"]
         assert r.sample[0] == {"key": "k0", "source_ref": "id=0", "field": "_email", "reason": "bad", "value": "0"}
+        r.close()  # after finish: nothing left to do
+
+
+def test_rejected_rows_are_written_by_their_own_thread_and_a_failed_write_is_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batches are stored by a thread of their own (the run's thread goes on with its chunks); a write
+    that fails is raised by the run's next batch or at its end, never lost."""
+    monkeypatch.setattr(rejects, "STORE_BATCH", 2)
+    with StateStore(f"sqlite:///{tmp_path / 's.db'}") as store:
+        run_id = store.begin_run("contacts", "full", None)
+        writers: list[str] = []
+        record = store.record_rejected
+
+        def record_and_note(obj: str, run: str, rows: list[RejectedRow]) -> None:
+            writers.append(threading.current_thread().name)
+            record(obj, run, rows)
+
+        monkeypatch.setattr(store, "record_rejected", record_and_note)
+        r = Rejects(store, "contacts", run_id, dry_run=False)
+        r.add(_rows(2))
+        r.add(_rows(3))
+        r.finish()
+        assert writers == ["connectif-sync-rejects"] * 2 and store.count_rejected("contacts", run_id) == 5
+
+        def disk_full(obj: str, run: str, rows: list[RejectedRow]) -> None:
+            raise OSError("disk full")
+
+        monkeypatch.setattr(store, "record_rejected", disk_full)
+        failing = Rejects(store, "contacts", run_id, dry_run=False)
+        failing.add(_rows(2))
+        with pytest.raises(OSError, match="disk full"):
+            failing.finish()
+        quiet = Rejects(store, "contacts", run_id, dry_run=False)
+        quiet.add(_rows(2))
+        quiet.close()  # a run that failed otherwise: its own error is the one raised
+
+
+def test_an_in_memory_store_is_written_by_the_runs_own_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each thread connecting to ``sqlite://`` would get an empty database of its own."""
+    monkeypatch.setattr(rejects, "STORE_BATCH", 2)
+    with StateStore("sqlite://") as store:
+        assert store.in_memory
+        run_id = store.begin_run("contacts", "full", None)
+        r = Rejects(store, "contacts", run_id, dry_run=False)
+        r.add(_rows(3))
+        r.finish()
+        assert store.count_rejected("contacts", run_id) == 3
 
 
 def test_a_dry_run_counts_rejects_but_stores_none(tmp_path: Path) -> None:
@@ -52,7 +107,7 @@ def test_a_dry_run_counts_rejects_but_stores_none(tmp_path: Path) -> None:
         run_id = store.begin_run("contacts", "full", None)
         r = Rejects(store, "contacts", run_id, dry_run=True)
         r.add(_rows(6000))
-        r.flush()
+        r.finish()
         assert store.count_rejected("contacts", run_id) == 0
         assert r.reasons == {"_email: bad": 6000} and len(r.sample) == rejects.REJECTED_SAMPLE
 

@@ -32,11 +32,11 @@ class StoreBase:
         self.url = url or DEFAULT_STATE_URL
         self.readonly = readonly
         u = sa.make_url(self.url)
+        self.in_memory = u.get_backend_name() == "sqlite" and u.database in (None, "", ":memory:")
+        """An in-memory SQLite store: each thread that connects gets a database of its own, so no other
+        thread may write to it for the run (see :class:`connectif_sync.rejects.Rejects`)."""
         self._missing = (
-            readonly
-            and u.get_backend_name() == "sqlite"
-            and u.database not in (None, "", ":memory:")
-            and not Path(str(u.database)).exists()
+            readonly and u.get_backend_name() == "sqlite" and not self.in_memory and not Path(str(u.database)).exists()
         )
         self.engine = sa.create_engine(self.url)
         self._adbc = u.get_backend_name() == "postgresql" and adbc_uri(self.url) is not None
