@@ -164,8 +164,9 @@ def _stages(params: SyncParams, warm: WarmSource, started: float) -> SyncResult:
             run.refresh.discard()  # a run that failed stores none of it
         if run is not None and run.early is not None:
             run.early.close()  # its readers stopped, if a failure came before the chunks were read
-        if run is not None:
-            run.rejects.close()  # its writes end before the store closes
+        if run is not None:  # their writes end before the store closes (a run that failed: files left as they are)
+            run.rejects.stop()
+            run.writer.stop()
         store.close()
 
 

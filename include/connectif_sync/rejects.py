@@ -9,16 +9,16 @@ result.
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections import Counter
 from collections.abc import Iterable
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from connectif_sync.background import Serial
 from connectif_sync.contract import RejectedRow
 from connectif_sync.mappings import Mapping
 from connectif_sync.shape import BAD_UTF8_REASON, repair_utf8, shape
@@ -45,10 +45,11 @@ class Rejects:
 
     A dirty source sets aside a row in a hundred (10,000 per million, every run): they are counted by group
     and stored as they come, without a dictionary per row (only the first :data:`REJECTED_SAMPLE` get one).
-    The batches are stored by a thread of their own (:class:`_Writer`), in order: inserting 10,000 rows into
-    the table and its four indexes took 0.07-0.09 s of the main thread's CPU per million-row run, the stage
-    every chunk waits for (bench/README.md, session 18). :meth:`finish` waits for them; :meth:`close` stops
-    the thread of a run that failed.
+    The batches are stored by a thread of their own (:class:`~connectif_sync.background.Serial`), in order:
+    inserting 10,000 rows into the table and its four indexes took 0.07-0.09 s of the main thread's CPU per
+    million-row run, the stage every chunk waits for (bench/README.md, session 18). :meth:`finish` waits for
+    them; :meth:`stop` ends the thread of a run that failed. An in-memory SQLite store, which another thread
+    cannot see, is written by the caller's thread.
     """
 
     def __init__(self, store: StateStore, obj: str, run_id: str | None, *, dry_run: bool) -> None:
@@ -56,7 +57,7 @@ class Rejects:
         self.reasons: dict[str, int] = {}
         self.sample: list[dict[str, Any]] = []
         self._batch: list[RejectedRow] = []
-        self._writer: _Writer | None = None
+        self._writes = Serial("connectif-sync-rejects", ahead=STORE_AHEAD, inline=store.in_memory)
 
     def add(self, rows: Iterable[RejectedRow]) -> None:
         rows = rows if isinstance(rows, list) else list(rows)
@@ -76,66 +77,18 @@ class Rejects:
         """Hand the rows not stored yet to the writing thread (started by the first batch); an error of an
         earlier batch is raised here."""
         if self._batch and self.run_id is not None:
-            if self._writer is None:
-                self._writer = _Writer(self.store, self.obj, self.run_id)
-            self._writer.put(self._batch)
+            self._writes.submit(partial(self.store.record_rejected, self.obj, self.run_id, self._batch))
         self._batch = []
 
     def finish(self) -> None:
         """Store the rest and wait until every row is stored (the run's end); raises a failed write's error."""
         self.flush()
-        if self._writer is not None:
-            self._writer.close()
+        self._writes.close()
 
-    def close(self) -> None:
-        """Stop the writing thread without raising (a run that failed: its own error is the one to see)."""
-        if self._writer is not None:
-            self._writer.close(raise_error=False)
-
-
-class _Writer:
-    """Stores batches of rejected rows in a thread of its own, one after another, in the order given.
-
-    A store whose data a thread cannot share (an in-memory SQLite database: each thread would open its own,
-    empty one) is written in the caller's thread instead."""
-
-    def __init__(self, store: StateStore, obj: str, run_id: str) -> None:
-        self.store, self.obj, self.run_id = store, obj, run_id
-        self._error: BaseException | None = None
-        self._queue: queue.Queue[list[RejectedRow] | None] = queue.Queue(maxsize=STORE_AHEAD)
-        self._thread: threading.Thread | None = None
-        if not store.in_memory:
-            self._thread = threading.Thread(target=self._work, name="connectif-sync-rejects", daemon=True)
-            self._thread.start()
-
-    def put(self, rows: list[RejectedRow]) -> None:
-        self._raise()
-        if self._thread is None:
-            self.store.record_rejected(self.obj, self.run_id, rows)
-        else:
-            self._queue.put(rows)
-
-    def close(self, *, raise_error: bool = True) -> None:
-        """Wait for the batches given (once), then raise the first write's error, if any."""
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None
-        if raise_error:
-            self._raise()
-
-    def _raise(self) -> None:
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-
-    def _work(self) -> None:
-        while (rows := self._queue.get()) is not None:
-            if self._error is None:  # after a failure the rest is dropped: the run raises at its next batch
-                try:
-                    self.store.record_rejected(self.obj, self.run_id, rows)
-                except BaseException as exc:  # handed to the run's thread
-                    self._error = exc
+    def stop(self) -> None:
+        """Wait for the rows handed over and end the writing thread, without raising (a run that failed: its
+        own error is the one to see)."""
+        self._writes.close(raise_error=False)
 
 
 def suppressed_row(key: str, ref: str | None, mapping: Mapping, why: str | None) -> RejectedRow:

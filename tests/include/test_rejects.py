@@ -37,7 +37,7 @@ def test_rejects_count_sample_and_store_every_row(tmp_path: Path, monkeypatch: p
         run_id = store.begin_run("contacts", "full", None)
         r = Rejects(store, "contacts", run_id, dry_run=False)
         r.add(_rows(3))
-        assert r._writer is None  # no batch yet: no thread
+        assert r._writes._thread is None  # no batch yet: no thread
         r.add(_rows(4, "worse"))  # the batch passes 4 rows: handed to the writing thread now
         r.add(iter(_rows(2)))  # any iterable; waits for the next batch or the end
         r.finish()
@@ -52,7 +52,7 @@ def test_rejects_count_sample_and_store_every_row(tmp_path: Path, monkeypatch: p
         assert r.reasons == {"_email: bad": 5, "_email: worse": 4}
         assert [x["key"] for x in r.sample] == ["k0", "k1", "k2", "k0", "k1"]
         assert r.sample[0] == {"key": "k0", "source_ref": "id=0", "field": "_email", "reason": "bad", "value": "0"}
-        r.close()  # after finish: nothing left to do
+        r.stop()  # after finish: nothing left to do
 
 
 def test_rejected_rows_are_written_by_their_own_thread_and_a_failed_write_is_raised(
@@ -87,7 +87,7 @@ def test_rejected_rows_are_written_by_their_own_thread_and_a_failed_write_is_rai
             failing.finish()
         quiet = Rejects(store, "contacts", run_id, dry_run=False)
         quiet.add(_rows(2))
-        quiet.close()  # a run that failed otherwise: its own error is the one raised
+        quiet.stop()  # a run that failed otherwise: its own error is the one raised
 
 
 def test_an_in_memory_store_is_written_by_the_runs_own_thread(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import importlib
 import itertools
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pytest
 import yaml
 
-from connectif_sync import ChunkWriter, KeySet, load_mapping, shape, validate
+from connectif_sync import ChunkWriter, KeySet, chunk, load_mapping, shape, validate
 from connectif_sync.chunk import header_bytes, read_manifest, row_bytes
 
 MAPPING = {
@@ -183,6 +185,43 @@ def test_chunk_limit_never_splits_rows_and_rejects_oversize(tmp_path: Path) -> N
     for f, nxt in itertools.pairwise(files):
         first = Path(nxt.path).read_bytes().split(b"\n")[1]
         assert f.bytes + len(first) + 1 > limit
+
+
+def test_chunk_files_are_written_by_a_thread_of_their_own_and_a_failed_write_is_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Which rows go to which file is decided by the caller; the bytes are written by the writer's thread, in
+    order, before :meth:`ChunkWriter.close` returns. A write that fails is raised there (or by the next write),
+    never lost; :meth:`ChunkWriter.stop` (a run that failed otherwise) raises nothing."""
+    threads: list[str] = []
+    real = chunk._write_tables
+
+    def noted(*args: Any) -> None:
+        threads.append(threading.current_thread().name)
+        real(*args)
+
+    monkeypatch.setattr(chunk, "_write_tables", noted)
+    keys = [f"k{i}@x.com" for i in range(60)]
+    data = pa.table({"_email": keys, "_name": [f"n{i}" for i in range(60)]})
+    w = ChunkWriter(tmp_path / "ok", "contacts", ["_email", "_name"], max_bytes=400)
+    for start in range(0, 60, 10):
+        w.write(data.slice(start, 10), _manifest(keys[start : start + 10]))
+    files = w.close()
+    assert set(threads) == {"connectif-sync-files"} and len(files) > 1
+    written = [k for f in files for k in read_manifest(f.path)[1].column("key").to_pylist()]
+    assert written == keys and all(Path(f.path).stat().st_size == f.bytes for f in files)
+
+    def disk_full(*args: Any) -> None:
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(chunk, "_write_tables", disk_full)
+    w = ChunkWriter(tmp_path / "full", "contacts", ["_email", "_name"])
+    w.write(data, _manifest(keys))
+    with pytest.raises(OSError, match="No space left"):
+        w.close()
+    w = ChunkWriter(tmp_path / "failed-run", "contacts", ["_email", "_name"])
+    w.write(data, _manifest(keys))
+    w.stop()
 
 
 def test_chunk_partitions_and_dry_run(tmp_path: Path) -> None:
