@@ -31,6 +31,7 @@ from connectif_sync.chunk import DEFAULT_MAX_FILE_BYTES
 from connectif_sync.extract import DEFAULT_READERS
 from connectif_sync.mappings import OBJECTS, MappingError
 from connectif_sync.pipeline import run_sync
+from connectif_sync.probe import PROBE_READERS
 from connectif_sync.purchases import purchase_payloads
 from connectif_sync.store import DEFAULT_STATE_URL, StateStore
 from connectif_sync.timefmt import parse_when
@@ -60,8 +61,9 @@ def _common(p: argparse.ArgumentParser, out: bool) -> None:
     p.add_argument(
         "--readers",
         type=int,
-        default=DEFAULT_READERS,
-        help=f"connections reading a full scan of an integer-keyed table (default {DEFAULT_READERS})",
+        default=None,
+        help=f"connections reading a full scan of an integer-keyed table (default {DEFAULT_READERS}, and "
+        f"{PROBE_READERS} for a second full scan's probe)",
     )
     p.add_argument("--start", help="purchases: first order date (inclusive), ISO 8601")
     p.add_argument("--end", help="purchases: last order date (exclusive), ISO 8601")

@@ -78,7 +78,7 @@ class SyncParams:
     dry_run: bool = False
     run_id: str | None = None
     extract_path: str = "auto"
-    readers: int = DEFAULT_READERS
+    readers: int | None = None  # None: DEFAULT_READERS for a full read, PROBE_READERS for a probe
     requests_per_minute: float = REQUESTS_PER_MINUTE
 
     def check(self) -> None:
@@ -103,7 +103,7 @@ def run_sync(
     dry_run: bool = False,
     run_id: str | None = None,
     extract_path: str = "auto",
-    readers: int = DEFAULT_READERS,
+    readers: int | None = None,
     requests_per_minute: float = REQUESTS_PER_MINUTE,
 ) -> SyncResult:
     """Sync one bulk object (contacts, products, coupons): write the CSV chunks of new and changed rows.
@@ -112,7 +112,9 @@ def run_sync(
       ``lookback``); falls back to a full scan when there is no watermark yet. No deletion detection.
     * ``full_resync``: send every valid row, changed or not (state is still compared, for the report).
     * ``dry_run``: compute everything (files, bytes, requests) but write nothing anywhere.
-    * ``readers``: connections that read a full scan of an integer-keyed table at once (ADBC sources).
+    * ``readers``: connections that read a full scan of an integer-keyed table at once (ADBC sources); by
+      default 2 (:data:`~connectif_sync.extract.DEFAULT_READERS`), and 3 for a second full scan's probe
+      (:data:`~connectif_sync.probe.PROBE_READERS`).
     * ``requests_per_minute``: the connection's request budget, for the dry run's time estimate.
 
     Files are NOT committed to the state: call :meth:`StateStore.confirm_file` / ``confirm_import`` for
@@ -260,7 +262,7 @@ def _early_probe(p: SyncParams, mapping: Mapping, store: StateStore, fingerprint
     with (a first run starts none): the database reads them meanwhile (bench/README.md, session 11)."""
     if p.full_resync or not store.has_confirmed(p.obj):
         return None
-    return probing.start(p.source_url, mapping, fingerprint, p.chunk_rows, p.readers)
+    return probing.start(p.source_url, mapping, fingerprint, p.chunk_rows, p.readers or probing.PROBE_READERS)
 
 
 def _prepared_chunks(run: _Run) -> Iterator[Prepared]:
@@ -268,7 +270,8 @@ def _prepared_chunks(run: _Run) -> Iterator[Prepared]:
     thread."""
     p, m = run.params, run.mapping
     if run.skip_known:
-        probed = probing.probe(p.source_url, m, run.index, run.fingerprint, p.chunk_rows, p.readers, run.early)
+        readers = p.readers or probing.PROBE_READERS
+        probed = probing.probe(p.source_url, m, run.index, run.fingerprint, p.chunk_rows, readers, run.early)
         if probed is not None:
             return probed
     if run.early is not None:
@@ -280,7 +283,7 @@ def _prepared_chunks(run: _Run) -> Iterator[Prepared]:
         since=run.since,
         chunk_rows=p.chunk_rows,
         path=p.extract_path,
-        readers=p.readers,
+        readers=p.readers or DEFAULT_READERS,
         source_hash=signed(run.fingerprint),
     )
     return prefetch(prepare(t, m, run.fingerprint, index) for t in chunks)

@@ -42,6 +42,13 @@ from connectif_sync.mappings import Mapping
 from connectif_sync.prepare import Prepared, chunk_high, prepare
 from connectif_sync.store import StateIndex
 
+PROBE_READERS = 3
+"""Connections that read a probe's pages at once, one more than a full read's
+(:data:`~connectif_sync.extract.DEFAULT_READERS`): each reader waits for its query, then works on the page it
+got (compares it, reads its unconfirmed rows in full, shapes them), so with two the machine's cores were idle
+part of a full scan; a page in flight holds keys and hashes (16-24 bytes a row), not whole rows, so a third
+costs a few MB. In-process, alternating with two: PostgreSQL full scans 0.660-0.708 -> 0.594-0.650 s (medians
+of 6), MySQL 1.001 -> 0.927 (5); four were no better than three (bench/README.md, session 18)."""
 PROBE_MIN_KNOWN = 0.5  # a probe is used when at least this share of the first range's rows is confirmed
 PROBE_SAMPLE = 16
 """The probe decides whether it pays on the first 1/16 of the first range's keys (about 2,000 rows), not the

@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 import sample_erp as erp
-from connectif_sync import StateStore, run_sync
+from connectif_sync import StateStore, pipeline, run_sync
 from connectif_sync import probe as probing
 from connectif_sync.diff import mapping_fingerprint, source_hashes
 from connectif_sync.extract import (
@@ -282,7 +282,7 @@ def test_a_mostly_changed_page_is_read_whole_a_chunk_at_a_time(tmp_path: Path, m
     mapping.write_text(PEOPLE, encoding="utf-8")
     state = _confirmed(db, tmp_path, mapping)
     # chunk_rows=100 in these runs: 30 ranges of 100 ids, read as pages of at most PROBE_SPAN ranges
-    pages = probing.probe_pages([(i * 100 + 1, i * 100 + 101) for i in range(30)], DEFAULT_READERS)
+    pages = probing.probe_pages([(i * 100 + 1, i * 100 + 101) for i in range(30)], probing.PROBE_READERS)
     assert all(hi - lo <= probing.PROBE_SPAN * 100 for lo, hi in pages)
     lo, hi = pages[1]
     page = hi - lo
@@ -350,6 +350,38 @@ def test_a_full_scan_starts_its_pages_before_it_loads_the_confirmed_state(
     with pytest.raises(OSError, match="disk gone"):
         run_sync("contacts", f"sqlite:///{db}", tmp_path / "c", state_url=f"sqlite:///{state}", chunk_rows=100)
     assert not [t.name for t in threading.enumerate() if t.name.startswith("connectif-sync-read")]
+
+
+def test_a_probe_reads_with_one_connection_more_than_a_full_read_unless_told(
+    sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """By default a full read uses DEFAULT_READERS connections and a probe PROBE_READERS (its pages hold keys
+    and hashes, not rows); ``readers`` given, both use it."""
+    db = _copy(sample, tmp_path)
+    started: list[int] = []
+    reads: list[int] = []
+    real_start, real_reads = probing.start, pipeline.extract_arrow
+
+    def start(*a: Any) -> Any:
+        started.append(a[-1])
+        return real_start(*a)
+
+    def extract(*a: Any, **k: Any) -> Any:
+        reads.append(k["readers"])
+        return real_reads(*a, **k)
+
+    monkeypatch.setattr(probing, "start", start)
+    monkeypatch.setattr(pipeline, "extract_arrow", extract)
+    state = _confirmed(db, tmp_path)
+    assert reads == [DEFAULT_READERS] and started == []
+    _exec(db, "UPDATE customers SET last_name = 'Moved' WHERE id % 50 = 7")
+    assert _second_run(db, state, tmp_path / "b", True, monkeypatch)["probed"]
+    assert started == [probing.PROBE_READERS] == [DEFAULT_READERS + 1]
+    started.clear()
+    copy = tmp_path / "told-state.db"
+    copy.write_bytes(state.read_bytes())
+    run_sync("contacts", f"sqlite:///{db}", tmp_path / "c", state_url=f"sqlite:///{copy}", chunk_rows=100, readers=2)
+    assert started == [2]
 
 
 def test_the_probe_decides_on_the_start_of_the_first_range(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
