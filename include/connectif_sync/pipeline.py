@@ -81,6 +81,16 @@ class SyncParams:
     readers: int | None = None  # None: DEFAULT_READERS for a full read, PROBE_READERS for a probe
     requests_per_minute: float = REQUESTS_PER_MINUTE
 
+    @property
+    def full_readers(self) -> int:
+        """Connections that read the source whole (``readers``, else :data:`DEFAULT_READERS`)."""
+        return self.readers or DEFAULT_READERS
+
+    @property
+    def probe_readers(self) -> int:
+        """Connections that read a probe's pages (``readers``, else :data:`~connectif_sync.probe.PROBE_READERS`)."""
+        return self.readers or probing.PROBE_READERS
+
     def check(self) -> None:
         if self.obj == "purchases":
             raise ValueError("purchases go through the API one by one: use connectif_sync.purchase_payloads()")
@@ -262,7 +272,7 @@ def _early_probe(p: SyncParams, mapping: Mapping, store: StateStore, fingerprint
     with (a first run starts none): the database reads them meanwhile (bench/README.md, session 11)."""
     if p.full_resync or not store.has_confirmed(p.obj):
         return None
-    return probing.start(p.source_url, mapping, fingerprint, p.chunk_rows, p.readers or probing.PROBE_READERS)
+    return probing.start(p.source_url, mapping, fingerprint, p.chunk_rows, p.probe_readers)
 
 
 def _prepared_chunks(run: _Run) -> Iterator[Prepared]:
@@ -270,8 +280,7 @@ def _prepared_chunks(run: _Run) -> Iterator[Prepared]:
     thread."""
     p, m = run.params, run.mapping
     if run.skip_known:
-        readers = p.readers or probing.PROBE_READERS
-        probed = probing.probe(p.source_url, m, run.index, run.fingerprint, p.chunk_rows, readers, run.early)
+        probed = probing.probe(p.source_url, m, run.index, run.fingerprint, p.chunk_rows, p.probe_readers, run.early)
         if probed is not None:
             return probed
     if run.early is not None:
@@ -283,7 +292,7 @@ def _prepared_chunks(run: _Run) -> Iterator[Prepared]:
         since=run.since,
         chunk_rows=p.chunk_rows,
         path=p.extract_path,
-        readers=p.readers or DEFAULT_READERS,
+        readers=p.full_readers,
         source_hash=signed(run.fingerprint),
     )
     return prefetch(prepare(t, m, run.fingerprint, index) for t in chunks)
